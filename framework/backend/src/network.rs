@@ -1,0 +1,78 @@
+//! The backend trait: what the trainer and strategies may ask of a network.
+
+use crate::{BackendError, MlpSpec, ParamStore};
+
+/// A borrowed row-major batch of inputs: `rows` samples of `cols` features.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// `rows * cols` values, sample-major.
+    pub data: &'a [f32],
+    /// Number of samples.
+    pub rows: usize,
+    /// Features per sample.
+    pub cols: usize,
+}
+
+impl<'a> Inputs<'a> {
+    /// Wraps `data` as `rows` samples; fails if the length is not `rows * cols`.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self, BackendError> {
+        if data.len() != rows * cols {
+            return Err(BackendError::shape(
+                "inputs",
+                format!("{rows} x {cols} = {} values", rows * cols),
+                data.len(),
+            ));
+        }
+        Ok(Inputs { data, rows, cols })
+    }
+}
+
+/// A trainable network with host-owned parameters.
+///
+/// Contract:
+/// - parameters and gradients are the buffers of [`Network::params`]; every call reads the
+///   current values (callers may edit them between calls);
+/// - [`Network::loss_backward`] and [`Network::vjp`] **add** into the gradient buffers; the
+///   caller zeroes them ([`ParamStore::zero_grads`]) at the start of a step;
+/// - outputs are written into caller-provided vectors (resized as needed) so the hot path can
+///   reuse allocations;
+/// - the same inputs and parameters give bit-identical outputs.
+pub trait Network: Send {
+    /// Short backend name for logs and results (e.g. `dfdx`).
+    fn backend_name(&self) -> &'static str;
+
+    /// The architecture.
+    fn spec(&self) -> &MlpSpec;
+
+    /// Parameter values and gradients.
+    fn params(&self) -> &ParamStore;
+
+    /// Mutable parameter values and gradients.
+    fn params_mut(&mut self) -> &mut ParamStore;
+
+    /// Logits, `x.rows * spec().output` values, written into `out`.
+    fn forward(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError>;
+
+    /// Penultimate activations (the input of the last layer), `x.rows * spec().feature_dim()`.
+    fn features(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError>;
+
+    /// Mean softmax cross-entropy over the rows.
+    ///
+    /// If `class_mask` is given (length `spec().output`), the softmax runs over the classes
+    /// marked `true` only (the others get no probability mass and zero gradient); every target
+    /// must be one of them. Adds d loss / d params into the gradients, writes the raw (unmasked)
+    /// logits into `logits_out`, and returns the loss.
+    fn loss_backward(
+        &mut self,
+        x: Inputs<'_>,
+        targets: &[usize],
+        class_mask: Option<&[bool]>,
+        logits_out: &mut Vec<f32>,
+    ) -> Result<f32, BackendError>;
+
+    /// Vector-Jacobian product: adds `J(x)^T * cotangent` into the gradients, where `J` is the
+    /// Jacobian of the logits (`x.rows * output` values) with respect to the parameters and
+    /// `cotangent` has one value per logit. Used for output-space losses (distillation,
+    /// function-space regularisers).
+    fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError>;
+}

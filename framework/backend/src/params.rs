@@ -1,0 +1,204 @@
+//! Named, host-owned f32 parameter and gradient buffers.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+
+use crate::spec::{Init, MlpSpec};
+
+/// What a parameter tensor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamRole {
+    /// A dense layer's weight matrix, shape `[out, in]`, row-major.
+    Weight,
+    /// A dense layer's bias vector, shape `[out]`.
+    Bias,
+}
+
+/// Name, shape and role of one parameter tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// Stable name, e.g. `layers.0.weight`.
+    pub name: String,
+    /// Shape; weights are `[out, in]`, biases `[out]`.
+    pub shape: Vec<usize>,
+    /// Weight or bias.
+    pub role: ParamRole,
+    /// Index of the dense layer (0 = first).
+    pub layer: usize,
+}
+
+impl ParamInfo {
+    /// Number of scalars.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Parameter values and their gradients, one contiguous buffer per tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamStore {
+    infos: Vec<ParamInfo>,
+    values: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+}
+
+impl ParamStore {
+    /// Zero-valued buffers for the given tensors.
+    pub fn zeros(infos: Vec<ParamInfo>) -> Self {
+        let values: Vec<Vec<f32>> = infos.iter().map(|i| vec![0.0; i.numel()]).collect();
+        let grads = values.clone();
+        ParamStore {
+            infos,
+            values,
+            grads,
+        }
+    }
+
+    /// The MLP's tensors in order `layers.0.weight, layers.0.bias, layers.1.weight, ...`,
+    /// initialised with `spec.init` from a ChaCha8 stream seeded by `seed`; biases are zero.
+    pub fn init_mlp(spec: &MlpSpec, seed: u64) -> Self {
+        let widths = spec.widths();
+        let mut infos = Vec::new();
+        for (l, w) in widths.windows(2).enumerate() {
+            infos.push(ParamInfo {
+                name: format!("layers.{l}.weight"),
+                shape: vec![w[1], w[0]],
+                role: ParamRole::Weight,
+                layer: l,
+            });
+            infos.push(ParamInfo {
+                name: format!("layers.{l}.bias"),
+                shape: vec![w[1]],
+                role: ParamRole::Bias,
+                layer: l,
+            });
+        }
+        let mut store = ParamStore::zeros(infos);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for (info, value) in store.infos.iter().zip(store.values.iter_mut()) {
+            if info.role != ParamRole::Weight {
+                continue;
+            }
+            let (fan_out, fan_in) = (info.shape[0] as f64, info.shape[1] as f64);
+            match spec.init {
+                Init::KaimingUniform => fill_uniform(value, (6.0 / fan_in).sqrt(), &mut rng),
+                Init::XavierUniform => {
+                    fill_uniform(value, (6.0 / (fan_in + fan_out)).sqrt(), &mut rng)
+                }
+                Init::TorchDefault => fill_uniform(value, 1.0 / fan_in.sqrt(), &mut rng),
+                Init::KaimingNormal => fill_normal(value, (2.0 / fan_in).sqrt(), &mut rng),
+                Init::XavierNormal => {
+                    fill_normal(value, (2.0 / (fan_in + fan_out)).sqrt(), &mut rng)
+                }
+            }
+        }
+        store
+    }
+
+    /// Descriptions of every tensor, in storage order.
+    pub fn infos(&self) -> &[ParamInfo] {
+        &self.infos
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.infos.len()
+    }
+
+    /// True if there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty()
+    }
+
+    /// Total number of scalars.
+    pub fn numel(&self) -> usize {
+        self.infos.iter().map(ParamInfo::numel).sum()
+    }
+
+    /// Index of the tensor called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.infos.iter().position(|i| i.name == name)
+    }
+
+    /// Values of tensor `i`.
+    pub fn value(&self, i: usize) -> &[f32] {
+        &self.values[i]
+    }
+
+    /// Mutable values of tensor `i`.
+    pub fn value_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.values[i]
+    }
+
+    /// Gradient of tensor `i`.
+    pub fn grad(&self, i: usize) -> &[f32] {
+        &self.grads[i]
+    }
+
+    /// Mutable gradient of tensor `i`.
+    pub fn grad_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.grads[i]
+    }
+
+    /// All value buffers.
+    pub fn values(&self) -> &[Vec<f32>] {
+        &self.values
+    }
+
+    /// All gradient buffers.
+    pub fn grads(&self) -> &[Vec<f32>] {
+        &self.grads
+    }
+
+    /// Value and gradient of tensor `i`, the value mutable (for optimizers).
+    pub fn value_and_grad_mut(&mut self, i: usize) -> (&mut [f32], &[f32]) {
+        (&mut self.values[i], &self.grads[i])
+    }
+
+    /// Value (read-only) and gradient (mutable) of tensor `i` (for gradient terms).
+    pub fn value_and_grad_for_update(&mut self, i: usize) -> (&[f32], &mut [f32]) {
+        (&self.values[i], &mut self.grads[i])
+    }
+
+    /// Sets every gradient to zero.
+    pub fn zero_grads(&mut self) {
+        for g in &mut self.grads {
+            g.fill(0.0);
+        }
+    }
+
+    /// Copies all values from `other`, which must have the same tensors.
+    pub fn copy_values_from(&mut self, other: &ParamStore) {
+        assert_eq!(
+            self.infos, other.infos,
+            "copy_values_from: different tensors"
+        );
+        for (dst, src) in self.values.iter_mut().zip(&other.values) {
+            dst.copy_from_slice(src);
+        }
+    }
+
+    /// True if every value and gradient is finite.
+    pub fn all_finite(&self) -> bool {
+        self.values
+            .iter()
+            .chain(&self.grads)
+            .all(|b| b.iter().all(|x| x.is_finite()))
+    }
+}
+
+fn fill_uniform(buf: &mut [f32], bound: f64, rng: &mut impl Rng) {
+    let d = Uniform::new_inclusive(-bound, bound);
+    for x in buf {
+        *x = d.sample(rng) as f32;
+    }
+}
+
+fn fill_normal(buf: &mut [f32], std: f64, rng: &mut impl Rng) {
+    // std > 0 because widths are validated positive.
+    let d = Normal::new(0.0, std).unwrap_or_else(|_| Normal::new(0.0, 1.0).expect("unit normal"));
+    for x in buf {
+        *x = d.sample(rng) as f32;
+    }
+}

@@ -1,0 +1,402 @@
+//! Trial records and the results directory: `results.jsonl` (one JSON object per finished trial,
+//! rewritten atomically after each trial) and `summary.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+
+/// One finished trial, as stored in `results.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Hash of everything that defines the trial (hex).
+    pub trial_id: String,
+    /// Config name.
+    pub config: String,
+    /// Strategy label (the strategy name unless the config gives a label).
+    pub strategy: String,
+    /// Strategy implementation name (built-in or plugin).
+    pub strategy_name: String,
+    /// Scenario description.
+    pub scenario: String,
+    /// Data set name.
+    pub dataset: String,
+    /// `task-il`, `class-il` or `domain-il`.
+    pub setting: String,
+    /// Trial seed.
+    pub seed: u64,
+    /// Strategy hyperparameters as given in the config.
+    pub hparams: serde_json::Value,
+    /// `completed`, `diverged` or `failed`.
+    pub status: String,
+    /// Failure or divergence message.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Task names in stream order.
+    pub tasks: Vec<String>,
+    /// Rows = after training task i, columns = task j; fractions in [0, 1].
+    pub accuracy_matrix: Vec<Vec<f64>>,
+    /// Accuracy of the untrained network on each task.
+    pub random_init_accuracy: Vec<f64>,
+    /// Per task: accuracy on incoming batches before their update.
+    pub online_accuracy: Vec<f64>,
+    /// Per task: mean training loss.
+    pub mean_loss: Vec<f64>,
+    /// Metrics (absent unless the trial completed).
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    /// Seconds in the training loops.
+    pub train_seconds: f64,
+    /// Seconds evaluating.
+    pub eval_seconds: f64,
+    /// Training rows per second.
+    pub samples_per_second: f64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Network backend.
+    pub backend: String,
+    /// Scalar parameters of the network.
+    pub num_params: usize,
+    /// clef version that produced the record.
+    pub clef_version: String,
+}
+
+/// The results directory of a run.
+#[derive(Debug, Clone)]
+pub struct ResultsDir {
+    dir: PathBuf,
+}
+
+/// Errors writing results.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write results to {path}: {source}")]
+pub struct ResultsError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
+    move |source| ResultsError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl ResultsDir {
+    /// Creates `dir` (and parents) if needed and checks that it is writable.
+    pub fn create(dir: &Path) -> Result<Self, ResultsError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let probe = dir.join(".clef-write-test");
+        std::fs::write(&probe, b"").map_err(io_err(dir))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(ResultsDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of `results.jsonl`.
+    pub fn jsonl_path(&self) -> PathBuf {
+        self.dir.join("results.jsonl")
+    }
+
+    /// Records already in `results.jsonl` (an absent file is empty; unreadable lines are
+    /// skipped with a warning).
+    pub fn read(&self) -> Result<Vec<TrialRecord>, ResultsError> {
+        let path = self.jsonl_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .filter_map(|(i, l)| match serde_json::from_str(l) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}:{}: skipping unreadable record: {e}",
+                        path.display(),
+                        i + 1
+                    );
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Appends `record` to `results.jsonl` atomically: the file is rewritten to a temporary
+    /// file, flushed to disk and renamed over the old one, so a crash leaves either the old or
+    /// the new file, never a torn line.
+    pub fn append(&self, record: &TrialRecord) -> Result<(), ResultsError> {
+        let path = self.jsonl_path();
+        let mut text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        let line = serde_json::to_string(record).map_err(|e| io_err(&path)(e.into()))?;
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+        write_atomic(&path, &text)
+    }
+
+    /// Writes `summary.md` atomically.
+    pub fn write_summary(&self, text: &str) -> Result<PathBuf, ResultsError> {
+        let path = self.dir.join("summary.md");
+        write_atomic(&path, text.as_bytes())?;
+        Ok(path)
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir, path)?;
+    tmp.1.write_all(bytes).map_err(io_err(&tmp.0))?;
+    tmp.1.sync_all().map_err(io_err(&tmp.0))?;
+    drop(tmp.1);
+    std::fs::rename(&tmp.0, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp.0);
+        io_err(path)(e)
+    })
+}
+
+fn tempfile_in(dir: &Path, target: &Path) -> Result<(PathBuf, std::fs::File), ResultsError> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    Ok((tmp, f))
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn fmt_stat(xs: &[f64]) -> String {
+    match xs.len() {
+        0 => "n/a".into(),
+        1 => format!("{:.3}", xs[0]),
+        _ => {
+            let (m, s) = mean_std(xs);
+            format!("{m:.3} ± {s:.3}")
+        }
+    }
+}
+
+/// The comparison table: one row per (setting, strategy), metrics as mean ± std over seeds.
+pub fn results_table(records: &[TrialRecord]) -> String {
+    let mut groups: BTreeMap<(String, String), Vec<&TrialRecord>> = BTreeMap::new();
+    let mut order: Vec<(String, String)> = Vec::new();
+    for r in records {
+        let key = (r.setting.clone(), r.strategy.clone());
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(r);
+    }
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| setting | strategy | seeds | ACC | BWT | FWT | forgetting | learning acc. | avg. incr. acc. | intransigence | samples/s |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for key in order {
+        let rs = &groups[&key];
+        let ok: Vec<&&TrialRecord> = rs.iter().filter(|r| r.metrics.is_some()).collect();
+        let pick = |f: &dyn Fn(&Metrics) -> Option<f64>| -> String {
+            let xs: Vec<f64> = ok
+                .iter()
+                .filter_map(|r| r.metrics.as_ref().and_then(f))
+                .collect();
+            fmt_stat(&xs)
+        };
+        let failed = rs.len() - ok.len();
+        let seeds = if failed > 0 {
+            format!("{} ({} not completed)", rs.len(), failed)
+        } else {
+            rs.len().to_string()
+        };
+        let sps: Vec<f64> = ok.iter().map(|r| r.samples_per_second).collect();
+        let (sps_mean, _) = mean_std(&sps);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            key.0,
+            key.1,
+            seeds,
+            pick(&|m| Some(m.acc)),
+            pick(&|m| m.bwt),
+            pick(&|m| m.fwt),
+            pick(&|m| m.forgetting),
+            pick(&|m| Some(m.learning_accuracy)),
+            pick(&|m| Some(m.avg_incremental_accuracy)),
+            pick(&|m| m.intransigence),
+            if sps.is_empty() {
+                "n/a".into()
+            } else {
+                format!("{sps_mean:.0}")
+            },
+        );
+    }
+    s
+}
+
+/// `summary.md`: the comparison table, failures, and every accuracy matrix.
+pub fn summary_markdown(config_name: &str, records: &[TrialRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# clef results: {config_name}\n");
+    if let Some(r) = records.first() {
+        let _ = writeln!(
+            s,
+            "Scenario: {} ({} tasks), backend {}.\n",
+            r.scenario,
+            r.tasks.len(),
+            r.backend
+        );
+    }
+    let _ = writeln!(
+        s,
+        "Metrics are mean ± sample standard deviation over seeds; definitions in docs/metrics.md.\n"
+    );
+    s.push_str(&results_table(records));
+    let bad: Vec<&TrialRecord> = records.iter().filter(|r| r.status != "completed").collect();
+    if !bad.is_empty() {
+        let _ = writeln!(s, "\n## Trials that did not complete\n");
+        for r in bad {
+            let _ = writeln!(
+                s,
+                "- {} / {} / seed {}: {} — {}",
+                r.setting,
+                r.strategy,
+                r.seed,
+                r.status,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Accuracy matrices\n\nRow i = after training task i; column j = task j.\n"
+    );
+    for r in records {
+        let _ = writeln!(s, "### {} / {} / seed {}\n", r.setting, r.strategy, r.seed);
+        let _ = writeln!(s, "```");
+        for row in &r.accuracy_matrix {
+            let cells: Vec<String> = row.iter().map(|v| format!("{v:.3}")).collect();
+            let _ = writeln!(s, "{}", cells.join("  "));
+        }
+        let _ = writeln!(s, "```\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(strategy: &str, seed: u64, acc: f64) -> TrialRecord {
+        TrialRecord {
+            trial_id: format!("{strategy}-{seed}"),
+            config: "t".into(),
+            strategy: strategy.into(),
+            strategy_name: strategy.into(),
+            scenario: "s".into(),
+            dataset: "d".into(),
+            setting: "class-il".into(),
+            seed,
+            hparams: serde_json::json!({}),
+            status: "completed".into(),
+            error: None,
+            tasks: vec!["a".into()],
+            accuracy_matrix: vec![vec![acc]],
+            random_init_accuracy: vec![0.1],
+            online_accuracy: vec![0.5],
+            mean_loss: vec![1.0],
+            metrics: Some(crate::metrics::compute(&[vec![acc]], None, None, None)),
+            train_seconds: 1.0,
+            eval_seconds: 0.1,
+            samples_per_second: 100.0,
+            steps: 10,
+            backend: "dfdx".into(),
+            num_params: 10,
+            clef_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn append_keeps_earlier_records_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let rd = ResultsDir::create(&dir.path().join("out")).unwrap();
+        rd.append(&record("a", 0, 0.5)).unwrap();
+        rd.append(&record("a", 1, 0.7)).unwrap();
+        let back = rd.read().unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1], record("a", 1, 0.7));
+        // no temporary files left behind
+        let names: Vec<_> = std::fs::read_dir(rd.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn table_shows_mean_and_std_over_seeds() {
+        let t = results_table(&[record("a", 0, 0.5), record("a", 1, 0.7)]);
+        // mean 0.6, sample std sqrt(0.02) = 0.141
+        assert!(t.contains("| class-il | a | 2 | 0.600 ± 0.141 |"), "{t}");
+    }
+
+    #[test]
+    fn mean_std_hand_computed() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert!((m - 2.5).abs() < 1e-12);
+        assert!((s - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unwritable_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = ResultsDir::create(&file.join("sub"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot write results to") && e.contains("sub"),
+            "{e}"
+        );
+    }
+}
