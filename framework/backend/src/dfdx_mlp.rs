@@ -303,15 +303,24 @@ impl Network for DfdxMlp {
                 targets.len(),
             ));
         }
-        if let Some(mask) = class_mask {
-            if mask.len() != classes {
+        // A mask is shared by every row (`classes` entries) or given per row (`rows * classes`).
+        let per_row = match class_mask {
+            Some(mask) if mask.len() == classes => false,
+            Some(mask) if rows > 0 && Some(mask.len()) == rows.checked_mul(classes) => true,
+            Some(mask) => {
                 return Err(BackendError::shape(
-                    "class_mask (one per output class)",
-                    classes,
+                    "class_mask (one per output class, or one per row and class)",
+                    format!("{classes} or {rows} x {classes}"),
                     mask.len(),
-                ));
+                ))
             }
-        }
+            None => false,
+        };
+        let allowed = |r: usize, c: usize| match class_mask {
+            None => true,
+            Some(m) if per_row => m[r * classes + c],
+            Some(m) => m[c],
+        };
         for (r, &t) in targets.iter().enumerate() {
             if t >= classes {
                 return Err(BackendError::shape(
@@ -320,7 +329,7 @@ impl Network for DfdxMlp {
                     format!("{t} at row {r}"),
                 ));
             }
-            if class_mask.is_some_and(|m| !m[t]) {
+            if !allowed(r, t) {
                 return Err(BackendError::shape(
                     "targets (not in class_mask)",
                     "a class enabled in class_mask",
@@ -347,13 +356,18 @@ impl Network for DfdxMlp {
                     .iter()
                     .map(|&on| if on { 0.0 } else { MASKED_LOGIT_OFFSET })
                     .collect();
-                let offsets: Vector = self
-                    .dev
-                    .try_tensor_from_vec(offsets, (classes,))
-                    .map_err(device_err)?;
-                let offsets = offsets
-                    .try_broadcast_like::<_, Axis<0>>(&shape)
-                    .map_err(device_err)?;
+                let offsets: Matrix = if per_row {
+                    self.dev
+                        .try_tensor_from_vec(offsets, shape)
+                        .map_err(device_err)?
+                } else {
+                    let v: Vector = self
+                        .dev
+                        .try_tensor_from_vec(offsets, (classes,))
+                        .map_err(device_err)?;
+                    v.try_broadcast_like::<_, Axis<0>>(&shape)
+                        .map_err(device_err)?
+                };
                 logits.try_add(offsets).map_err(device_err)?
             }
         };

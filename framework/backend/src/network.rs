@@ -58,10 +58,12 @@ pub trait Network: Send {
 
     /// Mean softmax cross-entropy over the rows.
     ///
-    /// If `class_mask` is given (length `spec().output`), the softmax runs over the classes
-    /// marked `true` only (the others get no probability mass and zero gradient); every target
-    /// must be one of them. Adds d loss / d params into the gradients, writes the raw (unmasked)
-    /// logits into `logits_out`, and returns the loss.
+    /// If `class_mask` is given, the softmax of each row runs over the classes marked `true`
+    /// only (the others get no probability mass and zero gradient); every target must be one of
+    /// them. The mask is shared by all rows (length `spec().output`) or given per row (length
+    /// `x.rows * spec().output`, row-major), e.g. when replayed rows of other tasks keep their
+    /// own task-IL head. Adds d loss / d params into the gradients, writes the raw (unmasked)
+    /// logits into `logits_out`, and returns the loss. Zero rows: loss 0, no gradient.
     fn loss_backward(
         &mut self,
         x: Inputs<'_>,

@@ -56,7 +56,8 @@ impl ParamStore {
     }
 
     /// The MLP's tensors in order `layers.0.weight, layers.0.bias, layers.1.weight, ...`,
-    /// initialised with `spec.init` from a ChaCha8 stream seeded by `seed`; biases are zero.
+    /// initialised with `spec.init` from a ChaCha8 stream seeded by `seed`; biases are zero
+    /// except under [`Init::TorchDefault`], which draws them like PyTorch's `nn.Linear`.
     pub fn init_mlp(spec: &MlpSpec, seed: u64) -> Self {
         let widths = spec.widths();
         let mut infos = Vec::new();
@@ -76,8 +77,15 @@ impl ParamStore {
         }
         let mut store = ParamStore::zeros(infos);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let widths_in: Vec<usize> = widths[..widths.len() - 1].to_vec();
         for (info, value) in store.infos.iter().zip(store.values.iter_mut()) {
-            if info.role != ParamRole::Weight {
+            if info.role == ParamRole::Bias {
+                // PyTorch's nn.Linear also draws its bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in));
+                // every other scheme starts biases at zero.
+                if spec.init == Init::TorchDefault {
+                    let fan_in = widths_in[info.layer] as f64;
+                    fill_uniform(value, 1.0 / fan_in.sqrt(), &mut rng);
+                }
                 continue;
             }
             let (fan_out, fan_in) = (info.shape[0] as f64, info.shape[1] as f64);

@@ -14,7 +14,7 @@ pub enum Activation {
     Sigmoid,
 }
 
-/// Weight initialisation scheme (biases always start at zero).
+/// Weight initialisation scheme (biases start at zero, except under `TorchDefault`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Init {
@@ -26,7 +26,7 @@ pub enum Init {
     XavierUniform,
     /// N(0, 2 / (fan_in + fan_out)).
     XavierNormal,
-    /// U(-b, b), b = 1 / sqrt(fan_in): PyTorch's `nn.Linear` default weight init.
+    /// U(-b, b), b = 1 / sqrt(fan_in), for weights and biases: PyTorch's `nn.Linear` default.
     TorchDefault,
 }
 

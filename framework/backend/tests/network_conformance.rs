@@ -750,3 +750,79 @@ fn metadata() {
     );
     assert_eq!(net.params(), &ParamStore::init_mlp(&spec, 0));
 }
+
+/// A per-row mask gives each row its own softmax support: the loss and gradients equal the
+/// row-weighted combination of two calls with shared masks on the two halves of the batch.
+#[test]
+fn per_row_masks_equal_separate_shared_mask_calls() {
+    let spec = spec(4, &[5], 4, Activation::Relu);
+    let rows = 6;
+    let (x, _) = random_problem(&spec, rows, 77);
+    let targets = vec![0, 1, 0, 2, 3, 3];
+    let head_a = [true, true, false, false];
+    let head_b = [false, false, true, true];
+    let mut per_row = Vec::new();
+    for r in 0..rows {
+        per_row.extend_from_slice(if r < 3 { &head_a } else { &head_b });
+    }
+    let mut logits = Vec::new();
+    let mut joint = net_with_random_biases(&spec, 5);
+    let loss = joint
+        .loss_backward(
+            Inputs::new(&x, rows, 4).unwrap(),
+            &targets,
+            Some(&per_row),
+            &mut logits,
+        )
+        .unwrap();
+
+    let mut split = net_with_random_biases(&spec, 5);
+    let half = 3 * 4;
+    let la = split
+        .loss_backward(
+            Inputs::new(&x[..half], 3, 4).unwrap(),
+            &targets[..3],
+            Some(&head_a),
+            &mut logits,
+        )
+        .unwrap();
+    let lb = split
+        .loss_backward(
+            Inputs::new(&x[half..], 3, 4).unwrap(),
+            &targets[3..],
+            Some(&head_b),
+            &mut logits,
+        )
+        .unwrap();
+    // Each half-call averages over 3 rows; the joint call over 6.
+    assert!((loss - (la + lb) / 2.0).abs() < 1e-5, "{loss} vs {la} {lb}");
+    for i in 0..joint.params().len() {
+        for (g, h) in joint.params().grad(i).iter().zip(split.params().grad(i)) {
+            assert!((g - h / 2.0).abs() < 1e-5, "param {i}: {g} vs {}", h / 2.0);
+        }
+    }
+    // A target outside its own row's head is rejected.
+    let mut bad = targets.clone();
+    bad[4] = 0;
+    let e = joint
+        .loss_backward(
+            Inputs::new(&x, rows, 4).unwrap(),
+            &bad,
+            Some(&per_row),
+            &mut logits,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row 4"), "{e}");
+    // A mask of the wrong length names the argument.
+    let e = joint
+        .loss_backward(
+            Inputs::new(&x, rows, 4).unwrap(),
+            &targets,
+            Some(&per_row[..5]),
+            &mut logits,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("class_mask"), "{e}");
+}
