@@ -1,0 +1,458 @@
+//! The clef strategy-plugin ABI, version 1.
+//!
+//! Only `#[repr(C)]` types and constants, no dependencies: this crate *is* the contract between
+//! the `clef` host and strategy plugins built as shared libraries. `include/clef_plugin.h` is the
+//! same contract for C (a test checks that every size, offset and constant agrees).
+//!
+//! # Handshake
+//! A plugin exports one symbol, [`CLEF_ENTRY_SYMBOL`] (`clef_plugin_entry_v1`), of type
+//! [`ClefEntryFn`]. It returns a pointer to a static [`ClefPluginDescriptor`] whose first three
+//! fields are `{abi_major, abi_minor, struct_size}`. The host reads those first and refuses the
+//! plugin unless `abi_major == CLEF_ABI_MAJOR` and `struct_size` covers every field of the
+//! plugin's declared minor version. Fields are append-only: a new minor version only adds fields
+//! at the end of a struct, so an older plugin (smaller `struct_size`) still loads and a newer
+//! host treats the missing trailing hooks as absent.
+//!
+//! # Ownership
+//! Whoever allocates frees. Strings and tables in the descriptor are owned by the plugin and
+//! live as long as the library (which the host never unloads). Tensor views, batch views and
+//! task infos handed to the plugin are owned by the host and valid only during the call that
+//! produced them. Buffers passed to host services (`forward` output, `task_samples` output ...)
+//! are allocated by the plugin with the size the service documents.
+//!
+//! # Threading
+//! One instance is used by one thread at a time (the trial's training thread); hooks of one
+//! instance are never called concurrently. Different instances of the same plugin may run on
+//! different threads at the same time (parallel trials), so plugin-global state must be
+//! thread-safe. Host services may be called only during a hook, on the thread that called it,
+//! with the `ctx` that hook received.
+//!
+//! # Errors
+//! Every function returns a status ([`CLEF_OK`] = 0, negative = error). After a plugin error the
+//! host reads the message with `last_error(instance)` (`instance` may be null after a failed
+//! `create`; the message is then thread-local). A plugin must never unwind across the boundary:
+//! Rust plugins catch panics (the SDK does) and return [`CLEF_PANIC`].
+
+#![no_std]
+#![allow(non_camel_case_types)]
+
+use core::ffi::{c_char, c_void};
+
+/// ABI major version: a plugin with another major is refused.
+pub const CLEF_ABI_MAJOR: u16 = 1;
+/// ABI minor version: fields added at the end of structs.
+pub const CLEF_ABI_MINOR: u16 = 0;
+/// Name of the exported entry symbol (NUL-terminated).
+pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
+
+/// The entry point: returns the plugin's static descriptor (never null for a valid plugin).
+pub type ClefEntryFn = unsafe extern "C" fn() -> *const ClefPluginDescriptor;
+
+// ---- status codes -------------------------------------------------------------------------
+
+/// Success.
+pub const CLEF_OK: i32 = 0;
+/// The plugin reports an error; the message is in `last_error`.
+pub const CLEF_ERROR: i32 = -1;
+/// The plugin panicked (caught before the boundary); the message is in `last_error`.
+pub const CLEF_PANIC: i32 = -2;
+/// A host service got a bad argument (index, size, null pointer).
+pub const CLEF_INVALID_ARGUMENT: i32 = -3;
+/// A host service is not available with this host or backend.
+pub const CLEF_UNSUPPORTED: i32 = -4;
+/// A host service may not be called in the current hook (e.g. `batch_append` outside
+/// `before_batch`, `task_samples` for a future task).
+pub const CLEF_NOT_ALLOWED: i32 = -5;
+
+// ---- log levels ---------------------------------------------------------------------------
+
+/// Error log level.
+pub const CLEF_LOG_ERROR: i32 = 1;
+/// Warning log level.
+pub const CLEF_LOG_WARN: i32 = 2;
+/// Info log level.
+pub const CLEF_LOG_INFO: i32 = 3;
+/// Debug log level.
+pub const CLEF_LOG_DEBUG: i32 = 4;
+/// Trace log level.
+pub const CLEF_LOG_TRACE: i32 = 5;
+
+// ---- hyperparameter schema ----------------------------------------------------------------
+
+/// A real-valued hyperparameter (`default_value`, `min`, `max` as given).
+pub const CLEF_HPARAM_FLOAT: u32 = 0;
+/// An integer hyperparameter (values are whole numbers stored in f64).
+pub const CLEF_HPARAM_INT: u32 = 1;
+/// A boolean hyperparameter (`default_value` 0 or 1).
+pub const CLEF_HPARAM_BOOL: u32 = 2;
+/// One of `choices` (`default_value` is the index of the default choice).
+pub const CLEF_HPARAM_CHOICE: u32 = 3;
+
+/// Flag: search this hyperparameter on a log scale (e.g. regularisation strengths).
+pub const CLEF_HPARAM_LOG_SCALE: u32 = 1;
+
+/// One hyperparameter of a plugin's schema. The host validates the strategy's config section
+/// against the schema (unknown key, wrong type, out of range) before calling `create`, fills in
+/// defaults, and builds search spaces from it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefHparam {
+    /// Key in the config's `hparams` table (NUL-terminated, plugin-owned).
+    pub name: *const c_char,
+    /// One of the `CLEF_HPARAM_*` kinds.
+    pub kind: u32,
+    /// Bit set of `CLEF_HPARAM_LOG_SCALE` ...
+    pub flags: u32,
+    /// Default (float, int, bool as 0/1, or choice index).
+    pub default_value: f64,
+    /// Inclusive lower bound for float/int (`-inf` = none).
+    pub min: f64,
+    /// Inclusive upper bound for float/int (`+inf` = none).
+    pub max: f64,
+    /// For `CLEF_HPARAM_CHOICE`: `n_choices` NUL-terminated strings; otherwise null.
+    pub choices: *const *const c_char,
+    /// Number of choices.
+    pub n_choices: usize,
+    /// One-line description (NUL-terminated).
+    pub doc: *const c_char,
+}
+
+// ---- settings, roles ----------------------------------------------------------------------
+
+/// Task-incremental: the task id is known; logits are masked to the task's units.
+pub const CLEF_SETTING_TASK_IL: i32 = 0;
+/// Class-incremental: argmax over every unit seen so far.
+pub const CLEF_SETTING_CLASS_IL: i32 = 1;
+/// Domain-incremental: one shared head.
+pub const CLEF_SETTING_DOMAIN_IL: i32 = 2;
+
+/// A dense layer's weight matrix `[out, in]`, row-major.
+pub const CLEF_ROLE_WEIGHT: i32 = 0;
+/// A dense layer's bias `[out]`.
+pub const CLEF_ROLE_BIAS: i32 = 1;
+
+/// Training split of a task.
+pub const CLEF_SPLIT_TRAIN: i32 = 0;
+/// Test split of a task.
+pub const CLEF_SPLIT_TEST: i32 = 1;
+
+/// Opaque per-call host context. Plugins only pass the pointer back to host services.
+#[repr(C)]
+pub struct ClefCtx {
+    _private: [u8; 0],
+}
+
+/// The current task and the shape of the problem. Host-owned, valid during the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefTaskInfo {
+    /// `size_of::<ClefTaskInfo>()` as the host knows it.
+    pub struct_size: u32,
+    /// One of `CLEF_SETTING_*`.
+    pub setting: i32,
+    /// 0-based index of the current task.
+    pub task: i64,
+    /// Number of tasks in the stream.
+    pub num_tasks: i64,
+    /// Training samples of the current task.
+    pub train_samples: i64,
+    /// Test samples of the current task.
+    pub test_samples: i64,
+    /// Features per sample.
+    pub input_dim: i64,
+    /// Logits of the network.
+    pub num_outputs: i64,
+    /// Width of the penultimate representation (`features` output per row).
+    pub feature_dim: i64,
+    /// Output units used by this task's labels (its task-IL head); `n_units` entries.
+    pub units: *const i64,
+    /// Number of entries of `units`.
+    pub n_units: i64,
+    /// Threads the plugin may use for its own parallel work (0 = no hint).
+    pub num_threads: u32,
+    /// The trial seed (plugins should draw randomness from `rng_u64` instead).
+    pub seed: u64,
+}
+
+/// Name, shape and role of one parameter tensor. Host-owned strings remain valid until the
+/// model changes (the next `on_model_built`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefParamInfo {
+    /// Stable name, e.g. `layers.0.weight` (NUL-terminated).
+    pub name: *const c_char,
+    /// Number of dimensions (1..=4).
+    pub ndim: i32,
+    /// One of `CLEF_ROLE_*`.
+    pub role: i32,
+    /// Sizes of the first `ndim` dimensions; the rest are 1.
+    pub shape: [i64; 4],
+    /// Number of scalars.
+    pub numel: i64,
+    /// Index of the layer the tensor belongs to.
+    pub layer: i64,
+}
+
+/// A borrowed, contiguous, row-major f32 view (DLPack-like field order). Valid only during the
+/// call that produced it; the host guarantees that no two mutable views alias.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefTensor {
+    /// First element.
+    pub data: *mut f32,
+    /// Number of scalars.
+    pub numel: i64,
+    /// Number of dimensions (1..=4).
+    pub ndim: i32,
+    /// Non-zero if the plugin may write through `data`.
+    pub writable: i32,
+    /// Sizes of the first `ndim` dimensions; the rest are 1.
+    pub shape: [i64; 4],
+}
+
+/// The training batch, as `before_batch` sees it (before any rows are appended).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefBatch {
+    /// `rows * cols` inputs, row-major.
+    pub x: *const f32,
+    /// Target output unit of each row.
+    pub targets: *const i64,
+    /// Rows in the batch.
+    pub rows: i64,
+    /// Features per row.
+    pub cols: i64,
+    /// Rows from the current task's stream (the first `current_rows`).
+    pub current_rows: i64,
+}
+
+/// Receives bytes from `save_state`: `writer` is the host's opaque sink.
+pub type ClefWriteFn =
+    unsafe extern "C" fn(writer: *mut c_void, data: *const u8, len: usize) -> i32;
+
+/// Services the host offers to plugins. Passed to `create`; valid for the life of the instance.
+/// Every function takes the `ctx` of the running hook (only `log` accepts a null `ctx`).
+#[repr(C)]
+pub struct ClefHost {
+    /// Host ABI major.
+    pub abi_major: u16,
+    /// Host ABI minor.
+    pub abi_minor: u16,
+    /// `size_of::<ClefHost>()` as the host knows it.
+    pub struct_size: u32,
+
+    /// Emits a log line (a `CLEF_LOG_*` level) through the host's logger; `ctx` may be null.
+    pub log: unsafe extern "C" fn(ctx: *mut ClefCtx, level: i32, msg: *const c_char),
+    /// Next value of the instance's seeded random stream (reproducible per trial seed).
+    pub rng_u64: unsafe extern "C" fn(ctx: *mut ClefCtx) -> u64,
+    /// Fills `out` with the current task (units valid during the hook).
+    pub task_info: unsafe extern "C" fn(ctx: *mut ClefCtx, out: *mut ClefTaskInfo) -> i32,
+
+    /// Number of parameter tensors.
+    pub param_count: unsafe extern "C" fn(ctx: *mut ClefCtx) -> i64,
+    /// Describes parameter tensor `index`.
+    pub param_info:
+        unsafe extern "C" fn(ctx: *mut ClefCtx, index: i64, out: *mut ClefParamInfo) -> i32,
+    /// View of the values of tensor `index` (writable; edits take effect at the next forward).
+    pub param_values:
+        unsafe extern "C" fn(ctx: *mut ClefCtx, index: i64, out: *mut ClefTensor) -> i32,
+    /// View of the gradient of tensor `index`: meaningful (and writable) in `after_backward`,
+    /// where it holds d loss / d param of the current batch; add terms or mask it there.
+    pub param_grads:
+        unsafe extern "C" fn(ctx: *mut ClefCtx, index: i64, out: *mut ClefTensor) -> i32,
+    /// View of optimizer state `slot` (`momentum` for SGD; `exp_avg`, `exp_avg_sq` for Adam) of
+    /// tensor `index`; `CLEF_UNSUPPORTED` if the optimizer has no such slot.
+    pub optimizer_state: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        slot: *const c_char,
+        index: i64,
+        out: *mut ClefTensor,
+    ) -> i32,
+
+    /// Logits of `rows` inputs (`rows * input_dim` floats) into `out`
+    /// (`out_len == rows * num_outputs`). No gradients are touched.
+    pub forward: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        out: *mut f32,
+        out_len: i64,
+    ) -> i32,
+    /// Penultimate activations (`out_len == rows * feature_dim`).
+    pub features: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        out: *mut f32,
+        out_len: i64,
+    ) -> i32,
+    /// Adds `J(x)^T * cotangent` into the parameter gradients (`cotangent_len == rows *
+    /// num_outputs`): the gradient of any loss on the logits at plugin-chosen inputs.
+    pub vjp: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        cotangent: *const f32,
+        cotangent_len: i64,
+    ) -> i32,
+    /// Neural-tangent-kernel Gram for output unit `output` between `a` (`rows_a` inputs) and `b`
+    /// (`rows_b` inputs): `out[i * rows_b + j] = <d f_output(a_i)/d params, d f_output(b_j)/d
+    /// params>` in f64 (`out_len == rows_a * rows_b`). `CLEF_UNSUPPORTED` if the backend cannot.
+    pub ntk_gram: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        a: *const f32,
+        rows_a: i64,
+        b: *const f32,
+        rows_b: i64,
+        output: i64,
+        out: *mut f64,
+        out_len: i64,
+    ) -> i32,
+
+    /// The current batch (only in `before_batch`).
+    pub batch_get: unsafe extern "C" fn(ctx: *mut ClefCtx, out: *mut ClefBatch) -> i32,
+    /// Appends `rows` rows (`rows * input_dim` inputs, `rows` targets) to the current batch (only
+    /// in `before_batch`). `masks` is null (the rows use the current task's training mask) or
+    /// `rows * num_outputs` bytes (non-zero = the unit is in the row's softmax), e.g. a replayed
+    /// row's own task-IL head.
+    pub batch_append: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        targets: *const i64,
+        masks: *const u8,
+    ) -> i32,
+    /// Copies samples `start..start + rows` of task `task`'s `split` (`CLEF_SPLIT_*`), after the
+    /// task's input transform, into `x_out` (`rows * input_dim`) and `targets_out` (`rows`).
+    /// Only tasks up to the current one (`CLEF_NOT_ALLOWED` otherwise): no peeking ahead.
+    pub task_samples: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        task: i64,
+        split: i32,
+        start: i64,
+        rows: i64,
+        x_out: *mut f32,
+        targets_out: *mut i64,
+    ) -> i32,
+    /// Class mask of task `task`'s head: writes `num_outputs` bytes (1 = unit in the head).
+    pub task_mask:
+        unsafe extern "C" fn(ctx: *mut ClefCtx, task: i64, out: *mut u8, len: i64) -> i32,
+
+    /// Adds an expert network with the given hidden widths (`n_hidden` entries) and activation
+    /// (0 relu, 1 tanh, 2 sigmoid) and writes its id. `CLEF_UNSUPPORTED` until the host has a
+    /// multi-expert backend.
+    pub expert_add: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        hidden: *const i64,
+        n_hidden: i64,
+        activation: i32,
+        out_id: *mut i64,
+    ) -> i32,
+    /// Routes training and evaluation to expert `id` from now on.
+    pub expert_select: unsafe extern "C" fn(ctx: *mut ClefCtx, id: i64) -> i32,
+
+    /// A named extension table (e.g. a future `clef.xyz.v1`), or null if the host lacks it.
+    pub get_extension:
+        unsafe extern "C" fn(ctx: *mut ClefCtx, name: *const c_char) -> *const c_void,
+}
+
+/// A plugin's static description and entry points. Starts with `{abi_major, abi_minor,
+/// struct_size}`; fields are append-only. Every hook is nullable (null = no-op) and returns a
+/// status code. `inst` is what `create` produced.
+#[repr(C)]
+pub struct ClefPluginDescriptor {
+    /// Must equal the host's `CLEF_ABI_MAJOR`.
+    pub abi_major: u16,
+    /// The minor version the plugin was built against.
+    pub abi_minor: u16,
+    /// `size_of::<ClefPluginDescriptor>()` as the plugin knows it.
+    pub struct_size: u32,
+
+    /// Strategy name used in configs (NUL-terminated, `[a-z0-9_-]+`).
+    pub name: *const c_char,
+    /// Plugin version (e.g. `0.1.0`).
+    pub version: *const c_char,
+    /// One-line description.
+    pub description: *const c_char,
+    /// Hyperparameter schema (`n_hparams` entries).
+    pub hparams: *const ClefHparam,
+    /// Number of hyperparameters.
+    pub n_hparams: usize,
+
+    /// Creates an instance from the validated `hparams` table (a NUL-terminated TOML document
+    /// with every key of the schema present). On failure returns non-zero and leaves the
+    /// message for `last_error(null)`.
+    pub create: Option<
+        unsafe extern "C" fn(
+            host: *const ClefHost,
+            config_toml: *const c_char,
+            out: *mut *mut c_void,
+        ) -> i32,
+    >,
+    /// Destroys an instance.
+    pub destroy: Option<unsafe extern "C" fn(inst: *mut c_void)>,
+    /// The last error message of `inst` (or of the calling thread if `inst` is null); plugin-
+    /// owned, valid until the next call into the plugin on this thread. May return null.
+    pub last_error: Option<unsafe extern "C" fn(inst: *mut c_void) -> *const c_char>,
+
+    /// After the network is built or re-initialised: read shapes, store initial weights.
+    pub on_model_built: Option<unsafe extern "C" fn(inst: *mut c_void, ctx: *mut ClefCtx) -> i32>,
+    /// Before the first batch of a task.
+    pub on_task_start: Option<
+        unsafe extern "C" fn(
+            inst: *mut c_void,
+            ctx: *mut ClefCtx,
+            task: *const ClefTaskInfo,
+        ) -> i32,
+    >,
+    /// Before the forward pass of each batch; may append rows (`batch_append`).
+    pub before_batch: Option<unsafe extern "C" fn(inst: *mut c_void, ctx: *mut ClefCtx) -> i32>,
+    /// After backward, before the optimizer step: add gradient terms, mask gradients, `vjp`.
+    pub after_backward:
+        Option<unsafe extern "C" fn(inst: *mut c_void, ctx: *mut ClefCtx, loss: f32) -> i32>,
+    /// After the optimizer step: masks, projections, pruning and regrowth.
+    pub after_step: Option<unsafe extern "C" fn(inst: *mut c_void, ctx: *mut ClefCtx) -> i32>,
+    /// After the last batch of a task, before it is evaluated.
+    pub on_task_end: Option<
+        unsafe extern "C" fn(
+            inst: *mut c_void,
+            ctx: *mut ClefCtx,
+            task: *const ClefTaskInfo,
+        ) -> i32,
+    >,
+    /// Before evaluating a task: `task` is its id in task-IL, -1 when the setting hides it.
+    pub before_eval:
+        Option<unsafe extern "C" fn(inst: *mut c_void, ctx: *mut ClefCtx, task: i64) -> i32>,
+    /// After evaluating a task: undo what `before_eval` changed.
+    pub after_eval: Option<unsafe extern "C" fn(inst: *mut c_void, ctx: *mut ClefCtx) -> i32>,
+    /// Writes the instance's private state through `write(writer, bytes, len)` (any number of
+    /// calls) for a checkpoint.
+    pub save_state: Option<
+        unsafe extern "C" fn(
+            inst: *mut c_void,
+            ctx: *mut ClefCtx,
+            write: ClefWriteFn,
+            writer: *mut c_void,
+        ) -> i32,
+    >,
+    /// Restores state written by `save_state` (host-owned bytes, valid during the call).
+    pub load_state: Option<
+        unsafe extern "C" fn(
+            inst: *mut c_void,
+            ctx: *mut ClefCtx,
+            data: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
+}
+
+// SAFETY: the descriptor and schema are immutable static data owned by the plugin library,
+// which is never unloaded; sharing pointers to them between threads is sound.
+unsafe impl Sync for ClefPluginDescriptor {}
+// SAFETY: as above, hyperparameter entries are immutable static data.
+unsafe impl Sync for ClefHparam {}
+// SAFETY: the host's service table holds only function pointers and integers.
+unsafe impl Sync for ClefHost {}
+
+/// Size of the descriptor of ABI 1.0 (every field up to and including `load_state`).
+pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize = core::mem::size_of::<ClefPluginDescriptor>();
