@@ -13,9 +13,13 @@
  * infos) are host-owned and valid only during the call. Output buffers passed to host services
  * are plugin-allocated with the documented size.
  *
+ * Host services: no pointer in clef_host is NULL (a missing service is a stub returning
+ * CLEF_UNSUPPORTED). A view stays valid until the hook that obtained it returns; fetching one
+ * view never moves another; only expert_add/expert_select invalidate views.
+ *
  * Threading: the hooks of one instance are never called concurrently; different instances may
  * run on different threads at once. Host services may be called only during a hook, on its
- * thread, with the ctx it received.
+ * thread, with the ctx it received -- except log(NULL, ...), which any thread may call.
  *
  * Errors: every function returns a status (0 = ok, negative = error). After an error the host
  * reads last_error(instance) (instance may be NULL after a failed create: thread-local message).

@@ -20,12 +20,19 @@
 //! produced them. Buffers passed to host services (`forward` output, `task_samples` output ...)
 //! are allocated by the plugin with the size the service documents.
 //!
+//! # Host services
+//! Every function pointer of [`ClefHost`] is non-null: a host that lacks a service installs a
+//! stub returning [`CLEF_UNSUPPORTED`]. A view (tensor, batch) stays valid until the hook that
+//! obtained it returns, and fetching one view never moves another (parameter values and
+//! gradients may be held at the same time); only `expert_add`/`expert_select` invalidate views.
+//!
 //! # Threading
 //! One instance is used by one thread at a time (the trial's training thread); hooks of one
 //! instance are never called concurrently. Different instances of the same plugin may run on
 //! different threads at the same time (parallel trials), so plugin-global state must be
 //! thread-safe. Host services may be called only during a hook, on the thread that called it,
-//! with the `ctx` that hook received.
+//! with the `ctx` that hook received; the one exception is `log` with a null `ctx`, which any
+//! thread may call at any time (e.g. from a plugin's worker threads).
 //!
 //! # Errors
 //! Every function returns a status ([`CLEF_OK`] = 0, negative = error). After a plugin error the
@@ -231,7 +238,8 @@ pub type ClefWriteFn =
     unsafe extern "C" fn(writer: *mut c_void, data: *const u8, len: usize) -> i32;
 
 /// Services the host offers to plugins. Passed to `create`; valid for the life of the instance.
-/// Every function takes the `ctx` of the running hook (only `log` accepts a null `ctx`).
+/// Every function takes the `ctx` of the running hook (only `log` accepts a null `ctx`). No
+/// pointer is null: unavailable services return `CLEF_UNSUPPORTED`.
 #[repr(C)]
 pub struct ClefHost {
     /// Host ABI major.

@@ -1,0 +1,847 @@
+//! Tests of the generated C entry points against the mock host.
+
+use std::ffi::{c_void, CStr, CString};
+use std::ptr;
+
+use serde::Deserialize;
+
+use crate::abi::*;
+use crate::testing::{describe, descriptor_of, global_logs, MockHost, MockPlugin, Phase};
+use crate::{
+    bail, ensure, format_err, validate, Context, Ctx, Error, HParam, HostStatus, NoConfig, Result,
+    Role, Setting, Split, Strategy, TaskInfo,
+};
+
+// ---- a strategy that exercises every service ----------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeConfig {
+    lr: f64,
+    steps: i64,
+    verbose: bool,
+    mode: String,
+}
+
+/// Records what it sees; fails or panics on request (`mode`).
+struct Probe {
+    config: ProbeConfig,
+    seen: Vec<String>,
+    counter: u32,
+}
+
+impl Strategy for Probe {
+    const NAME: &'static str = "probe";
+    const DESCRIPTION: &'static str = "exercises the SDK";
+    type Config = ProbeConfig;
+
+    fn hparams() -> Vec<HParam> {
+        vec![
+            HParam::float("lr", 0.1, 0.0, 10.0, "a rate").log_scale(),
+            HParam::int("steps", 5, 1, i64::MAX, "a count"),
+            HParam::bool("verbose", true, "a flag"),
+            HParam::choice("mode", "ok", &["ok", "error", "panic"], "what to do"),
+        ]
+    }
+
+    fn new(config: ProbeConfig) -> Result<Self> {
+        ensure!(config.lr != 7.0, "lr 7 is unlucky");
+        if config.steps == 13 {
+            panic!("steps 13 panics in new");
+        }
+        Ok(Self {
+            config,
+            seen: Vec::new(),
+            counter: 0,
+        })
+    }
+
+    fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        for p in ctx.params()? {
+            self.seen
+                .push(format!("{} {:?} {:?} {}", p.name, p.shape, p.role, p.layer));
+        }
+        Ok(())
+    }
+
+    fn on_task_start(&mut self, _ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
+        tracing::info!(task = task.task, units = ?task.units, "task starts");
+        self.seen
+            .push(format!("start {} {:?}", task.task, task.units));
+        Ok(())
+    }
+
+    fn after_backward(&mut self, ctx: &mut Ctx<'_>, loss: f32) -> Result<()> {
+        match self.config.mode.as_str() {
+            "error" => {
+                return Err(Error::msg("inner cause").context("after_backward failed"));
+            }
+            "panic" => panic!("probe panics with loss {loss}"),
+            _ => {}
+        }
+        // Writable gradient: g += lr * w.
+        let lr = self.config.lr as f32;
+        let (w, g) = ctx.values_and_grads(0)?;
+        for (g, w) in g.iter_mut().zip(w) {
+            *g += lr * w;
+        }
+        ctx.grads(1)?[0] = loss;
+        ctx.values(1)?[1] = 42.0;
+        if let Some(m) = ctx.optimizer_state("momentum", 0)? {
+            m[0] = 3.0;
+        }
+        ensure!(ctx.optimizer_state("exp_avg", 0)?.is_none());
+        Ok(())
+    }
+
+    fn after_step(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        // Gradients are read-only outside after_backward in the mock host.
+        let err = ctx.grads(0).unwrap_err();
+        ensure!(err.to_string().contains("read-only"), "{err}");
+        let g = ctx.grads_ref(0)?.to_vec();
+        let v = ctx.values_ref(0)?;
+        ensure!(g.len() == v.len());
+        // The batch is only available in before_batch.
+        let err = ctx.batch().unwrap_err();
+        ensure!(err.host_status() == Some(HostStatus::NotAllowed));
+        Err(err).context("after_step wraps")
+    }
+
+    fn before_batch(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        let batch = ctx.batch()?;
+        let (rows, cols, first) = (batch.rows, batch.cols, batch.row(0).to_vec());
+        let targets = batch.targets.clone();
+        self.seen.push(format!("batch {rows}x{cols} {targets:?}"));
+        let mut mask = vec![false; ctx.task_info()?.num_outputs];
+        mask[targets[0]] = true;
+        ctx.append_rows(&first, &targets[..1], Some(&mask))?;
+        ctx.append_rows(&first, &targets[..1], None)?;
+        Ok(())
+    }
+
+    fn on_task_end(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
+        let (x, y) = ctx.task_samples(task.task, Split::Train, 1, 2)?;
+        let logits = ctx.forward(&x, 2)?;
+        let features = ctx.features(&x, 2)?;
+        let gram = ctx.ntk_gram(&x, 2, &x[..features.len() / 2], 1, 0)?;
+        let mask = ctx.task_mask(task.task)?;
+        self.seen.push(format!(
+            "end y={y:?} logits={} features={} gram={} mask={mask:?}",
+            logits.len(),
+            features.len(),
+            gram.len()
+        ));
+        // A future task is refused.
+        let err = ctx
+            .task_samples(task.task + 1, Split::Test, 0, 1)
+            .unwrap_err();
+        self.seen.push(err.to_string());
+        Ok(())
+    }
+
+    fn before_eval(&mut self, ctx: &mut Ctx<'_>, task: Option<usize>) -> Result<()> {
+        self.seen
+            .push(format!("eval {task:?} rng {}", ctx.rng_below(10) < 10));
+        Ok(())
+    }
+
+    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
+        let mut out = self.counter.to_le_bytes().to_vec();
+        out.extend(self.seen.join("\n").bytes());
+        Ok(out)
+    }
+
+    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
+        ensure!(state.len() >= 4, "state too short: {} bytes", state.len());
+        self.counter = u32::from_le_bytes(state[..4].try_into()?);
+        self.seen = String::from_utf8(state[4..].to_vec())?
+            .split('\n')
+            .map(str::to_owned)
+            .collect();
+        self.counter += 1;
+        Ok(())
+    }
+}
+
+const PROBE_OK: &str = "lr = 0.5\nsteps = 3\nverbose = false\nmode = \"ok\"\n";
+
+fn probe(mode: &str) -> MockPlugin {
+    let config = PROBE_OK.replace("\"ok\"", &format!("{mode:?}"));
+    MockPlugin::create::<Probe>(&config).expect("create")
+}
+
+/// The strategy behind a plugin instance (tests only: reaches into the SDK's instance box).
+fn strategy_of<S: Strategy>(plugin: &MockPlugin) -> &S {
+    // SAFETY: the instance was created for `S` (callers pass the matching type) and is live.
+    unsafe { crate::export::strategy_ref::<S>(plugin.instance()) }
+}
+
+// ---- descriptor ------------------------------------------------------------------------------
+
+#[test]
+fn descriptor_carries_name_version_and_schema() {
+    let desc = descriptor_of::<Probe>();
+    assert_eq!(desc.abi_major, CLEF_ABI_MAJOR);
+    assert_eq!(desc.abi_minor, CLEF_ABI_MINOR);
+    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_0);
+    // SAFETY: an SDK-built descriptor.
+    let info = unsafe { describe(desc) };
+    assert_eq!(info.name, "probe");
+    assert_eq!(info.version, "0.0.0");
+    assert_eq!(info.description, "exercises the SDK");
+    let h = &info.hparams;
+    assert_eq!(h.len(), 4);
+    assert_eq!(
+        (h[0].name.as_str(), h[0].kind, h[0].flags),
+        ("lr", CLEF_HPARAM_FLOAT, CLEF_HPARAM_LOG_SCALE)
+    );
+    assert_eq!((h[0].default_value, h[0].min, h[0].max), (0.1, 0.0, 10.0));
+    assert_eq!(h[0].doc, "a rate");
+    assert_eq!((h[1].kind, h[1].flags), (CLEF_HPARAM_INT, 0));
+    assert_eq!(
+        (h[1].default_value, h[1].min, h[1].max),
+        (5.0, 1.0, f64::INFINITY)
+    );
+    assert_eq!(
+        (h[2].kind, h[2].default_value, h[2].min, h[2].max),
+        (CLEF_HPARAM_BOOL, 1.0, 0.0, 1.0)
+    );
+    assert_eq!(h[3].kind, CLEF_HPARAM_CHOICE);
+    assert_eq!(h[3].choices, ["ok", "error", "panic"]);
+    assert_eq!(h[3].default_value, 0.0);
+    assert!(h[0].choices.is_empty());
+    // Every entry point is present.
+    assert!(desc.create.is_some() && desc.destroy.is_some() && desc.last_error.is_some());
+    assert!(desc.on_model_built.is_some() && desc.load_state.is_some());
+    // Built once.
+    assert!(ptr::eq(desc, descriptor_of::<Probe>()));
+}
+
+struct Versioned;
+impl Strategy for Versioned {
+    const NAME: &'static str = "versioned";
+    const VERSION: Option<&'static str> = Some("9.9.9");
+    type Config = NoConfig;
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+crate::export_plugin!(Versioned);
+
+#[test]
+fn export_macro_generates_the_entry_point() {
+    let desc = clef_plugin_entry_v1();
+    assert!(!desc.is_null());
+    assert_eq!(desc, clef_plugin_entry_v1(), "the descriptor is built once");
+    // The symbol has the ABI's entry type.
+    let _: ClefEntryFn = clef_plugin_entry_v1;
+    // SAFETY: the macro's descriptor.
+    let info = unsafe { describe(desc) };
+    assert_eq!(info.name, "versioned");
+    assert_eq!(info.version, "9.9.9");
+    assert!(info.hparams.is_empty());
+    // SAFETY: as above, static.
+    assert!(unsafe { (*desc).hparams }.is_null());
+    // SAFETY: as above.
+    let mut plugin = unsafe { MockPlugin::from_descriptor(desc, "") }.unwrap();
+    let mut host = MockHost::new(2, 2, 1);
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    plugin.on_task_start(&mut host).unwrap();
+}
+
+struct CrateVersion;
+impl Strategy for CrateVersion {
+    const NAME: &'static str = "crate-version";
+    type Config = NoConfig;
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+#[test]
+fn version_defaults_to_the_crate_version() {
+    static CELL: crate::__private::DescriptorCell = crate::__private::DescriptorCell::new();
+    let desc = crate::__private::entry::<CrateVersion>(&CELL, env!("CARGO_PKG_VERSION"));
+    // SAFETY: SDK-built descriptor.
+    assert_eq!(unsafe { describe(desc) }.version, env!("CARGO_PKG_VERSION"));
+}
+
+// ---- create ------------------------------------------------------------------------------------
+
+#[test]
+fn create_parses_the_toml_config() {
+    let plugin = probe("ok");
+    let p = strategy_of::<Probe>(&plugin);
+    assert_eq!(p.config.lr, 0.5);
+    assert_eq!(p.config.steps, 3);
+    assert!(!p.config.verbose);
+    assert_eq!(p.config.mode, "ok");
+}
+
+#[test]
+fn an_integer_is_accepted_for_a_float_hparam() {
+    let plugin =
+        MockPlugin::create::<Probe>("lr = 2\nsteps = 3\nverbose = true\nmode = \"ok\"").unwrap();
+    assert_eq!(strategy_of::<Probe>(&plugin).config.lr, 2.0);
+}
+
+#[test]
+fn create_failures_leave_a_thread_error() {
+    let err = MockPlugin::create::<Probe>(&format!("{PROBE_OK}extra = 1")).unwrap_err();
+    assert_eq!(err.status, CLEF_ERROR);
+    assert!(
+        err.message.contains("invalid hparams for strategy `probe`"),
+        "{err}"
+    );
+    assert!(err.message.contains("unknown field `extra`"), "{err}");
+
+    let err = MockPlugin::create::<Probe>("lr = 0.5").unwrap_err();
+    assert!(err.message.contains("missing field `steps`"), "{err}");
+
+    let err = MockPlugin::create::<Probe>(&PROBE_OK.replace("0.5", "7.0")).unwrap_err();
+    assert_eq!(
+        (err.status, err.message.as_str()),
+        (CLEF_ERROR, "lr 7 is unlucky")
+    );
+
+    let err = MockPlugin::create::<Probe>(&PROBE_OK.replace("3", "13")).unwrap_err();
+    assert_eq!(err.status, CLEF_PANIC);
+    assert!(err.message.contains("steps 13 panics in new"), "{err}");
+    assert!(err.message.starts_with("panicked at "), "{err}");
+
+    // A successful create clears the thread's error.
+    let _ok = probe("ok");
+    let last_error = descriptor_of::<Probe>().last_error.unwrap();
+    // SAFETY: null instance = thread-local message.
+    assert!(unsafe { last_error(ptr::null_mut()) }.is_null());
+}
+
+#[test]
+fn create_checks_its_arguments_and_the_host_abi() {
+    let desc = descriptor_of::<Probe>();
+    let create = desc.create.unwrap();
+    let last_error = desc.last_error.unwrap();
+    let config = CString::new(PROBE_OK).unwrap();
+    let mut inst: *mut c_void = ptr::null_mut();
+    let message = || {
+        // SAFETY: thread-local message after a failed create, valid until the next call.
+        unsafe { CStr::from_ptr(last_error(ptr::null_mut())) }
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // SAFETY: exercising the null checks.
+    let status = unsafe { create(ptr::null(), config.as_ptr(), &mut inst) };
+    assert_eq!(status, CLEF_ERROR);
+    assert!(message().contains("host table is null"));
+
+    let table = crate::testing::host_table();
+    let old = ClefHost {
+        abi_major: 0,
+        ..*table
+    };
+    // SAFETY: a valid table with a wrong version.
+    let status = unsafe { create(&old, config.as_ptr(), &mut inst) };
+    assert_eq!(status, CLEF_ERROR);
+    assert!(
+        message().contains("needs host ABI 1.x but the host speaks 0.0"),
+        "{}",
+        message()
+    );
+
+    let small = ClefHost {
+        struct_size: 16,
+        ..*table
+    };
+    // SAFETY: as above.
+    let status = unsafe { create(&small, config.as_ptr(), &mut inst) };
+    assert_eq!(status, CLEF_ERROR);
+    assert!(
+        message().contains("the host's table has 16 bytes"),
+        "{}",
+        message()
+    );
+
+    // SAFETY: valid host, null config.
+    let status = unsafe { create(table, ptr::null(), &mut inst) };
+    assert_eq!(status, CLEF_ERROR);
+    assert!(message().contains("config string is null"));
+    assert!(inst.is_null());
+}
+
+// ---- hooks ---------------------------------------------------------------------------------------
+
+#[test]
+fn hook_error_returns_clef_error_with_the_chain() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("error");
+    let err = plugin.after_backward(&mut host, 1.0).unwrap_err();
+    assert_eq!(err.status, CLEF_ERROR);
+    assert_eq!(err.message, "after_backward failed: inner cause");
+    // The next successful hook clears the instance's error.
+    plugin.on_model_built(&mut host).unwrap();
+    let last_error = plugin.descriptor().last_error.unwrap();
+    // SAFETY: our live instance.
+    assert!(unsafe { last_error(plugin.instance()) }.is_null());
+}
+
+#[test]
+fn panicking_hook_returns_clef_panic_and_the_plugin_survives() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("panic");
+    let err = plugin.after_backward(&mut host, 2.5).unwrap_err();
+    assert_eq!(err.status, CLEF_PANIC);
+    assert!(err.message.contains("probe panics with loss 2.5"), "{err}");
+    assert!(err.message.contains("tests.rs"), "location missing: {err}");
+    // Forwarded to the host log at error level, with the plugin name.
+    let logs = &host.state().logs;
+    assert!(
+        logs.iter().any(|(level, line)| *level == CLEF_LOG_ERROR
+            && line.starts_with("probe: panicked at")
+            && line.contains("probe panics")),
+        "{logs:?}"
+    );
+    // The process is alive and the instance still answers.
+    plugin.on_model_built(&mut host).unwrap();
+    plugin.before_eval(&mut host, None).unwrap();
+}
+
+#[test]
+fn views_write_into_host_buffers() {
+    let mut host = MockHost::new(3, 4, 2);
+    let w = host.state().params[0].values.clone();
+    let mut plugin = probe("ok");
+    plugin.after_backward(&mut host, 1.25).unwrap();
+    let s = host.state();
+    for (g, w) in s.params[0].grads.iter().zip(&w) {
+        assert_eq!(*g, 0.5 * w);
+    }
+    assert_eq!(s.params[1].grads[0], 1.25);
+    assert_eq!(s.params[1].values[1], 42.0);
+    assert_eq!(s.params[0].momentum.as_ref().unwrap()[0], 3.0);
+    assert_eq!(s.phase, Phase::Idle);
+}
+
+#[test]
+fn read_only_views_and_not_allowed_services_are_reported() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("ok");
+    let err = plugin.after_step(&mut host).unwrap_err();
+    assert_eq!(err.status, CLEF_ERROR);
+    assert_eq!(
+        err.message,
+        "after_step wraps: host service `batch_get` refused: not allowed in this hook (status -5)"
+    );
+}
+
+#[test]
+fn param_infos_and_task_infos_are_converted() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("ok");
+    plugin.on_model_built(&mut host).unwrap();
+    host.state_mut().task = 1;
+    plugin.on_task_start(&mut host).unwrap();
+    plugin.before_eval(&mut host, Some(1)).unwrap();
+    let seen = &strategy_of::<Probe>(&plugin).seen;
+    assert_eq!(seen[0], "layers.0.weight [4, 3] Weight 0");
+    assert_eq!(seen[1], "layers.0.bias [4] Bias 0");
+    assert_eq!(seen[2], "start 1 [2, 3]");
+    assert_eq!(seen[3], "eval Some(1) rng true");
+    // tracing events reach the host log with the plugin prefix and fields.
+    let logs = &host.state().logs;
+    assert!(
+        logs.contains(&(
+            CLEF_LOG_INFO,
+            "probe: task starts task=1 units=[2, 3]".to_owned()
+        )),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn batch_view_and_appended_rows() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("ok");
+    plugin.before_batch(&mut host).unwrap();
+    let s = host.state();
+    assert_eq!(
+        strategy_of::<Probe>(&plugin).seen,
+        ["batch 4x3 [0, 1, 0, 1]"]
+    );
+    assert_eq!(s.appended.len(), 2);
+    assert_eq!(s.appended[0].x, s.batch_x[..3]);
+    assert_eq!(s.appended[0].targets, [0]);
+    assert_eq!(
+        s.appended[0].masks.as_deref(),
+        Some(&[true, false, false, false][..])
+    );
+    assert_eq!(s.appended[1].masks, None);
+}
+
+#[test]
+fn model_services_use_the_host_model() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("ok");
+    plugin.on_task_end(&mut host).unwrap();
+    let seen = &strategy_of::<Probe>(&plugin).seen;
+    assert_eq!(
+        seen[0],
+        "end y=[1, 0] logits=8 features=6 gram=2 mask=[true, true, false, false]"
+    );
+    assert_eq!(
+        seen[1],
+        "host service `task_samples` refused: not allowed in this hook (status -5)"
+    );
+}
+
+#[test]
+fn save_and_load_round_trip_through_the_writer() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = probe("ok");
+    plugin.on_model_built(&mut host).unwrap();
+    let bytes = plugin.save_state(&mut host).unwrap();
+    assert_eq!(&bytes[..4], &[0, 0, 0, 0]);
+
+    let mut other = probe("ok");
+    other.load_state(&mut host, &bytes).unwrap();
+    let (a, b) = (strategy_of::<Probe>(&plugin), strategy_of::<Probe>(&other));
+    assert_eq!(a.seen, b.seen);
+    assert_eq!(b.counter, 1);
+
+    let err = other.load_state(&mut host, &[1, 2]).unwrap_err();
+    assert_eq!(err.message, "state too short: 2 bytes");
+    // An empty state with a null pointer is fine for the ABI, and reaches the strategy.
+    let load = other.descriptor().load_state.unwrap();
+    let (_, ctx) = host.raw();
+    // SAFETY: our live instance and the host's context.
+    let status = unsafe { load(other.instance(), ctx, ptr::null(), 0) };
+    assert_eq!(status, CLEF_ERROR);
+}
+
+#[test]
+fn a_failing_writer_fails_save_state() {
+    unsafe extern "C" fn refuse(_: *mut c_void, _: *const u8, _: usize) -> i32 {
+        CLEF_ERROR
+    }
+    let mut host = MockHost::new(2, 2, 1);
+    let plugin = probe("ok");
+    let desc = plugin.descriptor();
+    let (_, ctx) = host.raw();
+    // SAFETY: our live instance, the host's context and a valid writer callback.
+    let status =
+        unsafe { desc.save_state.unwrap()(plugin.instance(), ctx, refuse, ptr::null_mut()) };
+    assert_eq!(status, CLEF_ERROR);
+    // SAFETY: our live instance.
+    let msg = unsafe { CStr::from_ptr(desc.last_error.unwrap()(plugin.instance())) };
+    assert_eq!(
+        msg.to_str().unwrap(),
+        "the host's state writer failed (status -1) on 4 bytes"
+    );
+}
+
+#[test]
+fn a_null_instance_or_context_is_an_error_not_a_crash() {
+    let desc = descriptor_of::<Probe>();
+    let mut host = MockHost::new(2, 2, 1);
+    let (_, ctx) = host.raw();
+    // SAFETY: exercising the null checks.
+    let status = unsafe { desc.after_step.unwrap()(ptr::null_mut(), ctx) };
+    assert_eq!(status, CLEF_ERROR);
+    // SAFETY: the thread-local message.
+    let msg = unsafe { CStr::from_ptr(desc.last_error.unwrap()(ptr::null_mut())) };
+    assert!(msg.to_str().unwrap().contains("null instance"));
+
+    let plugin = probe("ok");
+    // SAFETY: live instance, null context.
+    let status = unsafe { desc.after_step.unwrap()(plugin.instance(), ptr::null_mut()) };
+    assert_eq!(status, CLEF_ERROR);
+    // SAFETY: destroy(null) is a no-op.
+    unsafe { desc.destroy.unwrap()(ptr::null_mut()) };
+}
+
+// ---- services in detail ----------------------------------------------------------------------------
+
+/// A test body that runs inside a hook.
+type Body = fn(&mut Ctx<'_>) -> Result<()>;
+
+/// Runs `f` inside `after_backward` of a throwaway strategy.
+fn with_ctx(host: &mut MockHost, f: Body) -> Result<(), String> {
+    struct Run;
+    thread_local! {
+        static F: std::cell::Cell<Option<Body>> = const { std::cell::Cell::new(None) };
+    }
+    impl Strategy for Run {
+        const NAME: &'static str = "run";
+        type Config = NoConfig;
+        fn new(_: NoConfig) -> Result<Self> {
+            Ok(Run)
+        }
+        fn after_backward(&mut self, ctx: &mut Ctx<'_>, _: f32) -> Result<()> {
+            F.with(|f| f.get().unwrap())(ctx)
+        }
+    }
+    F.with(|c| c.set(Some(f)));
+    let mut plugin = MockPlugin::create::<Run>("").unwrap();
+    plugin
+        .after_backward(host, 0.0)
+        .map_err(|e| e.message.clone())
+}
+
+#[test]
+fn forward_features_vjp_and_ntk_match_the_linear_model() {
+    let mut host = MockHost::new(2, 3, 1);
+    {
+        let s = host.state_mut();
+        s.params[0].values = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        s.params[1].values = vec![0.5, 0.0, -0.5];
+    }
+    with_ctx(&mut host, |ctx| {
+        let logits = ctx.forward(&[1.0, 1.0, 0.0, 2.0], 2)?;
+        ensure!(logits == [3.5, 7.0, 10.5, 4.5, 8.0, 11.5], "{logits:?}");
+        ensure!(ctx.features(&[1.0, 2.0], 1)? == [1.0, 2.0]);
+        ctx.vjp(&[1.0, 2.0], 1, &[1.0, 0.0, -1.0])?;
+        let gram = ctx.ntk_gram(&[1.0, 2.0, 0.0, 1.0], 2, &[3.0, 4.0], 1, 2)?;
+        ensure!(gram == [12.0, 5.0], "{gram:?}");
+        // Size mismatches are caught before the host is called.
+        let err = ctx.forward(&[1.0], 1).unwrap_err();
+        ensure!(
+            err.to_string()
+                .contains("expected rows (1) * input_dim (2)"),
+            "{err}"
+        );
+        let err = ctx.vjp(&[1.0, 2.0], 1, &[1.0]).unwrap_err();
+        ensure!(err.to_string().contains("num_outputs (3)"), "{err}");
+        // The host rejects a bad output unit.
+        let err = ctx.ntk_gram(&[1.0, 2.0], 1, &[1.0, 2.0], 1, 5).unwrap_err();
+        ensure!(
+            err.host_status() == Some(HostStatus::InvalidArgument),
+            "{err}"
+        );
+        ensure!(ctx.param_info(9).is_err());
+        Ok(())
+    })
+    .unwrap();
+    let s = host.state();
+    assert_eq!(s.params[0].grads, [1.0, 2.0, 0.0, 0.0, -1.0, -2.0]);
+    assert_eq!(s.params[1].grads, [1.0, 0.0, -1.0]);
+
+    host.state_mut().ntk_supported = false;
+    let err = with_ctx(&mut host, |ctx| {
+        let err = ctx.ntk_gram(&[1.0, 2.0], 1, &[1.0, 2.0], 1, 0).unwrap_err();
+        ensure!(err.host_status() == Some(HostStatus::Unsupported));
+        Err(err)
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "host service `ntk_gram` refused: not supported by this host or backend (status -4)"
+    );
+}
+
+#[test]
+fn task_info_rng_and_experts() {
+    let mut host = MockHost::new(2, 4, 2);
+    host.state_mut().setting = CLEF_SETTING_CLASS_IL;
+    with_ctx(&mut host, |ctx| {
+        let info = ctx.task_info()?;
+        ensure!(info.setting == Setting::ClassIl);
+        ensure!((info.task, info.num_tasks, info.input_dim) == (0, 2, 2));
+        ensure!((info.num_outputs, info.feature_dim) == (4, 2));
+        ensure!((info.train_samples, info.test_samples) == (8, 4));
+        ensure!(info.units == [0, 1] && info.seed == 42 && info.num_threads == 1);
+        ensure!(ctx.param_count() == 2);
+        ensure!(ctx.params()?[1].role == Role::Bias);
+        let (x, y) = ctx.task_samples(0, Split::Test, 0, 4)?;
+        ensure!(x.len() == 8 && y == [0, 1, 0, 1]);
+        let err = ctx.task_samples(0, Split::Test, 2, 4).unwrap_err();
+        ensure!(err.host_status() == Some(HostStatus::InvalidArgument));
+        for _ in 0..200 {
+            let f = ctx.rng_f64();
+            ensure!((0.0..1.0).contains(&f));
+            ensure!(ctx.rng_below(3) < 3);
+        }
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            counts[ctx.rng_below(4)] += 1;
+        }
+        ensure!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+        let err = ctx
+            .expert_add(&[8, 8], crate::Activation::Relu)
+            .unwrap_err();
+        ensure!(err.host_status() == Some(HostStatus::Unsupported));
+        ensure!(ctx.extension("clef.nothing.v1").is_none());
+        ctx.log(crate::LogLevel::Warn, "direct line");
+        Ok(())
+    })
+    .unwrap();
+    assert!(host
+        .state()
+        .logs
+        .contains(&(CLEF_LOG_WARN, "direct line".to_owned())));
+}
+
+#[test]
+fn the_rng_stream_is_the_hosts() {
+    let mut a = MockHost::new(2, 2, 1);
+    let mut b = MockHost::new(2, 2, 1);
+    let draw = |host: &mut MockHost| {
+        with_ctx(host, |ctx| {
+            let v = ctx.rng_u64();
+            Err(format_err!("{v}"))
+        })
+        .unwrap_err()
+    };
+    assert_eq!(draw(&mut a), draw(&mut b));
+    assert_ne!(draw(&mut a), draw(&mut a));
+}
+
+// ---- logging without a hook --------------------------------------------------------------------
+
+#[test]
+fn events_outside_hooks_are_forwarded_with_a_null_context() {
+    let _plugin = probe("ok"); // installs the subscriber and remembers the host
+    std::thread::spawn(|| tracing::warn!(worker = 3, "from a worker thread"))
+        .join()
+        .unwrap();
+    let logs = global_logs();
+    assert!(
+        logs.iter().any(|(level, line)| *level == CLEF_LOG_WARN
+            && line.ends_with(": from a worker thread worker=3")),
+        "{logs:?}"
+    );
+}
+
+// ---- schema validation -------------------------------------------------------------------------
+
+struct BadSchema;
+impl Strategy for BadSchema {
+    const NAME: &'static str = "bad-schema";
+    type Config = NoConfig;
+    fn hparams() -> Vec<HParam> {
+        vec![HParam::float("x", 5.0, 0.0, 1.0, "out of range")]
+    }
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneField {
+    #[allow(dead_code)]
+    rate: f64,
+}
+
+struct Mismatch;
+impl Strategy for Mismatch {
+    const NAME: &'static str = "mismatch";
+    type Config = OneField;
+    fn hparams() -> Vec<HParam> {
+        vec![HParam::float("rte", 0.5, 0.0, 1.0, "typo")]
+    }
+    fn new(_: OneField) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+#[test]
+fn invalid_schemas_are_caught() {
+    let err = MockPlugin::create::<BadSchema>("x = 5.0").unwrap_err();
+    assert_eq!(
+        err.message,
+        "invalid hyperparameter schema of `bad-schema`: hyperparameter `x`: default 5 is \
+         outside [0, 1]"
+    );
+    assert!(validate::<BadSchema>().is_err());
+    assert!(validate::<Probe>().is_ok());
+    let err = validate::<Mismatch>().unwrap_err();
+    assert!(format!("{err}").contains("unknown field `rte`"), "{err}");
+
+    let check = |h: HParam| crate::validate_schema("s", &[h]).map_err(|e| format!("{e:#}"));
+    assert!(check(HParam::choice("c", "z", &["a", "b"], "")).is_err());
+    assert!(check(HParam::choice("c", "a", &["a", "a"], "")).is_err());
+    assert!(check(HParam::choice("c", "a", &[], "")).is_err());
+    assert!(check(HParam::bool("b", true, "").log_scale()).is_err());
+    assert!(check(HParam::int("i", 0, 3, 1, "")).is_err());
+    assert!(check(HParam::float("f", f64::NAN, 0.0, 1.0, "")).is_err());
+    assert!(check(HParam::float("bad name", 0.5, 0.0, 1.0, "")).is_err());
+    assert!(check(HParam::float(
+        "ok_name-2",
+        0.5,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        ""
+    ))
+    .is_ok());
+    let dup = crate::validate_schema(
+        "s",
+        &[HParam::bool("a", true, ""), HParam::bool("a", false, "")],
+    );
+    assert!(format!("{:#}", dup.unwrap_err()).contains("declared twice"));
+    assert!(crate::validate_schema("Bad", &[]).is_err());
+}
+
+#[test]
+fn default_config_toml_renders_every_kind() {
+    let toml = crate::default_config_toml::<Probe>();
+    let parsed: ProbeConfig = toml::from_str(&toml).unwrap();
+    assert_eq!(
+        (
+            parsed.lr,
+            parsed.steps,
+            parsed.verbose,
+            parsed.mode.as_str()
+        ),
+        (0.1, 5, true, "ok")
+    );
+}
+
+// ---- the error type --------------------------------------------------------------------------------
+
+#[test]
+fn errors_keep_their_chain() {
+    fn io() -> Result<()> {
+        let e = std::io::Error::new(std::io::ErrorKind::NotFound, "no file");
+        Err(e).context("reading state")?;
+        Ok(())
+    }
+    let e = io().unwrap_err();
+    assert_eq!(e.to_string(), "reading state");
+    assert_eq!(format!("{e:#}"), "reading state: no file");
+    assert_eq!(e.root_cause(), "no file");
+    assert!(format!("{e:?}").contains("Caused by:\n    0: no file"));
+
+    fn bails(n: u32) -> Result<u32> {
+        if n == 0 {
+            bail!("zero");
+        }
+        if n == 1 {
+            bail!("one is {}", "odd");
+        }
+        let s = String::from("owned message");
+        if n == 2 {
+            bail!(s);
+        }
+        ensure!(n < 10);
+        Ok(n)
+    }
+    assert_eq!(bails(0).unwrap_err().to_string(), "zero");
+    assert_eq!(bails(1).unwrap_err().to_string(), "one is odd");
+    assert_eq!(bails(2).unwrap_err().to_string(), "owned message");
+    assert_eq!(
+        bails(11).unwrap_err().to_string(),
+        "condition failed: `n < 10`"
+    );
+    assert_eq!(bails(5).unwrap(), 5);
+    let none: Option<u8> = None;
+    assert_eq!(none.context("missing").unwrap_err().to_string(), "missing");
+    let e = Error::host("vjp", CLEF_NOT_ALLOWED);
+    assert_eq!(e.host_status(), Some(HostStatus::NotAllowed));
+    assert_eq!(HostStatus::from_code(-4).code(), -4);
+    assert_eq!(HostStatus::from_code(-77), HostStatus::Other(-77));
+}
