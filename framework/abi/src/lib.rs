@@ -332,7 +332,8 @@ pub struct ClefHost {
     ) -> i32,
     /// Copies samples `start..start + rows` of task `task`'s `split` (`CLEF_SPLIT_*`), after the
     /// task's input transform, into `x_out` (`rows * input_dim`) and `targets_out` (`rows`).
-    /// Only tasks up to the current one (`CLEF_NOT_ALLOWED` otherwise): no peeking ahead.
+    /// Only tasks up to the current one and only `CLEF_SPLIT_TRAIN` (`CLEF_NOT_ALLOWED`
+    /// otherwise): no peeking ahead, and test data stays reserved for evaluation.
     pub task_samples: unsafe extern "C" fn(
         ctx: *mut ClefCtx,
         task: i64,

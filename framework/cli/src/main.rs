@@ -1,13 +1,17 @@
 //! `clef`: run continual-learning experiments from TOML configs.
 
+mod new_plugin;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use clef_core::config;
+use clef_core::config::{self, Config};
+use clef_core::plugin::{HParamKind, PluginSearch, PluginStrategies};
 use clef_core::results::{results_table, ResultsDir};
-use clef_core::runner::{self, BuiltinStrategies, RunOptions};
+use clef_core::runner::{self, RunOptions, StrategyProvider};
+use clef_core::strategy;
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +36,40 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
+        /// Also search this directory (or load this library) for strategy plugins, before the
+        /// config's `plugin_dirs`, $CLEF_PLUGIN_PATH and the directory of `clef` (repeatable).
+        #[arg(long, value_name = "PATH")]
+        plugin_dir: Vec<PathBuf>,
     },
-    /// Check a config (keys, types, ranges, strategies, data, scenarios) without training.
+    /// Check a config (keys, types, ranges, strategies and their hyperparameters, data,
+    /// scenarios) without training.
     Validate {
         /// The TOML config.
         config: PathBuf,
+        /// Also search this directory (or load this library) for strategy plugins (repeatable).
+        #[arg(long, value_name = "PATH")]
+        plugin_dir: Vec<PathBuf>,
+    },
+    /// List the strategy plugins found (name, version, ABI, file, hooks, hyperparameters).
+    ///
+    /// Searched: --dir paths, $CLEF_PLUGIN_PATH, then the directory of the `clef` executable.
+    Plugins {
+        /// Also search this directory, or load this library file (repeatable).
+        #[arg(long, value_name = "PATH")]
+        dir: Vec<PathBuf>,
+    },
+    /// Create a new strategy plugin crate (a cdylib on the clef SDK) from a template.
+    NewPlugin {
+        /// Strategy name (`[a-z][a-z0-9_-]*`); the crate is `clef-plugin-<name>`.
+        name: String,
+        /// Parent directory of the new crate (default: the current directory); the crate goes
+        /// into `<dir>/<name>`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Path of the clef SDK crate (`framework/sdk` of a clef checkout); default: the SDK
+        /// of the source tree this `clef` was built from.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -65,10 +98,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             config,
             out,
             no_progress,
-        } => run(&config, out, !no_progress),
-        Command::Validate { config } => {
-            let cfg = config::load(&config)?;
-            let v = runner::validate(&cfg, &BuiltinStrategies)?;
+            plugin_dir,
+        } => run(&config, out, !no_progress, &plugin_dir),
+        Command::Validate { config, plugin_dir } => {
+            let (cfg, provider) = load_config(&config, &plugin_dir)?;
+            let v = runner::validate(&cfg, &provider)?;
             println!(
                 "{}: ok ({} trials; {} training and {} test samples)",
                 config.display(),
@@ -78,14 +112,49 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugins { dir } => {
+            list_plugins(&PluginSearch::standard(&dir, &[]));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NewPlugin { name, dir, sdk } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let created = new_plugin::create(&name, &dir, sdk.as_deref())?;
+            println!("created {}", created.display());
+            println!(
+                "build it with `cargo build --release --manifest-path {}`; clef finds \
+                 target/release/{} through --plugin-dir, `plugin_dirs` or $CLEF_PLUGIN_PATH",
+                created.join("Cargo.toml").display(),
+                clef_core::plugin::file_name(&name)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn run(config_path: &Path, out: Option<PathBuf>, progress: bool) -> anyhow::Result<ExitCode> {
-    let cfg = config::load(config_path)?;
+/// Loads the config, builds the plugin-aware provider for it, and checks every
+/// `[[strategy]]` entry (name, hyperparameters) so errors carry the file and line.
+fn load_config(path: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<(Config, PluginStrategies)> {
+    let cfg = config::load(path)?;
+    let provider = PluginStrategies::for_config(&cfg, plugin_dirs);
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for (i, s) in cfg.strategy.iter().enumerate() {
+        provider
+            .validate(i, s)
+            .map_err(|inv| config::locate_error(&text, path, inv))?;
+    }
+    Ok((cfg, provider))
+}
+
+fn run(
+    config_path: &Path,
+    out: Option<PathBuf>,
+    progress: bool,
+    plugin_dirs: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let (cfg, provider) = load_config(config_path, plugin_dirs)?;
     let out = out.unwrap_or_else(|| Path::new("results").join(cfg.name()));
     let dir = ResultsDir::create(&out)?;
-    let records = runner::run(&cfg, &BuiltinStrategies, &dir, RunOptions { progress })?;
+    let records = runner::run(&cfg, &provider, &dir, RunOptions { progress })?;
     println!("{}", results_table(&records));
     println!(
         "results: {}  summary: {}",
@@ -98,4 +167,79 @@ fn run(config_path: &Path, out: Option<PathBuf>, progress: bool) -> anyhow::Resu
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn list_plugins(search: &PluginSearch) {
+    let found = search.list();
+    let mut shown = 0;
+    for f in &found {
+        let p = match &f.plugin {
+            Ok(p) => p,
+            Err(e) => {
+                println!("! {}\n    {e}\n", f.path.display());
+                continue;
+            }
+        };
+        shown += 1;
+        let info = &p.info;
+        println!(
+            "{} {} (ABI {}.{}){}",
+            info.name,
+            info.version,
+            info.abi.0,
+            info.abi.1,
+            if f.shadowed {
+                "  [shadowed by an earlier plugin of the same name]"
+            } else {
+                ""
+            }
+        );
+        if !info.description.is_empty() {
+            println!("    {}", info.description);
+        }
+        println!("    file:   {}", info.path.display());
+        println!(
+            "    hooks:  {}",
+            if info.hooks.is_empty() {
+                "(none)".to_string()
+            } else {
+                info.hooks.join(", ")
+            }
+        );
+        if info.hparams.is_empty() {
+            println!("    hparams: (none)");
+        } else {
+            println!("    hparams:");
+            let width = info.hparams.iter().map(|h| h.name.len()).max().unwrap_or(0);
+            for h in &info.hparams {
+                let range = match h.kind {
+                    HParamKind::Bool => String::new(),
+                    HParamKind::Choice(_) => format!("one of {}", h.range_text()),
+                    _ => format!("range {}", h.range_text()),
+                };
+                println!(
+                    "      {:<width$}  {:<6} default {:<10} {}{}{}",
+                    h.name,
+                    h.kind.as_str(),
+                    h.default.to_string(),
+                    range,
+                    if h.log_scale { ", log scale" } else { "" },
+                    if h.doc.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  -- {}", h.doc)
+                    },
+                );
+            }
+        }
+        println!();
+    }
+    if shown == 0 {
+        println!("no plugins found");
+    }
+    println!("searched: {}", search.describe());
+    println!(
+        "built-in strategies: {} (a plugin of the same name takes precedence, except `joint`)",
+        strategy::builtin_names().join(", ")
+    );
 }

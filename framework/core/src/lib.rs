@@ -7,6 +7,7 @@
 pub mod config;
 pub mod data;
 pub mod metrics;
+pub mod plugin;
 pub mod results;
 pub mod runner;
 pub mod scenario;

@@ -15,6 +15,9 @@ use crate::scenario::{self, Scenario};
 use crate::strategy::{self, DataMode, Strategy};
 use crate::trainer::{self, TrialStatus};
 
+/// The provider that also serves strategy plugins (see [`crate::plugin`]).
+pub use crate::plugin::PluginStrategies;
+
 /// Creates strategies by name and checks their config sections.
 pub trait StrategyProvider {
     /// Checks the `[[strategy]]` entry at position `index` (name known, hyperparameters valid)
@@ -26,6 +29,7 @@ pub trait StrategyProvider {
 }
 
 /// Provides the built-in strategies (`finetune`, `joint`), which take no hyperparameters.
+/// [`PluginStrategies`] serves plugins too and falls back to these.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BuiltinStrategies;
 

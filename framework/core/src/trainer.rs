@@ -135,6 +135,7 @@ pub fn run_trial(
         scenario,
         shuffle_seed: derive_seed(seed, "shuffle"),
         init_seed,
+        seed,
     };
     if let Err(e) = loop_state.run(&mut *net, &mut opt, &mut rng, strategy, progress, &mut out) {
         out.status = e;
@@ -147,10 +148,15 @@ struct Loop<'a> {
     scenario: &'a Scenario,
     shuffle_seed: u64,
     init_seed: u64,
+    seed: u64,
 }
 
-/// A hook failure, turned into a trial status.
+/// A hook failure, turned into a trial status. Plugin errors already name the plugin and the
+/// hook (`plugin `x` panicked in after_backward: ...`) and are kept as they are.
 fn hook_err(strategy: &dyn Strategy, hook: &str, e: anyhow::Error) -> TrialStatus {
+    if let Some(pe) = e.downcast_ref::<crate::plugin::PluginError>() {
+        return TrialStatus::Failed(pe.to_string());
+    }
     TrialStatus::Failed(format!(
         "strategy `{}` failed in {hook}: {e:#}",
         strategy.name()
@@ -168,6 +174,7 @@ impl Loop<'_> {
         out: &mut TrialOutcome,
     ) -> Result<(), TrialStatus> {
         let sc = self.scenario;
+        let seed = self.seed;
         let mut step: u64 = 0;
         macro_rules! ctx {
             ($task:expr) => {
@@ -178,6 +185,7 @@ impl Loop<'_> {
                     rng: &mut *rng,
                     task: $task,
                     step,
+                    seed,
                 }
             };
         }
@@ -245,6 +253,7 @@ impl Loop<'_> {
                     x: std::mem::take(&mut x),
                     targets: Vec::with_capacity(bs),
                     mask: mask.clone(),
+                    row_masks: None,
                     current_rows: end - cursor,
                 };
                 batch.x.clear();
@@ -261,15 +270,16 @@ impl Loop<'_> {
                 let inputs = Inputs::new(&batch.x, rows, sc.input_dim())
                     .map_err(|e| TrialStatus::Failed(format!("batch: {e}")))?;
                 let loss = net
-                    .loss_backward(inputs, &batch.targets, batch.mask.as_deref(), &mut logits)
+                    .loss_backward(inputs, &batch.targets, batch.loss_mask(), &mut logits)
                     .map_err(|e| TrialStatus::Failed(format!("backward: {e}")))?;
                 if !loss.is_finite() {
                     return Err(TrialStatus::Diverged { task: ti, step });
                 }
-                // Online accuracy: the current task's rows, before the update.
+                // Online accuracy: the current task's rows, before the update, each with its
+                // own mask.
                 let c = sc.num_outputs;
                 for r in 0..batch.current_rows {
-                    let pred = argmax(&logits[r * c..(r + 1) * c], batch.mask.as_deref());
+                    let pred = argmax(&logits[r * c..(r + 1) * c], batch.row_mask(r, c));
                     correct += (pred == batch.targets[r]) as u64;
                 }
                 seen += batch.current_rows as u64;

@@ -86,6 +86,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if config.name.is_none() {
         config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
+    // Plugin locations are relative to the config file, so a config and the plugins next to
+    // it work from any working directory.
+    let base = path.parent().unwrap_or(Path::new(""));
+    for dir in &mut config.plugin_dirs {
+        *dir = base.join(&*dir);
+    }
+    for s in &mut config.strategy {
+        if let Some(p) = &mut s.path {
+            *p = base.join(&*p);
+        }
+    }
     config.validate().map_err(|inv| ConfigError::Invalid {
         path: path.to_path_buf(),
         line: line_of(text, &inv.key),

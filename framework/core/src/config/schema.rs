@@ -29,6 +29,10 @@ pub struct Config {
     pub train: TrainConfig,
     /// Strategies to compare.
     pub strategy: Vec<StrategyConfig>,
+    /// Extra directories searched for strategy plugins (before `$CLEF_PLUGIN_PATH` and the
+    /// directory of the `clef` executable); relative paths are relative to the config file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -278,6 +282,10 @@ pub struct StrategyConfig {
     /// Strategy hyperparameters, checked against the strategy's schema.
     #[serde(default)]
     pub hparams: toml::Table,
+    /// Load the plugin from this shared library instead of searching for `name` (relative
+    /// paths are relative to the config file). The library's plugin must be called `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
 
 impl StrategyConfig {

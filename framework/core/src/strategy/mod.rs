@@ -10,7 +10,8 @@
 //!               ─► per evaluated task: before_eval ─► (evaluation) ─► after_eval
 //! ```
 //!
-//! The plugin ABI exposes exactly these hooks to dynamically loaded strategies; built-in
+//! The plugin ABI exposes exactly these hooks to dynamically loaded strategies
+//! ([`crate::plugin::PluginStrategy`] adapts a loaded plugin to this trait); built-in
 //! strategies (`finetune`, `joint`) implement the trait directly.
 
 mod builtin;
@@ -50,17 +51,29 @@ pub struct Ctx<'a> {
     pub task: usize,
     /// Optimizer steps taken so far in the trial.
     pub step: u64,
+    /// The trial seed (strategies should draw randomness from `rng`).
+    pub seed: u64,
 }
 
 /// A training mini-batch as the loss will see it.
+///
+/// Class masks: every row drawn from the task stream uses the batch's training mask
+/// ([`Batch::mask`], shared by those rows). Rows appended with their own masks (e.g. replayed
+/// samples keeping their own task-IL head) switch the batch to per-row masks
+/// ([`Batch::row_masks`]), which then override `mask` for every row. Use
+/// [`Batch::append_rows`] to add rows so the two stay consistent.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// `rows * dim` inputs.
     pub x: Vec<f32>,
     /// One target output unit per row.
     pub targets: Vec<usize>,
-    /// Class mask over the output units shared by every row (`None` = all units).
+    /// The training mask over the output units (`None` = all units): the mask of the current
+    /// task's rows, and of appended rows that bring no mask of their own.
     pub mask: Option<Vec<bool>>,
+    /// Per-row masks (`rows * num_outputs`, row-major) once rows with masks of their own were
+    /// appended; when set, the loss uses these instead of `mask`.
+    pub row_masks: Option<Vec<bool>>,
     /// Rows drawn from the current task's stream (the first `current_rows`); rows after them
     /// were added by the strategy (e.g. replay).
     pub current_rows: usize,
@@ -70,6 +83,80 @@ impl Batch {
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.targets.len()
+    }
+
+    /// The mask the loss uses: per-row masks if any row brought its own, else the shared mask.
+    pub fn loss_mask(&self) -> Option<&[bool]> {
+        self.row_masks.as_deref().or(self.mask.as_deref())
+    }
+
+    /// The class mask of row `r` (`None` = all units).
+    pub fn row_mask(&self, r: usize, num_outputs: usize) -> Option<&[bool]> {
+        match &self.row_masks {
+            Some(m) => m.get(r * num_outputs..(r + 1) * num_outputs),
+            None => self.mask.as_deref(),
+        }
+    }
+
+    /// Appends rows: `x` holds `targets.len()` rows of inputs; `masks` is `None` (the rows use
+    /// the training mask [`Batch::mask`]) or `targets.len() * num_outputs` flags, one mask per
+    /// row.
+    ///
+    /// With masks, the batch switches to per-row masks: earlier rows keep the mask they had.
+    /// In an unmasked batch (domain-IL, `mask == None`) masks that enable every unit change
+    /// nothing; any other mask is honoured (earlier rows get an all-`true` mask).
+    ///
+    /// # Panics
+    /// If `masks` has the wrong length (callers check it first).
+    pub fn append_rows(
+        &mut self,
+        x: &[f32],
+        targets: &[usize],
+        masks: Option<&[bool]>,
+        num_outputs: usize,
+    ) {
+        let rows = targets.len();
+        self.x.extend_from_slice(x);
+        let masks = match masks {
+            Some(m) => {
+                assert_eq!(m.len(), rows * num_outputs, "append_rows: mask length");
+                let redundant = self.row_masks.is_none()
+                    && match &self.mask {
+                        None => m.iter().all(|&b| b),
+                        Some(shared) => m
+                            .chunks(num_outputs.max(1))
+                            .all(|row| row == shared.as_slice()),
+                    };
+                (!redundant).then_some(m)
+            }
+            None => None,
+        };
+        if masks.is_some() && self.row_masks.is_none() {
+            // Switch to per-row masks: every existing row keeps the mask it had.
+            let existing = self.targets.len();
+            let mut per_row = Vec::with_capacity((existing + rows) * num_outputs);
+            for _ in 0..existing {
+                match &self.mask {
+                    Some(m) => per_row.extend_from_slice(m),
+                    None => per_row.extend(std::iter::repeat_n(true, num_outputs)),
+                }
+            }
+            self.row_masks = Some(per_row);
+        }
+        if let Some(per_row) = &mut self.row_masks {
+            match masks {
+                Some(m) => per_row.extend_from_slice(m),
+                None => {
+                    for _ in 0..rows {
+                        match &self.mask {
+                            Some(m) => per_row.extend_from_slice(m),
+                            None => per_row.extend(std::iter::repeat_n(true, num_outputs)),
+                        }
+                    }
+                }
+            }
+        }
+        self.targets.extend_from_slice(targets);
     }
 }
 
@@ -133,5 +220,57 @@ pub trait Strategy: Send {
     /// Restores state written by [`Strategy::save_state`].
     fn load_state(&mut self, _state: &[u8]) -> StrategyResult {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(mask: Option<Vec<bool>>) -> Batch {
+        Batch {
+            x: vec![0.0; 4],
+            targets: vec![0, 1],
+            mask,
+            row_masks: None,
+            current_rows: 2,
+        }
+    }
+
+    #[test]
+    fn rows_without_masks_keep_the_shared_mask() {
+        let mut b = batch(Some(vec![true, true, false]));
+        b.append_rows(&[1.0, 1.0], &[1], None, 3);
+        assert_eq!(b.rows(), 3);
+        assert!(b.row_masks.is_none());
+        assert_eq!(b.loss_mask(), Some(&[true, true, false][..]));
+        // A mask equal to the shared one changes nothing either.
+        b.append_rows(&[1.0, 1.0], &[0], Some(&[true, true, false]), 3);
+        assert!(b.row_masks.is_none());
+    }
+
+    #[test]
+    fn rows_with_their_own_masks_switch_to_per_row_masks() {
+        let mut b = batch(Some(vec![true, true, false]));
+        b.append_rows(&[1.0, 1.0], &[2], Some(&[false, false, true]), 3);
+        b.append_rows(&[1.0, 1.0], &[0], None, 3);
+        assert_eq!(b.rows(), 4);
+        let m = b.loss_mask().unwrap();
+        assert_eq!(m.len(), 12);
+        assert_eq!(b.row_mask(0, 3), Some(&[true, true, false][..]));
+        assert_eq!(b.row_mask(2, 3), Some(&[false, false, true][..]));
+        assert_eq!(b.row_mask(3, 3), Some(&[true, true, false][..]));
+        assert_eq!(b.x.len(), 8);
+    }
+
+    #[test]
+    fn unmasked_batches_ignore_all_true_masks_and_honour_others() {
+        let mut b = batch(None);
+        b.append_rows(&[1.0, 1.0], &[2], Some(&[true, true, true]), 3);
+        assert!(b.loss_mask().is_none());
+        b.append_rows(&[1.0, 1.0], &[2], Some(&[false, false, true]), 3);
+        assert_eq!(b.row_mask(0, 3), Some(&[true, true, true][..]));
+        assert_eq!(b.row_mask(3, 3), Some(&[false, false, true][..]));
+        assert_eq!(b.loss_mask().unwrap().len(), 12);
     }
 }

@@ -1,0 +1,691 @@
+//! Strategy plugins end to end: the host loads real shared libraries built by a nested
+//! `cargo build` (cargo test does not build `cdylib`s) and a C plugin compiled with the system
+//! C compiler, runs them through `clef`, and refuses broken ones with clear messages.
+//!
+//! Every plugin is built once per test binary (a `OnceLock` shared by the parallel tests) into
+//! `<target dir>/plugin-tests`, a separate target directory so the nested build never waits on
+//! the outer one's lock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use clef_core::results::ResultsDir;
+use clef_core::runner::{self, BuiltinStrategies, RunOptions};
+
+/// The workspace's plugin crates this file needs.
+const PLUGIN_CRATES: &[&str] = &[
+    "clef-plugin-finetune",
+    "clef-plugin-fixture-bad-abi",
+    "clef-plugin-fixture-no-entry",
+    "clef-plugin-fixture-panicking",
+    "clef-plugin-fixture-erroring",
+    "clef-plugin-fixture-hparams",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `<target dir>/plugin-tests`: the `clef` binary is `<target dir>/<profile>/clef`.
+fn plugin_target() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_clef"));
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("plugin-tests"))
+        .unwrap_or_else(|| repo_root().join("target/plugin-tests"))
+}
+
+struct Plugins {
+    /// Where cargo put the Rust plugins.
+    rust: PathBuf,
+    /// Where the C plugin was compiled.
+    c: PathBuf,
+}
+
+/// Builds the Rust plugins (one nested cargo invocation) and compiles the C plugin, once.
+fn plugins() -> &'static Plugins {
+    static PLUGINS: OnceLock<Plugins> = OnceLock::new();
+    PLUGINS.get_or_init(|| {
+        let target = plugin_target();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(repo_root())
+            .arg("build")
+            .arg("--target-dir")
+            .arg(&target);
+        for c in PLUGIN_CRATES {
+            cmd.args(["-p", c]);
+        }
+        let out = cmd.output().expect("run cargo build for the plugins");
+        assert!(
+            out.status.success(),
+            "building the plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c_dir = target.join("c");
+        std::fs::create_dir_all(&c_dir).expect("create the C plugin dir");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let lib = c_dir.join(clef_core::plugin::file_name("c-minimal"));
+        let out = Command::new(&cc)
+            .args(["-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra", "-I"])
+            .arg(repo_root().join("framework/abi/include"))
+            .arg("-o")
+            .arg(&lib)
+            .arg(repo_root().join("plugins/fixtures/c-minimal/minimal.c"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+        assert!(
+            out.status.success(),
+            "compiling the C plugin failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Plugins {
+            rust: target.join("debug"),
+            c: c_dir,
+        }
+    })
+}
+
+fn clef() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
+    c.env("RUST_LOG", "warn").env_remove("CLEF_PLUGIN_PATH");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// A small digits config (two settings, one seed) with the given `[[strategy]]` tables, plugin
+/// directories listed in `plugin_dirs`.
+fn config(dir: &Path, plugin_dirs: &[&Path], strategies: &str) -> PathBuf {
+    let dirs: Vec<String> = plugin_dirs
+        .iter()
+        .map(|d| format!("{:?}", d.display().to_string()))
+        .collect();
+    let text = format!(
+        r#"name = "plugins"
+seeds = [3]
+settings = ["task-il", "class-il"]
+plugin_dirs = [{}]
+
+[data]
+dataset = "digits"
+test_fraction = 0.25
+
+[scenario]
+kind = "class-split"
+tasks = 5
+classes_per_task = 2
+class_order = "shuffled"
+
+[model]
+hidden = [32]
+
+[train]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+epochs = 1
+batch_size = 32
+{strategies}"#,
+        dirs.join(", ")
+    );
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .expect("results.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+fn find<'a>(recs: &'a [Value], strategy: &str, setting: &str) -> &'a Value {
+    recs.iter()
+        .find(|r| r["strategy"] == strategy && r["setting"] == setting)
+        .unwrap_or_else(|| panic!("no record for {strategy}/{setting}"))
+}
+
+/// Runs `clef run` on `cfg`; returns the output and the records.
+fn run(cfg: &Path, out: &Path, log: &str) -> (Output, Vec<Value>) {
+    let o = clef()
+        .env("RUST_LOG", log)
+        .args(["run", "--no-progress", "--out"])
+        .arg(out)
+        .arg(cfg)
+        .output()
+        .expect("run clef");
+    let recs = if out.join("results.jsonl").exists() {
+        records(out)
+    } else {
+        Vec::new()
+    };
+    (o, recs)
+}
+
+/// `results.jsonl` lines of the built-in `finetune` on the same config, run in this process
+/// (the CLI may find a `finetune` plugin next to `clef`, which would take precedence).
+fn builtin_finetune(cfg_path: &Path, tmp: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(cfg_path).unwrap();
+    let start = text.find("[[strategy]]").unwrap();
+    let builtin = format!("{}[[strategy]]\nname = \"finetune\"\n", &text[..start]);
+    let path = tmp.join("builtin.toml");
+    std::fs::write(&path, builtin).unwrap();
+    let cfg = clef_core::config::load(&path).unwrap();
+    let out = tmp.join("builtin-out");
+    let dir = ResultsDir::create(&out).unwrap();
+    runner::run(&cfg, &BuiltinStrategies, &dir, RunOptions::default()).unwrap();
+    lines(&out)
+}
+
+fn lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .expect("results.jsonl")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `results.jsonl` line of `strategy` in `setting`.
+fn line<'a>(lines: &'a [String], strategy: &str, setting: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["strategy"] == strategy && v["setting"] == setting
+        })
+        .unwrap_or_else(|| panic!("no record for {strategy}/{setting}"))
+}
+
+/// The raw JSON text of top-level field `key` of a record line. Numbers are written as the
+/// shortest text that round-trips, so equal text means bit-identical values (parsing them
+/// back with serde_json is not exact in the last bit).
+fn raw_field<'a>(line: &'a str, key: &str) -> &'a str {
+    let pat = format!("\"{key}\":");
+    let start = line
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + pat.len();
+    let bytes = line.as_bytes();
+    let mut depth = 0i32;
+    let mut end = start;
+    while end < bytes.len() {
+        match bytes[end] {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' if depth > 0 => depth -= 1,
+            b',' | b'}' if depth == 0 => break,
+            _ => {}
+        }
+        end += 1;
+    }
+    &line[start..end]
+}
+
+/// Asserts that two records trained identically (every number bit for bit).
+fn assert_same_training(a: &str, b: &str) {
+    for key in [
+        "accuracy_matrix",
+        "random_init_accuracy",
+        "online_accuracy",
+        "mean_loss",
+        "steps",
+    ] {
+        assert_eq!(raw_field(a, key), raw_field(b, key), "{key} differs");
+    }
+    assert_eq!(raw_field(a, "status"), "\"completed\"");
+}
+
+/// `clef validate` on `cfg`, which must fail; returns stderr.
+fn validate_err(cfg: &Path) -> String {
+    let out = clef().arg("validate").arg(cfg).output().expect("run clef");
+    assert!(
+        !out.status.success(),
+        "validate should fail: {}",
+        show(&out)
+    );
+    text(&out.stderr)
+}
+
+#[test]
+fn finetune_plugin_matches_the_builtin_bit_for_bit() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[&p.rust],
+        "\n[[strategy]]\nname = \"finetune\"\n",
+    );
+    let (out, _) = run(&cfg, &tmp.path().join("out"), "info");
+    assert!(out.status.success(), "{}", show(&out));
+    let recs = lines(&tmp.path().join("out"));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("using plugin") && stderr.contains("libclef_plugin_finetune"),
+        "the finetune plugin was not used:\n{stderr}"
+    );
+    let builtin = builtin_finetune(&cfg, tmp.path());
+    for setting in ["task-il", "class-il"] {
+        assert_same_training(
+            line(&recs, "finetune", setting),
+            line(&builtin, "finetune", setting),
+        );
+    }
+}
+
+#[test]
+fn plugin_found_through_clef_plugin_path() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[],
+        "\n[[strategy]]\nname = \"fixture-hparams\"\n",
+    );
+    let out = clef()
+        .env(
+            "CLEF_PLUGIN_PATH",
+            format!("/nonexistent:{}", p.rust.display()),
+        )
+        .arg("validate")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    // Without the search path the name is unknown (unless a workspace build put the plugin
+    // next to `clef`), and the message says where it looked.
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_clef")).parent().unwrap();
+    if !exe_dir
+        .join(clef_core::plugin::file_name("fixture-hparams"))
+        .exists()
+    {
+        let e = validate_err(&cfg);
+        assert!(
+            e.contains("unknown strategy `fixture-hparams`") && e.contains("plugin search path"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn wrong_abi_is_refused_naming_both_versions() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[&p.rust],
+        "\n[[strategy]]\nname = \"fixture-bad-abi\"\n",
+    );
+    let e = validate_err(&cfg);
+    assert!(
+        e.contains("plugin `fixture-bad-abi`")
+            && e.contains("libclef_plugin_fixture_bad_abi")
+            && e.contains("was built for clef plugin ABI 99.0; this clef supports ABI 1.x"),
+        "{e}"
+    );
+    assert!(
+        e.contains("plugins.toml:") && e.contains("`strategy[0].name`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_entry_symbol_is_refused() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = p
+        .rust
+        .join(clef_core::plugin::file_name("fixture-no-entry"));
+    let strategies = format!(
+        "\n[[strategy]]\nname = \"fixture-no-entry\"\npath = {:?}\n",
+        lib.display().to_string()
+    );
+    let cfg = config(tmp.path(), &[], &strategies);
+    let e = validate_err(&cfg);
+    assert!(
+        e.contains(&format!(
+            "plugin {}: no symbol `clef_plugin_entry_v1`; is it a clef plugin?",
+            lib.display()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("`strategy[0].path`") && e.contains("plugins.toml:28:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_shared_library_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join(clef_core::plugin::file_name("junk"));
+    std::fs::write(&junk, "this is not a shared library\n").unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[tmp.path()],
+        "\n[[strategy]]\nname = \"junk\"\n",
+    );
+    let e = validate_err(&cfg);
+    assert!(
+        e.contains(&format!(
+            "plugin {}: cannot load it as a shared library",
+            junk.display()
+        )),
+        "{e}"
+    );
+    // `clef plugins` lists the broken file with its error instead of failing.
+    let out = clef()
+        .args(["plugins", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&format!("! {}", junk.display()))
+            && listing.contains("cannot load it as a shared library"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn explicit_path_must_provide_the_named_plugin() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = p.rust.join(clef_core::plugin::file_name("fixture-hparams"));
+    let strategies = format!(
+        "\n[[strategy]]\nname = \"other\"\npath = {:?}\n",
+        lib.display().to_string()
+    );
+    let e = validate_err(&config(tmp.path(), &[], &strategies));
+    assert!(
+        e.contains("`strategy[0].name` is `other` but the library")
+            && e.contains("provides plugin `fixture-hparams`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn panicking_hooks_fail_only_their_trials() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = r#"
+[[strategy]]
+name = "finetune"
+
+[[strategy]]
+name = "fixture-panic"
+
+[[strategy]]
+name = "fixture-panic"
+label = "panic-in-create"
+hparams = { panic_in = "new" }
+
+[[strategy]]
+name = "fixture-panic"
+label = "panic-in-destroy"
+hparams = { panic_in = "destroy" }
+"#;
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert_eq!(recs.len(), 8);
+    for setting in ["task-il", "class-il"] {
+        assert_eq!(find(&recs, "finetune", setting)["status"], "completed");
+        let r = find(&recs, "fixture-panic", setting);
+        assert_eq!(r["status"], "failed");
+        let e = r["error"].as_str().unwrap();
+        assert!(
+            e.starts_with("plugin `fixture-panic` panicked in after_backward: ")
+                && e.contains("fixture-panic: deliberate panic in after_backward"),
+            "{e}"
+        );
+        let r = find(&recs, "panic-in-create", setting);
+        assert_eq!(r["status"], "failed");
+        let e = r["error"].as_str().unwrap();
+        assert!(
+            e.contains("plugin `fixture-panic` panicked in create")
+                && e.contains("deliberate panic in new"),
+            "{e}"
+        );
+        // A panic in `destroy` (after a completed trial) is contained by the SDK.
+        assert_eq!(
+            find(&recs, "panic-in-destroy", setting)["status"],
+            "completed"
+        );
+    }
+}
+
+#[test]
+fn erroring_hooks_fail_only_their_trials() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = r#"
+[[strategy]]
+name = "fixture-error"
+hparams = { error_in = "on_task_end" }
+
+[[strategy]]
+name = "fixture-error"
+label = "error-in-before-batch"
+hparams = { error_in = "before_batch" }
+
+[[strategy]]
+name = "finetune"
+"#;
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    for setting in ["task-il", "class-il"] {
+        let r = find(&recs, "fixture-error", setting);
+        assert_eq!(r["status"], "failed");
+        assert_eq!(
+            r["error"],
+            "plugin `fixture-error` failed in on_task_end: fixture-error: deliberate failure in \
+             on_task_end"
+        );
+        // The rows finished before the failure are kept (none: it fails at the first task end).
+        assert_eq!(r["accuracy_matrix"], serde_json::json!([]));
+        let r = find(&recs, "error-in-before-batch", setting);
+        assert_eq!(
+            r["error"],
+            "plugin `fixture-error` failed in before_batch: fixture-error: deliberate failure in \
+             before_batch"
+        );
+        assert_eq!(find(&recs, "finetune", setting)["status"], "completed");
+    }
+}
+
+#[test]
+fn hyperparameters_are_checked_against_the_schema() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |hparams: &str, expected: &[&str]| {
+        let strategies = format!(
+            "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"fixture-hparams\"\nhparams = {{ {hparams} }}\n"
+        );
+        let cfg = config(tmp.path(), &[&p.rust], &strategies);
+        let e = validate_err(&cfg);
+        for x in expected {
+            assert!(e.contains(x), "{hparams}: expected {x:?} in\n{e}");
+        }
+        // The hparams line of the second strategy.
+        assert!(e.contains("plugins.toml:31:"), "{hparams}: no line in\n{e}");
+    };
+    check(
+        "rte = 2.0",
+        &[
+            "`strategy[1].hparams.rte`",
+            "unknown hyperparameter `rte` for plugin `fixture-hparams`; did you mean `rate`?",
+            "known: rate, count, flag, mode",
+        ],
+    );
+    check(
+        "count = \"ten\"",
+        &["`strategy[1].hparams.count` has the wrong type: expected a whole number (int), got a string"],
+    );
+    check(
+        "count = 2.5",
+        &["`strategy[1].hparams.count` must be a whole number (int), got 2.5"],
+    );
+    check(
+        "rate = 11",
+        &["`strategy[1].hparams.rate` is out of range: 11 is not in [0, 10]"],
+    );
+    check(
+        "count = 0",
+        &["`strategy[1].hparams.count` is out of range"],
+    );
+    check(
+        "flag = 1",
+        &["`strategy[1].hparams.flag` has the wrong type: expected true or false (bool)"],
+    );
+    check(
+        "mode = \"c\"",
+        &["`strategy[1].hparams.mode` must be one of \"a\" | \"b\", got \"c\""],
+    );
+    // Valid values (an int where a float is expected, a whole float for an int) pass and the
+    // plugin receives the full table.
+    let strategies = "\n[[strategy]]\nname = \"fixture-hparams\"\nhparams = { rate = 2, count = 5.0, mode = \"b\" }\n";
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let out = clef().arg("validate").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let (out, recs) = run(&cfg, &tmp.path().join("out"), "info");
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(recs.len(), 2);
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("rate=2")
+            && log.contains("count=5")
+            && log.contains("flag=false")
+            && log.contains("mode=B"),
+        "{log}"
+    );
+}
+
+#[test]
+fn c_plugin_loads_lists_and_trains() {
+    let p = plugins();
+    let out = clef()
+        .args(["plugins", "--dir"])
+        .arg(&p.c)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let listing = text(&out.stdout);
+    for x in [
+        "c-minimal 0.1.0 (ABI 1.0)",
+        "libclef_plugin_c_minimal",
+        "hooks:  on_task_start, after_backward",
+        "scale",
+        "float",
+        "default 0.0",
+        "range [0, 1000]",
+        "adds scale * w to every weight gradient",
+    ] {
+        assert!(listing.contains(x), "expected {x:?} in\n{listing}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = r#"
+[[strategy]]
+name = "c-minimal"
+label = "scale-0"
+
+[[strategy]]
+name = "c-minimal"
+label = "scale-0.5"
+hparams = { scale = 0.5 }
+"#;
+    let cfg = config(tmp.path(), &[&p.c], strategies);
+    let (out, recs) = run(&cfg, &tmp.path().join("out"), "info");
+    assert!(out.status.success(), "{}", show(&out));
+    let log = text(&out.stderr);
+    assert!(log.contains("c-minimal: task 0 of 5, scale 0.5"), "{log}");
+    let builtin = builtin_finetune(&cfg, tmp.path());
+    let raw = lines(&tmp.path().join("out"));
+    for setting in ["task-il", "class-il"] {
+        assert_same_training(
+            line(&raw, "scale-0", setting),
+            line(&builtin, "finetune", setting),
+        );
+        let zero = find(&recs, "scale-0", setting);
+        let half = find(&recs, "scale-0.5", setting);
+        assert_eq!(half["status"], "completed");
+        assert_ne!(half["accuracy_matrix"], zero["accuracy_matrix"]);
+        assert_ne!(half["mean_loss"], zero["mean_loss"]);
+    }
+}
+
+#[test]
+fn new_plugin_template_builds_and_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = clef()
+        .args(["new-plugin", "l2-anchor", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let krate = tmp.path().join("l2-anchor");
+    assert!(krate.join("Cargo.toml").is_file() && krate.join("src/lib.rs").is_file());
+    // A second time refuses to overwrite.
+    let again = clef()
+        .args(["new-plugin", "l2-anchor", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && text(&again.stderr).contains("already exists"));
+    let bad = clef().args(["new-plugin", "L2!"]).output().unwrap();
+    assert!(!bad.status.success() && text(&bad.stderr).contains("invalid plugin name"));
+
+    // Pin the dependency versions to the workspace's so the build needs no registry update.
+    std::fs::copy(repo_root().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let target = plugin_target();
+    let build = Command::new(env!("CARGO"))
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(krate.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", show(&build));
+    let lib = target
+        .join("debug")
+        .join(clef_core::plugin::file_name("l2-anchor"));
+    assert!(lib.is_file(), "{} missing", lib.display());
+
+    let listing = clef()
+        .args(["plugins", "--dir"])
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let listing = text(&listing.stdout);
+    assert!(
+        listing.contains("l2-anchor 0.1.0 (ABI 1.0)") && listing.contains("lambda"),
+        "{listing}"
+    );
+
+    let strategies = format!(
+        "\n[[strategy]]\nname = \"l2-anchor\"\npath = {:?}\nhparams = {{ lambda = 0.1 }}\n",
+        lib.display().to_string()
+    );
+    let cfg = config(tmp.path(), &[], &strategies);
+    let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(recs.iter().all(|r| r["status"] == "completed"));
+}
