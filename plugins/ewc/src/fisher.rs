@@ -1,0 +1,144 @@
+//! The plain math of the Fisher estimate: masked softmax, label sampling, sample subsets.
+
+/// `out[j] = softmax(logits[units])[j]`, computed in f64 (max-shifted, so large logits do
+/// not overflow). `out.len()` must equal `units.len()`.
+pub fn masked_softmax(logits: &[f32], units: &[usize], out: &mut [f64]) {
+    debug_assert_eq!(units.len(), out.len());
+    let max = units
+        .iter()
+        .map(|&u| f64::from(logits[u]))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for (o, &u) in out.iter_mut().zip(units) {
+        *o = (f64::from(logits[u]) - max).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
+/// Index `j` of a categorical distribution `probs` (summing to 1) for a uniform `u` in
+/// `[0, 1)`: the first `j` whose cumulative probability exceeds `u`. Rounding leftovers fall
+/// on the last index with positive probability.
+pub fn sample_categorical(probs: &[f64], u: f64) -> usize {
+    let mut cum = 0.0;
+    let mut last_positive = 0;
+    for (j, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            last_positive = j;
+        }
+        cum += p;
+        if u < cum {
+            return j;
+        }
+    }
+    last_positive
+}
+
+/// `k` distinct indices drawn uniformly from `0..n` (every `k`-subset equally likely), sorted.
+/// `below(m)` must return a uniform integer in `0..m`. Returns all of `0..n` when `k >= n`.
+pub fn choose_subset(n: usize, k: usize, mut below: impl FnMut(usize) -> usize) -> Vec<usize> {
+    if k >= n {
+        return (0..n).collect();
+    }
+    // Partial Fisher–Yates shuffle: the first k positions are a uniform k-subset.
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + below(n - i);
+        idx.swap(i, j);
+    }
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64, for deterministic test randomness.
+    pub(crate) struct SplitMix(pub u64);
+
+    impl SplitMix {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            ((u128::from(self.next()) * n as u128) >> 64) as usize
+        }
+        pub(crate) fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[test]
+    fn masked_softmax_ignores_other_units_and_is_stable() {
+        let logits = [1.0f32, 1000.0, 2.0, 3.0];
+        let mut p = [0.0; 3];
+        masked_softmax(&logits, &[0, 2, 3], &mut p);
+        let z = [1.0f64, 2.0, 3.0];
+        let s: f64 = z.iter().map(|v| v.exp()).sum();
+        for (p, z) in p.iter().zip(z) {
+            assert!((p - z.exp() / s).abs() < 1e-15);
+        }
+        let mut q = [0.0; 2];
+        masked_softmax(&[1e30, -1e30], &[0, 1], &mut q);
+        assert_eq!(q, [1.0, 0.0]);
+    }
+
+    #[test]
+    fn categorical_sampling_follows_the_cumulative_distribution() {
+        let p = [0.2, 0.0, 0.5, 0.3];
+        assert_eq!(sample_categorical(&p, 0.0), 0);
+        assert_eq!(sample_categorical(&p, 0.1999), 0);
+        assert_eq!(sample_categorical(&p, 0.2), 2);
+        assert_eq!(sample_categorical(&p, 0.6999), 2);
+        assert_eq!(sample_categorical(&p, 0.7), 3);
+        // Rounding leftovers never pick a zero-probability unit.
+        assert_eq!(sample_categorical(&[0.5, 0.49999, 0.0], 0.999999), 1);
+        // Empirical frequencies match.
+        let mut rng = SplitMix(7);
+        let mut counts = [0usize; 4];
+        let n = 200_000;
+        for _ in 0..n {
+            counts[sample_categorical(&p, rng.unit())] += 1;
+        }
+        for (c, &p) in counts.iter().zip(&p) {
+            let sd = (n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (*c as f64 - n as f64 * p).abs() <= 5.0 * sd + 1e-9,
+                "{counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn subsets_are_distinct_sorted_in_range_and_uniform() {
+        let mut rng = SplitMix(3);
+        assert_eq!(choose_subset(5, 9, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(choose_subset(5, 5, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
+        assert!(choose_subset(5, 0, |m| rng.below(m)).is_empty());
+        let (n, k, runs) = (20, 5, 20_000);
+        let mut hits = vec![0usize; n];
+        for _ in 0..runs {
+            let s = choose_subset(n, k, |m| rng.below(m));
+            assert_eq!(s.len(), k);
+            assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+            assert!(s.iter().all(|&i| i < n));
+            for i in s {
+                hits[i] += 1;
+            }
+        }
+        // Each index is included with probability k/n.
+        let p = k as f64 / n as f64;
+        let sd = (runs as f64 * p * (1.0 - p)).sqrt();
+        for h in hits {
+            assert!((h as f64 - runs as f64 * p).abs() < 5.0 * sd, "{h}");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Tests of the `lwf` plugin against the SDK's mock host (a linear model `z = W x + b`).
+
+use super::*;
+use clef_sdk::abi::{CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL};
+use clef_sdk::testing::{describe, MockHost, MockPlugin};
+
+fn values(host: &MockHost) -> Vec<Vec<f32>> {
+    host.state()
+        .params
+        .iter()
+        .map(|p| p.values.clone())
+        .collect()
+}
+
+fn bits(host: &MockHost) -> Vec<Vec<u32>> {
+    host.state()
+        .params
+        .iter()
+        .map(|p| p.values.iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+fn grads(host: &MockHost) -> Vec<Vec<f32>> {
+    host.state()
+        .params
+        .iter()
+        .map(|p| p.grads.clone())
+        .collect()
+}
+
+fn perturb(host: &mut MockHost, scale: f32) {
+    for (i, p) in host.state_mut().params.iter_mut().enumerate() {
+        for (j, v) in p.values.iter_mut().enumerate() {
+            *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
+        }
+    }
+}
+
+fn seed_grads(host: &mut MockHost) {
+    for (i, p) in host.state_mut().params.iter_mut().enumerate() {
+        for (j, g) in p.grads.iter_mut().enumerate() {
+            *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
+        }
+    }
+}
+
+fn config(alpha: f64, t: f64, t_squared: bool) -> String {
+    format!("alpha = {alpha:?}\ntemperature = {t:?}\nt_squared = {t_squared}")
+}
+
+/// Host with 3 inputs, 6 outputs, 3 tasks ({0,1}, {2,3}, {4,5}); sharper weights.
+fn host(setting: i32) -> MockHost {
+    let mut host = MockHost::new(3, 6, 3);
+    host.state_mut().setting = setting;
+    for v in &mut host.state_mut().params[0].values {
+        *v *= 10.0;
+    }
+    host
+}
+
+/// Makes task `t` current and its first 4 training samples the batch, 3 of them current-task
+/// rows (the 4th stands for a row another strategy appended).
+fn set_task(host: &mut MockHost, t: usize) {
+    let s = host.state_mut();
+    s.task = t;
+    s.batch_x = s.tasks[t].train_x[..4 * s.input_dim].to_vec();
+    s.batch_targets = s.tasks[t].train_y[..4].to_vec();
+    s.batch_current_rows = 3;
+}
+
+/// The gradient the distillation should add, computed independently in f64 for the linear
+/// model: logits of the old and new parameters, the cotangent
+/// `α c_T / (B T) (softmax(new/T) − softmax(old/T))` per head, then `Jᵀ cot`.
+fn expected_added_grad(
+    host: &MockHost,
+    old: &[Vec<f32>],
+    heads: &[Vec<usize>],
+    alpha: f64,
+    t: f64,
+    t_squared: bool,
+) -> Vec<Vec<f64>> {
+    let s = host.state();
+    let (d, k, rows) = (s.input_dim, s.num_outputs, s.batch_current_rows);
+    let x: Vec<f64> = s.batch_x.iter().map(|&v| f64::from(v)).collect();
+    let logits = |p: &[Vec<f32>], r: usize, o: usize| -> f64 {
+        (0..d)
+            .map(|i| f64::from(p[0][o * d + i]) * x[r * d + i])
+            .sum::<f64>()
+            + f64::from(p[1][o])
+    };
+    let new = values(host);
+    let softmax = |z: Vec<f64>| -> Vec<f64> {
+        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|v| ((v - m) / t).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / sum).collect()
+    };
+    let c = alpha * if t_squared { t * t } else { 1.0 } / (rows as f64 * t);
+    let mut gw = vec![0.0; k * d];
+    let mut gb = vec![0.0; k];
+    for r in 0..rows {
+        for h in heads {
+            let p = softmax(h.iter().map(|&o| logits(old, r, o)).collect());
+            let q = softmax(h.iter().map(|&o| logits(&new, r, o)).collect());
+            for (j, &o) in h.iter().enumerate() {
+                let cot = c * (q[j] - p[j]);
+                for i in 0..d {
+                    gw[o * d + i] += cot * x[r * d + i];
+                }
+                gb[o] += cot;
+            }
+        }
+    }
+    vec![gw, gb]
+}
+
+fn added(before: &[Vec<f32>], after: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| {
+            b.iter()
+                .zip(a)
+                .map(|(&b, &a)| f64::from(a) - f64::from(b))
+                .collect()
+        })
+        .collect()
+}
+
+fn assert_close(got: &[Vec<f64>], want: &[Vec<f64>], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        for (j, (g, w)) in g.iter().zip(w).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * w.abs() + 2e-6,
+                "{what}: tensor {i}[{j}]: got {g}, want {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn schema_is_valid() {
+    clef_sdk::validate::<Lwf>().unwrap();
+    // SAFETY: the descriptor the export macro built.
+    let info = unsafe { describe(clef_plugin_entry_v1()) };
+    assert_eq!(info.name, "lwf");
+    let names: Vec<&str> = info.hparams.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "temperature", "t_squared"]);
+    let defaults: Vec<f64> = info.hparams.iter().map(|h| h.default_value).collect();
+    assert_eq!(defaults, [1.0, 2.0, 0.0]);
+}
+
+#[test]
+fn rejects_bad_config() {
+    assert!(MockPlugin::create::<Lwf>(&config(1.0, 0.0, true)).is_err());
+    assert!(MockPlugin::create::<Lwf>(&config(-1.0, 2.0, true)).is_err());
+    assert!(MockPlugin::create::<Lwf>("alpha = 1.0\ntemperature = 2.0").is_err());
+}
+
+#[test]
+fn nothing_happens_during_the_first_task() {
+    let mut host = host(CLEF_SETTING_TASK_IL);
+    let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 2.0, true)).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    set_task(&mut host, 0);
+    plugin.on_task_start(&mut host).unwrap();
+    perturb(&mut host, 0.2);
+    seed_grads(&mut host);
+    let (g, v) = (grads(&host), bits(&host));
+    plugin.before_batch(&mut host).unwrap();
+    plugin.after_backward(&mut host, 1.0).unwrap();
+    plugin.after_step(&mut host).unwrap();
+    plugin.on_task_end(&mut host).unwrap();
+    assert_eq!(grads(&host), g);
+    assert_eq!(bits(&host), v);
+    assert!(host.state().appended.is_empty());
+}
+
+/// Runs task `t`'s start and one batch after moving the weights away from the old model, and
+/// checks the added gradient and the bitwise restoration of the parameters.
+fn check_distillation(
+    setting: i32,
+    t: usize,
+    heads: &[Vec<usize>],
+    alpha: f64,
+    temp: f64,
+    sq: bool,
+) {
+    let mut host = host(setting);
+    let mut plugin = MockPlugin::create::<Lwf>(&config(alpha, temp, sq)).unwrap();
+    set_task(&mut host, t);
+    plugin.on_task_start(&mut host).unwrap();
+    let old = values(&host);
+    let teacher = decode_state(&plugin.save_state(&mut host).unwrap())
+        .unwrap()
+        .expect("old model stored at task start");
+    assert_eq!(teacher.params, old);
+    assert_eq!(teacher.heads, heads);
+
+    perturb(&mut host, 0.1);
+    seed_grads(&mut host);
+    let (g0, v0) = (grads(&host), bits(&host));
+    plugin.before_batch(&mut host).unwrap();
+    plugin.after_backward(&mut host, 1.0).unwrap();
+    // The current parameters are back, bit for bit.
+    assert_eq!(
+        bits(&host),
+        v0,
+        "parameters not restored after the old model's forward"
+    );
+    let got = added(&g0, &grads(&host));
+    let want = expected_added_grad(&host, &old, heads, alpha, temp, sq);
+    assert_close(&got, &want, "distillation gradient");
+    assert!(
+        want.iter().flatten().any(|v| v.abs() > 1e-3),
+        "vacuous check: no distillation gradient"
+    );
+}
+
+#[test]
+fn task_il_distils_each_old_head_separately() {
+    check_distillation(
+        CLEF_SETTING_TASK_IL,
+        2,
+        &[vec![0, 1], vec![2, 3]],
+        1.0,
+        2.0,
+        true,
+    );
+}
+
+#[test]
+fn class_il_distils_one_softmax_over_the_old_units() {
+    check_distillation(
+        CLEF_SETTING_CLASS_IL,
+        2,
+        &[vec![0, 1, 2, 3]],
+        0.5,
+        2.0,
+        true,
+    );
+}
+
+#[test]
+fn domain_il_distils_the_shared_head() {
+    check_distillation(
+        CLEF_SETTING_DOMAIN_IL,
+        1,
+        &[(0..6).collect()],
+        1.0,
+        3.0,
+        false,
+    );
+}
+
+#[test]
+fn t_squared_scales_the_gradient_by_t_squared() {
+    let run = |sq: bool| {
+        let mut host = host(CLEF_SETTING_TASK_IL);
+        let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 4.0, sq)).unwrap();
+        set_task(&mut host, 1);
+        plugin.on_task_start(&mut host).unwrap();
+        perturb(&mut host, 0.1);
+        plugin.before_batch(&mut host).unwrap();
+        plugin.after_backward(&mut host, 1.0).unwrap();
+        grads(&host)
+    };
+    let (with, without) = (run(true), run(false));
+    for (a, b) in with.iter().flatten().zip(without.iter().flatten()) {
+        assert!(
+            (a - 16.0 * b).abs() <= 1e-5 * a.abs() + 1e-9,
+            "{a} vs 16 × {b}"
+        );
+    }
+    assert!(with.iter().flatten().any(|v| v.abs() > 1e-4));
+}
+
+#[test]
+fn no_gradient_when_the_model_has_not_moved() {
+    let mut host = host(CLEF_SETTING_CLASS_IL);
+    let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 2.0, true)).unwrap();
+    set_task(&mut host, 1);
+    plugin.on_task_start(&mut host).unwrap();
+    seed_grads(&mut host);
+    let g0 = grads(&host);
+    plugin.before_batch(&mut host).unwrap();
+    plugin.after_backward(&mut host, 1.0).unwrap();
+    for (a, b) in grads(&host).iter().flatten().zip(g0.iter().flatten()) {
+        assert!((a - b).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn state_round_trip() {
+    let mut host = host(CLEF_SETTING_TASK_IL);
+    let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 2.0, true)).unwrap();
+    let empty = plugin.save_state(&mut host).unwrap();
+    assert_eq!(decode_state(&empty).unwrap(), None);
+    set_task(&mut host, 2);
+    plugin.on_task_start(&mut host).unwrap();
+    let saved = plugin.save_state(&mut host).unwrap();
+
+    let mut fresh = MockPlugin::create::<Lwf>(&config(1.0, 2.0, true)).unwrap();
+    fresh.load_state(&mut host, &saved).unwrap();
+    assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
+
+    // Both instances add the same distillation gradient.
+    perturb(&mut host, 0.1);
+    seed_grads(&mut host);
+    plugin.before_batch(&mut host).unwrap();
+    plugin.after_backward(&mut host, 1.0).unwrap();
+    let g1 = grads(&host);
+    seed_grads(&mut host);
+    fresh.before_batch(&mut host).unwrap();
+    fresh.after_backward(&mut host, 1.0).unwrap();
+    assert_eq!(grads(&host), g1);
+
+    assert!(fresh
+        .load_state(&mut host, &saved[..saved.len() - 1])
+        .is_err());
+    fresh.load_state(&mut host, &[]).unwrap();
+    assert_eq!(fresh.save_state(&mut host).unwrap(), empty);
+}
+
+#[test]
+fn a_mismatched_old_model_is_an_error_and_leaves_the_parameters_alone() {
+    let mut host = host(CLEF_SETTING_TASK_IL);
+    let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 2.0, true)).unwrap();
+    let bad = encode_state(Some(&Teacher {
+        task: 1,
+        params: vec![vec![0.0; 18], vec![0.0; 5]],
+        heads: vec![vec![0, 1]],
+    }));
+    plugin.load_state(&mut host, &bad).unwrap();
+    set_task(&mut host, 1);
+    let v0 = bits(&host);
+    plugin.before_batch(&mut host).unwrap();
+    let err = plugin.after_backward(&mut host, 1.0).unwrap_err();
+    assert!(err.message.contains("parameter 1"), "{err}");
+    assert_eq!(bits(&host), v0);
+}

@@ -1,0 +1,266 @@
+//! `replay`: experience replay from a reservoir-sampled episodic memory (Chaudhry et al. 2019,
+//! "On tiny episodic memories in continual learning"; reservoir sampling: Vitter 1985,
+//! Algorithm R).
+//!
+//! # What it does
+//!
+//! The plugin keeps a memory of at most `memory_size` training samples, each stored as it was
+//! delivered in the batch (inputs after the task's transform, target unit, task id). In every
+//! `before_batch`:
+//!
+//! 1. it draws `r` samples uniformly **without replacement** from the memory (`r =
+//!    replay_batch_size`, or the batch's current-task row count when that is 0; fewer if the
+//!    memory holds fewer) and appends them to the batch with `append_rows`. Each replayed row
+//!    keeps its own task: in task-IL its class mask is its own task's head (`task_mask(task)`);
+//!    in class-IL and domain-IL no mask is passed, so the row uses the current training mask
+//!    (class-IL: every unit seen so far, which contains every stored target; domain-IL: all
+//!    units);
+//! 2. then it offers the batch's current-task rows (the first `current_rows`) to the memory
+//!    with reservoir sampling: the first `memory_size` samples of the stream are stored; the
+//!    `n`-th sample after that (0-based stream index `n`) replaces a uniformly chosen slot with
+//!    probability `memory_size / (n + 1)`. At any time every sample seen so far is in the
+//!    memory with the same probability, whatever its task.
+//!
+//! Replay is drawn before the update, so a batch never replays its own rows. The trainer's loss
+//! averages over all rows of the batch (current and replayed alike), as in Chaudhry et al.'s
+//! ER. Replay starts as soon as the memory holds a sample (also within the first task).
+//!
+//! # Hyperparameters
+//!
+//! | key | default | range | meaning |
+//! |---|---|---|---|
+//! | `memory_size` | 500 | [0, 10⁸] | capacity of the memory in samples (0 = no replay) |
+//! | `replay_batch_size` | 0 | [0, 10⁶] | replayed rows per batch; 0 = as many as the batch's current-task rows |
+//!
+//! Sources: Chaudhry et al. 2019 sample the memory minibatch with the same size as the
+//! incoming batch (hence the default 0 = "same size"); 500 is one of the standard buffer sizes
+//! of Buzzega et al. 2020 (200 / 500 / 5120) and of the same order as the split-MNIST memories
+//! of §7.1 (Hsu et al. 2018: 1100; van de Ven et al. 2022: 100 per class).
+//!
+//! Memory cost: `memory_size × input_dim` floats plus two integers per sample. State
+//! (`save_state`): the memory and its reservoir counter.
+
+pub mod buffer;
+pub mod codec;
+
+use clef_sdk::tracing::info;
+use clef_sdk::{bail, ensure, Context, Ctx, HParam, Result, Setting, Strategy, TaskInfo};
+use serde::Deserialize;
+
+use buffer::ReplayBuffer;
+use codec::{Reader, Writer};
+
+/// The validated `hparams` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Capacity of the memory (samples).
+    pub memory_size: usize,
+    /// Replayed rows per batch (0 = the batch's current-task row count).
+    pub replay_batch_size: usize,
+}
+
+/// The experience-replay strategy.
+#[derive(Debug)]
+pub struct Replay {
+    memory_size: usize,
+    replay_batch_size: usize,
+    /// Created at the first batch (when the input width is known) or by `load_state`.
+    memory: Option<ReplayBuffer>,
+    /// Task-IL class masks by task id (`task_mask` results; static for a trial).
+    masks: Vec<Option<Vec<bool>>>,
+    /// The batch's current-task rows, copied out of the batch view.
+    incoming_x: Vec<f32>,
+    incoming_y: Vec<usize>,
+}
+
+const MAGIC: &[u8; 8] = b"clefrply";
+const VERSION: u32 = 1;
+
+/// Encodes the plugin state.
+pub fn encode_state(memory: Option<&ReplayBuffer>) -> Vec<u8> {
+    let mut w = Writer::new(MAGIC, VERSION);
+    match memory {
+        None => w.u8(0),
+        Some(m) => {
+            w.u8(1);
+            m.encode(&mut w);
+        }
+    }
+    w.finish()
+}
+
+/// Decodes [`encode_state`]'s output.
+pub fn decode_state(bytes: &[u8]) -> Result<Option<ReplayBuffer>> {
+    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
+    let memory = match r.u8()? {
+        0 => None,
+        1 => Some(ReplayBuffer::decode(&mut r)?),
+        other => bail!("invalid flag {other} in the state"),
+    };
+    r.finish()?;
+    Ok(memory)
+}
+
+/// Task `task`'s head mask, fetched once and cached.
+fn cached_mask<'m>(
+    masks: &'m mut Vec<Option<Vec<bool>>>,
+    ctx: &mut Ctx<'_>,
+    task: usize,
+) -> Result<&'m [bool]> {
+    if masks.len() <= task {
+        masks.resize(task + 1, None);
+    }
+    let slot = &mut masks[task];
+    if slot.is_none() {
+        *slot = Some(ctx.task_mask(task)?);
+    }
+    Ok(slot.as_deref().unwrap_or_default())
+}
+
+impl Strategy for Replay {
+    const NAME: &'static str = "replay";
+    const DESCRIPTION: &'static str =
+        "experience replay: append rows drawn from a reservoir-sampled memory to every batch";
+    type Config = Config;
+
+    fn hparams() -> Vec<HParam> {
+        vec![
+            HParam::int(
+                "memory_size",
+                500,
+                0,
+                100_000_000,
+                "capacity of the replay memory in samples (reservoir sampling)",
+            ),
+            HParam::int(
+                "replay_batch_size",
+                0,
+                0,
+                1_000_000,
+                "replayed rows per batch; 0 = as many as the batch's current-task rows",
+            ),
+        ]
+    }
+
+    fn new(config: Config) -> Result<Self> {
+        Ok(Self {
+            memory_size: config.memory_size,
+            replay_batch_size: config.replay_batch_size,
+            memory: None,
+            masks: Vec::new(),
+            incoming_x: Vec::new(),
+            incoming_y: Vec::new(),
+        })
+    }
+
+    fn before_batch(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        let info = ctx.task_info()?;
+        let (current, cols) = {
+            let batch = ctx.batch()?;
+            let n = batch.current_rows * batch.cols;
+            let x = batch
+                .x
+                .get(..n)
+                .context("the batch has fewer inputs than current_rows * cols")?;
+            let y = batch
+                .targets
+                .get(..batch.current_rows)
+                .context("the batch has fewer targets than current_rows")?;
+            self.incoming_x.clear();
+            self.incoming_x.extend_from_slice(x);
+            self.incoming_y.clear();
+            self.incoming_y.extend_from_slice(y);
+            (batch.current_rows, batch.cols)
+        };
+        let memory = self
+            .memory
+            .get_or_insert_with(|| ReplayBuffer::new(self.memory_size, cols));
+        ensure!(
+            memory.dim() == cols,
+            "the replay memory holds samples of {} features, the batch has {cols}",
+            memory.dim()
+        );
+
+        // 1. Replay: rows drawn from the memory as it was before this batch.
+        let wanted = if self.replay_batch_size == 0 {
+            current
+        } else {
+            self.replay_batch_size
+        };
+        let picks = memory.sample(wanted, |n| ctx.rng_below(n));
+        if !picks.is_empty() {
+            let mut x = Vec::with_capacity(picks.len() * cols);
+            let mut targets = Vec::with_capacity(picks.len());
+            for &i in &picks {
+                x.extend_from_slice(memory.x(i));
+                targets.push(memory.target(i));
+            }
+            let masks = match info.setting {
+                Setting::TaskIl => {
+                    let mut m = Vec::with_capacity(picks.len() * info.num_outputs);
+                    for &i in &picks {
+                        m.extend_from_slice(cached_mask(&mut self.masks, ctx, memory.task(i))?);
+                    }
+                    Some(m)
+                }
+                Setting::ClassIl | Setting::DomainIl => None,
+                Setting::Other(code) => bail!("unsupported evaluation setting (code {code})"),
+            };
+            ctx.append_rows(&x, &targets, masks.as_deref())
+                .context("appending the replayed rows")?;
+        }
+
+        // 2. Reservoir update with the batch's current-task rows.
+        for r in 0..current {
+            memory.offer(
+                &self.incoming_x[r * cols..(r + 1) * cols],
+                self.incoming_y[r],
+                info.task,
+                |n| ctx.rng_below(n),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn on_task_end(&mut self, _ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
+        if let Some(m) = &self.memory {
+            info!(
+                task = task.task,
+                held = m.len(),
+                seen = m.seen(),
+                per_task = ?m.per_task(),
+                "replay memory"
+            );
+        }
+        Ok(())
+    }
+
+    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
+        Ok(encode_state(self.memory.as_ref()))
+    }
+
+    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
+        // An empty blob is a fresh instance's state.
+        let memory = if state.is_empty() {
+            None
+        } else {
+            decode_state(state)?
+        };
+        if let Some(m) = &memory {
+            ensure!(
+                m.capacity() == self.memory_size,
+                "the saved replay memory has capacity {}, but memory_size is {}",
+                m.capacity(),
+                self.memory_size
+            );
+        }
+        self.memory = memory;
+        Ok(())
+    }
+}
+
+clef_sdk::export_plugin!(Replay);
+
+#[cfg(test)]
+mod tests;
