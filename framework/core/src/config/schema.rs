@@ -69,6 +69,7 @@ pub enum DatasetKind {
     /// UCI handwritten digits, 8x8 (embedded in the binary).
     Digits,
     /// 5000 MNIST training images, 28x28 (embedded in the binary).
+    #[serde(rename = "mnist-5k")]
     Mnist5k,
     /// Fashion-MNIST IDX files from `path` or `/usr/share/datasets/fashion-mnist`.
     FashionMnist,
@@ -608,5 +609,29 @@ impl Config {
             check(e > 0.0, "train.eps", format!("must be > 0, got {e}"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatasetKind;
+
+    #[test]
+    fn dataset_names_are_the_documented_ones() {
+        #[derive(serde::Deserialize)]
+        struct D {
+            dataset: DatasetKind,
+        }
+        for (name, kind) in [
+            ("digits", DatasetKind::Digits),
+            ("mnist-5k", DatasetKind::Mnist5k),
+            ("fashion-mnist", DatasetKind::FashionMnist),
+            ("idx", DatasetKind::Idx),
+            ("csv", DatasetKind::Csv),
+            ("synthetic", DatasetKind::Synthetic),
+        ] {
+            let d: D = toml::from_str(&format!("dataset = \"{name}\"")).unwrap();
+            assert_eq!(d.dataset, kind, "{name}");
+        }
     }
 }
