@@ -153,6 +153,7 @@ mod error;
 mod export;
 mod hparam;
 mod logging;
+pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

@@ -64,14 +64,13 @@
 //!
 //! State (`save_state`): the number of consolidated tasks, `F` and `θ*`.
 
-pub mod codec;
 pub mod fisher;
 
 use clef_sdk::tracing::{info, warn};
 use clef_sdk::{bail, ensure, Context, Ctx, HParam, Result, Setting, Split, Strategy, TaskInfo};
 use serde::Deserialize;
 
-use codec::{Reader, Writer};
+use clef_sdk::state::{Reader, Writer};
 use fisher::{choose_subset, masked_softmax, sample_categorical};
 
 /// How the labels of the Fisher's log-likelihood gradients are chosen.

@@ -26,13 +26,11 @@
 //!
 //! State (`save_state`): the anchor, if any.
 
-pub mod codec;
-
 use clef_sdk::tracing::info;
 use clef_sdk::{ensure, Ctx, HParam, Result, Strategy, TaskInfo};
 use serde::Deserialize;
 
-use codec::{Reader, Writer};
+use clef_sdk::state::{Reader, Writer};
 
 /// The validated `hparams` table.
 #[derive(Debug, Clone, Deserialize)]

@@ -47,14 +47,13 @@
 //!
 //! State (`save_state`): the old model and the old heads (the copied batch is transient).
 
-pub mod codec;
 pub mod kd;
 
 use clef_sdk::tracing::info;
 use clef_sdk::{bail, ensure, Context, Ctx, Error, HParam, Result, Setting, Strategy, TaskInfo};
 use serde::Deserialize;
 
-use codec::{Reader, Writer};
+use clef_sdk::state::{Reader, Writer};
 
 /// The validated `hparams` table.
 #[derive(Debug, Clone, Deserialize)]

@@ -2,7 +2,7 @@
 
 use clef_sdk::{ensure, Result};
 
-use crate::codec::{Reader, Writer};
+use clef_sdk::state::{Reader, Writer};
 
 /// Where Algorithm R puts the next item of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

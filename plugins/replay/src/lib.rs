@@ -41,14 +41,13 @@
 //! (`save_state`): the memory and its reservoir counter.
 
 pub mod buffer;
-pub mod codec;
 
 use clef_sdk::tracing::info;
 use clef_sdk::{bail, ensure, Context, Ctx, HParam, Result, Setting, Strategy, TaskInfo};
 use serde::Deserialize;
 
 use buffer::ReplayBuffer;
-use codec::{Reader, Writer};
+use clef_sdk::state::{Reader, Writer};
 
 /// The validated `hparams` table.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,4 @@
-//! Little-endian binary encoding of the plugin's checkpoint state.
+//! Little-endian binary encoding of a plugin's private checkpoint state.
 //!
 //! Layout: an 8-byte magic tag, a `u32` format version, then the fields in the order the
 //! plugin writes them. Integers are `u64`, floats are IEEE-754 little-endian, a float vector
@@ -6,10 +6,21 @@
 //! by that many float vectors. Every read checks the remaining length first, so truncated or
 //! corrupted input becomes an error, never a panic or a huge allocation.
 //!
-//! (The same small module is copied into each plugin of this repository so that every plugin
-//! crate stays self-contained.)
+//! Plugins use it in `save_state` / `load_state`:
+//!
+//! ```
+//! use clef_sdk::state::{Reader, Writer};
+//! let mut w = Writer::new(b"MYPLUGIN", 1);
+//! w.u64(3);
+//! w.f32s(&[1.0, 2.0]);
+//! let blob = w.finish();
+//! let mut r = Reader::new(&blob, b"MYPLUGIN", 1).unwrap();
+//! assert_eq!(r.u64().unwrap(), 3);
+//! assert_eq!(r.f32s().unwrap(), vec![1.0, 2.0]);
+//! r.finish().unwrap();
+//! ```
 
-use clef_sdk::{ensure, Error, Result};
+use crate::{ensure, Error, Result};
 
 /// Builds a state blob.
 #[derive(Debug)]
