@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             .context("executable has no directory")?
             .to_path_buf(),
     };
-    let plugins = PluginStrategies::for_config(&cfg, &[dir.clone()]);
+    let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let scfg = &cfg.strategy[0];
     let data = std::sync::Arc::new(load_data(&cfg.data)?);
     let sc = scenario::build(&cfg.scenario, data, cfg.settings[0], 0)

@@ -4,10 +4,10 @@
 //! [`MockHost`] implements every host service over `Vec` buffers. Its model is a single
 //! linear layer, `logits = W x + b` with `W = params[0]` (`[num_outputs, input_dim]`) and
 //! `b = params[1]`, so `forward`, `features` (the identity: `feature_dim == input_dim`), `vjp`
-//! and `ntk_gram` give exact, checkable answers. It enforces a few of the real host's rules:
-//! the batch services only in `before_batch`, writable gradients and `vjp` only in
-//! `after_backward`, `task_samples` only for tasks up to the current one. Expert networks are
-//! unsupported.
+//! and `ntk_gram` give exact, checkable answers. It enforces the real host's rules: the batch
+//! services only in `before_batch`, `task_samples` only for tasks up to the current one;
+//! gradients are writable and `vjp` is allowed in every hook (as in the real host). Expert
+//! networks are unsupported.
 //!
 //! [`MockPlugin`] creates an instance from a descriptor and calls its hooks against a
 //! `MockHost`, turning non-zero statuses into [`HookError`]s with the plugin's `last_error`.
@@ -435,7 +435,9 @@ unsafe extern "C" fn svc_param_values(ctx: *mut ClefCtx, index: i64, out: *mut C
 unsafe extern "C" fn svc_param_grads(ctx: *mut ClefCtx, index: i64, out: *mut ClefTensor) -> i32 {
     // SAFETY: live mock host context (hook).
     let s = unsafe { state(ctx) };
-    let writable = s.phase == Phase::AfterBackward;
+    // Like the real host: gradients are writable in every hook (they hold the batch gradient
+    // in `after_backward`; elsewhere strategies may use them as scratch, e.g. EWC's Fisher).
+    let writable = true;
     let Some(p) = usize_arg(index).and_then(|i| s.params.get_mut(i)) else {
         return CLEF_INVALID_ARGUMENT;
     };
@@ -544,9 +546,6 @@ unsafe extern "C" fn svc_vjp(
 ) -> i32 {
     // SAFETY: live mock host context (hook).
     let s = unsafe { state(ctx) };
-    if s.phase != Phase::AfterBackward {
-        return CLEF_NOT_ALLOWED;
-    }
     let (d, k) = (s.input_dim, s.num_outputs);
     let Some(rows) = usize_arg(rows) else {
         return CLEF_INVALID_ARGUMENT;
