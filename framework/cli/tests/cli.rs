@@ -12,10 +12,6 @@ fn clef() -> Command {
     c
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn run_ok(args: &[&str]) -> Output {
     let out = clef().args(args).output().expect("run clef");
     assert!(
