@@ -11,6 +11,8 @@
 pub mod checkpoint;
 pub mod dfdx_mlp;
 pub mod error;
+pub mod kind;
+pub mod native_mlp;
 pub mod network;
 pub mod optim;
 pub mod params;
@@ -19,15 +21,30 @@ pub mod spec;
 pub use checkpoint::{load_safetensors, save_safetensors};
 pub use dfdx_mlp::DfdxMlp;
 pub use error::BackendError;
+pub use kind::BackendKind;
+pub use native_mlp::NativeMlp;
 pub use network::{Inputs, Network};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use params::{ParamInfo, ParamRole, ParamStore};
 pub use spec::{Activation, Init, MlpSpec};
 
-/// Builds the default backend's network for `spec`, initialised from `seed`.
+/// Builds the default backend's ([`BackendKind::default`]) network for `spec`, initialised from
+/// `seed`.
 ///
 /// Initialisation happens on the host ([`ParamStore::init_mlp`]), so every backend starts from the
 /// same bits for the same seed.
 pub fn build_network(spec: &MlpSpec, seed: u64) -> Result<Box<dyn Network>, BackendError> {
-    Ok(Box::new(DfdxMlp::new(spec.clone(), seed)?))
+    build_network_with(BackendKind::default(), spec, seed)
+}
+
+/// Builds backend `kind`'s network for `spec`, initialised from `seed` (see [`build_network`]).
+pub fn build_network_with(
+    kind: BackendKind,
+    spec: &MlpSpec,
+    seed: u64,
+) -> Result<Box<dyn Network>, BackendError> {
+    Ok(match kind {
+        BackendKind::Dfdx => Box::new(DfdxMlp::new(spec.clone(), seed)?),
+        BackendKind::Native => Box::new(NativeMlp::new(spec.clone(), seed)?),
+    })
 }

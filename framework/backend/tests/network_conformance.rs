@@ -1,4 +1,6 @@
-//! Conformance tests for the dfdx MLP backend against an independent f64 reference.
+//! Conformance tests for every MLP backend ([`BackendKind`]) against an independent f64
+//! reference. Each test is a function of the backend kind; the `per_backend!` list at the end
+//! runs it once per kind (`dfdx::<test>` and `native::<test>`).
 //!
 //! The reference forward pass below is written with naive loops over the [`ParamStore`] layout
 //! (weights `[out, in]` row-major, `h = x · Wᵀ + b`, activation after every hidden layer), and
@@ -6,8 +8,8 @@
 //! are checked against something that shares no code with it.
 
 use clef_backend::{
-    build_network, Activation, BackendError, DfdxMlp, Init, Inputs, MlpSpec, Network, Optimizer,
-    OptimizerSpec, ParamInfo, ParamRole, ParamStore,
+    build_network, build_network_with, Activation, BackendError, BackendKind, Init, Inputs,
+    MlpSpec, Network, Optimizer, OptimizerSpec, ParamInfo, ParamRole, ParamStore,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -49,8 +51,8 @@ fn spec(input: usize, hidden: &[usize], output: usize, activation: Activation) -
 const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Tanh, Activation::Sigmoid];
 
 /// A network with randomised (non-zero) biases so every gradient entry is exercised.
-fn net_with_random_biases(spec: &MlpSpec, seed: u64) -> DfdxMlp {
-    let mut net = DfdxMlp::new(spec.clone(), seed).expect("valid spec");
+fn net_with_random_biases(kind: BackendKind, spec: &MlpSpec, seed: u64) -> Box<dyn Network> {
+    let mut net = build_network_with(kind, spec, seed).expect("valid spec");
     let mut rng = Rng(seed ^ 0xB1A5);
     let p = net.params_mut();
     for i in 0..p.len() {
@@ -200,9 +202,9 @@ fn archs(activation: Activation) -> Vec<MlpSpec> {
 // ---------------------------------------------------------------------------------------------
 // 1. gradient check of loss_backward
 
-fn check_loss_gradients(spec: &MlpSpec, mask: Option<&[bool]>, seed: u64) {
+fn check_loss_gradients(kind: BackendKind, spec: &MlpSpec, mask: Option<&[bool]>, seed: u64) {
     let rows = 7;
-    let mut net = net_with_random_biases(spec, seed);
+    let mut net = net_with_random_biases(kind, spec, seed);
     let (x, mut targets) = random_problem(spec, rows, seed + 1);
     if let Some(m) = mask {
         let allowed: Vec<usize> = (0..spec.output).filter(|&c| m[c]).collect();
@@ -246,21 +248,19 @@ fn check_loss_gradients(spec: &MlpSpec, mask: Option<&[bool]>, seed: u64) {
         .any(|g| g.abs() > 1e-3));
 }
 
-#[test]
-fn loss_gradients_match_finite_differences() {
+fn loss_gradients_match_finite_differences(kind: BackendKind) {
     for (s, a) in ACTIVATIONS.iter().enumerate() {
         for (k, spec) in archs(*a).iter().enumerate() {
-            check_loss_gradients(spec, None, 100 + 10 * s as u64 + k as u64);
+            check_loss_gradients(kind, spec, None, 100 + 10 * s as u64 + k as u64);
         }
     }
 }
 
-#[test]
-fn masked_loss_gradients_match_finite_differences() {
+fn masked_loss_gradients_match_finite_differences(kind: BackendKind) {
     let mask = [true, false, true];
     for (s, a) in ACTIVATIONS.iter().enumerate() {
         for (k, spec) in archs(*a).iter().enumerate() {
-            check_loss_gradients(spec, Some(&mask), 200 + 10 * s as u64 + k as u64);
+            check_loss_gradients(kind, spec, Some(&mask), 200 + 10 * s as u64 + k as u64);
         }
     }
 }
@@ -268,12 +268,11 @@ fn masked_loss_gradients_match_finite_differences() {
 // ---------------------------------------------------------------------------------------------
 // 2. forward and features against the reference
 
-#[test]
-fn forward_and_features_match_reference() {
+fn forward_and_features_match_reference(kind: BackendKind) {
     for a in ACTIVATIONS {
         for spec in archs(a).into_iter().chain([spec(9, &[17, 13], 6, a)]) {
             let rows = 11;
-            let mut net = net_with_random_biases(&spec, 7);
+            let mut net = net_with_random_biases(kind, &spec, 7);
             let (x, _) = random_problem(&spec, rows, 8);
             let (want_logits, want_feats) = ref_forward(&spec, &values_f64(net.params()), &x, rows);
             let inputs = Inputs::new(&x, rows, spec.input).unwrap();
@@ -289,10 +288,9 @@ fn forward_and_features_match_reference() {
     }
 }
 
-#[test]
-fn loss_backward_writes_raw_logits_and_forward_sees_edited_params() {
+fn loss_backward_writes_raw_logits_and_forward_sees_edited_params(kind: BackendKind) {
     let spec = spec(4, &[5], 3, Activation::Tanh);
-    let mut net = net_with_random_biases(&spec, 3);
+    let mut net = net_with_random_biases(kind, &spec, 3);
     let rows = 5;
     let (x, _) = random_problem(&spec, rows, 4);
     let targets = [0, 2, 2, 0, 2];
@@ -319,12 +317,11 @@ fn loss_backward_writes_raw_logits_and_forward_sees_edited_params() {
 // ---------------------------------------------------------------------------------------------
 // 3. vjp
 
-#[test]
-fn vjp_matches_finite_difference_jacobian_transpose_product() {
+fn vjp_matches_finite_difference_jacobian_transpose_product(kind: BackendKind) {
     for a in ACTIVATIONS {
         for spec in archs(a) {
             let rows = 6;
-            let mut net = net_with_random_biases(&spec, 11);
+            let mut net = net_with_random_biases(kind, &spec, 11);
             let (x, _) = random_problem(&spec, rows, 12);
             let cot = Rng(13).vec(rows * spec.output, 1.0);
             let vals = values_f64(net.params());
@@ -347,14 +344,13 @@ fn vjp_matches_finite_difference_jacobian_transpose_product() {
     }
 }
 
-#[test]
-fn vjp_with_cross_entropy_cotangent_equals_loss_backward() {
+fn vjp_with_cross_entropy_cotangent_equals_loss_backward(kind: BackendKind) {
     let spec = spec(4, &[5, 6], 3, Activation::Relu);
     let rows = 8;
     let (x, targets) = random_problem(&spec, rows, 21);
     let inputs = Inputs::new(&x, rows, spec.input).unwrap();
 
-    let mut a = net_with_random_biases(&spec, 20);
+    let mut a = net_with_random_biases(kind, &spec, 20);
     let mut logits = Vec::new();
     a.loss_backward(inputs, &targets, None, &mut logits)
         .unwrap();
@@ -373,7 +369,7 @@ fn vjp_with_cross_entropy_cotangent_equals_loss_backward() {
             cot[r * k + c] = ((p[c] - onehot) / rows as f64) as f32;
         }
     }
-    let mut b = net_with_random_biases(&spec, 20);
+    let mut b = net_with_random_biases(kind, &spec, 20);
     b.vjp(inputs, &cot).unwrap();
     for i in 0..a.params().len() {
         let want: Vec<f64> = a.params().grad(i).iter().map(|&g| g as f64).collect();
@@ -384,12 +380,11 @@ fn vjp_with_cross_entropy_cotangent_equals_loss_backward() {
 // ---------------------------------------------------------------------------------------------
 // 4. masked loss
 
-#[test]
-fn masked_classes_get_exactly_zero_gradient_and_loss_matches_hand_computation() {
+fn masked_classes_get_exactly_zero_gradient_and_loss_matches_hand_computation(kind: BackendKind) {
     for a in ACTIVATIONS {
         let spec = spec(4, &[5], 5, a);
         let rows = 9;
-        let mut net = net_with_random_biases(&spec, 31);
+        let mut net = net_with_random_biases(kind, &spec, 31);
         let mask = [true, false, true, false, true];
         let (x, _) = random_problem(&spec, rows, 32);
         let targets: Vec<usize> = (0..rows).map(|r| [0, 2, 4][r % 3]).collect();
@@ -451,10 +446,9 @@ fn masked_classes_get_exactly_zero_gradient_and_loss_matches_hand_computation() 
     }
 }
 
-#[test]
-fn mask_survives_extreme_logits_without_nan() {
+fn mask_survives_extreme_logits_without_nan(kind: BackendKind) {
     let spec = spec(3, &[], 4, Activation::Relu);
-    let mut net = DfdxMlp::new(spec.clone(), 1).unwrap();
+    let mut net = build_network_with(kind, &spec, 1).unwrap();
     // Make the masked class's logit huge and an enabled class's logit hugely negative.
     let p = net.params_mut();
     p.value_mut(1).copy_from_slice(&[1e6, -1e6, 0.0, 5.0]);
@@ -477,8 +471,7 @@ fn mask_survives_extreme_logits_without_nan() {
 // ---------------------------------------------------------------------------------------------
 // 5. accumulation
 
-#[test]
-fn gradients_accumulate_across_calls() {
+fn gradients_accumulate_across_calls(kind: BackendKind) {
     let spec = spec(4, &[5], 3, Activation::Sigmoid);
     let rows = 6;
     let (x, targets) = random_problem(&spec, rows, 41);
@@ -486,10 +479,10 @@ fn gradients_accumulate_across_calls() {
     let cot = Rng(42).vec(rows * 3, 1.0);
     let mut logits = Vec::new();
 
-    let mut net = net_with_random_biases(&spec, 40);
+    let mut net = net_with_random_biases(kind, &spec, 40);
     net.loss_backward(inputs, &targets, None, &mut logits)
         .unwrap();
-    let once = grads_of(&net);
+    let once = grads_of(net.as_ref());
     net.loss_backward(inputs, &targets, None, &mut logits)
         .unwrap();
     for (g2, g1) in net.params().grads().iter().zip(&once) {
@@ -499,10 +492,10 @@ fn gradients_accumulate_across_calls() {
     }
 
     // Pre-existing gradient content is added to, not overwritten; vjp adds too.
-    let mut fresh = net_with_random_biases(&spec, 40);
+    let mut fresh = net_with_random_biases(kind, &spec, 40);
     fresh.vjp(inputs, &cot).unwrap();
-    let vjp_only = grads_of(&fresh);
-    let mut acc = net_with_random_biases(&spec, 40);
+    let vjp_only = grads_of(fresh.as_ref());
+    let mut acc = net_with_random_biases(kind, &spec, 40);
     for i in 0..acc.params().len() {
         acc.params_mut().grad_mut(i).fill(0.25);
     }
@@ -526,10 +519,9 @@ fn shape_what(r: Result<impl std::fmt::Debug, BackendError>) -> &'static str {
     }
 }
 
-#[test]
-fn bad_shapes_are_errors_naming_the_argument() {
+fn bad_shapes_are_errors_naming_the_argument(kind: BackendKind) {
     let spec = spec(4, &[5], 3, Activation::Relu);
-    let mut net = net_with_random_biases(&spec, 50);
+    let mut net = net_with_random_biases(kind, &spec, 50);
     let before = net.params().clone();
     let x = vec![0.5f32; 8];
     let good = Inputs::new(&x, 2, 4).unwrap();
@@ -571,18 +563,17 @@ fn bad_shapes_are_errors_naming_the_argument() {
     assert_eq!(net.params(), &before);
 }
 
-#[test]
-fn invalid_spec_and_mismatched_param_store_are_errors() {
+fn invalid_spec_and_mismatched_param_store_are_errors(kind: BackendKind) {
     assert!(matches!(
-        DfdxMlp::new(spec(4, &[0], 3, Activation::Relu), 0),
+        build_network_with(kind, &spec(4, &[0], 3, Activation::Relu), 0),
         Err(BackendError::Spec(_))
     ));
     assert!(matches!(
-        DfdxMlp::new(spec(0, &[], 3, Activation::Relu), 0),
+        build_network_with(kind, &spec(0, &[], 3, Activation::Relu), 0),
         Err(BackendError::Spec(_))
     ));
 
-    let mut net = DfdxMlp::new(spec(4, &[5], 3, Activation::Relu), 0).unwrap();
+    let mut net = build_network_with(kind, &spec(4, &[5], 3, Activation::Relu), 0).unwrap();
     *net.params_mut() = ParamStore::zeros(vec![ParamInfo {
         name: "w".into(),
         shape: vec![3],
@@ -600,10 +591,9 @@ fn invalid_spec_and_mismatched_param_store_are_errors() {
         .is_err());
 }
 
-#[test]
-fn zero_rows_is_a_no_op() {
+fn zero_rows_is_a_no_op(kind: BackendKind) {
     let spec = spec(4, &[5], 3, Activation::Relu);
-    let mut net = net_with_random_biases(&spec, 60);
+    let mut net = net_with_random_biases(kind, &spec, 60);
     let empty = Inputs::new(&[], 0, 4).unwrap();
     let mut out = vec![1.0; 3];
     net.forward(empty, &mut out).unwrap();
@@ -626,8 +616,7 @@ fn zero_rows_is_a_no_op() {
 // ---------------------------------------------------------------------------------------------
 // 7. training sanity
 
-#[test]
-fn sgd_training_reduces_loss_on_separable_problem() {
+fn sgd_training_reduces_loss_on_separable_problem(kind: BackendKind) {
     // Three Gaussian-ish blobs in 2D.
     let centres = [(2.0f32, 0.0f32), (-1.0, 1.7), (-1.0, -1.7)];
     let mut rng = Rng(70);
@@ -641,7 +630,7 @@ fn sgd_training_reduces_loss_on_separable_problem() {
         targets.push(c);
     }
     for a in ACTIVATIONS {
-        let mut net = build_network(&spec(2, &[16], 3, a), 71).unwrap();
+        let mut net = build_network_with(kind, &spec(2, &[16], 3, a), 71).unwrap();
         let mut opt = Optimizer::new(
             OptimizerSpec::Sgd {
                 lr: 0.5,
@@ -684,8 +673,7 @@ fn sgd_training_reduces_loss_on_separable_problem() {
 // ---------------------------------------------------------------------------------------------
 // 8. determinism
 
-#[test]
-fn same_seed_gives_bit_identical_outputs_and_gradients() {
+fn same_seed_gives_bit_identical_outputs_and_gradients(kind: BackendKind) {
     // Large enough for the matmul to be split across threads.
     let spec = spec(96, &[128, 64], 10, Activation::Relu);
     let rows = 100;
@@ -703,10 +691,10 @@ fn same_seed_gives_bit_identical_outputs_and_gradients() {
         net.features(inputs, &mut feats).unwrap();
         (loss.to_bits(), logits, feats, grads_of(net))
     };
-    let mut a = DfdxMlp::new(spec.clone(), 80).unwrap();
-    let mut b = build_network(&spec, 80).unwrap();
+    let mut a = build_network_with(kind, &spec, 80).unwrap();
+    let mut b = build_network_with(kind, &spec, 80).unwrap();
     assert_eq!(a.params(), b.params());
-    let ra = run(&mut a);
+    let ra = run(a.as_mut());
     let rb = run(b.as_mut());
     assert_eq!(ra.0, rb.0);
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -717,20 +705,26 @@ fn same_seed_gives_bit_identical_outputs_and_gradients() {
     }
     // Repeating on the same network (with zeroed grads) reproduces the same bits.
     a.params_mut().zero_grads();
-    let again = run(&mut a);
+    let again = run(a.as_mut());
     assert_eq!(again.0, ra.0);
     for (ga, gb) in again.3.iter().zip(&ra.3) {
         assert_eq!(bits(ga), bits(gb));
     }
     // A different seed gives different parameters.
-    assert_ne!(DfdxMlp::new(spec, 81).unwrap().params(), a.params());
+    assert_ne!(
+        build_network_with(kind, &spec, 81).unwrap().params(),
+        a.params()
+    );
 }
 
-#[test]
-fn metadata() {
+fn metadata(kind: BackendKind) {
     let spec = spec(4, &[5], 3, Activation::Relu);
-    let net = build_network(&spec, 0).unwrap();
-    assert_eq!(net.backend_name(), "dfdx");
+    let net = build_network_with(kind, &spec, 0).unwrap();
+    assert_eq!(net.backend_name(), kind.name());
+    assert_eq!(
+        build_network(&spec, 0).unwrap().backend_name(),
+        BackendKind::default().name()
+    );
     assert_eq!(net.spec(), &spec);
     assert_eq!(net.params().numel(), spec.num_params());
     let names: Vec<&str> = net
@@ -753,8 +747,7 @@ fn metadata() {
 
 /// A per-row mask gives each row its own softmax support: the loss and gradients equal the
 /// row-weighted combination of two calls with shared masks on the two halves of the batch.
-#[test]
-fn per_row_masks_equal_separate_shared_mask_calls() {
+fn per_row_masks_equal_separate_shared_mask_calls(kind: BackendKind) {
     let spec = spec(4, &[5], 4, Activation::Relu);
     let rows = 6;
     let (x, _) = random_problem(&spec, rows, 77);
@@ -766,7 +759,7 @@ fn per_row_masks_equal_separate_shared_mask_calls() {
         per_row.extend_from_slice(if r < 3 { &head_a } else { &head_b });
     }
     let mut logits = Vec::new();
-    let mut joint = net_with_random_biases(&spec, 5);
+    let mut joint = net_with_random_biases(kind, &spec, 5);
     let loss = joint
         .loss_backward(
             Inputs::new(&x, rows, 4).unwrap(),
@@ -776,7 +769,7 @@ fn per_row_masks_equal_separate_shared_mask_calls() {
         )
         .unwrap();
 
-    let mut split = net_with_random_biases(&spec, 5);
+    let mut split = net_with_random_biases(kind, &spec, 5);
     let half = 3 * 4;
     let la = split
         .loss_backward(
@@ -826,3 +819,44 @@ fn per_row_masks_equal_separate_shared_mask_calls() {
         .to_string();
     assert!(e.contains("class_mask"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// every test above, once per backend
+
+macro_rules! per_backend {
+    ($($test:ident),* $(,)?) => {
+        mod dfdx {
+            use clef_backend::BackendKind;
+            $(#[test]
+            fn $test() {
+                super::$test(BackendKind::Dfdx)
+            })*
+        }
+        mod native {
+            use clef_backend::BackendKind;
+            $(#[test]
+            fn $test() {
+                super::$test(BackendKind::Native)
+            })*
+        }
+    };
+}
+
+per_backend!(
+    loss_gradients_match_finite_differences,
+    masked_loss_gradients_match_finite_differences,
+    forward_and_features_match_reference,
+    loss_backward_writes_raw_logits_and_forward_sees_edited_params,
+    vjp_matches_finite_difference_jacobian_transpose_product,
+    vjp_with_cross_entropy_cotangent_equals_loss_backward,
+    masked_classes_get_exactly_zero_gradient_and_loss_matches_hand_computation,
+    mask_survives_extreme_logits_without_nan,
+    gradients_accumulate_across_calls,
+    bad_shapes_are_errors_naming_the_argument,
+    invalid_spec_and_mismatched_param_store_are_errors,
+    zero_rows_is_a_no_op,
+    sgd_training_reduces_loss_on_separable_problem,
+    same_seed_gives_bit_identical_outputs_and_gradients,
+    metadata,
+    per_row_masks_equal_separate_shared_mask_calls,
+);

@@ -1,0 +1,303 @@
+//! Training-step throughput of the dfdx and native backends, side by side, with the machine's
+//! SGEMM ceiling measured by the same GEMM crate in the same run.
+//!
+//! ```text
+//! cargo run -p clef-backend --release --example step_bench -- [--quick] [--batches 32,128]
+//!     [--backends dfdx,native]
+//! ```
+//!
+//! One step is what a PyTorch training loop does: `zero_grad`, forward + (unmasked) softmax
+//! cross-entropy + backward (`loss_backward`), and an SGD-with-momentum update, on the MLP
+//! 784-256-256-10 (ReLU). Each configuration is warmed up, then timed in repetitions of a few
+//! steps, alternating between the backends; the median repetition is reported (and the fastest
+//! one, "min", the best estimate of the uncontended speed on a shared machine).
+//!
+//! The "% of SGEMM" column relates the step's GEMM work (forward, weight gradients, and input
+//! gradients of every layer but the first) to the multithreaded large-SGEMM rate measured below.
+//! The final `hash` line fingerprints the native backend's outputs for one fixed step, so runs
+//! under different `RAYON_NUM_THREADS` can be compared for bit-identity.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use clef_backend::{
+    build_network_with, Activation, BackendKind, Init, Inputs, MlpSpec, Network, Optimizer,
+    OptimizerSpec,
+};
+
+/// splitmix64, for inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn mnist_mlp() -> MlpSpec {
+    MlpSpec {
+        input: 784,
+        hidden: vec![256, 256],
+        output: 10,
+        activation: Activation::Relu,
+        init: Init::TorchDefault,
+    }
+}
+
+/// Floating-point operations of one training step's GEMMs at `batch` rows.
+fn step_flops(spec: &MlpSpec, batch: usize) -> f64 {
+    let widths = spec.widths();
+    let mut macs = 0usize;
+    for (l, w) in widths.windows(2).enumerate() {
+        let layer = w[0] * w[1] * batch;
+        macs += 2 * layer; // forward + weight gradient
+        if l > 0 {
+            macs += layer; // input gradient (not needed for the first layer)
+        }
+    }
+    2.0 * macs as f64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Timing {
+    median_s: f64,
+    min_s: f64,
+}
+
+/// One backend's network, optimizer and batch, ready to take training steps.
+struct Runner {
+    net: Box<dyn Network>,
+    opt: Optimizer,
+    x: Vec<f32>,
+    targets: Vec<usize>,
+    logits: Vec<f32>,
+    batch: usize,
+    times: Vec<f64>,
+}
+
+impl Runner {
+    fn new(kind: BackendKind, spec: &MlpSpec, batch: usize) -> Self {
+        let mut rng = Rng(batch as u64);
+        let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.unit()).collect();
+        let targets: Vec<usize> = (0..batch)
+            .map(|_| (rng.next_u64() % spec.output as u64) as usize)
+            .collect();
+        let net = build_network_with(kind, spec, 0).expect("valid spec");
+        let opt = Optimizer::new(
+            OptimizerSpec::Sgd {
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+            net.params(),
+        );
+        Runner {
+            net,
+            opt,
+            x,
+            targets,
+            logits: Vec::new(),
+            batch,
+            times: Vec::new(),
+        }
+    }
+
+    /// One training step: zero_grad, forward + loss + backward, SGD update.
+    fn step(&mut self) {
+        let inputs = Inputs::new(&self.x, self.batch, self.net.spec().input).expect("shape");
+        self.net.params_mut().zero_grads();
+        let loss = self
+            .net
+            .loss_backward(inputs, &self.targets, None, &mut self.logits)
+            .expect("step");
+        self.opt.step(self.net.params_mut());
+        black_box(loss);
+    }
+
+    /// Times `steps` steps and records the mean time per step.
+    fn rep(&mut self, steps: usize) {
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            self.step();
+        }
+        self.times.push(t0.elapsed().as_secs_f64() / steps as f64);
+    }
+
+    fn timing(&mut self) -> Timing {
+        let min_s = self.times.iter().copied().fold(f64::INFINITY, f64::min);
+        Timing {
+            median_s: median(&mut self.times),
+            min_s,
+        }
+    }
+}
+
+/// Times the training step of every backend in `kinds` at `batch` rows. Repetitions alternate
+/// between the backends so that a busy period on a shared machine hits all of them alike.
+fn time_steps(kinds: &[BackendKind], spec: &MlpSpec, batch: usize, reps: usize) -> Vec<Timing> {
+    let mut runners: Vec<Runner> = kinds.iter().map(|&k| Runner::new(k, spec, batch)).collect();
+    // Short repetitions (a few ms on a fast backend), so that some of them fall into quiet
+    // periods of a shared machine.
+    let steps = (640 / batch).clamp(1, 20);
+    for r in &mut runners {
+        for _ in 0..steps * 5 {
+            r.step();
+        }
+    }
+    for _ in 0..reps {
+        for r in &mut runners {
+            r.rep(steps);
+        }
+    }
+    runners.iter_mut().map(Runner::timing).collect()
+}
+
+/// GFLOP/s of a square `n x n x n` SGEMM with the `gemm` crate, best of `reps`.
+fn sgemm_gflops(n: usize, parallelism: gemm::Parallelism, reps: usize) -> f64 {
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.01).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut run = || {
+        // SAFETY: all three matrices are contiguous row-major n x n slices.
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                n as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        black_box(&c);
+    };
+    run();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        run();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// FNV-1a over the bits of everything one native step produces.
+fn native_fingerprint(spec: &MlpSpec) -> u64 {
+    let batch = 128;
+    let mut rng = Rng(42);
+    let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.unit()).collect();
+    let targets: Vec<usize> = (0..batch).map(|r| r % spec.output).collect();
+    let cot: Vec<f32> = (0..batch * spec.output).map(|_| rng.unit() - 0.5).collect();
+    let mut net = build_network_with(BackendKind::Native, spec, 7).expect("valid spec");
+    let inputs = Inputs::new(&x, batch, spec.input).expect("shape");
+    let (mut logits, mut feats) = (Vec::new(), Vec::new());
+    let loss = net
+        .loss_backward(inputs, &targets, None, &mut logits)
+        .expect("loss");
+    net.vjp(inputs, &cot).expect("vjp");
+    net.features(inputs, &mut feats).expect("features");
+    let mut h = 0xCBF2_9CE4_8422_2325u64;
+    let mut eat = |v: &[f32]| {
+        for f in v {
+            for byte in f.to_bits().to_le_bytes() {
+                h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3);
+            }
+        }
+    };
+    eat(&[loss]);
+    eat(&logits);
+    eat(&feats);
+    for g in net.params().grads() {
+        eat(g);
+    }
+    h
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let batches: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--batches")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|b| b.parse().ok()).collect())
+        .unwrap_or_else(|| vec![32, 128, 512]);
+    let reps = if quick { 10 } else { 60 };
+    let kinds: Vec<BackendKind> = args
+        .iter()
+        .position(|a| a == "--backends")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|b| b.parse().ok()).collect())
+        .unwrap_or_else(|| BackendKind::ALL.to_vec());
+    let spec = mnist_mlp();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rayon_threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    println!(
+        "MLP {:?} ({:?}), SGD momentum step; {threads} hardware threads, RAYON_NUM_THREADS={rayon_threads}",
+        spec.widths(),
+        spec.activation
+    );
+
+    let n = if quick { 1024 } else { 2048 };
+    let single = sgemm_gflops(n, gemm::Parallelism::None, 5);
+    let multi = sgemm_gflops(n, gemm::Parallelism::Rayon(0), 5);
+    println!(
+        "SGEMM ceiling (gemm crate, {n}^3): {single:.1} GFLOP/s single-threaded, {multi:.1} GFLOP/s on the rayon pool\n"
+    );
+
+    println!(
+        "{:>6} {:>8} {:>10} {:>10} {:>12} {:>9} {:>10} {:>8}",
+        "batch", "backend", "ms/step", "(min)", "samples/s", "GFLOP/s", "% SGEMM", "speedup"
+    );
+    for &batch in &batches {
+        let flops = step_flops(&spec, batch);
+        let timings = time_steps(&kinds, &spec, batch, reps);
+        let dfdx_s = kinds
+            .iter()
+            .position(|&k| k == BackendKind::Dfdx)
+            .map(|i| timings[i].median_s);
+        for (&kind, t) in kinds.iter().zip(&timings) {
+            let gflops = flops / t.median_s / 1e9;
+            let speedup = match (kind, dfdx_s) {
+                (BackendKind::Native, Some(d)) => format!("{:.2}x", d / t.median_s),
+                _ => String::new(),
+            };
+            println!(
+                "{batch:>6} {:>8} {:>10.3} {:>10.3} {:>12.0} {:>9.1} {:>9.1}% {:>8}",
+                kind.name(),
+                t.median_s * 1e3,
+                t.min_s * 1e3,
+                batch as f64 / t.median_s,
+                gflops,
+                100.0 * gflops / multi,
+                speedup
+            );
+        }
+    }
+    println!("\nhash {:016x} (native, batch 128: loss, logits, features, grads after loss_backward + vjp)", native_fingerprint(&spec));
+}
