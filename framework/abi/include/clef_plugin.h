@@ -85,9 +85,12 @@ typedef struct clef_hparam {
 /* Opaque per-call host context. */
 typedef struct clef_ctx clef_ctx;
 
-/* The current task and the problem's shape. Host-owned, valid during the call. */
+/* The current task and the problem's shape. Handed to hooks (host-owned, valid during the call;
+ * read only fields that struct_size covers) or filled by task_info (caller-owned: set
+ * struct_size = sizeof(clef_task_info) before the call; the host never writes past it).
+ * Out-structs without struct_size (param_info, tensor, batch) never grow. */
 typedef struct clef_task_info {
-    uint32_t struct_size;
+    uint32_t struct_size;   /* set by whoever allocated the struct */
     int32_t setting;        /* CLEF_SETTING_* */
     int64_t task;           /* 0-based index of the current task */
     int64_t num_tasks;

@@ -149,11 +149,14 @@ pub struct ClefCtx {
     _private: [u8; 0],
 }
 
-/// The current task and the shape of the problem. Host-owned, valid during the call.
+/// The current task and the shape of the problem. Handed to hooks (host-owned, valid during the
+/// call; read only the fields that `struct_size` covers) or filled by `task_info` (caller-owned;
+/// the caller sets `struct_size` to what it allocated). Out-structs without a `struct_size`
+/// (`ClefParamInfo`, `ClefTensor`, `ClefBatch`) never grow: new data comes through new services.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ClefTaskInfo {
-    /// `size_of::<ClefTaskInfo>()` as the host knows it.
+    /// Size of the struct: set by whoever allocated it (see the type's documentation).
     pub struct_size: u32,
     /// One of `CLEF_SETTING_*`.
     pub setting: i32,
@@ -253,7 +256,9 @@ pub struct ClefHost {
     pub log: unsafe extern "C" fn(ctx: *mut ClefCtx, level: i32, msg: *const c_char),
     /// Next value of the instance's seeded random stream (reproducible per trial seed).
     pub rng_u64: unsafe extern "C" fn(ctx: *mut ClefCtx) -> u64,
-    /// Fills `out` with the current task (units valid during the hook).
+    /// Fills `out` with the current task (units valid during the hook). The caller sets
+    /// `out->struct_size` to the size of the struct it allocated; the host refuses a struct
+    /// smaller than its own version's (`CLEF_INVALID_ARGUMENT`) and never writes past it.
     pub task_info: unsafe extern "C" fn(ctx: *mut ClefCtx, out: *mut ClefTaskInfo) -> i32,
 
     /// Number of parameter tensors.

@@ -403,7 +403,22 @@ unsafe extern "C" fn svc_rng_u64(raw: *mut ClefCtx) -> u64 {
 unsafe extern "C" fn svc_task_info(raw: *mut ClefCtx, out: *mut ClefTaskInfo) -> i32 {
     let body = |h: &mut HostCtx| {
         let info = h.task_info()?;
-        // SAFETY: `out` is the plugin's writable task info (ABI).
+        // The caller states how large its struct is (ABI: out-structs with a `struct_size`); a
+        // struct older than this host's would be overrun, so it is refused. (A later minor
+        // version writes only the first `struct_size` bytes.)
+        if out.is_null() || !out.is_aligned() {
+            return Err(SvcErr::invalid("out is null or misaligned"));
+        }
+        // SAFETY: non-null, aligned, and at least the 4-byte `struct_size` field is readable
+        // in any version of the struct (it is the first field).
+        let caller = unsafe { (*out).struct_size } as usize;
+        if caller < std::mem::size_of::<ClefTaskInfo>() {
+            return Err(SvcErr::invalid(format!(
+                "out.struct_size is {caller}, expected at least {} (set it to sizeof(clef_task_info))",
+                std::mem::size_of::<ClefTaskInfo>()
+            )));
+        }
+        // SAFETY: `out` is the plugin's writable task info of at least our size (checked).
         unsafe { write_out(out, info, "out") }
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
@@ -1009,6 +1024,10 @@ mod tests {
             // pointer is a live local.
             unsafe {
                 let mut info = std::mem::zeroed::<ClefTaskInfo>();
+                // A caller that does not state its struct size is refused ...
+                assert_eq!((HOST.task_info)(raw, &mut info), CLEF_INVALID_ARGUMENT);
+                // ... one that does gets the task.
+                info.struct_size = std::mem::size_of::<ClefTaskInfo>() as u32;
                 assert_eq!((HOST.task_info)(raw, &mut info), CLEF_OK);
                 assert_eq!(
                     (info.task, info.num_tasks, info.input_dim),
