@@ -96,6 +96,10 @@ crate-type = ["cdylib", "rlib"]
 clef-sdk = {{ path = {sdk} }}
 serde = {{ version = "1", features = ["derive"] }}
 
+[dev-dependencies]
+# The SDK's mock host, to test the plugin through its C entry points.
+clef-sdk = {{ path = {sdk}, features = ["testing"] }}
+
 # Not part of any enclosing workspace (delete this table to add the crate to one).
 [workspace]
 "#
@@ -175,9 +179,29 @@ clef_sdk::export_plugin!({ty});
 
 #[cfg(test)]
 mod tests {{
+    use clef_sdk::testing::{{MockHost, MockPlugin}};
+
     #[test]
     fn schema_is_valid_and_defaults_deserialise() {{
         clef_sdk::validate::<super::{ty}>().unwrap();
+    }}
+
+    #[test]
+    fn pulls_gradients_towards_the_task_start_weights() {{
+        // A linear model with 3 inputs and 2 outputs, 2 tasks.
+        let mut host = MockHost::new(3, 2, 2);
+        let mut plugin = MockPlugin::create::<super::{ty}>("lambda = 0.5").unwrap();
+        plugin.on_task_start(&mut host).unwrap();
+        let start = host.state().params[0].values.clone();
+        // Move the weights, then check grad = 0.5 * (w - w_start).
+        for v in &mut host.state_mut().params[0].values {{
+            *v += 1.0;
+        }}
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        let p = &host.state().params[0];
+        for ((g, w), s) in p.grads.iter().zip(&p.values).zip(&start) {{
+            assert!((g - 0.5 * (w - s)).abs() < 1e-6);
+        }}
     }}
 }}
 "#

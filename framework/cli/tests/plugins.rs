@@ -668,6 +668,17 @@ fn new_plugin_template_builds_and_loads() {
         .output()
         .unwrap();
     assert!(build.status.success(), "{}", show(&build));
+    // Its own tests (schema, and the gradient on the SDK's mock host) pass as generated.
+    let test = Command::new(env!("CARGO"))
+        .arg("test")
+        .arg("--manifest-path")
+        .arg(krate.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(test.status.success(), "{}", show(&test));
+    assert!(text(&test.stdout).contains("2 passed"), "{}", show(&test));
     let lib = target
         .join("debug")
         .join(clef_core::plugin::file_name("l2-anchor"));
