@@ -2,7 +2,7 @@
 //! SGEMM ceiling measured by the same GEMM crate in the same run.
 //!
 //! ```text
-//! cargo run -p clef-backend --release --example step_bench -- [--quick] [--batches 32,128]
+//! cargo run -p clef-benchmarks --release --bin step_throughput -- [--quick] [--batches 32,128]
 //!     [--backends dfdx,native]
 //! ```
 //!
