@@ -17,6 +17,7 @@ use dfdx::tensor::{
 };
 use dfdx::tensor_ops::{Backward, BroadcastTo, PermuteTo, SumTo, TryAdd, TryMatMul, TryMul};
 
+use crate::network::check_loss_args;
 use crate::{Activation, BackendError, Inputs, MlpSpec, Network, ParamStore};
 
 /// A runtime-shaped matrix on dfdx's CPU device.
@@ -296,47 +297,7 @@ impl Network for DfdxMlp {
         logits_out: &mut Vec<f32>,
     ) -> Result<f32, BackendError> {
         let (rows, classes) = (x.rows, self.spec.output);
-        if targets.len() != rows {
-            return Err(BackendError::shape(
-                "targets (one per input row)",
-                rows,
-                targets.len(),
-            ));
-        }
-        // A mask is shared by every row (`classes` entries) or given per row (`rows * classes`).
-        let per_row = match class_mask {
-            Some(mask) if mask.len() == classes => false,
-            Some(mask) if rows > 0 && Some(mask.len()) == rows.checked_mul(classes) => true,
-            Some(mask) => {
-                return Err(BackendError::shape(
-                    "class_mask (one per output class, or one per row and class)",
-                    format!("{classes} or {rows} x {classes}"),
-                    mask.len(),
-                ))
-            }
-            None => false,
-        };
-        let allowed = |r: usize, c: usize| match class_mask {
-            None => true,
-            Some(m) if per_row => m[r * classes + c],
-            Some(m) => m[c],
-        };
-        for (r, &t) in targets.iter().enumerate() {
-            if t >= classes {
-                return Err(BackendError::shape(
-                    "targets (class index)",
-                    format!("a class index < {classes}"),
-                    format!("{t} at row {r}"),
-                ));
-            }
-            if !allowed(r, t) {
-                return Err(BackendError::shape(
-                    "targets (not in class_mask)",
-                    "a class enabled in class_mask",
-                    format!("class {t} at row {r}"),
-                ));
-            }
-        }
+        let checked = check_loss_args(rows, classes, targets, class_mask)?;
         if rows == 0 {
             self.load_input(&x)?;
             self.check_params()?;
@@ -356,7 +317,7 @@ impl Network for DfdxMlp {
                     .iter()
                     .map(|&on| if on { 0.0 } else { MASKED_LOGIT_OFFSET })
                     .collect();
-                let offsets: Matrix = if per_row {
+                let offsets: Matrix = if checked.per_row() {
                     self.dev
                         .try_tensor_from_vec(offsets, shape)
                         .map_err(device_err)?

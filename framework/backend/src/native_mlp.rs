@@ -30,6 +30,7 @@
 
 use std::fmt;
 
+use crate::network::check_loss_args;
 use crate::{Activation, BackendError, Inputs, MlpSpec, Network, ParamStore};
 
 /// A dense MLP with a fused forward/backward pass on the `gemm` crate.
@@ -663,47 +664,7 @@ impl Network for NativeMlp {
         logits_out: &mut Vec<f32>,
     ) -> Result<f32, BackendError> {
         let (rows, classes) = (x.rows, self.spec.output);
-        if targets.len() != rows {
-            return Err(BackendError::shape(
-                "targets (one per input row)",
-                rows,
-                targets.len(),
-            ));
-        }
-        // A mask is shared by every row (`classes` entries) or given per row (`rows * classes`).
-        let per_row = match class_mask {
-            Some(mask) if mask.len() == classes => false,
-            Some(mask) if rows > 0 && Some(mask.len()) == rows.checked_mul(classes) => true,
-            Some(mask) => {
-                return Err(BackendError::shape(
-                    "class_mask (one per output class, or one per row and class)",
-                    format!("{classes} or {rows} x {classes}"),
-                    mask.len(),
-                ))
-            }
-            None => false,
-        };
-        let allowed = |r: usize, c: usize| match class_mask {
-            None => true,
-            Some(m) if per_row => m[r * classes + c],
-            Some(m) => m[c],
-        };
-        for (r, &t) in targets.iter().enumerate() {
-            if t >= classes {
-                return Err(BackendError::shape(
-                    "targets (class index)",
-                    format!("a class index < {classes}"),
-                    format!("{t} at row {r}"),
-                ));
-            }
-            if !allowed(r, t) {
-                return Err(BackendError::shape(
-                    "targets (not in class_mask)",
-                    "a class enabled in class_mask",
-                    format!("class {t} at row {r}"),
-                ));
-            }
-        }
+        let mask = check_loss_args(rows, classes, targets, class_mask)?;
         self.check_input(&x)?;
         self.check_params()?;
         if rows == 0 {
@@ -715,7 +676,13 @@ impl Network for NativeMlp {
             self.forward_hidden(&x);
             self.forward_output(&x, logits_out);
             let dlogits = grow(&mut self.scratch.dlogits, rows * classes);
-            let loss = softmax_cross_entropy(logits_out, classes, targets, allowed, dlogits);
+            let loss = softmax_cross_entropy(
+                logits_out,
+                classes,
+                targets,
+                |r, c| mask.allowed(r, c),
+                dlogits,
+            );
             self.backward(&x, None);
             loss
         });

@@ -78,3 +78,79 @@ pub trait Network: Send {
     /// function-space regularisers).
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError>;
 }
+
+/// A validated class mask of a loss call: shared by every row or given per row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LossMask<'a> {
+    mask: Option<&'a [bool]>,
+    classes: usize,
+    per_row: bool,
+}
+
+impl LossMask<'_> {
+    /// True if row `r` may put probability on class `c`.
+    pub(crate) fn allowed(&self, r: usize, c: usize) -> bool {
+        match self.mask {
+            None => true,
+            Some(m) if self.per_row => m[r * self.classes + c],
+            Some(m) => m[c],
+        }
+    }
+
+    /// True if the mask has one entry per row and class.
+    pub(crate) fn per_row(&self) -> bool {
+        self.per_row
+    }
+}
+
+/// Checks the arguments of [`Network::loss_backward`] that every backend checks the same way:
+/// one target per row, each a valid class inside its row's mask, and a mask of `classes` or
+/// `rows * classes` entries. Errors name the argument.
+pub(crate) fn check_loss_args<'a>(
+    rows: usize,
+    classes: usize,
+    targets: &[usize],
+    class_mask: Option<&'a [bool]>,
+) -> Result<LossMask<'a>, BackendError> {
+    if targets.len() != rows {
+        return Err(BackendError::shape(
+            "targets (one per input row)",
+            rows,
+            targets.len(),
+        ));
+    }
+    let per_row = match class_mask {
+        Some(mask) if mask.len() == classes => false,
+        Some(mask) if rows > 0 && Some(mask.len()) == rows.checked_mul(classes) => true,
+        Some(mask) => {
+            return Err(BackendError::shape(
+                "class_mask (one per output class, or one per row and class)",
+                format!("{classes} or {rows} x {classes}"),
+                mask.len(),
+            ))
+        }
+        None => false,
+    };
+    let mask = LossMask {
+        mask: class_mask,
+        classes,
+        per_row,
+    };
+    for (r, &t) in targets.iter().enumerate() {
+        if t >= classes {
+            return Err(BackendError::shape(
+                "targets (class index)",
+                format!("a class index < {classes}"),
+                format!("{t} at row {r}"),
+            ));
+        }
+        if !mask.allowed(r, t) {
+            return Err(BackendError::shape(
+                "targets (not in class_mask)",
+                "a class enabled in class_mask",
+                format!("class {t} at row {r}"),
+            ));
+        }
+    }
+    Ok(mask)
+}
