@@ -200,7 +200,7 @@ impl Loop<'_> {
         out.eval_seconds += t0.elapsed().as_secs_f64();
 
         let mode = strategy.data_mode();
-        let mut x = Vec::new();
+        let mut batch = Batch::default();
         let mut logits = Vec::new();
         let mut pool: Vec<(usize, usize)> = Vec::new();
         for (ti, task) in sc.tasks.iter().enumerate() {
@@ -249,14 +249,12 @@ impl Loop<'_> {
                     epoch += 1;
                 }
                 let end = (cursor + bs).min(order.len());
-                let mut batch = Batch {
-                    x: std::mem::take(&mut x),
-                    targets: Vec::with_capacity(bs),
-                    mask: mask.clone(),
-                    row_masks: None,
-                    current_rows: end - cursor,
-                };
+                // One batch value reused across steps: its buffers keep their capacity.
                 batch.x.clear();
+                batch.targets.clear();
+                batch.mask.clone_from(&mask);
+                batch.row_masks = None;
+                batch.current_rows = end - cursor;
                 for &k in &order[cursor..end] {
                     let (tj, p) = pool[k];
                     sc.gather(&sc.tasks[tj], false, &[p], &mut batch.x, &mut batch.targets);
@@ -293,7 +291,6 @@ impl Loop<'_> {
                     .after_step(&mut ctx!(ti))
                     .map_err(|e| hook_err(strategy, "after_step", e))?;
                 out.samples_seen += rows as u64;
-                x = batch.x;
                 progress.inc(1);
             }
             if !net.params().all_finite() {
