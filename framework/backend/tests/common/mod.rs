@@ -1,0 +1,39 @@
+//! Test-data helpers shared by the backend conformance tests.
+#![allow(dead_code)] // each test binary uses a subset
+
+use clef_backend::{Activation, Init, MlpSpec};
+
+/// splitmix64: a tiny deterministic generator for test data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+pub fn spec(input: usize, hidden: &[usize], output: usize, activation: Activation) -> MlpSpec {
+    MlpSpec {
+        input,
+        hidden: hidden.to_vec(),
+        output,
+        activation,
+        init: Init::KaimingUniform,
+    }
+}
+
+pub const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Tanh, Activation::Sigmoid];
