@@ -97,12 +97,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             *p = base.join(&*p);
         }
     }
-    config.validate().map_err(|inv| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        line: line_of(text, &inv.key),
-        key: inv.key,
-        message: inv.message,
-    })?;
+    config
+        .validate()
+        .map_err(|inv| locate_error(text, path, inv))?;
     Ok(config)
 }
 
