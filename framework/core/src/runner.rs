@@ -274,13 +274,7 @@ pub fn trial_id(cfg: &Config, scfg: &StrategyConfig, setting: Setting, seed: u64
         "setting": setting,
         "seed": seed,
     });
-    let text = def.to_string();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::seed::fnv1a(def.to_string().as_bytes()))
 }
 
 fn base_record(

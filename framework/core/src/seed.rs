@@ -3,12 +3,17 @@
 /// A seed for the stream called `purpose`, derived from `seed` (FNV-1a of the name mixed into
 /// SplitMix64). Stable across platforms and releases: changing it changes every result.
 pub fn derive_seed(seed: u64, purpose: &str) -> u64 {
+    splitmix64(seed ^ splitmix64(fnv1a(purpose.as_bytes())))
+}
+
+/// 64-bit FNV-1a hash of `bytes` (stable across platforms and releases).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in purpose.bytes() {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    splitmix64(seed ^ splitmix64(h))
+    h
 }
 
 fn splitmix64(x: u64) -> u64 {
