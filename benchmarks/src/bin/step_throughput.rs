@@ -1,10 +1,14 @@
-//! Training-step throughput of the dfdx and native backends, side by side, with the machine's
-//! SGEMM ceiling measured by the same GEMM crate in the same run.
+//! Training-step throughput of the dfdx and native backends and of a PyTorch CPU loop, side by
+//! side, with the machine's SGEMM ceiling measured by the same GEMM crate in the same run.
 //!
 //! ```text
 //! cargo run -p clef-benchmarks --release --bin step_throughput -- [--quick] [--batches 32,128]
-//!     [--backends dfdx,native]
+//!     [--backends dfdx,native] [--python PATH | --no-torch]
 //! ```
+//!
+//! PyTorch: `benchmarks/torch_step.py` is started once with `--python` (default `python3`, or
+//! `$CLEF_TORCH_PYTHON`) and driven over a pipe, so that its repetitions alternate with clef's.
+//! If that interpreter cannot import `torch`, the PyTorch rows are skipped with the reason.
 //!
 //! One step is what a PyTorch training loop does: `zero_grad`, forward + (unmasked) softmax
 //! cross-entropy + backward (`loss_backward`), and an SGD-with-momentum update, on the MLP
@@ -18,7 +22,13 @@
 //! under different `RAYON_NUM_THREADS` can be compared for bit-identity.
 
 use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
 
 use clef_backend::{
     build_network_with, Activation, BackendKind, Init, Inputs, MlpSpec, Network, Optimizer,
@@ -73,6 +83,17 @@ fn median(v: &mut [f64]) -> f64 {
 struct Timing {
     median_s: f64,
     min_s: f64,
+}
+
+impl Timing {
+    /// Median and minimum of seconds-per-step samples.
+    fn of(times: &mut [f64]) -> Self {
+        let min_s = times.iter().copied().fold(f64::INFINITY, f64::min);
+        Timing {
+            median_s: median(times),
+            min_s,
+        }
+    }
 }
 
 /// One backend's network, optimizer and batch, ready to take training steps.
@@ -136,17 +157,86 @@ impl Runner {
     }
 
     fn timing(&mut self) -> Timing {
-        let min_s = self.times.iter().copied().fold(f64::INFINITY, f64::min);
-        Timing {
-            median_s: median(&mut self.times),
-            min_s,
-        }
+        Timing::of(&mut self.times)
     }
 }
 
-/// Times the training step of every backend in `kinds` at `batch` rows. Repetitions alternate
-/// between the backends so that a busy period on a shared machine hits all of them alike.
-fn time_steps(kinds: &[BackendKind], spec: &MlpSpec, batch: usize, reps: usize) -> Vec<Timing> {
+/// The PyTorch reference loop, a `torch_step.py` child process (see the module docs).
+struct Torch {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// What the script announced (version, threads).
+    banner: String,
+}
+
+impl Torch {
+    /// Starts `python script threads`; fails (with the reason) if torch cannot be imported.
+    fn start(python: &Path, script: &Path, threads: usize) -> anyhow::Result<Self> {
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(threads.to_string())
+            .env("OMP_NUM_THREADS", threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", python.display()))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        let mut banner = String::new();
+        stdout.read_line(&mut banner)?;
+        if banner.trim().is_empty() {
+            let out = child.wait_with_output()?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            let last = err.lines().last().unwrap_or("no output");
+            bail!("{} {}: {last}", python.display(), script.display());
+        }
+        Ok(Torch {
+            child,
+            stdin,
+            stdout,
+            banner: banner.trim().to_string(),
+        })
+    }
+
+    /// Runs `steps` steps at `batch` rows (after `warmup` untimed ones) and returns the
+    /// seconds per step measured inside Python.
+    fn rep(&mut self, batch: usize, steps: usize, warmup: usize) -> anyhow::Result<f64> {
+        writeln!(
+            self.stdin,
+            "{{\"batch\": {batch}, \"steps\": {steps}, \"warmup\": {warmup}}}"
+        )?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let value = line
+            .split(':')
+            .nth(1)
+            .map(|v| v.trim().trim_end_matches('}').trim())
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("unexpected reply from torch_step.py: {line:?}"))?;
+        Ok(value)
+    }
+}
+
+impl Drop for Torch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Times the training step of every backend in `kinds` (and of PyTorch, if given) at `batch`
+/// rows. Repetitions alternate between them so that a busy period on a shared machine hits all
+/// alike. Returns clef's timings in `kinds` order, then PyTorch's.
+fn time_steps(
+    kinds: &[BackendKind],
+    spec: &MlpSpec,
+    batch: usize,
+    reps: usize,
+    mut torch: Option<&mut Torch>,
+) -> anyhow::Result<(Vec<Timing>, Option<Timing>)> {
     let mut runners: Vec<Runner> = kinds.iter().map(|&k| Runner::new(k, spec, batch)).collect();
     // Short repetitions (a few ms on a fast backend), so that some of them fall into quiet
     // periods of a shared machine.
@@ -156,12 +246,23 @@ fn time_steps(kinds: &[BackendKind], spec: &MlpSpec, batch: usize, reps: usize) 
             r.step();
         }
     }
+    if let Some(t) = torch.as_deref_mut() {
+        t.rep(batch, steps, steps * 5)?;
+    }
+    let mut torch_times = Vec::new();
     for _ in 0..reps {
         for r in &mut runners {
             r.rep(steps);
         }
+        if let Some(t) = torch.as_deref_mut() {
+            torch_times.push(t.rep(batch, steps, 0)?);
+        }
     }
-    runners.iter_mut().map(Runner::timing).collect()
+    let torch_timing = (!torch_times.is_empty()).then(|| Timing::of(&mut torch_times));
+    Ok((
+        runners.iter_mut().map(Runner::timing).collect(),
+        torch_timing,
+    ))
 }
 
 /// GFLOP/s of a square `n x n x n` SGEMM with the `gemm` crate, best of `reps`.
@@ -238,66 +339,103 @@ fn native_fingerprint(spec: &MlpSpec) -> u64 {
     h
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let batches: Vec<usize> = args
-        .iter()
-        .position(|a| a == "--batches")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.split(',').filter_map(|b| b.parse().ok()).collect())
-        .unwrap_or_else(|| vec![32, 128, 512]);
-    let reps = if quick { 10 } else { 60 };
-    let kinds: Vec<BackendKind> = args
-        .iter()
-        .position(|a| a == "--backends")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.split(',').filter_map(|b| b.parse().ok()).collect())
-        .unwrap_or_else(|| BackendKind::ALL.to_vec());
+#[derive(Parser)]
+#[command(about = "Training-step throughput: clef's backends vs PyTorch vs the SGEMM ceiling")]
+struct Args {
+    /// Fewer repetitions and a smaller SGEMM (a smoke run, not a measurement).
+    #[arg(long)]
+    quick: bool,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [32usize, 128, 512])]
+    batches: Vec<usize>,
+    /// clef backends, comma-separated (dfdx, native).
+    #[arg(long, value_delimiter = ',', default_values_t = BackendKind::ALL.to_vec())]
+    backends: Vec<BackendKind>,
+    /// Python interpreter with `torch` (default: $CLEF_TORCH_PYTHON, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Do not run the PyTorch loop.
+    #[arg(long)]
+    no_torch: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let reps = if args.quick { 10 } else { 60 };
+    let kinds = args.backends.clone();
     let spec = mnist_mlp();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rayon_threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
+    let pool_threads = rayon::current_num_threads();
     println!(
-        "MLP {:?} ({:?}), SGD momentum step; {threads} hardware threads, RAYON_NUM_THREADS={rayon_threads}",
+        "MLP {:?} ({:?}), SGD momentum step; {threads} hardware threads, rayon pool of {pool_threads}",
         spec.widths(),
         spec.activation
     );
 
-    let n = if quick { 1024 } else { 2048 };
+    let n = if args.quick { 1024 } else { 2048 };
     let single = sgemm_gflops(n, gemm::Parallelism::None, 5);
     let multi = sgemm_gflops(n, gemm::Parallelism::Rayon(0), 5);
     println!(
-        "SGEMM ceiling (gemm crate, {n}^3): {single:.1} GFLOP/s single-threaded, {multi:.1} GFLOP/s on the rayon pool\n"
+        "SGEMM ceiling (gemm crate, {n}^3): {single:.1} GFLOP/s single-threaded, {multi:.1} GFLOP/s on the rayon pool"
     );
 
+    let mut torch = if args.no_torch {
+        println!("PyTorch: not run (--no-torch)");
+        None
+    } else {
+        let python = args
+            .python
+            .clone()
+            .or_else(|| std::env::var_os("CLEF_TORCH_PYTHON").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("python3"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("torch_step.py");
+        match Torch::start(&python, &script, pool_threads) {
+            Ok(t) => {
+                println!("PyTorch: {} ({})", t.banner, python.display());
+                Some(t)
+            }
+            Err(e) => {
+                println!("PyTorch: skipped ({e:#})");
+                None
+            }
+        }
+    };
+    println!();
     println!(
-        "{:>6} {:>8} {:>10} {:>10} {:>12} {:>9} {:>10} {:>8}",
-        "batch", "backend", "ms/step", "(min)", "samples/s", "GFLOP/s", "% SGEMM", "speedup"
+        "{:>6} {:>8} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}",
+        "batch", "loop", "ms/step", "(min)", "samples/s", "GFLOP/s", "% SGEMM", "vs torch"
     );
-    for &batch in &batches {
+    for &batch in &args.batches {
         let flops = step_flops(&spec, batch);
-        let timings = time_steps(&kinds, &spec, batch, reps);
-        let dfdx_s = kinds
+        // On a pool thread, as the trainer runs (see clef_backend::pool).
+        let (timings, torch_timing) =
+            clef_backend::pool::install(|| time_steps(&kinds, &spec, batch, reps, torch.as_mut()))?;
+        let torch_s = torch_timing.as_ref().map(|t| t.median_s);
+        let rows = kinds
             .iter()
-            .position(|&k| k == BackendKind::Dfdx)
-            .map(|i| timings[i].median_s);
-        for (&kind, t) in kinds.iter().zip(&timings) {
+            .map(|k| k.name())
+            .zip(&timings)
+            .chain(torch_timing.as_ref().map(|t| ("pytorch", t)));
+        for (name, t) in rows {
             let gflops = flops / t.median_s / 1e9;
-            let speedup = match (kind, dfdx_s) {
-                (BackendKind::Native, Some(d)) => format!("{:.2}x", d / t.median_s),
-                _ => String::new(),
-            };
+            let vs_torch = torch_s.map_or(String::new(), |s| format!("{:.2}x", s / t.median_s));
             println!(
-                "{batch:>6} {:>8} {:>10.3} {:>10.3} {:>12.0} {:>9.1} {:>9.1}% {:>8}",
-                kind.name(),
+                "{batch:>6} {name:>8} {:>10.3} {:>10.3} {:>12.0} {:>9.1} {:>9.1}% {:>10}",
                 t.median_s * 1e3,
                 t.min_s * 1e3,
                 batch as f64 / t.median_s,
                 gflops,
                 100.0 * gflops / multi,
-                speedup
+                vs_torch
             );
         }
     }
-    println!("\nhash {:016x} (native, batch 128: loss, logits, features, grads after loss_backward + vjp)", native_fingerprint(&spec));
+    println!(
+        "\n\"vs torch\" = PyTorch's median time per step / this loop's (above 1: faster than PyTorch)."
+    );
+    println!(
+        "hash {:016x} (native, batch 128: loss, logits, features, grads after loss_backward + vjp)",
+        native_fingerprint(&spec)
+    );
+    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod native_mlp;
 pub mod network;
 pub mod optim;
 pub mod params;
+pub mod pool;
 pub mod spec;
 
 pub use checkpoint::{load_safetensors, save_safetensors};

@@ -19,18 +19,25 @@
 //! [`ParamStore`], so there is no copy of the parameters either.
 //!
 //! Parallelism and determinism: work is cut into two tasks run with `rayon::join` on the
-//! current rayon pool, each task calling a single-threaded GEMM: the backward pass of a hidden
-//! layer runs its two independent, equally large products (`dW` and `dH`) side by side, and every
-//! other large GEMM (with the fused pass that follows it) is split into two halves along the rows
-//! of its *output* (batch rows or output units). How the work is cut depends only on the shapes,
-//! never on the number of threads, and no reduction is ever split, so the results are
+//! current rayon pool, each task calling a single-threaded GEMM. A training batch of at least
+//! [`DATA_PARALLEL_MIN_ROWS`] rows is cut into two halves that go through the whole network
+//! (forward, loss, backward) side by side, each in its own scratch buffers and cache: the first
+//! half adds its gradients into the store, the second writes them into side buffers that are then
+//! added elementwise (one join for the passes, one for the sum, instead of one per layer).
+//! Smaller batches, and forward-only calls, stay in one block and split each large GEMM instead:
+//! the backward pass of a hidden layer runs its two independent, equally large products (`dW`
+//! and `dH`) side by side, and every other large GEMM (with the fused pass that follows it) is
+//! split into two halves along the rows of its *output* (batch rows or output units). How the
+//! work is cut depends only on the shapes, never on the number of threads, so the results are
 //! bit-identical across runs and across pool sizes (with a one-thread pool the two tasks simply
 //! run in turn). Two tasks match the 2-core target machines; cutting the work ourselves beat the
-//! GEMM crate's own threading at these sizes.
+//! GEMM crate's own threading at these sizes. Callers that take many steps should run on a pool
+//! thread ([`crate::pool::install`]) so that each join is a cheap work-stealing push.
 
 use std::fmt;
 
-use crate::network::check_loss_args;
+use crate::network::{check_loss_args, LossMask};
+use crate::pool::install;
 use crate::{Activation, BackendError, Inputs, MlpSpec, Network, ParamStore};
 
 /// A dense MLP with a fused forward/backward pass on the `gemm` crate.
@@ -42,7 +49,11 @@ pub struct NativeMlp {
     /// `[input, hidden.., output]`.
     widths: Vec<usize>,
     params: ParamStore,
-    scratch: Scratch,
+    /// One set per block of rows (see [`DATA_PARALLEL_MIN_ROWS`]).
+    scratch: [Scratch; 2],
+    /// Gradients of the second half of a data-parallel batch, before they are added to the
+    /// store.
+    side_grads: Vec<Vec<f32>>,
 }
 
 /// Reused activation-sized buffers. Each only ever grows.
@@ -172,16 +183,17 @@ fn matmul(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
 const SPLIT_MIN_MACS: usize = 1 << 20;
 
 /// Runs `f(first_row, rows_chunk)` over `dst` (row-major, `width` values per row), either once
-/// over all rows or, if the work (`macs_per_row` per row) is large enough, on its two halves in
-/// parallel. The split depends only on the shape, so results do not depend on the thread count.
+/// over all rows or, if `par` is set and the work (`macs_per_row` per row) is large enough, on
+/// its two halves in parallel. The split depends only on the shape, so results do not depend on the thread count.
 fn split_rows(
+    par: bool,
     dst: &mut [f32],
     width: usize,
     macs_per_row: usize,
     f: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     let rows = dst.len() / width.max(1);
-    if rows < 2 || rows.saturating_mul(macs_per_row) < SPLIT_MIN_MACS {
+    if !par || rows < 2 || rows.saturating_mul(macs_per_row) < SPLIT_MIN_MACS {
         f(0, dst);
         return;
     }
@@ -196,10 +208,10 @@ fn split_rows(
     }
 }
 
-/// Runs `a` and `b`, in parallel if there is enough work (`macs` each) and more than one
-/// thread.
-fn both(macs: usize, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
-    if macs < SPLIT_MIN_MACS || rayon::current_num_threads() < 2 {
+/// Runs `a` and `b`, in parallel if `par` is set, there is enough work (`macs` each) and more
+/// than one thread.
+fn both(par: bool, macs: usize, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    if !par || macs < SPLIT_MIN_MACS || rayon::current_num_threads() < 2 {
         a();
         b();
     } else {
@@ -207,25 +219,15 @@ fn both(macs: usize, a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     }
 }
 
-/// Runs `f` on a thread of the current rayon pool (the caller's thread if it already is one,
-/// or if the pool has a single thread), so that the `rayon::join`s of [`split_rows`] inside it
-/// are cheap work-stealing pushes rather than one cross-thread injection and wake-up each.
-fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
-        f()
-    } else {
-        rayon::join(f, || ()).0
-    }
-}
-
 /// One dense layer on `input` (`rows x fin`): `z = act(input · Wᵀ + b)`, `z` being
-/// `rows x fout` with `fout = bias.len()`; split over batch rows.
+/// `rows x fout` with `fout = bias.len()`; split over batch rows if `par`.
 ///
 /// The GEMM packs (copies into its panel layout) whichever operand sits on its "row" side.
 /// With `z` row-major that is `W`, which is expensive when the batch is small (each of the two
 /// halves packs all of `W`); so when there are fewer rows than output units the product is
 /// computed transposed instead, `Zᵀ = W · inputᵀ` into `zt` (split over output units, `W` then
 /// read in place), and the bias/activation pass transposes it into `z`.
+#[allow(clippy::too_many_arguments)]
 fn dense_forward(
     z: &mut [f32],
     zt: &mut Vec<f32>,
@@ -234,13 +236,14 @@ fn dense_forward(
     bias: &[f32],
     fin: usize,
     activation: Option<Activation>,
+    par: bool,
 ) {
     let fout = bias.len();
     let rows = z.len() / fout;
     if rows < fout {
         let zt = grow(zt, fout * rows);
         let x_t = View::row_major(input, rows, fin).t();
-        split_rows(zt, rows, fin * rows, |o0, ztc| {
+        split_rows(par, zt, rows, fin * rows, |o0, ztc| {
             let units = ztc.len() / rows;
             let w_part = View::row_major(&w[o0 * fin..(o0 + units) * fin], units, fin);
             matmul(ztc, w_part, x_t, false);
@@ -249,7 +252,7 @@ fn dense_forward(
         return;
     }
     let w_t = View::row_major(w, fout, fin).t();
-    split_rows(z, fout, fin * fout, |r0, zc| {
+    split_rows(par, z, fout, fin * fout, |r0, zc| {
         let r = zc.len() / fout;
         let x = View::row_major(&input[r0 * fin..(r0 + r) * fin], r, fin);
         matmul(zc, x, w_t, false);
@@ -344,9 +347,10 @@ fn activation_backward(dz: &mut [f32], a: &[f32], activation: Activation) {
     }
 }
 
-/// `grad += column sums of dz` (`rows x grad.len()`), summing each column in row order into
-/// `acc` first so that the result is "previous value + this call's gradient".
-fn add_bias_grad(grad: &mut [f32], dz: &[f32], acc: &mut Vec<f32>) {
+/// `grad += column sums of dz` (`rows x grad.len()`), or `grad = ...` if not `accumulate`,
+/// summing each column in row order into `acc` first so that the result is "previous value +
+/// this call's gradient".
+fn add_bias_grad(grad: &mut [f32], dz: &[f32], acc: &mut Vec<f32>, accumulate: bool) {
     let width = grad.len();
     let acc = grow(acc, width);
     acc.fill(0.0);
@@ -355,8 +359,12 @@ fn add_bias_grad(grad: &mut [f32], dz: &[f32], acc: &mut Vec<f32>) {
             *s += v;
         }
     }
-    for (g, s) in grad.iter_mut().zip(acc.iter()) {
-        *g += s;
+    if accumulate {
+        for (g, s) in grad.iter_mut().zip(acc.iter()) {
+            *g += s;
+        }
+    } else {
+        grad.copy_from_slice(acc);
     }
 }
 
@@ -369,6 +377,197 @@ enum Upstream {
     Delta(usize),
 }
 
+/// Batches with at least this many rows are cut into two halves that go through the whole
+/// network (forward, loss, backward) on the two threads side by side; smaller batches split
+/// each large GEMM instead. See the module documentation.
+const DATA_PARALLEL_MIN_ROWS: usize = 64;
+
+/// What one pass over a block of rows reads: the layer widths, the activation and the
+/// parameter values.
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    /// `[input, hidden.., output]`.
+    widths: &'a [usize],
+    activation: Activation,
+    values: &'a [Vec<f32>],
+}
+
+impl Weights<'_> {
+    fn hidden_layers(&self) -> usize {
+        self.widths.len() - 2
+    }
+
+    /// Runs the hidden layers on `x` (`rows > 0` rows), leaving their post-activation outputs
+    /// in `s.hidden`.
+    fn forward_hidden(&self, s: &mut Scratch, x: &[f32], rows: usize, par: bool) {
+        let Scratch { hidden, zt, .. } = s;
+        for l in 0..self.hidden_layers() {
+            let (fin, fout) = (self.widths[l], self.widths[l + 1]);
+            let (done, rest) = hidden.split_at_mut(l);
+            let input = if l == 0 {
+                x
+            } else {
+                &done[l - 1][..rows * fin]
+            };
+            let z = grow(&mut rest[0], rows * fout);
+            let (w, b) = (&self.values[2 * l], &self.values[2 * l + 1]);
+            dense_forward(z, zt, input, w, b, fin, Some(self.activation), par);
+        }
+    }
+
+    /// The input of the output layer: `x` itself or the last hidden activation.
+    fn penultimate<'a>(&self, hidden: &'a [Vec<f32>], x: &'a [f32], rows: usize) -> &'a [f32] {
+        match hidden.last() {
+            Some(h) => &h[..rows * self.widths[self.widths.len() - 2]],
+            None => x,
+        }
+    }
+
+    /// Runs the output layer after [`Self::forward_hidden`], writing the logits into `out`
+    /// (`rows x output` values).
+    fn forward_output(&self, s: &mut Scratch, x: &[f32], rows: usize, out: &mut [f32], par: bool) {
+        let l = self.widths.len() - 2;
+        let fin = self.widths[l];
+        let input = self.penultimate(&s.hidden, x, rows);
+        let (w, b) = (&self.values[2 * l], &self.values[2 * l + 1]);
+        dense_forward(out, &mut s.zt, input, w, b, fin, None, par);
+    }
+
+    /// Backpropagates `top` (`rows x output`, the gradient with respect to the logits; `None`
+    /// for `s.dlogits`) through every layer after [`Self::forward_hidden`] on the same `x`,
+    /// adding the parameter gradients into `grads` (or overwriting them if not `accumulate`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        s: &mut Scratch,
+        x: &[f32],
+        rows: usize,
+        external: Option<&[f32]>,
+        grads: &mut [Vec<f32>],
+        accumulate: bool,
+        par: bool,
+    ) {
+        let widths = self.widths;
+        let Scratch {
+            hidden,
+            dlogits,
+            delta,
+            bias_acc,
+            ..
+        } = s;
+        let top: &[f32] = match external {
+            Some(cot) => cot,
+            None => &dlogits[..rows * widths[widths.len() - 1]],
+        };
+        let mut upstream = Upstream::Top;
+        for l in (0..widths.len() - 1).rev() {
+            let (fin, fout) = (widths[l], widths[l + 1]);
+            let input = if l == 0 {
+                x
+            } else {
+                &hidden[l - 1][..rows * fin]
+            };
+            // Split the ping-pong buffers into (gradient flowing in, buffer for the next one).
+            let (d0, d1) = delta.split_at_mut(1);
+            let (dz, next): (&[f32], &mut Vec<f32>) = match upstream {
+                Upstream::Top => (top, &mut d0[0]),
+                Upstream::Delta(0) => (&d0[0][..rows * fout], &mut d1[0]),
+                Upstream::Delta(_) => (&d1[0][..rows * fout], &mut d0[0]),
+            };
+            let dz_t = View::row_major(dz, rows, fout).t();
+            let h = View::row_major(input, rows, fin);
+            let (gw, gb) = grads[2 * l..2 * l + 2].split_at_mut(1);
+            let (gw, gb) = (&mut gw[0][..], &mut gb[0][..]);
+            if l == 0 {
+                // dW += dZᵀ · H, split over the output units (rows of dW). The gradient with
+                // respect to the network input is not needed.
+                split_rows(par, gw, fin, rows * fin, |o0, gw| {
+                    let part = View {
+                        data: &dz[o0..],
+                        rows: gw.len() / fin,
+                        ..dz_t
+                    };
+                    matmul(gw, part, h, accumulate);
+                });
+                add_bias_grad(gb, dz, bias_acc, accumulate);
+                break;
+            }
+            // Two independent products of equal size: dW += dZᵀ · H, and dH = dZ · W followed
+            // by the activation derivative of layer l - 1.
+            let dh = grow(next, rows * fin);
+            let w = View::row_major(&self.values[2 * l], fout, fin);
+            both(
+                par,
+                rows * fin * fout,
+                || matmul(gw, dz_t, h, accumulate),
+                || {
+                    matmul(dh, View::row_major(dz, rows, fout), w, false);
+                    activation_backward(dh, input, self.activation);
+                },
+            );
+            add_bias_grad(gb, dz, bias_acc, accumulate);
+            upstream = Upstream::Delta(match upstream {
+                Upstream::Delta(0) => 1,
+                _ => 0,
+            });
+        }
+    }
+}
+
+/// The inputs, targets and logits of one block of rows of a [`Network::loss_backward`] call.
+struct LossRows<'a> {
+    x: &'a [f32],
+    targets: &'a [usize],
+    logits: &'a mut [f32],
+}
+
+/// Forward, loss and backward of one block of rows; returns the block's summed loss. The
+/// gradient is scaled by `inv_total_rows`, so that the blocks' gradients add up to the
+/// gradient of the whole batch's mean loss.
+fn loss_block(
+    w: Weights<'_>,
+    b: Block<'_>,
+    r: LossRows<'_>,
+    mask: &LossMask<'_>,
+    inv_total_rows: f32,
+) -> f64 {
+    let classes = w.widths[w.widths.len() - 1];
+    let s = b.scratch;
+    w.forward_hidden(s, r.x, b.rows, b.par);
+    w.forward_output(s, r.x, b.rows, r.logits, b.par);
+    let dlogits = grow(&mut s.dlogits, b.rows * classes);
+    let loss = softmax_cross_entropy(
+        r.logits,
+        classes,
+        r.targets,
+        |row, c| mask.allowed(b.row0 + row, c),
+        inv_total_rows,
+        dlogits,
+    );
+    w.backward(s, r.x, b.rows, None, b.grads, b.accumulate, b.par);
+    loss
+}
+
+/// `dst[i] += src[i]` for every tensor, large tensors cut into two halves run side by side.
+/// Elementwise, so the cut does not change any result.
+fn add_grads(dst: &mut [Vec<f32>], src: &[Vec<f32>]) {
+    fn add(d: &mut [f32], s: &[f32]) {
+        for (a, b) in d.iter_mut().zip(s) {
+            *a += b;
+        }
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        if d.len() >= 1 << 15 && rayon::current_num_threads() >= 2 {
+            let half = d.len() / 2;
+            let (d0, d1) = d.split_at_mut(half);
+            let (s0, s1) = s.split_at(half);
+            rayon::join(|| add(d0, s0), || add(d1, s1));
+        } else {
+            add(d, s);
+        }
+    }
+}
+
 impl NativeMlp {
     /// Validates `spec` and initialises the parameters with [`ParamStore::init_mlp`] from
     /// `seed` (the same bits as every other backend for the same seed).
@@ -376,15 +575,16 @@ impl NativeMlp {
         spec.validate()?;
         let params = ParamStore::init_mlp(&spec, seed);
         let widths = spec.widths();
-        let scratch = Scratch {
+        let scratch = || Scratch {
             hidden: vec![Vec::new(); spec.hidden.len()],
             ..Scratch::default()
         };
         Ok(NativeMlp {
-            spec,
             widths,
             params,
-            scratch,
+            scratch: [scratch(), scratch()],
+            side_grads: Vec::new(),
+            spec,
         })
     }
 
@@ -434,140 +634,120 @@ impl NativeMlp {
         Ok(())
     }
 
-    /// Runs the hidden layers on `x` (validated, `rows > 0`), leaving their post-activation
-    /// outputs in `scratch.hidden`.
-    fn forward_hidden(&mut self, x: &Inputs<'_>) {
-        let rows = x.rows;
-        let activation = self.spec.activation;
-        let Scratch { hidden, zt, .. } = &mut self.scratch;
-        for l in 0..self.spec.hidden.len() {
-            let (fin, fout) = (self.widths[l], self.widths[l + 1]);
-            let (done, rest) = hidden.split_at_mut(l);
-            let input = if l == 0 {
-                x.data
-            } else {
-                &done[l - 1][..rows * fin]
-            };
-            let z = grow(&mut rest[0], rows * fout);
-            let (w, b) = (self.params.value(2 * l), self.params.value(2 * l + 1));
-            dense_forward(z, zt, input, w, b, fin, Some(activation));
+    /// Splits `self` into what a pass reads and what it writes.
+    fn parts(&mut self) -> Parts<'_> {
+        let (values, grads) = self.params.values_and_grads_mut();
+        Parts {
+            weights: Weights {
+                widths: &self.widths,
+                activation: self.spec.activation,
+                values,
+            },
+            scratch: &mut self.scratch,
+            grads,
+            side_grads: &mut self.side_grads,
         }
     }
 
-    /// The input of the output layer: `x` itself or the last hidden activation.
-    fn penultimate<'a>(
-        hidden: &'a [Vec<f32>],
-        x: &'a [f32],
+    /// Forward and backward of a batch of `rows` rows, adding its gradients into the store:
+    /// `pass` does one [`Block`] of rows and returns its part of the result. Batches of at least
+    /// [`DATA_PARALLEL_MIN_ROWS`] rows go as two halves side by side, the second half into
+    /// `side_grads` (overwritten), which are then added to the store; smaller ones as one block
+    /// with the large GEMMs split.
+    fn data_parallel<R: Send>(
+        &mut self,
         rows: usize,
-        width: usize,
-    ) -> &'a [f32] {
-        match hidden.last() {
-            Some(h) => &h[..rows * width],
-            None => x,
-        }
-    }
-
-    /// Runs the output layer after [`Self::forward_hidden`], writing the logits into `out`.
-    fn forward_output(&mut self, x: &Inputs<'_>, out: &mut Vec<f32>) {
-        let rows = x.rows;
-        let l = self.spec.num_layers() - 1;
-        let (fin, fout) = (self.widths[l], self.widths[l + 1]);
-        out.clear();
-        out.resize(rows * fout, 0.0);
-        let Scratch { hidden, zt, .. } = &mut self.scratch;
-        let input = Self::penultimate(hidden, x.data, rows, fin);
-        let (w, b) = (self.params.value(2 * l), self.params.value(2 * l + 1));
-        dense_forward(out, zt, input, w, b, fin, None);
-    }
-
-    /// Backpropagates `top` (`rows x output`, the gradient with respect to the logits) through
-    /// every layer after [`Self::forward_hidden`] on the same `x`, **adding** the parameter
-    /// gradients into the store. `top` is `scratch.dlogits` if `external` is `None`.
-    fn backward(&mut self, x: &Inputs<'_>, external: Option<&[f32]>) {
-        let rows = x.rows;
-        let activation = self.spec.activation;
-        let Self {
-            widths,
-            params,
+        pass: impl Fn(Weights<'_>, Block<'_>) -> R + Sync,
+    ) -> (R, Option<R>) {
+        let Parts {
+            weights: w,
             scratch,
-            ..
-        } = self;
-        let Scratch {
-            hidden,
-            dlogits,
-            delta,
-            bias_acc,
-            ..
-        } = scratch;
-        let top: &[f32] = match external {
-            Some(cot) => cot,
-            None => &dlogits[..rows * widths[widths.len() - 1]],
-        };
-        let mut upstream = Upstream::Top;
-        for l in (0..widths.len() - 1).rev() {
-            let (fin, fout) = (widths[l], widths[l + 1]);
-            let input = if l == 0 {
-                x.data
-            } else {
-                &hidden[l - 1][..rows * fin]
+            grads,
+            side_grads: side,
+        } = self.parts();
+        if rows < DATA_PARALLEL_MIN_ROWS {
+            let block = Block {
+                scratch: &mut scratch[0],
+                row0: 0,
+                rows,
+                grads,
+                accumulate: true,
+                par: true,
             };
-            // Split the ping-pong buffers into (gradient flowing in, buffer for the next one).
-            let (d0, d1) = delta.split_at_mut(1);
-            let (dz, next): (&[f32], &mut Vec<f32>) = match upstream {
-                Upstream::Top => (top, &mut d0[0]),
-                Upstream::Delta(0) => (&d0[0][..rows * fout], &mut d1[0]),
-                Upstream::Delta(_) => (&d1[0][..rows * fout], &mut d0[0]),
-            };
-            let dz_t = View::row_major(dz, rows, fout).t();
-            let h = View::row_major(input, rows, fin);
-            if l == 0 {
-                // dW += dZᵀ · H, split over the output units (rows of dW). The gradient with
-                // respect to the network input is not needed.
-                split_rows(params.grad_mut(2 * l), fin, rows * fin, |o0, gw| {
-                    let part = View {
-                        data: &dz[o0..],
-                        rows: gw.len() / fin,
-                        ..dz_t
-                    };
-                    matmul(gw, part, h, true);
-                });
-                add_bias_grad(params.grad_mut(2 * l + 1), dz, bias_acc);
-                break;
-            }
-            // Two independent products of equal size: dW += dZᵀ · H, and dH = dZ · W followed
-            // by the activation derivative of layer l - 1.
-            let dh = grow(next, rows * fin);
-            let (w, gw) = params.value_and_grad_for_update(2 * l);
-            let w = View::row_major(w, fout, fin);
-            both(
-                rows * fin * fout,
-                || matmul(gw, dz_t, h, true),
-                || {
-                    matmul(dh, View::row_major(dz, rows, fout), w, false);
-                    activation_backward(dh, input, activation);
-                },
-            );
-            add_bias_grad(params.grad_mut(2 * l + 1), dz, bias_acc);
-            upstream = Upstream::Delta(match upstream {
-                Upstream::Delta(0) => 1,
-                _ => 0,
-            });
+            return (install(|| pass(w, block)), None);
         }
+        let fits = side.len() == grads.len()
+            && side
+                .iter()
+                .zip(grads.iter())
+                .all(|(s, g)| s.len() == g.len());
+        if !fits {
+            *side = grads.iter().map(|g| vec![0.0; g.len()]).collect();
+        }
+        let half = rows / 2;
+        let (s0, s1) = scratch.split_at_mut(1);
+        let pass = &pass;
+        install(|| {
+            let first = Block {
+                scratch: &mut s0[0],
+                row0: 0,
+                rows: half,
+                grads: &mut *grads,
+                accumulate: true,
+                par: false,
+            };
+            let second = Block {
+                scratch: &mut s1[0],
+                row0: half,
+                rows: rows - half,
+                grads: &mut side[..],
+                accumulate: false,
+                par: false,
+            };
+            let results = if rayon::current_num_threads() < 2 {
+                (pass(w, first), pass(w, second))
+            } else {
+                rayon::join(|| pass(w, first), || pass(w, second))
+            };
+            add_grads(grads, side);
+            (results.0, Some(results.1))
+        })
     }
 }
 
+/// [`NativeMlp`] split into what a pass reads (the weights) and what it writes.
+struct Parts<'a> {
+    weights: Weights<'a>,
+    scratch: &'a mut [Scratch; 2],
+    grads: &'a mut [Vec<f32>],
+    /// The second block's gradients in a data-parallel batch.
+    side_grads: &'a mut Vec<Vec<f32>>,
+}
+
+/// One block of rows of a batch, with where its pass writes.
+struct Block<'a> {
+    scratch: &'a mut Scratch,
+    /// Index of the block's first row in the batch.
+    row0: usize,
+    rows: usize,
+    /// Where the block's parameter gradients go: added if `accumulate`, else overwritten.
+    grads: &'a mut [Vec<f32>],
+    accumulate: bool,
+    /// Whether the block may split its GEMMs in two (only when it is the whole batch).
+    par: bool,
+}
+
 /// Masked softmax cross-entropy of `logits` (`rows x classes`): writes
-/// `(softmax - onehot) / rows` into `dlogits` and returns the mean loss. `allowed(r, c)` tells
-/// whether class `c` takes part in row `r`'s softmax; targets were checked to be allowed.
+/// `(softmax - onehot) * inv_rows` into `dlogits` and returns the summed loss. `allowed(r, c)`
+/// tells whether class `c` takes part in row `r`'s softmax; targets were checked to be allowed.
 fn softmax_cross_entropy(
     logits: &[f32],
     classes: usize,
     targets: &[usize],
     allowed: impl Fn(usize, usize) -> bool,
+    inv_rows: f32,
     dlogits: &mut [f32],
-) -> f32 {
-    let rows = targets.len();
-    let inv_rows = 1.0 / rows as f32;
+) -> f64 {
     let mut total = 0.0f64;
     for (r, (row, drow)) in logits
         .chunks_exact(classes)
@@ -600,7 +780,7 @@ fn softmax_cross_entropy(
         }
         drow[t] -= inv_rows;
     }
-    (total / rows as f64) as f32
+    total
 }
 
 impl Network for NativeMlp {
@@ -623,13 +803,19 @@ impl Network for NativeMlp {
     fn forward(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError> {
         self.check_input(&x)?;
         self.check_params()?;
+        out.clear();
         if x.rows == 0 {
-            out.clear();
             return Ok(());
         }
-        on_pool(|| {
-            self.forward_hidden(&x);
-            self.forward_output(&x, out);
+        out.resize(x.rows * self.spec.output, 0.0);
+        let Parts {
+            weights: w,
+            scratch,
+            ..
+        } = self.parts();
+        install(|| {
+            w.forward_hidden(&mut scratch[0], x.data, x.rows, true);
+            w.forward_output(&mut scratch[0], x.data, x.rows, out, true);
         });
         Ok(())
     }
@@ -643,14 +829,13 @@ impl Network for NativeMlp {
             out.extend_from_slice(x.data);
             return Ok(());
         }
-        on_pool(|| self.forward_hidden(&x));
-        let width = self.spec.feature_dim();
-        out.extend_from_slice(Self::penultimate(
-            &self.scratch.hidden,
-            x.data,
-            x.rows,
-            width,
-        ));
+        let Parts {
+            weights: w,
+            scratch,
+            ..
+        } = self.parts();
+        install(|| w.forward_hidden(&mut scratch[0], x.data, x.rows, true));
+        out.extend_from_slice(w.penultimate(&scratch[0].hidden, x.data, x.rows));
         Ok(())
     }
 
@@ -663,30 +848,38 @@ impl Network for NativeMlp {
         class_mask: Option<&[bool]>,
         logits_out: &mut Vec<f32>,
     ) -> Result<f32, BackendError> {
-        let (rows, classes) = (x.rows, self.spec.output);
+        let (rows, classes, cols) = (x.rows, self.spec.output, x.cols);
         let mask = check_loss_args(rows, classes, targets, class_mask)?;
         self.check_input(&x)?;
         self.check_params()?;
+        logits_out.clear();
         if rows == 0 {
-            logits_out.clear();
             return Ok(0.0);
         }
-
-        let loss = on_pool(|| {
-            self.forward_hidden(&x);
-            self.forward_output(&x, logits_out);
-            let dlogits = grow(&mut self.scratch.dlogits, rows * classes);
-            let loss = softmax_cross_entropy(
-                logits_out,
-                classes,
-                targets,
-                |r, c| mask.allowed(r, c),
-                dlogits,
-            );
-            self.backward(&x, None);
-            loss
+        logits_out.resize(rows * classes, 0.0);
+        // Each block writes its own rows of the logits; the cells hand them out.
+        let half = if rows < DATA_PARALLEL_MIN_ROWS {
+            rows
+        } else {
+            rows / 2
+        };
+        let (lo, hi) = logits_out.split_at_mut(half * classes);
+        let cells = [std::sync::Mutex::new(lo), std::sync::Mutex::new(hi)];
+        let inv_rows = 1.0 / rows as f32;
+        let (first, second) = self.data_parallel(rows, |w, b| {
+            let mut logits = cells[usize::from(b.row0 > 0)]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (r0, n) = (b.row0, b.rows);
+            let rows_of = LossRows {
+                x: &x.data[r0 * cols..(r0 + n) * cols],
+                targets: &targets[r0..r0 + n],
+                logits: &mut logits[..],
+            };
+            loss_block(w, b, rows_of, &mask, inv_rows)
         });
-        Ok(loss)
+        let total = first + second.unwrap_or(0.0);
+        Ok((total / rows as f64) as f32)
     }
 
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError> {
@@ -703,10 +896,14 @@ impl Network for NativeMlp {
         if x.rows == 0 {
             return Ok(());
         }
+        let cols = x.cols;
         // The logits themselves are not needed: only the hidden activations.
-        on_pool(|| {
-            self.forward_hidden(&x);
-            self.backward(&x, Some(cotangent));
+        self.data_parallel(x.rows, |w, b| {
+            let (r0, n) = (b.row0, b.rows);
+            let xb = &x.data[r0 * cols..(r0 + n) * cols];
+            let cot = &cotangent[r0 * classes..(r0 + n) * classes];
+            w.forward_hidden(b.scratch, xb, n, b.par);
+            w.backward(b.scratch, xb, n, Some(cot), b.grads, b.accumulate, b.par);
         });
         Ok(())
     }
@@ -795,7 +992,7 @@ mod tests {
             let (rows, fin, fout) = (5, 7, 12);
             let (x, w, b) = (data(rows * fin, 3), data(fout * fin, 4), data(fout, 5));
             let mut via_t = vec![0.0; rows * fout];
-            dense_forward(&mut via_t, &mut Vec::new(), &x, &w, &b, fin, act);
+            dense_forward(&mut via_t, &mut Vec::new(), &x, &w, &b, fin, act, true);
             let mut direct = vec![0.0; rows * fout];
             let w_t = View::row_major(&w, fout, fin).t();
             matmul(&mut direct, View::row_major(&x, rows, fin), w_t, false);

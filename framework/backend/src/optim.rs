@@ -134,75 +134,137 @@ impl Optimizer {
     }
 
     /// Applies one update to every tensor of `params` from its current gradient.
+    ///
+    /// The update is elementwise, so large tensors are cut into two halves updated side by side
+    /// on the rayon pool; the cut cannot change any result.
     pub fn step(&mut self, params: &mut ParamStore) {
         self.steps += 1;
-        let t = self.steps;
-        for i in 0..params.len() {
+        let rule = Rule::new(&self.spec, self.steps);
+        let second = &mut self.second;
+        for (i, first) in self.first.iter_mut().enumerate() {
             let (w, g) = params.value_and_grad_mut(i);
-            match self.spec {
-                OptimizerSpec::Sgd {
-                    lr,
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                } => sgd_update(
-                    w,
-                    g,
-                    &mut self.first[i],
-                    lr,
-                    momentum,
-                    weight_decay,
-                    nesterov,
-                    t,
-                ),
-                OptimizerSpec::Adam {
+            let v: &mut [f32] = match second.get_mut(i) {
+                Some(v) => v,
+                None => &mut [],
+            };
+            if w.len() < PARALLEL_MIN_LEN || rayon::current_num_threads() < 2 {
+                rule.apply(w, g, first, v);
+                continue;
+            }
+            let half = w.len() / 2;
+            let (w0, w1) = w.split_at_mut(half);
+            let (g0, g1) = g.split_at(half);
+            let (m0, m1) = first.split_at_mut(half);
+            let (v0, v1) = v.split_at_mut(half.min(v.len()));
+            rayon::join(|| rule.apply(w0, g0, m0, v0), || rule.apply(w1, g1, m1, v1));
+        }
+    }
+}
+
+/// Tensors with fewer values than this are updated on the calling thread.
+const PARALLEL_MIN_LEN: usize = 1 << 15;
+
+/// One step's update rule with its step-dependent constants.
+#[derive(Clone, Copy)]
+enum Rule {
+    Sgd {
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        nesterov: bool,
+        /// PyTorch's first step initialises the momentum buffer with the gradient itself.
+        first_step: bool,
+    },
+    Adam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        /// Bias corrections `1 - beta^t`.
+        bc1: f32,
+        bc2: f32,
+    },
+}
+
+impl Rule {
+    fn new(spec: &OptimizerSpec, t: u64) -> Self {
+        match *spec {
+            OptimizerSpec::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => Rule::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+                first_step: t == 1,
+            },
+            OptimizerSpec::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let t = t.min(i32::MAX as u64) as i32;
+                Rule::Adam {
                     lr,
                     beta1,
                     beta2,
                     eps,
                     weight_decay,
-                } => {
-                    let bc1 = 1.0 - beta1.powi(t.min(i32::MAX as u64) as i32);
-                    let bc2 = 1.0 - beta2.powi(t.min(i32::MAX as u64) as i32);
-                    let (m, v) = (&mut self.first[i], &mut self.second[i]);
-                    for k in 0..w.len() {
-                        let gk = g[k] + weight_decay * w[k];
-                        m[k] = beta1 * m[k] + (1.0 - beta1) * gk;
-                        v[k] = beta2 * v[k] + (1.0 - beta2) * gk * gk;
-                        let denom = (v[k] / bc2).sqrt() + eps;
-                        w[k] -= lr * (m[k] / bc1) / denom;
-                    }
+                    bc1: 1.0 - beta1.powi(t),
+                    bc2: 1.0 - beta2.powi(t),
                 }
             }
         }
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn sgd_update(
-    w: &mut [f32],
-    g: &[f32],
-    buf: &mut [f32],
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    nesterov: bool,
-    t: u64,
-) {
-    for k in 0..w.len() {
-        let d = g[k] + weight_decay * w[k];
-        if momentum == 0.0 {
-            w[k] -= lr * d;
-            continue;
+    /// Updates `w` from `g` with the first (`m`: momentum or Adam's `exp_avg`) and second
+    /// (`v`: Adam's `exp_avg_sq`, empty for SGD) state slices of the same elements.
+    fn apply(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        match *self {
+            Rule::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+                first_step,
+            } => {
+                if momentum == 0.0 {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= lr * (g + weight_decay * *w);
+                    }
+                    return;
+                }
+                for ((w, &g), b) in w.iter_mut().zip(g).zip(m.iter_mut()) {
+                    let d = g + weight_decay * *w;
+                    *b = if first_step { d } else { momentum * *b + d };
+                    let step = if nesterov { d + momentum * *b } else { *b };
+                    *w -= lr * step;
+                }
+            }
+            Rule::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                bc1,
+                bc2,
+            } => {
+                for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let gk = g + weight_decay * *w;
+                    *m = beta1 * *m + (1.0 - beta1) * gk;
+                    *v = beta2 * *v + (1.0 - beta2) * gk * gk;
+                    let denom = (*v / bc2).sqrt() + eps;
+                    *w -= lr * (*m / bc1) / denom;
+                }
+            }
         }
-        // PyTorch: the first step initialises the buffer with the gradient itself.
-        buf[k] = if t == 1 { d } else { momentum * buf[k] + d };
-        let step = if nesterov {
-            d + momentum * buf[k]
-        } else {
-            buf[k]
-        };
-        w[k] -= lr * step;
     }
 }
 
@@ -243,6 +305,59 @@ mod tests {
         opt.reset();
         assert_eq!(opt.state("momentum", 0).unwrap()[0], 0.0);
         assert_eq!(opt.steps(), 0);
+    }
+
+    /// Large tensors are updated in two halves side by side: every element must get exactly
+    /// the update it gets on one thread, whatever the pool size, for every rule.
+    #[test]
+    fn split_updates_equal_the_one_thread_update_element_by_element() {
+        let n = 3 * PARALLEL_MIN_LEN + 7;
+        let values: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let grads: Vec<f32> = (0..n).map(|i| ((i * 11) % 53) as f32 / 26.0 - 1.0).collect();
+        let specs = [
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.01,
+                nesterov: true,
+            },
+            OptimizerSpec::Adam {
+                lr: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+        ];
+        for spec in specs {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut p = store(&values, &grads);
+                    let mut opt = Optimizer::new(spec.clone(), &p);
+                    for _ in 0..3 {
+                        opt.step(&mut p);
+                    }
+                    p.value(0).to_vec()
+                })
+            };
+            let one = run(1);
+            // The hand-written rule on the first element, for SGD (nesterov, wd).
+            if let OptimizerSpec::Sgd { .. } = spec {
+                let (mut w, g, mut b) = (values[0], grads[0], 0.0f32);
+                for t in 1..=3 {
+                    let d = g + 0.01 * w;
+                    b = if t == 1 { d } else { 0.9 * b + d };
+                    w -= 0.1 * (d + 0.9 * b);
+                }
+                assert_eq!(one[0], w);
+            }
+            assert_ne!(one, values, "{spec:?} did not move the weights");
+            assert_eq!(run(2), one, "{spec:?}: 2 threads vs 1");
+        }
     }
 
     #[test]

@@ -159,6 +159,12 @@ impl ParamStore {
         &self.grads
     }
 
+    /// All values (read-only) and all gradients (writable) at once, for backends that read
+    /// the one while writing the other. Crate-private: callers must not resize the buffers.
+    pub(crate) fn values_and_grads_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>]) {
+        (&self.values, &mut self.grads)
+    }
+
     /// Value and gradient of tensor `i`, the value mutable (for optimizers).
     pub fn value_and_grad_mut(&mut self, i: usize) -> (&mut [f32], &[f32]) {
         (&mut self.values[i], &self.grads[i])

@@ -395,7 +395,9 @@ fn loss_and_gradients_match_dfdx_and_reference_with_per_row_masks() {
     }
 }
 
-/// The benchmark architecture at a realistic batch: long reductions (784 inputs, 64 rows).
+/// The benchmark architecture at realistic batches: long reductions (784 inputs), and batches
+/// of 64 rows and more go through the network as two halves (one of odd size for 97 rows)
+/// whose gradients are then added.
 #[test]
 fn mnist_sized_network_matches_dfdx_and_reference() {
     let spec = MlpSpec {
@@ -407,6 +409,7 @@ fn mnist_sized_network_matches_dfdx_and_reference() {
     };
     check_loss_backward(&spec, 64, &Mask::None, 400);
     check_loss_backward(&spec, 64, &Mask::per_row(64, 10, 401), 402);
+    check_loss_backward(&spec, 97, &Mask::per_row(97, 10, 403), 404);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,8 +418,12 @@ fn mnist_sized_network_matches_dfdx_and_reference() {
 #[test]
 fn vjp_matches_dfdx_and_reference() {
     for (s, a) in ACTIVATIONS.iter().enumerate() {
-        for (k, spec) in archs(*a).iter().enumerate() {
-            let rows = 17;
+        // 17 rows: one block; 71 rows: two halves side by side (35 + 36).
+        for (k, (spec, rows)) in archs(*a)
+            .iter()
+            .flat_map(|spec| [(spec, 17), (spec, 71)])
+            .enumerate()
+        {
             let seed = 500 + 10 * s as u64 + k as u64;
             let (mut native, mut dfdx) = pair(spec, seed);
             let x = random_x(spec, rows, seed + 1);

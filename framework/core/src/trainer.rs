@@ -95,7 +95,22 @@ pub fn total_steps(cfg: &Config, scenario: &Scenario, mode: DataMode) -> u64 {
 }
 
 /// Runs one trial. Never panics on bad numbers or strategy errors: they end up in the status.
+///
+/// The trial runs on a thread of rayon's pool ([`clef_backend::pool::install`]), so that the
+/// backend's and the optimizer's two-way splits are cheap work-stealing joins; strategy hooks
+/// run on that thread too.
 pub fn run_trial(
+    cfg: &Config,
+    scenario: &Scenario,
+    strategy: &mut dyn Strategy,
+    seed: u64,
+    progress: &ProgressBar,
+) -> TrialOutcome {
+    clef_backend::pool::install(|| run_trial_here(cfg, scenario, strategy, seed, progress))
+}
+
+/// [`run_trial`] on the calling thread.
+fn run_trial_here(
     cfg: &Config,
     scenario: &Scenario,
     strategy: &mut dyn Strategy,
