@@ -1,5 +1,5 @@
 /*
- * clef_plugin.h: the clef strategy-plugin C ABI, version 1.0.
+ * clef_plugin.h: the clef strategy-plugin C ABI, version 1.1.
  *
  * The same contract as the Rust crate `clef-abi` (framework/abi/src/lib.rs); a test checks
  * that every size, field offset and constant here agrees with it.
@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define CLEF_ABI_MAJOR 1
-#define CLEF_ABI_MINOR 0
+#define CLEF_ABI_MINOR 1
 #define CLEF_ENTRY_SYMBOL "clef_plugin_entry_v1"
 
 /* status codes */
@@ -170,6 +170,11 @@ typedef struct clef_host {
     int32_t (*expert_select)(clef_ctx *ctx, int64_t id);
 
     const void *(*get_extension)(clef_ctx *ctx, const char *name);
+
+    /* ABI 1.1: present only if struct_size >= offsetof(clef_host, report) + sizeof(void *).
+     * Records `value` (finite) under `key` (1..128 printable ASCII characters, no spaces) in
+     * the trial's results for the current task; the same key again in a task replaces it. */
+    int32_t (*report)(clef_ctx *ctx, const char *key, double value);
 } clef_host;
 
 /* The plugin's static description and entry points. Hooks are nullable (NULL = no-op). */

@@ -47,8 +47,9 @@ use core::ffi::{c_char, c_void};
 
 /// ABI major version: a plugin with another major is refused.
 pub const CLEF_ABI_MAJOR: u16 = 1;
-/// ABI minor version: fields added at the end of structs.
-pub const CLEF_ABI_MINOR: u16 = 0;
+/// ABI minor version: fields added at the end of structs. 1.1 appended `report` to
+/// [`ClefHost`].
+pub const CLEF_ABI_MINOR: u16 = 1;
 /// Name of the exported entry symbol (NUL-terminated).
 pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
 
@@ -368,6 +369,15 @@ pub struct ClefHost {
     /// A named extension table (e.g. a future `clef.xyz.v1`), or null if the host lacks it.
     pub get_extension:
         unsafe extern "C" fn(ctx: *mut ClefCtx, name: *const c_char) -> *const c_void,
+
+    // ---- ABI 1.1 ----
+    /// Records a number in the trial's results under the current task (ABI 1.1): `key` is a
+    /// NUL-terminated name of 1 to 128 printable ASCII characters without spaces (e.g.
+    /// `density.total`), `value` must be finite. Reporting a key again in the same task
+    /// replaces the value. Allowed in every hook with a training context (not in
+    /// `save_state`/`load_state`). Only present when the host's `struct_size` covers it
+    /// (`>= CLEF_HOST_SIZE_V1_1`); a 1.0 host's table ends before it.
+    pub report: unsafe extern "C" fn(ctx: *mut ClefCtx, key: *const c_char, value: f64) -> i32,
 }
 
 /// A plugin's static description and entry points. Starts with `{abi_major, abi_minor,
@@ -470,3 +480,10 @@ unsafe impl Sync for ClefHost {}
 
 /// Size of the descriptor of ABI 1.0 (every field up to and including `load_state`).
 pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize = core::mem::size_of::<ClefPluginDescriptor>();
+
+/// Size of the host service table of ABI 1.0 (every service up to and including
+/// `get_extension`): the smallest table a plugin must accept.
+pub const CLEF_HOST_SIZE_V1_0: usize = core::mem::offset_of!(ClefHost, report);
+
+/// Size of the host service table of ABI 1.1 (up to and including `report`).
+pub const CLEF_HOST_SIZE_V1_1: usize = core::mem::size_of::<ClefHost>();

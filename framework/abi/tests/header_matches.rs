@@ -92,7 +92,8 @@ fn expected() -> Vec<(String, i128)> {
             task_mask,
             expert_add,
             expert_select,
-            get_extension
+            get_extension,
+            report
         ]
     );
     layout!(

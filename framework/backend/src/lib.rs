@@ -14,6 +14,7 @@ pub mod error;
 pub mod kind;
 pub mod native_mlp;
 pub mod network;
+pub mod ntk;
 pub mod optim;
 pub mod params;
 pub mod pool;

@@ -312,8 +312,12 @@ mod tests {
     #[test]
     fn split_updates_equal_the_one_thread_update_element_by_element() {
         let n = 3 * PARALLEL_MIN_LEN + 7;
-        let values: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-        let grads: Vec<f32> = (0..n).map(|i| ((i * 11) % 53) as f32 / 26.0 - 1.0).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let grads: Vec<f32> = (0..n)
+            .map(|i| ((i * 11) % 53) as f32 / 26.0 - 1.0)
+            .collect();
         let specs = [
             OptimizerSpec::Sgd {
                 lr: 0.1,

@@ -50,6 +50,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         plugin_dir: Vec<PathBuf>,
     },
+    /// Redraw `summary.md` and the per-task plots (`plots/*.svg`) of a results directory from
+    /// its `results.jsonl` (`clef run` does this itself at the end of a run).
+    Report {
+        /// The results directory (the `--out` of `clef run`).
+        dir: PathBuf,
+    },
     /// List the strategy plugins found (name, version, ABI, file, hooks, hyperparameters).
     ///
     /// Searched: --dir paths, $CLEF_PLUGIN_PATH, then the directory of the `clef` executable.
@@ -110,6 +116,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 v.data.train.len(),
                 v.data.test.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { dir } => {
+            let jsonl = dir.join("results.jsonl");
+            anyhow::ensure!(
+                jsonl.is_file(),
+                "{}: no results.jsonl (expected the --out directory of `clef run`)",
+                dir.display()
+            );
+            let out = clef_core::results::ResultsDir::create(&dir)?;
+            let (summary, plots) = clef_core::plots::write_report(&out, None)?;
+            println!("wrote {}", summary.display());
+            for p in plots {
+                println!("wrote {}", dir.join(p).display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { dir } => {

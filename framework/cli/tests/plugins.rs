@@ -22,6 +22,11 @@ const PLUGIN_CRATES: &[&str] = &[
     "clef-plugin-l2",
     "clef-plugin-lwf",
     "clef-plugin-replay",
+    "clef-plugin-dst",
+    "clef-plugin-spectral",
+    "clef-plugin-wasserstein",
+    "clef-plugin-l2init",
+    "clef-plugin-sfr",
     "clef-plugin-fixture-bad-abi",
     "clef-plugin-fixture-no-entry",
     "clef-plugin-fixture-panicking",
@@ -592,7 +597,7 @@ fn c_plugin_loads_lists_and_trains() {
     assert!(out.status.success(), "{}", show(&out));
     let listing = text(&out.stdout);
     for x in [
-        "c-minimal 0.1.0 (ABI 1.0)",
+        "c-minimal 0.1.0 (ABI 1.1)",
         "libclef_plugin_c_minimal",
         "hooks:  on_task_start, after_backward",
         "scale",
@@ -691,7 +696,7 @@ fn new_plugin_template_builds_and_loads() {
         .unwrap();
     let listing = text(&listing.stdout);
     assert!(
-        listing.contains("l2-anchor 0.1.0 (ABI 1.0)") && listing.contains("lambda"),
+        listing.contains("l2-anchor 0.1.0 (ABI 1.1)") && listing.contains("lambda"),
         "{listing}"
     );
 
@@ -703,6 +708,95 @@ fn new_plugin_template_builds_and_loads() {
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
     assert!(out.status.success(), "{}", show(&out));
     assert!(recs.iter().all(|r| r["status"] == "completed"));
+}
+
+/// The loss-of-plasticity regularisers train two digits tasks in both settings, reproducibly,
+/// and change training compared with finetune: a plugin that added no gradient would give
+/// finetune's records bit for bit (`finetune_plugin_matches_the_builtin_bit_for_bit`).
+#[test]
+fn regulariser_plugins_train_and_change_the_result() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let regularisers = ["spectral", "wasserstein", "l2init"];
+    let mut strategies = String::from("\n[[strategy]]\nname = \"finetune\"\n");
+    for name in regularisers {
+        strategies += &format!("\n[[strategy]]\nname = \"{name}\"\nhparams = {{ lambda = 0.1 }}\n");
+    }
+    let cfg = config(tmp.path(), &[&p.rust], &strategies);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("tasks = 5", "tasks = 2")).unwrap();
+    let mut runs = Vec::new();
+    for out in ["a", "b"] {
+        let (o, _) = run(&cfg, &tmp.path().join(out), "warn");
+        assert!(o.status.success(), "{}", show(&o));
+        runs.push(lines(&tmp.path().join(out)));
+    }
+    for setting in ["task-il", "class-il"] {
+        let ft = line(&runs[0], "finetune", setting);
+        for name in regularisers {
+            let l = line(&runs[0], name, setting);
+            // Same seed, same results; `assert_same_training` also checks completion.
+            assert_same_training(l, line(&runs[1], name, setting));
+            let v: Value = serde_json::from_str(l).unwrap();
+            let m = v["accuracy_matrix"].as_array().unwrap();
+            assert_eq!(m.len(), 2, "{name}/{setting}: {l}");
+            assert!(
+                m.iter()
+                    .flat_map(|r| r.as_array().unwrap())
+                    .all(|a| (0.0..=1.0).contains(&a.as_f64().unwrap())),
+                "{name}/{setting}: {l}"
+            );
+            assert_ne!(
+                raw_field(l, "mean_loss"),
+                raw_field(ft, "mean_loss"),
+                "{name}/{setting} trained exactly like finetune"
+            );
+        }
+    }
+}
+
+#[test]
+fn sfr_trains_through_the_ntk_service_and_is_reproducible() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\
+        \n[[strategy]]\nname = \"sfr\"\nhparams = { inducing_points = 20, dual_batch_size = 50 }\n\
+        \n[[strategy]]\nname = \"sfr\"\nlabel = \"sfr-no-cov\"\n\
+        hparams = { inducing_points = 20, no_covariance = true }\n";
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("tasks = 5", "tasks = 2")).unwrap();
+    let mut runs = Vec::new();
+    for out in ["a", "b"] {
+        let (o, _) = run(&cfg, &tmp.path().join(out), "warn");
+        assert!(o.status.success(), "{}", show(&o));
+        runs.push(lines(&tmp.path().join(out)));
+    }
+    for setting in ["task-il", "class-il"] {
+        let ft = line(&runs[0], "finetune", setting);
+        for name in ["sfr", "sfr-no-cov"] {
+            let l = line(&runs[0], name, setting);
+            // Same seed, same results (inducing points from the plugin RNG, f64 Grams).
+            assert_same_training(l, line(&runs[1], name, setting));
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(
+                v["accuracy_matrix"].as_array().unwrap().len(),
+                2,
+                "{name}: {l}"
+            );
+            // The first task trains like finetune; the regulariser changes the second.
+            assert_ne!(
+                raw_field(l, "mean_loss"),
+                raw_field(ft, "mean_loss"),
+                "{name}/{setting} trained exactly like finetune"
+            );
+        }
+        assert_ne!(
+            raw_field(line(&runs[0], "sfr", setting), "mean_loss"),
+            raw_field(line(&runs[0], "sfr-no-cov", setting), "mean_loss"),
+            "Λ from the NTK Gram made no difference"
+        );
+    }
 }
 
 // ---- the shipped configs, run with the shipped plugins ----------------------------------------
@@ -851,4 +945,116 @@ fn split_fashion_mnist_reproduces_known_behaviour() {
             "{s} class-IL {cil} should stay close to finetune"
         );
     }
+}
+
+/// The `dst` plugin isolates tasks (task-IL BWT is exactly 0: every column of the accuracy
+/// matrix is constant from the task's own row on), its reports land in `results.jsonl`
+/// (`strategy_metrics`, one map per task), and `growth = "momentum"` with SGD fails its trial
+/// with a message naming the plugin and the hyperparameter.
+#[test]
+fn dst_isolates_tasks_and_reports_into_the_results() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"name = "dst"
+seeds = [3]
+settings = ["task-il"]
+plugin_dirs = [{:?}]
+
+[data]
+dataset = "digits"
+test_fraction = 0.25
+
+[scenario]
+kind = "class-split"
+tasks = 5
+classes_per_task = 2
+
+[model]
+hidden = [32]
+
+[train]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+iterations = 20
+batch_size = 32
+
+[[strategy]]
+name = "finetune"
+
+[[strategy]]
+name = "dst"
+hparams = {{ sparsity = 0.8, init = "erk", growth = "gradient", update_every = 5, task_steps = 20 }}
+
+[[strategy]]
+name = "dst"
+label = "dst-momentum"
+hparams = {{ growth = "momentum", task_steps = 20 }}
+"#,
+        p.rust.display().to_string()
+    );
+    let cfg = tmp.path().join("dst.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out_dir = tmp.path().join("out");
+    let (out, recs) = run(&cfg, &out_dir, "warn");
+    // The momentum trial fails (below), so the run reports one incomplete trial.
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("1 trial(s) did not complete"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(recs.len(), 3, "{}", show(&out));
+
+    let dst = find(&recs, "dst", "task-il");
+    assert_eq!(dst["status"], "completed", "{dst}");
+    assert_eq!(dst["metrics"]["bwt"].as_f64(), Some(0.0), "{dst}");
+    let r: Vec<Vec<f64>> = serde_json::from_value(dst["accuracy_matrix"].clone()).unwrap();
+    for j in 0..5 {
+        for i in j..5 {
+            assert_eq!(r[i][j].to_bits(), r[j][j].to_bits(), "R[{i}][{j}]: {r:?}");
+        }
+    }
+    let m = dst["strategy_metrics"]
+        .as_array()
+        .expect("strategy_metrics");
+    assert_eq!(m.len(), 5, "{dst}");
+    // Network 64-32-10: 2048 + 320 weights, ERK scores r = 96/2048 and 42/320. At density
+    // 0.2: ε = 0.2·2368 / (96 + 42) = 3.4319, d = 0.16087 and 0.45043 (no layer above 1), so
+    // round(329.46) = 329 and round(144.14) = 144 weights: 473 of 2368 = 0.19975.
+    let mut free_before = 2368.0;
+    for (t, task) in m.iter().enumerate() {
+        // (JSON numbers parse back to within an ulp.)
+        let near = |key: &str, v: f64| (task[key].as_f64().unwrap() - v).abs() < 1e-12;
+        assert!(near("density.total", 473.0 / 2368.0), "task {t}: {task}");
+        assert_eq!(task["topology_updates"].as_f64(), Some(4.0), "{task}");
+        let free = task["free_weights"].as_f64().unwrap();
+        let active = task["active_weights"].as_f64().unwrap();
+        let reused = task["reused_weights"].as_f64().unwrap();
+        // The task's new weights are exactly the ones that stopped being free.
+        assert_eq!(free_before - free, active - reused, "task {t}: {task}");
+        if t == 0 {
+            assert_eq!(reused, 0.0);
+        } else {
+            assert!(reused > 0.0, "task {t}: {task}");
+        }
+        free_before = free;
+        assert!(near("density.layers.0.weight", 329.0 / 2048.0), "{task}");
+        assert!(near("density.layers.1.weight", 144.0 / 320.0), "{task}");
+        assert_eq!(active, 473.0);
+    }
+    // Strategies that report nothing have no `strategy_metrics`.
+    let raw = lines(&out_dir);
+    assert!(!line(&raw, "finetune", "task-il").contains("strategy_metrics"));
+
+    let bad = find(&recs, "dst-momentum", "task-il");
+    assert_eq!(bad["status"], "failed");
+    let e = bad["error"].as_str().unwrap();
+    assert!(
+        e.contains("plugin `dst` failed in on_model_built")
+            && e.contains("`growth` = \"momentum\"")
+            && e.contains("adam"),
+        "{e}"
+    );
 }

@@ -7,6 +7,8 @@
 pub mod config;
 pub mod data;
 pub mod metrics;
+pub mod plasticity;
+pub mod plots;
 pub mod plugin;
 pub mod results;
 pub mod runner;

@@ -63,6 +63,17 @@ pub struct TrialRecord {
     pub num_params: usize,
     /// clef version that produced the record.
     pub clef_version: String,
+    /// Per trained task: numbers the strategy reported (plugins: the `report` host service),
+    /// key → value. Omitted when the strategy reported nothing.
+    #[serde(default, skip_serializing_if = "strategy_metrics_empty")]
+    pub strategy_metrics: Vec<BTreeMap<String, f64>>,
+    /// Per trained task: loss-of-plasticity diagnostics (`[diagnostics]`); omitted when off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<crate::plasticity::TaskDiagnostics>,
+}
+
+fn strategy_metrics_empty(m: &[BTreeMap<String, f64>]) -> bool {
+    m.iter().all(BTreeMap::is_empty)
 }
 
 /// The results directory of a run.
@@ -352,6 +363,8 @@ mod tests {
             backend: "dfdx".into(),
             num_params: 10,
             clef_version: "0".into(),
+            strategy_metrics: Vec::new(),
+            diagnostics: Vec::new(),
         }
     }
 
@@ -370,6 +383,25 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn strategy_metrics_round_trip_and_are_omitted_when_empty() {
+        let plain = serde_json::to_string(&record("a", 0, 0.5)).unwrap();
+        assert!(!plain.contains("strategy_metrics"), "{plain}");
+        let mut r = record("a", 0, 0.5);
+        r.strategy_metrics = vec![BTreeMap::from([("density.total".to_string(), 0.1)])];
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(
+            line.contains(r#""strategy_metrics":[{"density.total":0.1}]"#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<TrialRecord>(&line).unwrap(), r);
+        // Records written before the field existed still load.
+        assert_eq!(
+            serde_json::from_str::<TrialRecord>(&plain).unwrap(),
+            record("a", 0, 0.5)
+        );
     }
 
     #[test]

@@ -257,8 +257,7 @@ pub fn run(
         overall.inc(1);
     }
     overall.finish_and_clear();
-    let all = out.read()?;
-    out.write_summary(&crate::results::summary_markdown(cfg.name(), &all))?;
+    crate::plots::write_report(out, Some(cfg.name()))?;
     Ok(records)
 }
 
@@ -308,6 +307,8 @@ fn base_record(
         backend: String::new(),
         num_params: 0,
         clef_version: env!("CARGO_PKG_VERSION").to_string(),
+        strategy_metrics: Vec::new(),
+        diagnostics: Vec::new(),
     }
 }
 
@@ -366,5 +367,7 @@ fn record(
     r.steps = o.steps;
     r.backend = o.backend;
     r.num_params = o.num_params;
+    r.strategy_metrics = o.strategy_metrics;
+    r.diagnostics = o.diagnostics;
     r
 }

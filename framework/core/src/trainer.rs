@@ -1,6 +1,7 @@
 //! The training loop of one trial: stream the tasks through the network, call the strategy's
 //! hooks, and evaluate every task after each one.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -11,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use clef_backend::{build_network, Inputs, Network, Optimizer};
 
 use crate::config::{Budget, Config, Setting};
+use crate::plasticity::{self, TaskDiagnostics};
 use crate::scenario::Scenario;
 use crate::seed::derive_seed;
 use crate::strategy::{Batch, Ctx, DataMode, Strategy};
@@ -56,6 +58,12 @@ pub struct TrialOutcome {
     pub backend: String,
     /// Number of scalar parameters of the network.
     pub num_params: usize,
+    /// Per trained task: the numbers the strategy reported during it (key → value; see
+    /// [`Strategy::take_reports`]). Empty maps when the strategy reports nothing.
+    pub strategy_metrics: Vec<BTreeMap<String, f64>>,
+    /// Per trained task: loss-of-plasticity diagnostics (empty unless `[diagnostics]` is
+    /// enabled).
+    pub diagnostics: Vec<TaskDiagnostics>,
 }
 
 impl TrialOutcome {
@@ -133,6 +141,8 @@ fn run_trial_here(
         steps: 0,
         backend: String::new(),
         num_params: spec.num_params(),
+        strategy_metrics: Vec::new(),
+        diagnostics: Vec::new(),
     };
     let init_seed = derive_seed(seed, "init");
     let mut net = match build_network(&spec, init_seed) {
@@ -341,8 +351,66 @@ impl Loop<'_> {
             out.eval_seconds += t_eval.elapsed().as_secs_f64();
             tracing::debug!(task = ti, ?row, "evaluated");
             out.accuracy_matrix.push(row);
+            if self.cfg.diagnostics.enabled {
+                // The network as the strategy evaluates the task just trained.
+                let id = (sc.setting == Setting::TaskIl).then_some(ti);
+                strategy
+                    .before_eval(&mut ctx!(ti), id)
+                    .map_err(|e| hook_err(strategy, "before_eval", e))?;
+                let d = self.diagnose(net, ti)?;
+                strategy
+                    .after_eval(&mut ctx!(ti))
+                    .map_err(|e| hook_err(strategy, "after_eval", e))?;
+                tracing::debug!(task = ti, ?d, "diagnostics");
+                out.diagnostics.push(d);
+            }
+            out.strategy_metrics.resize_with(ti + 1, BTreeMap::new);
+            for (task, key, value) in strategy.take_reports() {
+                // Reports name the task whose hook made them (never a later one).
+                if let Some(m) = out.strategy_metrics.get_mut(task) {
+                    m.insert(key, value);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Loss-of-plasticity diagnostics at the end of task `ti` on a probe of its first
+    /// training samples (see [`crate::plasticity`]).
+    fn diagnose(&self, net: &mut dyn Network, ti: usize) -> Result<TaskDiagnostics, TrialStatus> {
+        let d = &self.cfg.diagnostics;
+        let sc = self.scenario;
+        let task = &sc.tasks[ti];
+        let n = task.train.len().min(d.probe_size);
+        let fail = |what: &str, e: String| TrialStatus::Failed(format!("diagnostics: {what}: {e}"));
+        let rows: Vec<usize> = (0..n).collect();
+        let (mut x, mut y, mut logits, mut feats) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        sc.gather(task, false, &rows, &mut x, &mut y);
+        let inputs =
+            Inputs::new(&x, n, sc.input_dim()).map_err(|e| fail("probe", e.to_string()))?;
+        net.forward(inputs, &mut logits)
+            .map_err(|e| fail("forward", e.to_string()))?;
+        let mask = sc.eval_mask(Some(ti), ti);
+        let c = sc.num_outputs;
+        let correct = y
+            .iter()
+            .enumerate()
+            .filter(|&(r, &t)| argmax(&logits[r * c..(r + 1) * c], mask.as_deref()) == t)
+            .count();
+        net.features(inputs, &mut feats)
+            .map_err(|e| fail("features", e.to_string()))?;
+        let units = feats.len() / n.max(1);
+        let sv = plasticity::singular_values(&feats, n, units).map_err(|e| fail("features", e))?;
+        let weights = plasticity::weight_stats(net.params()).map_err(|e| fail("weights", e))?;
+        Ok(TaskDiagnostics {
+            train_accuracy: correct as f64 / n.max(1) as f64,
+            dormant_fraction: plasticity::dormant_fraction(&feats, n, units, d.dormant_threshold),
+            feature_srank: plasticity::srank(&sv, d.srank_delta),
+            feature_effective_rank: plasticity::effective_rank(&sv),
+            sigma_max: weights.iter().map(|w| w.0).collect(),
+            mean_abs_weight: weights.iter().map(|w| w.1).collect(),
+        })
     }
 
     /// Accuracy on task `j`'s test split after training through `trained`.

@@ -5,10 +5,10 @@ use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use clef_abi::{
-    ClefBatch, ClefCtx, ClefHost, ClefParamInfo, ClefTaskInfo, ClefTensor, CLEF_LOG_DEBUG,
-    CLEF_LOG_ERROR, CLEF_LOG_INFO, CLEF_LOG_TRACE, CLEF_LOG_WARN, CLEF_OK, CLEF_ROLE_BIAS,
-    CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL,
-    CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN, CLEF_UNSUPPORTED,
+    ClefBatch, ClefCtx, ClefHost, ClefParamInfo, ClefTaskInfo, ClefTensor, CLEF_HOST_SIZE_V1_1,
+    CLEF_LOG_DEBUG, CLEF_LOG_ERROR, CLEF_LOG_INFO, CLEF_LOG_TRACE, CLEF_LOG_WARN, CLEF_OK,
+    CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL,
+    CLEF_SETTING_TASK_IL, CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN, CLEF_UNSUPPORTED,
 };
 
 use crate::error::{Error, Result};
@@ -859,6 +859,35 @@ impl<'a> Ctx<'a> {
         })?;
         self.dims = None;
         Ok(())
+    }
+
+    // ---- results ---------------------------------------------------------------------------
+
+    /// Whether the host offers [`report`](Ctx::report) (ABI 1.1 hosts and later).
+    pub fn can_report(&self) -> bool {
+        self.host.struct_size as usize >= CLEF_HOST_SIZE_V1_1
+    }
+
+    /// Records `value` under `key` in the trial's results for the current task (the record's
+    /// `strategy_metrics[task][key]` in `results.jsonl`); reporting a key again in the same
+    /// task replaces the value. `key`: 1 to 128 printable ASCII characters without spaces,
+    /// e.g. `density.total`; `value`: finite. Not available in `save_state`/`load_state`.
+    ///
+    /// Fails with [`HostStatus::Unsupported`](crate::HostStatus) on a host older than ABI 1.1
+    /// (check [`can_report`](Ctx::can_report) to skip reporting there).
+    pub fn report(&mut self, key: &str, value: f64) -> Result<()> {
+        if !self.can_report() {
+            return Err(Error::host("report", CLEF_UNSUPPORTED));
+        }
+        let key_c = CString::new(key)
+            .map_err(|_| Error::msg(format!("report key {key:?} contains a NUL byte")))?;
+        // SAFETY: the table's `struct_size` covers `report` (checked above), so the field is
+        // part of the host's table; valid context (Ctx::new); `key_c` is NUL-terminated and
+        // outlives the call.
+        check("report", unsafe {
+            (self.host.report)(self.raw, key_c.as_ptr(), value)
+        })
+        .map_err(|e| e.context(format!("reporting `{key}` = {value}")))
     }
 
     /// A named host extension table (e.g. a future `clef.xyz.v1`), or `None` if the host

@@ -15,8 +15,8 @@ use std::sync::{Once, OnceLock};
 
 use clef_abi::{
     ClefCtx, ClefHost, ClefHparam, ClefPluginDescriptor, ClefTaskInfo, ClefWriteFn, CLEF_ABI_MAJOR,
-    CLEF_ABI_MINOR, CLEF_ERROR, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE, CLEF_HPARAM_FLOAT,
-    CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_LOG_ERROR, CLEF_OK, CLEF_PANIC,
+    CLEF_ABI_MINOR, CLEF_ERROR, CLEF_HOST_SIZE_V1_0, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
+    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_LOG_ERROR, CLEF_OK, CLEF_PANIC,
 };
 
 use crate::ctx::{Ctx, TaskInfo};
@@ -323,12 +323,14 @@ pub unsafe extern "C" fn create<S: Strategy>(
                 S::NAME
             )));
         }
-        let needed = std::mem::size_of::<ClefHost>();
+        // Services added after 1.0 (`report`) are optional: `Ctx` checks `struct_size`
+        // before calling them, so a 1.0 host's table is enough.
+        let needed = CLEF_HOST_SIZE_V1_0;
         if (size as usize) < needed {
             return Err(Error::msg(format!(
                 "strategy `{}` was built against host ABI {CLEF_ABI_MAJOR}.{CLEF_ABI_MINOR} \
-                 ({needed}-byte service table) but the host's table has {size} bytes \
-                 (ABI {major}.{minor})",
+                 and needs at least the {needed}-byte service table of ABI 1.0, but the \
+                 host's table has {size} bytes (ABI {major}.{minor})",
                 S::NAME
             )));
         }

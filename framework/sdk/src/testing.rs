@@ -96,8 +96,12 @@ pub struct MockParam {
     pub values: Vec<f32>,
     /// Gradient (`param_grads`).
     pub grads: Vec<f32>,
-    /// The `"momentum"` optimizer slot, if any (other slots are unsupported).
+    /// The `"momentum"` optimizer slot (SGD), if any.
     pub momentum: Option<Vec<f32>>,
+    /// The `"exp_avg"` optimizer slot (Adam), if any.
+    pub exp_avg: Option<Vec<f32>>,
+    /// The `"exp_avg_sq"` optimizer slot (Adam), if any.
+    pub exp_avg_sq: Option<Vec<f32>>,
 }
 
 /// One task of the mock scenario.
@@ -157,6 +161,8 @@ pub struct MockState {
     pub logs: Vec<(i32, String)>,
     /// Whether `ntk_gram` is supported (default true).
     pub ntk_supported: bool,
+    /// Values received by `report`: `(task, key, value)` in call order.
+    pub reports: Vec<(usize, String, f64)>,
     /// The running hook.
     pub phase: Phase,
     rng: u64,
@@ -197,6 +203,8 @@ impl MockHost {
                 layer: 0,
                 grads: vec![0.0; weight.len()],
                 momentum: Some(vec![0.0; weight.len()]),
+                exp_avg: None,
+                exp_avg_sq: None,
                 values: weight,
             },
             MockParam {
@@ -206,6 +214,8 @@ impl MockHost {
                 layer: 0,
                 grads: vec![0.0; num_outputs],
                 momentum: Some(vec![0.0; num_outputs]),
+                exp_avg: None,
+                exp_avg_sq: None,
                 values: bias,
             },
         ];
@@ -251,12 +261,33 @@ impl MockHost {
                 appended: Vec::new(),
                 logs: Vec::new(),
                 ntk_supported: true,
+                reports: Vec::new(),
                 phase: Phase::Idle,
                 rng: 42,
                 units_scratch: Vec::new(),
                 targets_scratch: Vec::new(),
             }),
         }
+    }
+
+    /// Switches every parameter's optimizer state from SGD's `momentum` to Adam's `exp_avg`
+    /// and `exp_avg_sq` (zeros), as the real host does with `optimizer = "adam"`.
+    pub fn use_adam(&mut self) {
+        for p in &mut self.state.params {
+            p.momentum = None;
+            p.exp_avg = Some(vec![0.0; p.values.len()]);
+            p.exp_avg_sq = Some(vec![0.0; p.values.len()]);
+        }
+    }
+
+    /// The last value reported for `key` in `task`, if any.
+    pub fn reported(&self, task: usize, key: &str) -> Option<f64> {
+        self.state
+            .reports
+            .iter()
+            .rev()
+            .find(|(t, k, _)| *t == task && k == key)
+            .map(|r| r.2)
     }
 
     /// The host's state, to inspect.
@@ -465,13 +496,19 @@ unsafe extern "C" fn svc_optimizer_state(
     let Some(p) = usize_arg(index).and_then(|i| s.params.get_mut(i)) else {
         return CLEF_INVALID_ARGUMENT;
     };
-    match (slot.to_bytes(), p.momentum.as_mut()) {
-        (b"momentum", Some(m)) => {
+    let buf = match slot.to_bytes() {
+        b"momentum" => p.momentum.as_mut(),
+        b"exp_avg" => p.exp_avg.as_mut(),
+        b"exp_avg_sq" => p.exp_avg_sq.as_mut(),
+        _ => None,
+    };
+    match buf {
+        Some(m) => {
             // SAFETY: `out` is non-null and writable.
             unsafe { *out = tensor(m, &p.shape, true) };
             CLEF_OK
         }
-        _ => CLEF_UNSUPPORTED,
+        None => CLEF_UNSUPPORTED,
     }
 }
 
@@ -780,6 +817,31 @@ unsafe extern "C" fn svc_get_extension(_ctx: *mut ClefCtx, _name: *const c_char)
     ptr::null()
 }
 
+/// Whether `key` is a valid `report` key (the real host's rule): 1 to 128 printable ASCII
+/// characters, no spaces.
+pub fn valid_report_key(key: &[u8]) -> bool {
+    (1..=128).contains(&key.len()) && key.iter().all(|b| b.is_ascii_graphic())
+}
+
+unsafe extern "C" fn svc_report(ctx: *mut ClefCtx, key: *const c_char, value: f64) -> i32 {
+    if ctx.is_null() || key.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    let s = unsafe { state(ctx) };
+    if matches!(s.phase, Phase::SaveState | Phase::LoadState) {
+        return CLEF_NOT_ALLOWED;
+    }
+    // SAFETY: the plugin passes a NUL-terminated string valid for the call.
+    let key = unsafe { CStr::from_ptr(key) }.to_bytes();
+    if !valid_report_key(key) || !value.is_finite() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    let key = String::from_utf8_lossy(key).into_owned();
+    s.reports.push((s.task, key, value));
+    CLEF_OK
+}
+
 /// The mock host's service table.
 static HOST_TABLE: ClefHost = ClefHost {
     abi_major: CLEF_ABI_MAJOR,
@@ -804,6 +866,7 @@ static HOST_TABLE: ClefHost = ClefHost {
     expert_add: svc_expert_add,
     expert_select: svc_expert_select,
     get_extension: svc_get_extension,
+    report: svc_report,
 };
 
 /// The mock host's service table (e.g. to call a descriptor's `create` by hand).

@@ -345,7 +345,9 @@ fn create_checks_its_arguments_and_the_host_abi() {
     let status = unsafe { create(&old, config.as_ptr(), &mut inst) };
     assert_eq!(status, CLEF_ERROR);
     assert!(
-        message().contains("needs host ABI 1.x but the host speaks 0.0"),
+        message().contains(&format!(
+            "needs host ABI 1.x but the host speaks 0.{CLEF_ABI_MINOR}"
+        )),
         "{}",
         message()
     );
@@ -843,4 +845,88 @@ fn errors_keep_their_chain() {
     assert_eq!(e.host_status(), Some(HostStatus::NotAllowed));
     assert_eq!(HostStatus::from_code(-4).code(), -4);
     assert_eq!(HostStatus::from_code(-77), HostStatus::Other(-77));
+}
+
+// ---- report (ABI 1.1) ------------------------------------------------------------------------
+
+/// Reports `x` = 1.5 and `x` = 2.5 (the second replaces the first), then `bad key` if asked.
+struct Reporter;
+
+impl Strategy for Reporter {
+    const NAME: &'static str = "reporter";
+    type Config = NoConfig;
+
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(Reporter)
+    }
+
+    fn after_step(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        if !ctx.can_report() {
+            let err = ctx.report("x", 1.0).unwrap_err();
+            ensure!(
+                err.host_status() == Some(HostStatus::Unsupported),
+                "{err:#}"
+            );
+            return Ok(());
+        }
+        ctx.report("x", 1.5)?;
+        ctx.report("x", 2.5)?;
+        Ok(())
+    }
+
+    fn on_task_end(&mut self, ctx: &mut Ctx<'_>, _task: &TaskInfo) -> Result<()> {
+        ctx.report("bad key", 1.0)
+    }
+
+    fn save_state(&mut self, ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
+        ctx.report("x", 1.0)?;
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn report_reaches_the_host_under_the_current_task() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = MockPlugin::create::<Reporter>("").unwrap();
+    host.state_mut().task = 1;
+    plugin.after_step(&mut host).unwrap();
+    assert_eq!(host.reported(1, "x"), Some(2.5));
+    assert_eq!(host.reported(0, "x"), None);
+    assert_eq!(host.state().reports.len(), 2);
+
+    let err = plugin.on_task_end(&mut host).unwrap_err();
+    assert!(
+        err.message.contains("reporting `bad key` = 1") && err.message.contains("invalid argument"),
+        "{err}"
+    );
+    let err = plugin.save_state(&mut host).unwrap_err();
+    assert!(err.message.contains("not allowed in this hook"), "{err}");
+    assert!(!crate::testing::valid_report_key(b""));
+    assert!(!crate::testing::valid_report_key(&[b'a'; 129]));
+    assert!(crate::testing::valid_report_key(b"density.layers.0.weight"));
+}
+
+#[test]
+fn plugins_load_in_a_1_0_host_and_report_is_unsupported_there() {
+    let desc = descriptor_of::<Reporter>();
+    let old = ClefHost {
+        abi_minor: 0,
+        struct_size: CLEF_HOST_SIZE_V1_0 as u32,
+        ..*crate::testing::host_table()
+    };
+    assert_eq!(CLEF_HOST_SIZE_V1_1 - CLEF_HOST_SIZE_V1_0, 8);
+    let config = CString::new("").unwrap();
+    let mut inst: *mut c_void = ptr::null_mut();
+    // SAFETY: a valid table (declaring the 1.0 size), a NUL-terminated config, an out pointer.
+    let status = unsafe { (desc.create.unwrap())(&old, config.as_ptr(), &mut inst) };
+    assert_eq!(status, CLEF_OK);
+    let mut host = MockHost::new(3, 4, 2);
+    let (_, ctx) = host.raw();
+    // SAFETY: our instance and a live mock host context; the hook checks `struct_size` before
+    // touching `report`.
+    let status = unsafe { (desc.after_step.unwrap())(inst, ctx) };
+    assert_eq!(status, CLEF_OK);
+    assert!(host.state().reports.is_empty());
+    // SAFETY: destroyed once.
+    unsafe { (desc.destroy.unwrap())(inst) };
 }

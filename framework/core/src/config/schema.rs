@@ -33,6 +33,53 @@ pub struct Config {
     /// directory of the `clef` executable); relative paths are relative to the config file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_dirs: Vec<PathBuf>,
+    /// Loss-of-plasticity diagnostics recorded at the end of every task (off by default).
+    #[serde(default)]
+    pub diagnostics: DiagnosticsConfig,
+}
+
+/// The `[diagnostics]` table: per-task loss-of-plasticity diagnostics
+/// ([`crate::plasticity`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    /// Record the diagnostics (default false: they cost SVDs and extra forward passes).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Training samples of the task (its first ones) used for the end-of-task training
+    /// accuracy and the feature statistics (default 1000).
+    #[serde(default = "default_probe_size")]
+    pub probe_size: usize,
+    /// ReDO threshold τ: a unit whose normalised mean |activation| is at most τ is dormant
+    /// (default 0.1; 0 counts only dead units).
+    #[serde(default = "default_dormant_threshold")]
+    pub dormant_threshold: f64,
+    /// δ of the feature srank (default 0.01).
+    #[serde(default = "default_srank_delta")]
+    pub srank_delta: f64,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        DiagnosticsConfig {
+            enabled: false,
+            probe_size: default_probe_size(),
+            dormant_threshold: default_dormant_threshold(),
+            srank_delta: default_srank_delta(),
+        }
+    }
+}
+
+fn default_probe_size() -> usize {
+    1000
+}
+
+fn default_dormant_threshold() -> f64 {
+    0.1
+}
+
+fn default_srank_delta() -> f64 {
+    0.01
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -384,6 +431,22 @@ impl Config {
         self.validate_scenario()?;
         self.validate_model()?;
         self.validate_train()?;
+        let d = &self.diagnostics;
+        check(
+            d.probe_size >= 1,
+            "diagnostics.probe_size",
+            "must be at least 1",
+        )?;
+        check(
+            d.dormant_threshold.is_finite() && d.dormant_threshold >= 0.0,
+            "diagnostics.dormant_threshold",
+            format!("must be a number >= 0, got {}", d.dormant_threshold),
+        )?;
+        check(
+            d.srank_delta > 0.0 && d.srank_delta < 1.0,
+            "diagnostics.srank_delta",
+            format!("must be in (0, 1), got {}", d.srank_delta),
+        )?;
         check(
             !self.strategy.is_empty(),
             "strategy",

@@ -59,6 +59,8 @@ pub(crate) struct HostCtx {
     gathered_y: Vec<usize>,
     /// The last service failure of this call, `service: detail`.
     pub(crate) service_error: Option<String>,
+    /// Values the plugin reported in this call (`report`), in call order.
+    pub(crate) reports: Vec<(String, f64)>,
 }
 
 impl HostCtx {
@@ -83,6 +85,7 @@ impl HostCtx {
             gathered_x: Vec::new(),
             gathered_y: Vec::new(),
             service_error: None,
+            reports: Vec::new(),
         }
     }
 
@@ -673,15 +676,42 @@ unsafe extern "C" fn svc_vjp(
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C" fn svc_ntk_gram(
     raw: *mut ClefCtx,
-    _a: *const f32,
-    _rows_a: i64,
-    _b: *const f32,
-    _rows_b: i64,
-    _output: i64,
-    _out: *mut f64,
-    _out_len: i64,
+    a: *const f32,
+    rows_a: i64,
+    b: *const f32,
+    rows_b: i64,
+    output: i64,
+    out: *mut f64,
+    out_len: i64,
 ) -> i32 {
-    let body = |_: &mut HostCtx| Err(SvcErr::unsupported("this host has no NTK Gram service yet"));
+    let body = |h: &mut HostCtx| {
+        let rows_a = count("rows_a", rows_a)?;
+        let rows_b = count("rows_b", rows_b)?;
+        let out_len = count("out_len", out_len)?;
+        let c = h.core()?;
+        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
+        let output = index("output", output, outs)?;
+        let expected = product(rows_a, rows_b, "rows_a * rows_b")?;
+        if out_len != expected {
+            return Err(SvcErr::invalid(format!(
+                "out_len is {out_len}, expected rows_a ({rows_a}) * rows_b ({rows_b}) = {expected}"
+            )));
+        }
+        if expected == 0 {
+            return Ok(());
+        }
+        // SAFETY: `rows_a * input_dim` inputs readable during the call (ABI).
+        let xa = unsafe { slice(a, product(rows_a, dim, "rows_a * input_dim")?, "a") }?;
+        // SAFETY: `rows_b * input_dim` inputs readable during the call (ABI).
+        let xb = unsafe { slice(b, product(rows_b, dim, "rows_b * input_dim")?, "b") }?;
+        // SAFETY: `out_len` writable f64s during the call (ABI), plugin memory that no host
+        // buffer aliases.
+        let dst = unsafe { slice_mut(out, out_len, "out") }?;
+        let ia = Inputs::new(xa, rows_a, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
+        let ib = Inputs::new(xb, rows_b, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
+        clef_backend::ntk::ntk_gram(c.net.spec(), c.net.params(), ia, ib, output, dst)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
+    };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "ntk_gram", body) }
 }
@@ -902,6 +932,41 @@ unsafe extern "C" fn svc_get_extension(_raw: *mut ClefCtx, _name: *const c_char)
     std::ptr::null()
 }
 
+/// Longest key `report` accepts.
+pub(crate) const MAX_REPORT_KEY: usize = 128;
+
+unsafe extern "C" fn svc_report(raw: *mut ClefCtx, key: *const c_char, value: f64) -> i32 {
+    let body = |h: &mut HostCtx| {
+        // Only hooks with a training context: the value belongs to the current task.
+        h.core()?;
+        if key.is_null() {
+            return Err(SvcErr::invalid("key is null"));
+        }
+        // SAFETY: non-null and NUL-terminated, valid during the call (ABI).
+        let bytes = unsafe { CStr::from_ptr(key) }.to_bytes();
+        if bytes.is_empty()
+            || bytes.len() > MAX_REPORT_KEY
+            || !bytes.iter().all(u8::is_ascii_graphic)
+        {
+            return Err(SvcErr::invalid(format!(
+                "key {:?} must be 1 to {MAX_REPORT_KEY} printable ASCII characters without \
+                 spaces",
+                String::from_utf8_lossy(bytes)
+            )));
+        }
+        let key = String::from_utf8_lossy(bytes).into_owned();
+        if !value.is_finite() {
+            return Err(SvcErr::invalid(format!(
+                "value of `{key}` is {value} (must be finite)"
+            )));
+        }
+        h.reports.push((key, value));
+        Ok(())
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "report", body) }
+}
+
 /// The service table handed to every plugin's `create` (one static instance, valid forever).
 pub(crate) static HOST: ClefHost = ClefHost {
     abi_major: CLEF_ABI_MAJOR,
@@ -926,6 +991,7 @@ pub(crate) static HOST: ClefHost = ClefHost {
     expert_add: svc_expert_add,
     expert_select: svc_expert_select,
     get_extension: svc_get_extension,
+    report: svc_report,
 };
 
 #[cfg(test)]
@@ -1116,7 +1182,16 @@ mod tests {
                 let mut gram = [0.0f64; 4];
                 assert_eq!(
                     (HOST.ntk_gram)(raw, x.as_ptr(), 2, x.as_ptr(), 2, 0, gram.as_mut_ptr(), 4),
-                    CLEF_UNSUPPORTED
+                    CLEF_OK
+                );
+                assert!(gram[0] > 0.0 && (gram[1] - gram[2]).abs() <= 1e-9 * gram[1].abs());
+                assert_eq!(
+                    (HOST.ntk_gram)(raw, x.as_ptr(), 2, x.as_ptr(), 2, 0, gram.as_mut_ptr(), 3),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!(
+                    (HOST.ntk_gram)(raw, x.as_ptr(), 2, x.as_ptr(), 2, 99, gram.as_mut_ptr(), 4),
+                    CLEF_INVALID_ARGUMENT
                 );
                 let mut id = 0i64;
                 assert_eq!(
@@ -1267,6 +1342,50 @@ mod tests {
         assert!(batch.row_mask(2, 4).unwrap()[t0[0]]);
         assert_eq!(batch.row_mask(3, 4), batch.mask.as_deref());
         assert_eq!(batch.row_mask(0, 4), batch.mask.as_deref());
+    }
+
+    #[test]
+    fn report_checks_key_and_value_and_keeps_the_values() {
+        let mut w = world(Setting::TaskIl);
+        with_ctx(&mut w, 1, |ctx| {
+            let mut h = HostCtx::new("t", Some(ctx), None);
+            let raw = h.as_raw();
+            let long = CString::new("k".repeat(MAX_REPORT_KEY + 1)).unwrap();
+            // SAFETY: a live HostCtx over a live Ctx; NUL-terminated keys.
+            unsafe {
+                assert_eq!((HOST.report)(raw, c"density.total".as_ptr(), 0.25), CLEF_OK);
+                assert_eq!((HOST.report)(raw, c"free".as_ptr(), 7.0), CLEF_OK);
+                assert_eq!(
+                    (HOST.report)(raw, c"a b".as_ptr(), 1.0),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!((HOST.report)(raw, c"".as_ptr(), 1.0), CLEF_INVALID_ARGUMENT);
+                assert_eq!(
+                    (HOST.report)(raw, long.as_ptr(), 1.0),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!(
+                    (HOST.report)(raw, std::ptr::null(), 1.0),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!(
+                    (HOST.report)(raw, c"x".as_ptr(), f64::NAN),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert!(h.service_error.take().unwrap().contains("must be finite"));
+            }
+            assert_eq!(
+                h.reports,
+                vec![
+                    ("density.total".to_string(), 0.25),
+                    ("free".to_string(), 7.0)
+                ]
+            );
+        });
+        let mut h = HostCtx::new("t", None, None);
+        // SAFETY: a live HostCtx without a training context.
+        let code = unsafe { (HOST.report)(h.as_raw(), c"x".as_ptr(), 1.0) };
+        assert_eq!(code, CLEF_NOT_ALLOWED);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct PluginError {
 pub struct PluginStrategy {
     plugin: &'static LoadedPlugin,
     inst: *mut c_void,
+    /// Values reported with the `report` service and not yet taken: `(task, key, value)`.
+    reports: Vec<(usize, String, f64)>,
 }
 
 // SAFETY: the ABI allows an instance to be used from any thread as long as its calls never
@@ -115,7 +117,11 @@ impl PluginStrategy {
             ));
         }
         tracing::debug!(plugin = plugin.info.name, "created plugin instance");
-        Ok(PluginStrategy { plugin, inst })
+        Ok(PluginStrategy {
+            plugin,
+            inst,
+            reports: Vec::new(),
+        })
     }
 
     /// What the plugin declares about itself.
@@ -134,6 +140,7 @@ impl PluginStrategy {
         call: impl FnOnce(*mut c_void, *mut ClefCtx) -> Option<i32>,
     ) -> StrategyResult {
         let num_outputs = ctx.as_ref().map(|c| c.scenario.num_outputs);
+        let task = ctx.as_ref().map(|c| c.task);
         let name: &'static str = &self.plugin.info.name;
         let mut host = HostCtx::new(name, ctx, batch.as_deref_mut());
         let raw = host.as_raw();
@@ -141,6 +148,13 @@ impl PluginStrategy {
         let Some(status) = call(self.inst, raw) else {
             return Ok(());
         };
+        if let Some(task) = task {
+            self.reports.extend(
+                std::mem::take(&mut host.reports)
+                    .into_iter()
+                    .map(|(key, value)| (task, key, value)),
+            );
+        }
         if status != CLEF_OK {
             let service_error = host.service_error.take();
             return Err(status_error(self.plugin, self.inst, hook, status, service_error).into());
@@ -217,6 +231,10 @@ unsafe extern "C" fn write_sink(writer: *mut c_void, data: *const u8, len: usize
 impl Strategy for PluginStrategy {
     fn name(&self) -> &str {
         &self.plugin.info.name
+    }
+
+    fn take_reports(&mut self) -> Vec<(usize, String, f64)> {
+        std::mem::take(&mut self.reports)
     }
 
     fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> StrategyResult {

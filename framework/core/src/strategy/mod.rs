@@ -221,6 +221,14 @@ pub trait Strategy: Send {
     fn load_state(&mut self, _state: &[u8]) -> StrategyResult {
         Ok(())
     }
+
+    /// Numbers the strategy reported since the last call, as `(task, key, value)` in report
+    /// order (plugins report them with the `report` host service). The trainer stores them in
+    /// the trial's `strategy_metrics`; a later value of the same key and task replaces an
+    /// earlier one.
+    fn take_reports(&mut self) -> Vec<(usize, String, f64)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,159 @@
+//! Cost of a masked (DST) training step against a dense one, side by side in one run.
+//!
+//! The dense step is the built-in `finetune` strategy (no hooks); the masked step is the `dst`
+//! plugin (loaded through the C ABI like any plugin): after every optimizer step it writes
+//! back every weight the task may not train and masks the optimizer state, and every
+//! `update_every` steps it drops and regrows weights. Both train the same MLP 784-256-256-10
+//! (batch 128, Adam) on the embedded MNIST-5k stream, so the time per step is the whole
+//! training step (forward, backward, optimizer, hooks), topology updates included.
+//!
+//! Build the plugins first (`cargo build --release --workspace`), then
+//! `target/release/dst_step [--plugin-dir target/release] [--reps 5]`.
+//! Trials alternate in ABBA order so drifts in machine load hit every variant; the table shows
+//! the median and the fastest run per variant and their ratios to dense (target: < 1.3).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use indicatif::ProgressBar;
+
+use clef_core::config;
+use clef_core::plugin::PluginStrategies;
+use clef_core::runner::{load_data, BuiltinStrategies, StrategyProvider};
+use clef_core::scenario;
+use clef_core::trainer::{run_trial, TrialStatus};
+
+#[derive(Parser)]
+struct Args {
+    /// Directory holding libclef_plugin_dst (default: next to this binary).
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
+    /// Repetitions of each variant (after one warm-up run each).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Optimizer steps per task (5 tasks).
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+}
+
+const CONFIG: &str = r#"
+name = "dst-step"
+seeds = [0]
+settings = ["task-il"]
+
+[data]
+dataset = "mnist-5k"
+
+[scenario]
+kind = "class-split"
+tasks = 5
+classes_per_task = 2
+
+[model]
+hidden = [256, 256]
+
+[train]
+optimizer = "adam"
+lr = 0.001
+iterations = ITERATIONS
+batch_size = 128
+
+[[strategy]]
+name = "finetune"
+
+[[strategy]]
+name = "dst"
+label = "dst-erk-random-90"
+hparams = { sparsity = 0.9, init = "erk", growth = "random", update_every = 50, task_steps = ITERATIONS }
+
+[[strategy]]
+name = "dst"
+label = "dst-erk-gradient-90"
+hparams = { sparsity = 0.9, init = "erk", growth = "gradient", update_every = 50, task_steps = ITERATIONS }
+
+[[strategy]]
+name = "dst"
+label = "dst-uniform-momentum-90"
+hparams = { sparsity = 0.9, init = "uniform", growth = "momentum", update_every = 50, task_steps = ITERATIONS }
+"#;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
+    let cfg = config::parse(&text, std::path::Path::new("dst-step.toml"))?;
+    let dir = match args.plugin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable has no directory")?
+            .to_path_buf(),
+    };
+    let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
+    let data = std::sync::Arc::new(load_data(&cfg.data)?);
+    let sc = scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+    let n = cfg.strategy.len();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for rep in 0..=args.reps {
+        // ABBA order: no variant always runs first.
+        let order: Vec<usize> = if rep % 2 == 0 {
+            (0..n).collect()
+        } else {
+            (0..n).rev().collect()
+        };
+        for i in order {
+            let scfg = &cfg.strategy[i];
+            let mut strategy = if i == 0 {
+                BuiltinStrategies.create(scfg)?
+            } else {
+                plugins
+                    .create(scfg)
+                    .with_context(|| format!("loading the dst plugin from {}", dir.display()))?
+            };
+            let out = run_trial(&cfg, &sc, strategy.as_mut(), 0, &ProgressBar::hidden());
+            anyhow::ensure!(
+                out.status == TrialStatus::Completed,
+                "{}: trial failed: {:?}",
+                scfg.label(),
+                out.status
+            );
+            if rep > 0 {
+                times[i].push(out.train_seconds / out.steps as f64);
+            }
+        }
+    }
+    let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let (dense_med, dense_min) = (median(times[0].clone()), fastest(&times[0]));
+    println!(
+        "DST masked step vs dense step: MLP 784-256-256-10, batch 128, Adam, {} steps per \
+         trial (update every 50), {} reps each, {} threads",
+        5 * args.iterations,
+        args.reps,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| variant | median ms/step | fastest ms/step | ratio (medians) | ratio (fastest) |");
+    println!("|---|---|---|---|---|");
+    for (i, t) in times.iter().enumerate() {
+        let label = if i == 0 {
+            "dense (built-in finetune)".to_string()
+        } else {
+            format!("masked: {}", cfg.strategy[i].label())
+        };
+        let (m, f) = (median(t.clone()), fastest(t));
+        println!(
+            "| {label} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            m * 1e3,
+            f * 1e3,
+            m / dense_med,
+            f / dense_min
+        );
+    }
+    Ok(())
+}

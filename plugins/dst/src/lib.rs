@@ -1,0 +1,764 @@
+//! `dst`: continual learning with dynamic sparse training (Yildirim et al., "Continual
+//! Learning with Dynamic Sparse Training", CPAL 2024; code `muratonuryildirim/CL-with-DST`).
+//!
+//! Task-incremental parameter isolation. Every task gets a sparse binary mask over every
+//! weight tensor of the network; while the task trains, its mask evolves by dynamic sparse
+//! training (drop the smallest-magnitude weights, regrow as many); weights used by earlier
+//! tasks are frozen (readable, never changed); the evaluation of task t runs the shared
+//! weights under task t's mask with task t's biases (the host masks the logits to task t's
+//! head). `docs/strategies.md` has the full description; this is the summary.
+//!
+//! # Per task t
+//!
+//! 1. **Mask.** Per-layer densities `d_l` for the global density `d = 1 − sparsity`:
+//!    `uniform` (`d_l = d`) or `erk` (`d_l = ε·(n_out + n_in)/(n_out·n_in)`, layers that
+//!    would exceed 1 made dense and ε re-solved, see [`sparsity::erk_densities`]). The mask
+//!    samples `round(d_l·N_l)` positions uniformly (`sampling = "exact"`) or each position
+//!    with probability `d_l` (`"bernoulli"`, the original code). It is drawn over the whole
+//!    layer, so it overlaps the frozen weights of earlier tasks by about `d·|F|` positions:
+//!    those are *reused* (their frozen value is used, never trained).
+//! 2. **Values.** Positions outside the mask are 0. New (never used) positions start at their
+//!    value at initialisation θ0 (`new_weights = "init"`) or at 0 for tasks ≥ 1
+//!    (`"zero"`, the original code's quirk); frozen positions keep their value. Biases are
+//!    per task (`bias = "per-task"`: every task trains its own copy, starting from θ0's
+//!    biases) or shared (`"shared"`: trained by every task, which breaks isolation).
+//! 3. **Training.** After every optimizer step every position the task may not train
+//!    (outside the mask, or frozen) is written back to its fixed value (bitwise) and its
+//!    optimizer state is zeroed: the optimizer state is masked with the weights. Gradients
+//!    are left dense so the `gradient` criterion can read them; what the optimizer does to
+//!    the other positions is discarded. (With `growth = "momentum"` the Adam moments of
+//!    untrained positions are the growth signal, so they are kept and zeroed only when the
+//!    position is grown or dropped.)
+//! 4. **Topology update** every `update_every` steps of the task: per layer drop
+//!    `k = ceil(p·nnz_l)` active weights with the smallest magnitude and grow `k` inactive
+//!    positions by `random`, `unfired` (never active in this task), `gradient` (largest
+//!    `|∂L/∂w|` of the batch) or `momentum` (largest `|m/(√v + 1e-8)|` of Adam). The drop
+//!    fraction `p` is cosine-annealed from `drop_start` (0.5) to `drop_end` (0.005) over the
+//!    task's `task_steps` steps. Grown free weights start at 0 (`grow_init = "zero"`, RigL
+//!    and the original code) or θ0 (`"init"`); growth into frozen positions is `reuse`
+//!    (default: the frozen value is used in training and evaluation alike), `exclude`, or
+//!    `original` (the original code: 0 in training, the frozen value at evaluation).
+//! 5. **End.** The trained values are consolidated, the mask joins the frozen set, and the
+//!    plugin reports per-layer and total density, reuse and free weights
+//!    (`strategy_metrics` in `results.jsonl`).
+
+pub mod sparsity;
+pub mod topology;
+
+#[cfg(test)]
+mod tests;
+
+use clef_sdk::tracing::{info, warn};
+use clef_sdk::{bail, ensure, Ctx, HParam, Result, Role, Setting, Strategy, TaskInfo};
+use serde::Deserialize;
+
+use sparsity::{erk_densities, sample_mask, uniform_densities, Rng, Sampling};
+use topology::{drop_fraction, update_layer, FrozenGrowth, Growth, LayerView};
+
+/// The validated `hparams` table (every key present; choices already checked by the host).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Fraction of each task's weights that are zero (global).
+    pub sparsity: f64,
+    /// `uniform` or `erk`.
+    pub init: String,
+    /// `random`, `unfired`, `gradient` or `momentum`.
+    pub growth: String,
+    /// Steps between topology updates.
+    pub update_every: i64,
+    /// Optimizer steps per task (the cosine schedule's length).
+    pub task_steps: i64,
+    /// Drop fraction at the start of a task.
+    pub drop_start: f64,
+    /// Drop fraction at the end of a task.
+    pub drop_end: f64,
+    /// `exact` or `bernoulli`.
+    pub sampling: String,
+    /// `init` or `zero`.
+    pub new_weights: String,
+    /// `zero` or `init`.
+    pub grow_init: String,
+    /// `reuse`, `exclude` or `original`.
+    pub frozen_growth: String,
+    /// `per-task` or `shared`.
+    pub bias: String,
+}
+
+/// How a layer's per-task densities are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskInit {
+    /// Every layer at the global density.
+    Uniform,
+    /// Erdős–Rényi-Kernel.
+    Erk,
+}
+
+/// Starting value of a free weight entering a mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Its value at initialisation (θ0).
+    Init,
+    /// Zero.
+    Zero,
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    density: f64,
+    init: MaskInit,
+    growth: Growth,
+    update_every: usize,
+    task_steps: usize,
+    drop_start: f64,
+    drop_end: f64,
+    sampling: Sampling,
+    new_weights: Start,
+    grow_init: Start,
+    frozen_growth: FrozenGrowth,
+    per_task_bias: bool,
+}
+
+fn choice<T: Copy>(key: &str, value: &str, options: &[(&str, T)]) -> Result<T> {
+    match options.iter().find(|(name, _)| *name == value) {
+        Some((_, v)) => Ok(*v),
+        None => {
+            let names: Vec<&str> = options.iter().map(|o| o.0).collect();
+            bail!(
+                "strategy `dst`: hparam `{key}` is {value:?}; expected one of {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+impl Settings {
+    /// Checks and parses a config; errors name the plugin and the key.
+    pub fn parse(c: &Config) -> Result<Self> {
+        ensure!(
+            c.sparsity.is_finite() && (0.0..1.0).contains(&c.sparsity),
+            "strategy `dst`: hparam `sparsity` is {}; it must be in [0, 1)",
+            c.sparsity
+        );
+        ensure!(
+            c.update_every >= 1,
+            "strategy `dst`: hparam `update_every` is {}; it must be at least 1",
+            c.update_every
+        );
+        ensure!(
+            c.task_steps >= 1,
+            "strategy `dst`: hparam `task_steps` must be set to the number of optimizer steps \
+             per task (epochs × ceil(train samples / batch_size), e.g. 5 × ceil(12000 / 128) = \
+             470 for split Fashion-MNIST with 5 epochs of batch 128): the drop fraction is \
+             cosine-annealed over it (got {})",
+            c.task_steps
+        );
+        for (key, v) in [("drop_start", c.drop_start), ("drop_end", c.drop_end)] {
+            ensure!(
+                v.is_finite() && (0.0..=1.0).contains(&v),
+                "strategy `dst`: hparam `{key}` is {v}; it must be in [0, 1]"
+            );
+        }
+        Ok(Self {
+            density: 1.0 - c.sparsity,
+            init: choice(
+                "init",
+                &c.init,
+                &[("uniform", MaskInit::Uniform), ("erk", MaskInit::Erk)],
+            )?,
+            growth: choice(
+                "growth",
+                &c.growth,
+                &[
+                    ("random", Growth::Random),
+                    ("unfired", Growth::Unfired),
+                    ("gradient", Growth::Gradient),
+                    ("momentum", Growth::Momentum),
+                ],
+            )?,
+            update_every: c.update_every as usize,
+            task_steps: c.task_steps as usize,
+            drop_start: c.drop_start,
+            drop_end: c.drop_end,
+            sampling: choice(
+                "sampling",
+                &c.sampling,
+                &[
+                    ("exact", Sampling::Exact),
+                    ("bernoulli", Sampling::Bernoulli),
+                ],
+            )?,
+            new_weights: choice(
+                "new_weights",
+                &c.new_weights,
+                &[("init", Start::Init), ("zero", Start::Zero)],
+            )?,
+            grow_init: choice(
+                "grow_init",
+                &c.grow_init,
+                &[("zero", Start::Zero), ("init", Start::Init)],
+            )?,
+            frozen_growth: choice(
+                "frozen_growth",
+                &c.frozen_growth,
+                &[
+                    ("reuse", FrozenGrowth::Reuse),
+                    ("exclude", FrozenGrowth::Exclude),
+                    ("original", FrozenGrowth::Original),
+                ],
+            )?,
+            per_task_bias: choice("bias", &c.bias, &[("per-task", true), ("shared", false)])?,
+        })
+    }
+}
+
+/// One masked weight tensor.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Parameter index.
+    pub param: usize,
+    /// Parameter name (`layers.{l}.weight`).
+    pub name: String,
+    /// Shape `[out, in]`.
+    pub shape: Vec<usize>,
+    /// Values at initialisation (θ0).
+    pub init: Vec<f32>,
+    /// Consolidated values θ̄: meaningful at frozen positions.
+    pub consolidated: Vec<f32>,
+    /// Positions used by an earlier task.
+    pub frozen: Vec<bool>,
+    /// The current task's mask.
+    pub mask: Vec<bool>,
+    /// Positions ever active in the current task.
+    pub fired: Vec<bool>,
+    /// Positions the current task trains (`mask && !frozen`).
+    pub trainable: Vec<bool>,
+    /// The value of every position the task does not train.
+    pub fixed: Vec<f32>,
+    /// Masks of the finished tasks.
+    pub task_masks: Vec<Vec<bool>>,
+}
+
+impl Layer {
+    fn numel(&self) -> usize {
+        self.init.len()
+    }
+
+    /// Writes the fixed value into every position the task does not train.
+    fn apply(&self, w: &mut [f32]) {
+        for ((w, &t), &f) in w.iter_mut().zip(&self.trainable).zip(&self.fixed) {
+            *w = if t { *w } else { f };
+        }
+    }
+}
+
+/// Optimizer state slot names the SDK knows.
+const SLOTS: [&str; 3] = ["momentum", "exp_avg", "exp_avg_sq"];
+
+/// The strategy.
+#[derive(Debug)]
+pub struct Dst {
+    s: Settings,
+    layers: Vec<Layer>,
+    /// Target density per layer (same order as `layers`).
+    densities: Vec<f64>,
+    /// Bias parameter indices and their values at initialisation.
+    biases: Vec<(usize, Vec<f32>)>,
+    /// Per finished task: its bias values (`bias = "per-task"`).
+    task_biases: Vec<Vec<Vec<f32>>>,
+    /// Optimizer state slots present (`momentum` or `exp_avg` + `exp_avg_sq`).
+    slots: Vec<&'static str>,
+    /// The task being trained (set by `on_task_start`, cleared by `on_task_end`).
+    training: Option<usize>,
+    steps_in_task: usize,
+    updates_in_task: usize,
+    /// Values swapped out by `before_eval`: `(param, values)`.
+    saved: Vec<(usize, Vec<f32>)>,
+}
+
+impl Dst {
+    /// The masked layers (for tests and inspection).
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Target densities per masked layer.
+    pub fn densities(&self) -> &[f64] {
+        &self.densities
+    }
+
+    fn zero_state(&self, ctx: &mut Ctx<'_>, param: usize, positions: &[usize]) -> Result<()> {
+        for slot in &self.slots {
+            if let Some(s) = ctx.optimizer_state(slot, param)? {
+                for &i in positions {
+                    s[i] = 0.0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the optimizer state wherever the task does not train.
+    fn mask_state(&self, ctx: &mut Ctx<'_>, layer: &Layer) -> Result<()> {
+        for slot in &self.slots {
+            if let Some(s) = ctx.optimizer_state(slot, layer.param)? {
+                for (s, &t) in s.iter_mut().zip(&layer.trainable) {
+                    *s = if t { *s } else { 0.0 };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Growth scores of a layer for `gradient` / `momentum`.
+    fn scores(&self, ctx: &mut Ctx<'_>, param: usize) -> Result<Option<Vec<f32>>> {
+        Ok(match self.s.growth {
+            Growth::Gradient => Some(ctx.grads_ref(param)?.to_vec()),
+            Growth::Momentum => {
+                let Some(m) = ctx.optimizer_state("exp_avg", param)?.map(|m| m.to_vec()) else {
+                    bail!(momentum_needs_adam());
+                };
+                let Some(v) = ctx.optimizer_state("exp_avg_sq", param)? else {
+                    bail!(momentum_needs_adam());
+                };
+                Some(
+                    m.iter()
+                        .zip(v.iter())
+                        .map(|(m, v)| m / (v.sqrt() + 1e-8))
+                        .collect(),
+                )
+            }
+            Growth::Random | Growth::Unfired => None,
+        })
+    }
+
+    /// One topology update of every layer.
+    fn update_topology(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        let p = drop_fraction(
+            self.steps_in_task,
+            self.s.task_steps,
+            self.s.drop_start,
+            self.s.drop_end,
+        );
+        let mut rng = Rng::new(ctx.rng_u64());
+        let (mut dropped, mut grown) = (0usize, 0usize);
+        for li in 0..self.layers.len() {
+            let param = self.layers[li].param;
+            let scores = self.scores(ctx, param)?;
+            let values = ctx.values_ref(param)?.to_vec();
+            let s = &self.s;
+            let layer = &mut self.layers[li];
+            let change = update_layer(
+                LayerView {
+                    mask: &mut layer.mask,
+                    fired: &mut layer.fired,
+                    frozen: &layer.frozen,
+                    values: &values,
+                    scores: scores.as_deref(),
+                },
+                p,
+                s.growth,
+                s.frozen_growth,
+                &mut rng,
+            );
+            let w = ctx.values(param)?;
+            for &i in &change.dropped {
+                layer.trainable[i] = false;
+                layer.fixed[i] = 0.0;
+            }
+            for &i in &change.grown {
+                if layer.frozen[i] {
+                    layer.trainable[i] = false;
+                    layer.fixed[i] = match s.frozen_growth {
+                        FrozenGrowth::Original => 0.0,
+                        _ => layer.consolidated[i],
+                    };
+                } else {
+                    layer.trainable[i] = true;
+                    layer.fixed[i] = 0.0;
+                    w[i] = match s.grow_init {
+                        Start::Zero => 0.0,
+                        Start::Init => layer.init[i],
+                    };
+                }
+            }
+            layer.apply(w);
+            dropped += change.dropped.len();
+            grown += change.grown.len();
+            let mut touched = change.dropped;
+            touched.extend(change.grown);
+            self.zero_state(ctx, param, &touched)?;
+        }
+        self.updates_in_task += 1;
+        clef_sdk::tracing::debug!(
+            step = self.steps_in_task,
+            drop_fraction = p,
+            dropped,
+            grown,
+            "topology update"
+        );
+        Ok(())
+    }
+}
+
+fn momentum_needs_adam() -> String {
+    "strategy `dst`: hparam `growth` = \"momentum\" regrows by Adam's moment ratio \
+     |exp_avg / (sqrt(exp_avg_sq) + 1e-8)|, but the optimizer has no `exp_avg`/`exp_avg_sq` \
+     state (SGD?): set `optimizer = \"adam\"` in [train] or choose growth = \"random\", \
+     \"unfired\" or \"gradient\""
+        .to_string()
+}
+
+impl Strategy for Dst {
+    const NAME: &'static str = "dst";
+    const DESCRIPTION: &'static str =
+        "dynamic sparse training with per-task masks and frozen weights (Yildirim et al. 2024)";
+    type Config = Config;
+
+    fn hparams() -> Vec<HParam> {
+        vec![
+            HParam::float(
+                "sparsity",
+                0.9,
+                0.0,
+                0.999,
+                "fraction of zero weights per task mask",
+            ),
+            HParam::choice(
+                "init",
+                "uniform",
+                &["uniform", "erk"],
+                "per-layer densities: uniform or Erdős–Rényi-Kernel",
+            ),
+            HParam::choice(
+                "growth",
+                "random",
+                &["random", "unfired", "gradient", "momentum"],
+                "regrowth criterion (momentum needs Adam)",
+            ),
+            HParam::int(
+                "update_every",
+                100,
+                1,
+                i64::MAX,
+                "steps between topology updates",
+            ),
+            HParam::int(
+                "task_steps",
+                0,
+                0,
+                i64::MAX,
+                "optimizer steps per task, for the cosine drop schedule (required)",
+            ),
+            HParam::float(
+                "drop_start",
+                0.5,
+                0.0,
+                1.0,
+                "drop fraction at the start of a task",
+            ),
+            HParam::float(
+                "drop_end",
+                0.005,
+                0.0,
+                1.0,
+                "drop fraction at the end of a task",
+            ),
+            HParam::choice(
+                "sampling",
+                "exact",
+                &["exact", "bernoulli"],
+                "mask sampling: exactly round(d*N) positions, or Bernoulli(d) each (original)",
+            ),
+            HParam::choice(
+                "new_weights",
+                "init",
+                &["init", "zero"],
+                "free weights of a new task's mask start at their initial value or at 0 (original)",
+            ),
+            HParam::choice(
+                "grow_init",
+                "zero",
+                &["zero", "init"],
+                "grown free weights start at 0 (original, RigL) or at their initial value",
+            ),
+            HParam::choice(
+                "frozen_growth",
+                "reuse",
+                &["reuse", "exclude", "original"],
+                "growth into earlier tasks' frozen weights: reuse their value, never, or as the \
+                 original code (0 in training, the frozen value at evaluation)",
+            ),
+            HParam::choice(
+                "bias",
+                "per-task",
+                &["per-task", "shared"],
+                "biases: one trained copy per task (isolated) or shared by every task",
+            ),
+        ]
+    }
+
+    fn new(config: Config) -> Result<Self> {
+        Ok(Self {
+            s: Settings::parse(&config)?,
+            layers: Vec::new(),
+            densities: Vec::new(),
+            biases: Vec::new(),
+            task_biases: Vec::new(),
+            slots: Vec::new(),
+            training: None,
+            steps_in_task: 0,
+            updates_in_task: 0,
+            saved: Vec::new(),
+        })
+    }
+
+    fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        self.layers.clear();
+        self.biases.clear();
+        self.task_biases.clear();
+        for (i, p) in ctx.params()?.into_iter().enumerate() {
+            let values = ctx.values_ref(i)?.to_vec();
+            match p.role {
+                Role::Weight => {
+                    let n = values.len();
+                    self.layers.push(Layer {
+                        param: i,
+                        name: p.name,
+                        shape: p.shape,
+                        consolidated: values.clone(),
+                        init: values,
+                        frozen: vec![false; n],
+                        mask: vec![false; n],
+                        fired: vec![false; n],
+                        trainable: vec![false; n],
+                        fixed: vec![0.0; n],
+                        task_masks: Vec::new(),
+                    })
+                }
+                _ => self.biases.push((i, values)),
+            }
+        }
+        ensure!(
+            !self.layers.is_empty(),
+            "strategy `dst`: the network has no weight tensors to mask"
+        );
+        let shapes: Vec<Vec<usize>> = self.layers.iter().map(|l| l.shape.clone()).collect();
+        self.densities = match self.s.init {
+            MaskInit::Uniform => uniform_densities(&shapes, self.s.density),
+            MaskInit::Erk => erk_densities(&shapes, self.s.density),
+        };
+        let param = self.layers[0].param;
+        self.slots.clear();
+        for slot in SLOTS {
+            if ctx.optimizer_state(slot, param)?.is_some() {
+                self.slots.push(slot);
+            }
+        }
+        if self.s.growth == Growth::Momentum && !self.slots.contains(&"exp_avg") {
+            bail!(momentum_needs_adam());
+        }
+        for (l, d) in self.layers.iter().zip(&self.densities) {
+            info!(layer = %l.name, density = d, "target density");
+        }
+        Ok(())
+    }
+
+    fn on_task_start(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
+        ensure!(
+            task.setting == Setting::TaskIl,
+            "strategy `dst` isolates tasks by mask and needs the task id at evaluation: use \
+             settings = [\"task-il\"] (got {:?})",
+            task.setting
+        );
+        ensure!(
+            !self.layers.is_empty(),
+            "strategy `dst`: on_task_start before on_model_built"
+        );
+        let t = task.task;
+        let done = self.layers[0].task_masks.len();
+        ensure!(
+            t == done,
+            "strategy `dst`: task {t} starts but {done} tasks were consolidated (tasks must \
+             run in order, each ending with on_task_end)"
+        );
+        let mut rng = Rng::new(ctx.rng_u64());
+        for li in 0..self.layers.len() {
+            let d = self.densities[li];
+            let layer = &mut self.layers[li];
+            layer.mask = sample_mask(layer.numel(), d, self.s.sampling, &mut rng);
+            layer.fired.clone_from(&layer.mask);
+            let w = ctx.values(layer.param)?;
+            for (i, w) in w.iter_mut().enumerate() {
+                let (trainable, value) = if !layer.mask[i] {
+                    (false, 0.0)
+                } else if layer.frozen[i] {
+                    (false, layer.consolidated[i])
+                } else if t == 0 || self.s.new_weights == Start::Init {
+                    (true, layer.init[i])
+                } else {
+                    (true, 0.0)
+                };
+                layer.trainable[i] = trainable;
+                layer.fixed[i] = if trainable { 0.0 } else { value };
+                *w = value;
+            }
+            let layer = &self.layers[li];
+            self.mask_state(ctx, layer)?;
+        }
+        if self.s.per_task_bias {
+            for (param, init) in &self.biases {
+                ctx.values(*param)?.copy_from_slice(init);
+            }
+        }
+        self.training = Some(t);
+        self.steps_in_task = 0;
+        self.updates_in_task = 0;
+        Ok(())
+    }
+
+    fn after_step(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        if self.training.is_none() {
+            return Ok(());
+        }
+        for layer in &self.layers {
+            layer.apply(ctx.values(layer.param)?);
+            if self.s.growth != Growth::Momentum {
+                self.mask_state(ctx, layer)?;
+            }
+        }
+        self.steps_in_task += 1;
+        if self.steps_in_task.is_multiple_of(self.s.update_every) {
+            self.update_topology(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn on_task_end(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
+        ensure!(
+            self.training == Some(task.task),
+            "strategy `dst`: on_task_end for task {} without its on_task_start",
+            task.task
+        );
+        if self.steps_in_task != self.s.task_steps {
+            warn!(
+                task = task.task,
+                steps = self.steps_in_task,
+                task_steps = self.s.task_steps,
+                "the task took a different number of steps than `task_steps`: the drop schedule \
+                 was {}",
+                if self.steps_in_task < self.s.task_steps {
+                    "cut short"
+                } else {
+                    "held at drop_end at the end"
+                }
+            );
+        }
+        let mut reports: Vec<(String, f64)> = Vec::new();
+        let (mut active, mut reused, mut total, mut used) = (0usize, 0usize, 0usize, 0usize);
+        for layer in &mut self.layers {
+            let w = ctx.values_ref(layer.param)?;
+            let (mut a, mut r) = (0usize, 0usize);
+            for (i, &w) in w.iter().enumerate() {
+                if layer.mask[i] {
+                    a += 1;
+                    if layer.frozen[i] {
+                        r += 1;
+                    } else {
+                        layer.consolidated[i] = w;
+                        layer.frozen[i] = true;
+                    }
+                }
+            }
+            let n = layer.init.len();
+            let u = layer.frozen.iter().filter(|&&f| f).count();
+            reports.push((format!("density.{}", layer.name), a as f64 / n as f64));
+            reports.push((format!("free.{}", layer.name), (n - u) as f64));
+            layer.task_masks.push(layer.mask.clone());
+            active += a;
+            reused += r;
+            total += n;
+            used += u;
+        }
+        if self.s.per_task_bias {
+            let biases = self
+                .biases
+                .iter()
+                .map(|(p, _)| ctx.values_ref(*p).map(<[f32]>::to_vec))
+                .collect::<Result<Vec<_>>>()?;
+            self.task_biases.push(biases);
+        }
+        reports.extend([
+            ("density.total".to_string(), active as f64 / total as f64),
+            ("active_weights".to_string(), active as f64),
+            ("reused_weights".to_string(), reused as f64),
+            (
+                "reuse".to_string(),
+                if active > 0 {
+                    reused as f64 / active as f64
+                } else {
+                    0.0
+                },
+            ),
+            ("free_weights".to_string(), (total - used) as f64),
+            (
+                "free_fraction".to_string(),
+                (total - used) as f64 / total as f64,
+            ),
+            ("topology_updates".to_string(), self.updates_in_task as f64),
+        ]);
+        info!(
+            task = task.task,
+            density = active as f64 / total as f64,
+            reused,
+            free = total - used,
+            updates = self.updates_in_task,
+            "task consolidated"
+        );
+        if ctx.can_report() {
+            for (k, v) in &reports {
+                ctx.report(k, *v)?;
+            }
+        }
+        self.training = None;
+        Ok(())
+    }
+
+    fn before_eval(&mut self, ctx: &mut Ctx<'_>, task: Option<usize>) -> Result<()> {
+        self.saved.clear();
+        let Some(j) = task else { return Ok(()) };
+        // Tasks not trained yet have no mask: they see the network as it is.
+        if j >= self.layers[0].task_masks.len() {
+            return Ok(());
+        }
+        for layer in &self.layers {
+            let w = ctx.values(layer.param)?;
+            self.saved.push((layer.param, w.to_vec()));
+            for ((w, &m), &c) in w
+                .iter_mut()
+                .zip(&layer.task_masks[j])
+                .zip(&layer.consolidated)
+            {
+                *w = if m { c } else { 0.0 };
+            }
+        }
+        if let Some(biases) = self.task_biases.get(j) {
+            for ((param, _), b) in self.biases.iter().zip(biases) {
+                let v = ctx.values(*param)?;
+                self.saved.push((*param, v.to_vec()));
+                v.copy_from_slice(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn after_eval(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        for (param, values) in std::mem::take(&mut self.saved) {
+            ctx.values(param)?.copy_from_slice(&values);
+        }
+        Ok(())
+    }
+}
+
+clef_sdk::export_plugin!(Dst);

@@ -1,0 +1,635 @@
+//! Tests: densities against hand-worked numbers, the schedule against its formula, each growth
+//! criterion on a constructed layer, and isolation through the plugin's C entry points on the
+//! SDK's mock host.
+
+use clef_sdk::abi::{CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL};
+use clef_sdk::testing::{MockHost, MockParam, MockPlugin};
+
+use crate::sparsity::{
+    erk_densities, erk_score, exact_count, sample_mask, uniform_densities, Rng, Sampling,
+};
+use crate::topology::{drop_fraction, update_layer, Change, FrozenGrowth, Growth, LayerView};
+use crate::Dst;
+
+const BASE: &str = r#"
+sparsity = 0.5
+init = "uniform"
+growth = "random"
+update_every = 2
+task_steps = 6
+drop_start = 0.5
+drop_end = 0.005
+sampling = "exact"
+new_weights = "init"
+grow_init = "zero"
+frozen_growth = "reuse"
+bias = "per-task"
+"#;
+
+fn config(overrides: &[(&str, &str)]) -> String {
+    let mut text = BASE.to_string();
+    for (k, v) in overrides {
+        let start = text.find(&format!("\n{k} = ")).expect("known key") + 1;
+        let end = start + text[start..].find('\n').expect("line end");
+        text.replace_range(start..end, &format!("{k} = {v}"));
+    }
+    text
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+// ---- densities ------------------------------------------------------------------------------
+
+#[test]
+fn schema_is_valid_and_defaults_deserialise() {
+    clef_sdk::validate::<Dst>().unwrap();
+}
+
+#[test]
+fn erk_matches_a_hand_worked_example_with_one_dense_layer() {
+    // Layers [2,3], [4,4], [10,10]: N = 6, 16, 100 (122 in all); scores r = 5/6, 1/2, 1/5.
+    // Target density 0.5: rhs = 61, divisor = 5 + 8 + 20 = 33, ε = 61/33 and ε·5/6 = 1.54 > 1,
+    // so [2,3] becomes dense. Re-solved: ε = (0.5·116 − 0.5·6) / (8 + 20) = 55/28, giving
+    // d = 1, 55/56, 11/28 (ε·1/2 = 0.982 < 1).
+    let shapes = vec![vec![2, 3], vec![4, 4], vec![10, 10]];
+    assert!(close(erk_score(&shapes[0]), 5.0 / 6.0));
+    let d = erk_densities(&shapes, 0.5);
+    assert!(close(d[0], 1.0), "{d:?}");
+    assert!(close(d[1], 55.0 / 56.0), "{d:?}");
+    assert!(close(d[2], 11.0 / 28.0), "{d:?}");
+    // Expected active weights 6 + 15.714 + 39.286 = 61 = 0.5 · 122 exactly.
+    let expected: f64 = d.iter().zip([6.0, 16.0, 100.0]).map(|(d, n)| d * n).sum();
+    assert!(close(expected, 61.0));
+    // Exact sampling: round(15.714) = 16, round(39.286) = 39: 61 in all.
+    let counts: Vec<usize> = d
+        .iter()
+        .zip([6, 16, 100])
+        .map(|(&d, n)| exact_count(d, n))
+        .collect();
+    assert_eq!(counts, vec![6, 16, 39]);
+}
+
+#[test]
+fn erk_without_dense_layers_and_total_density_on_the_mlp() {
+    // No layer exceeds 1: [10,10] and [20,10] at density 0.1: r = 0.2, 0.15; N = 100, 200;
+    // ε = 0.1·300 / (20 + 30) = 0.6 → d = 0.12, 0.09.
+    let d = erk_densities(&[vec![10, 10], vec![20, 10]], 0.1);
+    assert!(close(d[0], 0.12) && close(d[1], 0.09), "{d:?}");
+    // The split-Fashion-MNIST MLP: the sampled masks hold the target share of all weights
+    // (up to rounding: at most half a weight per layer).
+    let shapes = vec![vec![256, 784], vec![256, 256], vec![10, 256]];
+    let total: usize = shapes.iter().map(|s| s[0] * s[1]).sum();
+    for target in [0.2, 0.1, 0.05, 0.37] {
+        for d in [
+            erk_densities(&shapes, target),
+            uniform_densities(&shapes, target),
+        ] {
+            let expected: f64 = d
+                .iter()
+                .zip(&shapes)
+                .map(|(d, s)| d * (s[0] * s[1]) as f64)
+                .sum();
+            assert!((expected / total as f64 - target).abs() < 1e-12, "{d:?}");
+            let mut rng = Rng::new(5);
+            let active: usize = d
+                .iter()
+                .zip(&shapes)
+                .map(|(&d, s)| {
+                    let m = sample_mask(s[0] * s[1], d, Sampling::Exact, &mut rng);
+                    m.iter().filter(|&&b| b).count()
+                })
+                .sum();
+            assert!(
+                (active as f64 - target * total as f64).abs() <= 1.5,
+                "{active} vs {}",
+                target * total as f64
+            );
+        }
+    }
+    // ERK gives the small output layer more density than the wide input layer.
+    let d = erk_densities(&shapes, 0.1);
+    assert!(d[2] > d[1] && d[1] > d[0], "{d:?}");
+}
+
+#[test]
+fn uniform_gives_every_layer_the_target() {
+    let shapes = vec![vec![2, 3], vec![4, 4], vec![10, 10]];
+    assert_eq!(uniform_densities(&shapes, 0.2), vec![0.2, 0.2, 0.2]);
+    let counts: Vec<usize> = [6, 16, 100].iter().map(|&n| exact_count(0.2, n)).collect();
+    // round(1.2) = 1, round(3.2) = 3, 20.
+    assert_eq!(counts, vec![1, 3, 20]);
+}
+
+#[test]
+fn bernoulli_sampling_hits_the_density_in_expectation() {
+    let mut rng = Rng::new(1);
+    let m = sample_mask(100_000, 0.1, Sampling::Bernoulli, &mut rng);
+    let n = m.iter().filter(|&&b| b).count() as f64;
+    // sd = sqrt(1e5 · 0.1 · 0.9) ≈ 95.
+    assert!((n - 10_000.0).abs() < 500.0, "{n}");
+}
+
+// ---- schedule and topology ------------------------------------------------------------------
+
+#[test]
+fn cosine_drop_schedule_matches_its_formula() {
+    assert!(close(drop_fraction(0, 400, 0.5, 0.005), 0.5));
+    assert!(close(drop_fraction(400, 400, 0.5, 0.005), 0.005));
+    assert!(close(drop_fraction(200, 400, 0.5, 0.005), 0.2525));
+    // cos(π/4) = √2/2: 0.005 + 0.495·(1 + 0.707107)/2 = 0.427509.
+    let q = 0.005 + 0.495 * (1.0 + std::f64::consts::FRAC_1_SQRT_2) / 2.0;
+    assert!(close(drop_fraction(100, 400, 0.5, 0.005), q));
+    assert!((q - 0.427_509).abs() < 1e-6);
+    // Past the end it stays at the final value.
+    assert!(close(drop_fraction(900, 400, 0.5, 0.005), 0.005));
+}
+
+/// A layer of 8 positions: active {0, 1, 2, 3} with |w| = 0.4, 0.1, 0.3, 0.2; position 5
+/// frozen; position 6 was active earlier in the task (fired).
+struct Example {
+    mask: Vec<bool>,
+    fired: Vec<bool>,
+    frozen: Vec<bool>,
+    values: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+fn example() -> Example {
+    let mut mask = vec![false; 8];
+    mask[..4].fill(true);
+    let mut fired = mask.clone();
+    fired[6] = true;
+    let mut frozen = vec![false; 8];
+    frozen[5] = true;
+    Example {
+        mask,
+        fired,
+        frozen,
+        values: vec![0.4, -0.1, 0.3, 0.2, 0.0, 0.9, 0.0, 0.0],
+        // Inactive positions 4..8 score 0.2, -0.9 (frozen), 0.5, -0.7; the active ones are
+        // high but never candidates.
+        scores: vec![9.0, 9.0, 9.0, 9.0, 0.2, -0.9, 0.5, -0.7],
+    }
+}
+
+fn run(e: &mut Example, fraction: f64, growth: Growth, frozen: FrozenGrowth, seed: u64) -> Change {
+    update_layer(
+        LayerView {
+            mask: &mut e.mask,
+            fired: &mut e.fired,
+            frozen: &e.frozen,
+            values: &e.values,
+            scores: Some(&e.scores),
+        },
+        fraction,
+        growth,
+        frozen,
+        &mut Rng::new(seed),
+    )
+}
+
+fn active(mask: &[bool]) -> Vec<usize> {
+    (0..mask.len()).filter(|&i| mask[i]).collect()
+}
+
+#[test]
+fn drop_removes_the_smallest_magnitudes() {
+    // ceil(0.4 · 4) = 2: drop |−0.1| (1) and 0.2 (3).
+    let mut e = example();
+    let c = run(&mut e, 0.4, Growth::Gradient, FrozenGrowth::Reuse, 0);
+    assert_eq!(c.dropped, vec![1, 3]);
+    assert_eq!(c.grown.len(), 2);
+    // Zero fraction: nothing changes.
+    let mut e = example();
+    assert_eq!(
+        run(&mut e, 0.0, Growth::Random, FrozenGrowth::Reuse, 0),
+        Change::default()
+    );
+}
+
+#[test]
+fn gradient_and_momentum_grow_the_largest_scores() {
+    // Candidates after dropping {1, 3}: 1, 3, 4, 5, 6, 7 with |score| 9, 9, 0.2, 0.9, 0.5,
+    // 0.7: the just-dropped positions may come back (as in RigL and the original code).
+    for growth in [Growth::Gradient, Growth::Momentum] {
+        let mut e = example();
+        let c = run(&mut e, 0.4, growth, FrozenGrowth::Reuse, 0);
+        assert_eq!(c.grown, vec![1, 3], "{growth:?}");
+    }
+    // With scores 0 on the dropped positions: frozen 5 (0.9) then 7 (0.7).
+    let mut e = example();
+    e.scores[1] = 0.0;
+    e.scores[3] = 0.0;
+    let c = run(&mut e, 0.4, Growth::Gradient, FrozenGrowth::Reuse, 0);
+    assert_eq!(c.grown, vec![5, 7]);
+    assert_eq!(active(&e.mask), vec![0, 2, 5, 7]);
+    // Excluding frozen positions: 7 (0.7) then 6 (0.5).
+    let mut e = example();
+    e.scores[1] = 0.0;
+    e.scores[3] = 0.0;
+    let c = run(&mut e, 0.4, Growth::Momentum, FrozenGrowth::Exclude, 0);
+    assert_eq!(c.grown, vec![7, 6]);
+    assert!(e.fired[7]);
+}
+
+#[test]
+fn unfired_grows_positions_never_active_in_the_task() {
+    // Never fired and not active after the drop: 4, 5, 7 (6 fired earlier, 1 and 3 just
+    // dropped). Growing 3 must take exactly those.
+    let mut e = example();
+    let c = run(&mut e, 0.75, Growth::Unfired, FrozenGrowth::Reuse, 3);
+    assert_eq!(c.dropped, vec![1, 3, 2]);
+    let mut g = c.grown.clone();
+    g.sort_unstable();
+    assert_eq!(g, vec![4, 5, 7]);
+    // Excluding frozen: unfired {4, 7} are too few for 3, the rest comes from fired {1, 2, 3, 6}.
+    for seed in 0..20 {
+        let mut e = example();
+        let c = run(&mut e, 0.75, Growth::Unfired, FrozenGrowth::Exclude, seed);
+        assert_eq!(
+            &c.grown[..2]
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            &[4, 7].into_iter().collect()
+        );
+        assert!([1, 2, 3, 6].contains(&c.grown[2]), "{c:?}");
+    }
+}
+
+#[test]
+fn random_grows_uniformly_among_the_candidates() {
+    // Drop 1 (|−0.1|), grow 1 of the 5 candidates {1, 4, 5, 6, 7} with FrozenGrowth::Reuse, or
+    // of {1, 4, 6, 7} with Exclude; uniform over 5000 seeds.
+    for (mode, cands) in [
+        (FrozenGrowth::Reuse, vec![1usize, 4, 5, 6, 7]),
+        (FrozenGrowth::Exclude, vec![1, 4, 6, 7]),
+    ] {
+        let mut counts = [0usize; 8];
+        for seed in 0..5000 {
+            let mut e = example();
+            let c = run(&mut e, 0.25, Growth::Random, mode, seed);
+            assert_eq!(c.dropped, vec![1]);
+            counts[c.grown[0]] += 1;
+        }
+        let expected = 5000.0 / cands.len() as f64;
+        for (i, &n) in counts.iter().enumerate() {
+            if cands.contains(&i) {
+                // 5 binomial standard deviations.
+                let sd = (expected * (1.0 - 1.0 / cands.len() as f64)).sqrt();
+                assert!(
+                    (n as f64 - expected).abs() < 5.0 * sd,
+                    "{mode:?} {counts:?}"
+                );
+            } else {
+                assert_eq!(n, 0, "{mode:?} {counts:?}");
+            }
+        }
+    }
+}
+
+// ---- the plugin on the mock host ------------------------------------------------------------
+
+/// A mock host whose linear model `[num_outputs, input_dim]` has no zero weights.
+fn host(input: usize, outputs: usize, tasks: usize) -> MockHost {
+    MockHost::new(input, outputs, tasks)
+}
+
+/// Simulates an optimizer step: every weight, bias and state entry moves.
+fn perturb(host: &mut MockHost, amount: f32) {
+    for p in &mut host.state_mut().params {
+        for (i, v) in p.values.iter_mut().enumerate() {
+            *v += amount * (1.0 + (i % 7) as f32);
+        }
+        for (i, g) in p.grads.iter_mut().enumerate() {
+            *g = ((i * 37) % 11) as f32 - 5.0;
+        }
+        for s in [&mut p.momentum, &mut p.exp_avg, &mut p.exp_avg_sq]
+            .into_iter()
+            .flatten()
+        {
+            s.iter_mut().for_each(|x| *x += 1.0);
+        }
+    }
+}
+
+fn train_task(plugin: &mut MockPlugin, host: &mut MockHost, task: usize, steps: usize) {
+    host.state_mut().task = task;
+    plugin.on_task_start(host).unwrap();
+    for s in 0..steps {
+        // Different moves in every task, so a task's biases differ from the others'.
+        perturb(host, 0.01 * (s + 1 + 10 * task) as f32);
+        plugin.after_backward(host, 1.0).unwrap();
+        plugin.after_step(host).unwrap();
+    }
+    plugin.on_task_end(host).unwrap();
+}
+
+/// Logits of task `j`'s test inputs as evaluation sees them.
+fn eval_logits(plugin: &mut MockPlugin, host: &mut MockHost, j: usize) -> Vec<u32> {
+    plugin.before_eval(host, Some(j)).unwrap();
+    let st = host.state();
+    let (d, k) = (st.input_dim, st.num_outputs);
+    let (w, b) = (&st.params[0].values, &st.params[1].values);
+    let x = &st.tasks[j].test_x;
+    let mut out = Vec::new();
+    for r in 0..x.len() / d {
+        for o in 0..k {
+            let dot: f32 = (0..d).map(|i| w[o * d + i] * x[r * d + i]).sum();
+            out.push((dot + b[o]).to_bits());
+        }
+    }
+    plugin.after_eval(host).unwrap();
+    out
+}
+
+fn weights(host: &MockHost) -> Vec<f32> {
+    host.state().params[0].values.clone()
+}
+
+#[test]
+fn frozen_weights_are_bitwise_unchanged_and_evaluation_is_isolated() {
+    // 3 tasks, linear 20 -> 6, 50% density, updates every 2 steps.
+    let mut h = host(20, 6, 3);
+    let mut plugin = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    plugin.on_model_built(&mut h).unwrap();
+    let init = weights(&h);
+    train_task(&mut plugin, &mut h, 0, 6);
+    // The working copy holds at most the mask's 60 non-zero weights: dropped positions are 0.
+    let nonzero = weights(&h).iter().filter(|&&v| v != 0.0).count();
+    assert!((50..=60).contains(&nonzero), "{nonzero}");
+    let logits0 = eval_logits(&mut plugin, &mut h, 0);
+    // Task 0's trained weights as evaluation sees them.
+    plugin.before_eval(&mut h, Some(0)).unwrap();
+    let task0 = weights(&h);
+    let bias0 = h.state().params[1].values.clone();
+    plugin.after_eval(&mut h).unwrap();
+    // Exactly half of the 120 weights (weights grown at the last update are still 0).
+    assert_eq!(h.reported(0, "active_weights"), Some(60.0));
+    let used0: Vec<usize> = (0..task0.len()).filter(|&i| task0[i] != 0.0).collect();
+    assert!(used0.len() > 50, "{}", used0.len());
+    assert!(used0.iter().any(|&i| task0[i] != init[i]), "task 0 trained");
+
+    for t in 1..3 {
+        train_task(&mut plugin, &mut h, t, 6);
+        // Every weight of task 0 is bitwise unchanged in the shared network after task t, and
+        // task 0's evaluation gives bit-identical logits (so R[t][0] = R[0][0]: BWT = 0).
+        let w = weights(&h);
+        for &i in &used0 {
+            let in_current = w[i] != 0.0;
+            if in_current {
+                assert_eq!(
+                    w[i].to_bits(),
+                    task0[i].to_bits(),
+                    "weight {i} after task {t}"
+                );
+            }
+        }
+        assert_eq!(
+            eval_logits(&mut plugin, &mut h, 0),
+            logits0,
+            "task 0 after task {t}"
+        );
+        plugin.before_eval(&mut h, Some(0)).unwrap();
+        let again = weights(&h);
+        assert_eq!(
+            again.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            task0.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(h.state().params[1].values, bias0, "task 0's own biases");
+        plugin.after_eval(&mut h).unwrap();
+    }
+    // Later tasks reused some of task 0's weights and the reports say how many.
+    let reused = h.reported(1, "reused_weights").unwrap();
+    assert!(reused > 0.0, "{reused}");
+    assert_eq!(h.reported(0, "reused_weights"), Some(0.0));
+    assert_eq!(h.reported(0, "density.total"), Some(0.5));
+    assert_eq!(h.reported(0, "density.layers.0.weight"), Some(0.5));
+    assert_eq!(h.reported(0, "free_weights"), Some(60.0));
+    // Task 1 adds 60 − reused new weights to the 60 of task 0.
+    assert_eq!(
+        h.reported(1, "free_weights"),
+        Some(120.0 - 60.0 - (60.0 - reused))
+    );
+    assert_eq!(h.reported(1, "reuse"), Some(reused / 60.0));
+    assert_eq!(h.reported(2, "topology_updates"), Some(3.0));
+}
+
+#[test]
+fn after_step_restores_fixed_positions_and_masks_the_optimizer_state() {
+    let mut h = host(10, 4, 2);
+    let mut plugin = MockPlugin::create::<Dst>(&config(&[("update_every", "1000")])).unwrap();
+    plugin.on_model_built(&mut h).unwrap();
+    train_task(&mut plugin, &mut h, 0, 1);
+    h.state_mut().task = 1;
+    plugin.on_task_start(&mut h).unwrap();
+    let before = weights(&h);
+    perturb(&mut h, 0.5);
+    plugin.after_step(&mut h).unwrap();
+    let p = &h.state().params[0];
+    let m = p.momentum.as_ref().unwrap();
+    let (mut trained, mut fixed) = (0, 0);
+    for i in 0..p.values.len() {
+        if p.values[i] == before[i] {
+            // Not trainable: restored bitwise, state zero.
+            assert_eq!(p.values[i].to_bits(), before[i].to_bits());
+            assert_eq!(m[i], 0.0, "state of fixed position {i}");
+            fixed += 1;
+        } else {
+            assert!(m[i] != 0.0);
+            trained += 1;
+        }
+    }
+    // Task 1 trains its free positions only: 20 of 40 in its mask, minus the reused ones.
+    assert!(
+        trained > 0 && trained < 20 && fixed > 20,
+        "{trained} {fixed}"
+    );
+}
+
+#[test]
+fn new_task_weights_start_at_init_or_zero() {
+    for (mode, zero) in [("\"init\"", false), ("\"zero\"", true)] {
+        let mut h = host(10, 4, 2);
+        let cfg = config(&[("new_weights", mode), ("update_every", "1000")]);
+        let mut plugin = MockPlugin::create::<Dst>(&cfg).unwrap();
+        plugin.on_model_built(&mut h).unwrap();
+        let init = weights(&h);
+        train_task(&mut plugin, &mut h, 0, 1);
+        plugin.before_eval(&mut h, Some(0)).unwrap();
+        let task0 = weights(&h);
+        plugin.after_eval(&mut h).unwrap();
+        h.state_mut().task = 1;
+        plugin.on_task_start(&mut h).unwrap();
+        let w = weights(&h);
+        // Positions not used by task 0 hold 0 (outside the mask) or init / 0 (new).
+        let new: Vec<usize> = (0..w.len())
+            .filter(|&i| task0[i] == 0.0 && w[i] != 0.0)
+            .collect();
+        if zero {
+            assert!(new.is_empty(), "{new:?}");
+        } else {
+            assert!(new.len() > 5);
+            assert!(new.iter().all(|&i| w[i] == init[i]));
+        }
+    }
+}
+
+#[test]
+fn momentum_growth_needs_adam_and_reads_its_moments() {
+    let mut h = host(6, 4, 2);
+    let cfg = config(&[("growth", "\"momentum\"")]);
+    let mut plugin = MockPlugin::create::<Dst>(&cfg).unwrap();
+    let err = plugin.on_model_built(&mut h).unwrap_err();
+    assert!(
+        err.message.contains("strategy `dst`")
+            && err.message.contains("`growth` = \"momentum\"")
+            && err.message.contains("adam"),
+        "{err}"
+    );
+    // With Adam: the grown positions are the inactive ones with the largest |m/√v|.
+    let mut h = host(6, 4, 2);
+    h.use_adam();
+    let cfg = config(&[("growth", "\"momentum\""), ("update_every", "1")]);
+    let mut plugin = MockPlugin::create::<Dst>(&cfg).unwrap();
+    plugin.on_model_built(&mut h).unwrap();
+    plugin.on_task_start(&mut h).unwrap();
+    let mask: Vec<bool> = weights(&h).iter().map(|&v| v != 0.0).collect();
+    let inactive: Vec<usize> = (0..24).filter(|&i| !mask[i]).collect();
+    assert_eq!(inactive.len(), 12);
+    // Moment ratio: m = position index + 1, v = 1 → the largest inactive indices win.
+    {
+        let p = &mut h.state_mut().params[0];
+        let (m, v) = (p.exp_avg.as_mut().unwrap(), p.exp_avg_sq.as_mut().unwrap());
+        for i in 0..24 {
+            m[i] = if mask[i] { 0.0 } else { i as f32 + 1.0 };
+            v[i] = 1.0;
+        }
+    }
+    // drop fraction at step 1 of 6: 0.005 + 0.495·(1 + cos(π/6))/2 = 0.4668 → ceil(0.4668·12) = 6.
+    plugin.after_step(&mut h).unwrap();
+    // Grown weights start at zero, so the mask is not visible in the values; the grown
+    // positions' moments were zeroed when they were grown, the other inactive ones kept theirs.
+    let p = &h.state().params[0];
+    let m = p.exp_avg.as_ref().unwrap();
+    let zeroed: Vec<usize> = inactive.iter().copied().filter(|&i| m[i] == 0.0).collect();
+    let mut top = inactive.clone();
+    top.sort_unstable_by(|a, b| b.cmp(a));
+    top.truncate(6);
+    top.sort_unstable();
+    assert_eq!(zeroed, top);
+}
+
+#[test]
+fn bad_hyperparameters_name_the_plugin_and_the_key() {
+    let err = MockPlugin::create::<Dst>(&config(&[("task_steps", "0")])).unwrap_err();
+    assert!(
+        err.message.contains("strategy `dst`") && err.message.contains("`task_steps`"),
+        "{err}"
+    );
+    let err = MockPlugin::create::<Dst>(&config(&[("growth", "\"magic\"")])).unwrap_err();
+    assert!(err.message.contains("`growth`"), "{err}");
+    let err = MockPlugin::create::<Dst>(&config(&[("sparsity", "1.0")])).unwrap_err();
+    assert!(err.message.contains("`sparsity`"), "{err}");
+    let err = MockPlugin::create::<Dst>(&config(&[("update_every", "0")])).unwrap_err();
+    assert!(err.message.contains("`update_every`"), "{err}");
+    // Task id hidden: refused with a clear message.
+    let mut h = host(6, 4, 2);
+    h.state_mut().setting = CLEF_SETTING_CLASS_IL;
+    let mut plugin = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    plugin.on_model_built(&mut h).unwrap();
+    let err = plugin.on_task_start(&mut h).unwrap_err();
+    assert!(err.message.contains("task-il"), "{err}");
+}
+
+#[test]
+fn erk_masks_on_a_two_layer_model_and_same_seed_same_masks() {
+    let run = || {
+        let mut h = host(8, 4, 2);
+        // Add a second (wide) weight layer [32, 8]: ERK gives it a lower density.
+        h.state_mut().params.push(MockParam {
+            name: std::ffi::CString::new("layers.1.weight").unwrap(),
+            shape: vec![32, 8],
+            role: CLEF_ROLE_WEIGHT,
+            layer: 1,
+            values: (0..256).map(|i| 0.01 * (i as f32 + 1.0)).collect(),
+            grads: vec![0.0; 256],
+            momentum: Some(vec![0.0; 256]),
+            exp_avg: None,
+            exp_avg_sq: None,
+        });
+        let cfg = config(&[("init", "\"erk\""), ("sparsity", "0.8")]);
+        let mut plugin = MockPlugin::create::<Dst>(&cfg).unwrap();
+        plugin.on_model_built(&mut h).unwrap();
+        train_task(&mut plugin, &mut h, 0, 4);
+        let masks: Vec<Vec<bool>> = h
+            .state()
+            .params
+            .iter()
+            .filter(|p| p.role == CLEF_ROLE_WEIGHT)
+            .map(|p| p.values.iter().map(|&v| v != 0.0).collect())
+            .collect();
+        (h, masks)
+    };
+    let (h, a) = run();
+    let (_, b) = run();
+    assert_eq!(a, b, "same seed, same masks");
+    // Scores r = 12/32 and 40/256; target 0.2 of 288 = 57.6 weights:
+    // ε = 57.6 / (12 + 40) = 1.1077 → d = 0.41538, 0.17308; round(13.29) = 13, round(44.31) = 44.
+    let d0 = h.reported(0, "density.layers.0.weight").unwrap();
+    let d1 = h.reported(0, "density.layers.1.weight").unwrap();
+    assert_eq!((d0, d1), (13.0 / 32.0, 44.0 / 256.0));
+    assert_eq!(h.reported(0, "density.total"), Some(57.0 / 288.0));
+}
+
+#[test]
+fn growth_into_frozen_weights_reuses_them_or_mirrors_the_original_mismatch() {
+    for mode in ["reuse", "original"] {
+        let mut h = host(10, 4, 2);
+        let cfg = config(&[
+            ("growth", "\"gradient\""),
+            ("frozen_growth", &format!("{mode:?}")),
+        ]);
+        let mut plugin = MockPlugin::create::<Dst>(&cfg).unwrap();
+        plugin.on_model_built(&mut h).unwrap();
+        train_task(&mut plugin, &mut h, 0, 1);
+        plugin.before_eval(&mut h, Some(0)).unwrap();
+        let task0 = weights(&h);
+        plugin.after_eval(&mut h).unwrap();
+        h.state_mut().task = 1;
+        plugin.on_task_start(&mut h).unwrap();
+        perturb(&mut h, 0.01);
+        plugin.after_step(&mut h).unwrap();
+        // Step 2 updates the topology: the largest gradients sit on task 0's weights that are
+        // not in task 1's mask, so those are grown.
+        let start = weights(&h);
+        let targets: Vec<usize> = (0..40)
+            .filter(|&i| task0[i] != 0.0 && start[i] == 0.0)
+            .collect();
+        assert!(!targets.is_empty());
+        for (i, g) in h.state_mut().params[0].grads.iter_mut().enumerate() {
+            *g = if targets.contains(&i) { 100.0 } else { 0.0 };
+        }
+        plugin.after_step(&mut h).unwrap();
+        let w = weights(&h);
+        plugin.on_task_end(&mut h).unwrap();
+        plugin.before_eval(&mut h, Some(1)).unwrap();
+        let eval = weights(&h);
+        plugin.after_eval(&mut h).unwrap();
+        let grown: Vec<usize> = targets
+            .iter()
+            .copied()
+            .filter(|&i| eval[i] != 0.0)
+            .collect();
+        assert!(!grown.is_empty(), "{mode}");
+        for &i in &grown {
+            // Evaluation always reads the frozen value ...
+            assert_eq!(eval[i].to_bits(), task0[i].to_bits(), "{mode} {i}");
+            // ... training sees it too with `reuse`, and 0 with `original`.
+            let expect = if mode == "reuse" { task0[i] } else { 0.0 };
+            assert_eq!(w[i].to_bits(), expect.to_bits(), "{mode} {i}");
+        }
+    }
+}

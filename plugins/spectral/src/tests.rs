@@ -1,0 +1,500 @@
+//! Tests of the spectral plugin: hand-computed values, finite differences of the penalty on a
+//! two-layer model (the surrogate with the plugin's own `u`, `v`, and the exact penalty with
+//! σ from a full SVD), power-iteration convergence against `faer`'s SVD, state and errors.
+
+use super::*;
+use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT};
+use clef_sdk::testing::{describe, MockHost, MockParam, MockPlugin};
+use std::ffi::CString;
+
+fn cfg(lambda: f64, k: f64, iters: usize, bias: &str) -> String {
+    format!("lambda = {lambda:?}\nk = {k:?}\npower_iterations = {iters}\nbias = \"{bias}\"")
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn noise(i: u64) -> f64 {
+    let mut z = i
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x1234_5678);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+/// A parameter tensor with pseudo-random values, built from the mock's own tensor (so that
+/// fields the SDK adds later keep their defaults).
+fn param(
+    template: &MockParam,
+    name: &str,
+    shape: Vec<usize>,
+    role: i32,
+    layer: usize,
+    salt: u64,
+    scale: f64,
+) -> MockParam {
+    let n: usize = shape.iter().product();
+    let mut p = template.clone();
+    p.values = (0..n)
+        .map(|j| (scale * noise(salt * 1000 + j as u64)) as f32)
+        .collect();
+    p.name = CString::new(name).unwrap();
+    p.shape = shape;
+    p.role = role;
+    p.layer = layer;
+    p.grads = vec![0.0; n];
+    p.momentum = p.momentum.map(|_| vec![0.0; n]);
+    p
+}
+
+/// A tiny two-layer model, 5 -> 4 -> 3, with σ_max of both weights well away from 1 and
+/// non-zero biases.
+fn tiny_host() -> MockHost {
+    let mut host = MockHost::new(5, 3, 1);
+    let t = host.state().params[0].clone();
+    host.state_mut().params = vec![
+        param(
+            &t,
+            "layers.0.weight",
+            vec![4, 5],
+            CLEF_ROLE_WEIGHT,
+            0,
+            1,
+            1.0,
+        ),
+        param(&t, "layers.0.bias", vec![4], CLEF_ROLE_BIAS, 0, 2, 0.3),
+        param(
+            &t,
+            "layers.1.weight",
+            vec![3, 4],
+            CLEF_ROLE_WEIGHT,
+            1,
+            3,
+            0.4,
+        ),
+        param(&t, "layers.1.bias", vec![3], CLEF_ROLE_BIAS, 1, 4, 0.3),
+    ];
+    host
+}
+
+fn grads(host: &MockHost) -> Vec<Vec<f32>> {
+    host.state()
+        .params
+        .iter()
+        .map(|p| p.grads.clone())
+        .collect()
+}
+
+fn zero_grads(host: &mut MockHost) {
+    for p in &mut host.state_mut().params {
+        p.grads.iter_mut().for_each(|g| *g = 0.0);
+    }
+}
+
+fn layers(plugin: &mut MockPlugin, host: &mut MockHost) -> (Vec<Layer>, Vec<usize>) {
+    decode_state(&plugin.save_state(host).unwrap())
+        .unwrap()
+        .expect("set up")
+}
+
+/// Largest singular value of a row-major `rows x cols` f64 matrix, by a full SVD.
+fn sigma_max(a: &[f64], rows: usize, cols: usize) -> f64 {
+    let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| a[i * cols + j]);
+    m.singular_values().expect("svd")[0]
+}
+
+/// The matrix a layer regularises (`[W | b]` when augmented), in f64.
+fn layer_matrix(theta: &[Vec<f64>], l: &Layer) -> (Vec<f64>, usize) {
+    let w = &theta[l.weight];
+    match l.augment {
+        None => (w.clone(), l.cols),
+        Some(b) => {
+            let mut a = Vec::with_capacity(l.rows * (l.cols + 1));
+            for i in 0..l.rows {
+                a.extend_from_slice(&w[i * l.cols..(i + 1) * l.cols]);
+                a.push(theta[b][i]);
+            }
+            (a, l.cols + 1)
+        }
+    }
+}
+
+/// The penalty in f64. `exact`: σ from a full SVD; otherwise the surrogate `uᵀ A v` with the
+/// plugin's stored vectors held fixed.
+fn penalty_f64(
+    lambda: f64,
+    k: f64,
+    theta: &[Vec<f64>],
+    layers: &[Layer],
+    norm_biases: &[usize],
+    exact: bool,
+) -> f64 {
+    let mut p = 0.0;
+    for l in layers {
+        let (a, n) = layer_matrix(theta, l);
+        let sigma = if exact {
+            sigma_max(&a, l.rows, n)
+        } else {
+            (0..l.rows)
+                .map(|i| {
+                    (0..n)
+                        .map(|j| f64::from(l.u[i]) * a[i * n + j] * f64::from(l.v[j]))
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        p += sigma_penalty(lambda, k, sigma);
+    }
+    for &b in norm_biases {
+        p += bias_penalty(lambda, k, theta[b].iter().map(|x| x * x).sum());
+    }
+    p
+}
+
+/// Compares the gradient the plugin added (`after - before`) with central differences of
+/// `penalty_f64`, for every parameter; returns the number of clearly non-zero entries.
+#[allow(clippy::too_many_arguments)]
+fn check_fd(
+    host: &MockHost,
+    before: &[Vec<f32>],
+    lambda: f64,
+    k: f64,
+    layers: &[Layer],
+    norm_biases: &[usize],
+    exact: bool,
+    h: f64,
+    rel: f64,
+) -> usize {
+    let theta: Vec<Vec<f64>> = host
+        .state()
+        .params
+        .iter()
+        .map(|p| p.values.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let after = grads(host);
+    let mut nonzero = 0;
+    for i in 0..theta.len() {
+        for j in 0..theta[i].len() {
+            let added = f64::from(after[i][j]) - f64::from(before[i][j]);
+            let mut plus = theta.clone();
+            plus[i][j] += h;
+            let mut minus = theta.clone();
+            minus[i][j] -= h;
+            let fd = (penalty_f64(lambda, k, &plus, layers, norm_biases, exact)
+                - penalty_f64(lambda, k, &minus, layers, norm_biases, exact))
+                / (2.0 * h);
+            assert!(
+                (added - fd).abs() <= rel * fd.abs().max(1e-2),
+                "k = {k}, exact = {exact}: param {i}[{j}]: added {added}, finite difference {fd}"
+            );
+            if fd.abs() > 1e-3 {
+                nonzero += 1;
+            }
+        }
+    }
+    nonzero
+}
+
+#[test]
+fn schema_is_valid() {
+    clef_sdk::validate::<Spectral>().unwrap();
+    // SAFETY: the descriptor the export macro built.
+    let info = unsafe { describe(clef_plugin_entry_v1()) };
+    assert_eq!(info.name, "spectral");
+    assert_eq!(info.hparams.len(), 4);
+}
+
+#[test]
+fn rejects_bad_config_naming_plugin_and_key() {
+    for (text, key) in [
+        (cfg(-1.0, 2.0, 1, "norm"), "`lambda`"),
+        (cfg(1.0, 2.0, 1, "norm").replace("1.0", "nan"), "`lambda`"),
+        (cfg(1.0, 0.0, 1, "norm"), "`k`"),
+        (cfg(1.0, -2.0, 1, "norm"), "`k`"),
+        (cfg(1.0, 2.0, 0, "norm"), "`power_iterations`"),
+    ] {
+        let err = MockPlugin::create::<Spectral>(&text).unwrap_err();
+        assert!(
+            err.message.contains("spectral") && err.message.contains(key),
+            "{text}: {err}"
+        );
+    }
+    assert!(MockPlugin::create::<Spectral>(&cfg(1.0, 2.0, 1, "column")).is_err());
+    assert!(MockPlugin::create::<Spectral>("lambda = 1.0").is_err());
+}
+
+#[test]
+fn power_step_converges_to_the_svd() {
+    // Wide, tall and augmented matrices; σ from persistent-vector power iteration after 300
+    // steps matches faer's full SVD to f32 accuracy.
+    for (rows, cols, augment) in [(7, 5, false), (5, 9, false), (30, 20, false), (6, 4, true)] {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| noise(rows as u64 * 7919 + i as u64) as f32)
+            .collect();
+        let b: Vec<f32> = (0..rows).map(|i| noise(99_000 + i as u64) as f32).collect();
+        let a = Matrix {
+            w: &w,
+            extra: augment.then_some(b.as_slice()),
+            rows,
+            cols,
+        };
+        let mut u: Vec<f32> = (0..rows).map(|i| noise(5 + i as u64) as f32).collect();
+        let nu = norm(&u) as f32;
+        u.iter_mut().for_each(|x| *x /= nu);
+        let mut v = vec![0.0; a.n()];
+        let mut scratch = vec![0.0; rows];
+        let mut sigma = 0.0;
+        for _ in 0..300 {
+            sigma = power_step(&a, &mut u, &mut v, &mut scratch);
+        }
+        let dense: Vec<f64> = (0..rows)
+            .flat_map(|i| {
+                let row = w[i * cols..(i + 1) * cols].iter().map(|&x| f64::from(x));
+                row.chain(augment.then(|| f64::from(b[i])))
+            })
+            .collect();
+        let exact = sigma_max(&dense, rows, a.n());
+        assert!(
+            (f64::from(sigma) - exact).abs() <= 1e-5 * exact,
+            "{rows}x{cols} augmented {augment}: power iteration {sigma}, SVD {exact}"
+        );
+        // u and v are unit vectors with A v = σ u.
+        assert!((norm(&u) - 1.0).abs() < 1e-5 && (norm(&v) - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn one_step_per_optimizer_step_converges_through_the_plugin() {
+    // The weights stay fixed; one power step per after_backward. The singular vectors persist
+    // between calls, so σ converges to the SVD's value; a single call with 300 steps agrees.
+    let mut host = tiny_host();
+    let mut plugin = MockPlugin::create::<Spectral>(&cfg(0.1, 2.0, 1, "none")).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    let mut first = Vec::new();
+    for step in 0..300 {
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        if step == 0 {
+            first = layers(&mut plugin, &mut host).0;
+        }
+    }
+    let (ls, biases) = layers(&mut plugin, &mut host);
+    assert!(biases.is_empty(), "bias = none");
+    let mut once = MockPlugin::create::<Spectral>(&cfg(0.1, 2.0, 300, "none")).unwrap();
+    once.on_model_built(&mut host).unwrap();
+    once.after_backward(&mut host, 0.0).unwrap();
+    let (ls_once, _) = layers(&mut once, &mut host);
+    let mut moved = false;
+    for ((l, l1), l0) in ls.iter().zip(&ls_once).zip(&first) {
+        let w: Vec<f64> = host.state().params[l.weight]
+            .values
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let exact = sigma_max(&w, l.rows, l.cols);
+        for s in [l.sigma, l1.sigma] {
+            assert!(
+                (f64::from(s) - exact).abs() <= 1e-5 * exact,
+                "param {}: {s} vs SVD {exact}",
+                l.weight
+            );
+        }
+        // One step from a random start underestimates σ (the test is not vacuous).
+        assert!(f64::from(l0.sigma) <= exact * (1.0 + 1e-6));
+        moved |= (f64::from(l0.sigma) - exact).abs() > 1e-4 * exact;
+    }
+    assert!(moved, "the first estimate was already exact");
+}
+
+#[test]
+fn hand_computed_gradient() {
+    // W = diag(2, 0.5): σ = 2, u = ±e1, v = ±e1. k = 2, λ = 0.1:
+    // ∂/∂W = 2λ(σ² − 1)·2σ·u vᵀ = 0.2·3·4·e1e1ᵀ = 2.4 at [0, 0].
+    // b = (0.3, 0.4): ‖b‖² = 0.25; ∂/∂b = 2kλ‖b‖²·b = 0.4·0.25·b = (0.03, 0.04).
+    let mut host = MockHost::new(2, 2, 1);
+    host.state_mut().params[0].values = vec![2.0, 0.0, 0.0, 0.5];
+    host.state_mut().params[1].values = vec![0.3, 0.4];
+    let mut plugin = MockPlugin::create::<Spectral>(&cfg(0.1, 2.0, 50, "norm")).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    let g = grads(&host);
+    for (got, want) in g[0].iter().zip([2.4f32, 0.0, 0.0, 0.0]) {
+        assert!((got - want).abs() < 1e-5, "{:?}", g[0]);
+    }
+    for (got, want) in g[1].iter().zip([0.03f32, 0.04]) {
+        assert!((got - want).abs() < 1e-7, "{:?}", g[1]);
+    }
+    // k = 1: ∂/∂W = 2λ(σ − 1)·e1e1ᵀ = 0.2; ∂/∂b = 2λ·b = (0.06, 0.08).
+    zero_grads(&mut host);
+    let mut k1 = MockPlugin::create::<Spectral>(&cfg(0.1, 1.0, 50, "norm")).unwrap();
+    k1.on_model_built(&mut host).unwrap();
+    k1.after_backward(&mut host, 0.0).unwrap();
+    let g = grads(&host);
+    assert!((g[0][0] - 0.2).abs() < 1e-6 && g[0][1..].iter().all(|x| x.abs() < 1e-6));
+    assert!((g[1][0] - 0.06).abs() < 1e-7 && (g[1][1] - 0.08).abs() < 1e-7);
+}
+
+/// The added gradient equals central differences of `λ Σ ((uᵀAv)^k − 1)² + bias term` with the
+/// plugin's own `u`, `v`, right after one power step from a random start (not converged).
+///
+/// Tolerance: the penalty is smooth in θ, so with h = 1e-5 the f64 difference is accurate to
+/// ~1e-9; the plugin works in f32 (σ, u, v and the coefficient each to ~1e-6 relative), so a
+/// relative error of 2e-4 (absolute 2e-6 below |g| = 0.01) leaves a wide margin for rounding
+/// while catching any wrong factor (k, 2, σ^(k−1)) or a wrong index.
+#[test]
+fn gradient_matches_finite_differences_of_the_surrogate() {
+    for (k, bias) in [
+        (2.0, "norm"),
+        (1.0, "norm"),
+        (3.0, "norm"),
+        (1.5, "augmented"),
+        (2.0, "augmented"),
+        (2.0, "none"),
+    ] {
+        let lambda = 0.3;
+        let mut host = tiny_host();
+        let mut plugin = MockPlugin::create::<Spectral>(&cfg(lambda, k, 1, bias)).unwrap();
+        plugin.on_model_built(&mut host).unwrap();
+        for p in &mut host.state_mut().params {
+            p.grads.iter_mut().for_each(|g| *g = 0.25);
+        }
+        let before = grads(&host);
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        let (ls, biases) = layers(&mut plugin, &mut host);
+        assert_eq!(
+            ls.iter().filter(|l| l.augment.is_some()).count(),
+            if bias == "augmented" { 2 } else { 0 }
+        );
+        assert_eq!(biases.len(), if bias == "norm" { 2 } else { 0 });
+        let nonzero = check_fd(&host, &before, lambda, k, &ls, &biases, false, 1e-5, 2e-4);
+        assert!(
+            nonzero >= 20,
+            "k = {k}, {bias}: only {nonzero} non-zero entries"
+        );
+        if bias == "none" {
+            let g = grads(&host);
+            assert_eq!(g[1], before[1]);
+            assert_eq!(g[3], before[3]);
+        }
+    }
+}
+
+/// Once the power iteration has converged, the added gradient is the gradient of the exact
+/// penalty `λ Σ (σ_max(A)^k − 1)² + bias term`, with σ_max from a full SVD at θ ± h.
+///
+/// Tolerance: after 300 steps the singular vectors are converged to f32 accuracy (the gap
+/// σ2/σ1 of these matrices makes the error (σ2/σ1)^600 negligible); the SVD is accurate to
+/// ~1e-15, so the difference with h = 1e-6 is accurate to ~1e-8. 1e-3 relative covers the
+/// f32 arithmetic with a margin and still catches a gradient built from unconverged vectors.
+#[test]
+fn converged_gradient_matches_finite_differences_of_the_exact_penalty() {
+    for (k, bias) in [(2.0, "norm"), (1.0, "augmented"), (2.5, "norm")] {
+        let lambda = 0.2;
+        let mut host = tiny_host();
+        let mut plugin = MockPlugin::create::<Spectral>(&cfg(lambda, k, 1, bias)).unwrap();
+        plugin.on_model_built(&mut host).unwrap();
+        for _ in 0..299 {
+            plugin.after_backward(&mut host, 0.0).unwrap();
+        }
+        zero_grads(&mut host);
+        let before = grads(&host);
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        let (ls, biases) = layers(&mut plugin, &mut host);
+        let nonzero = check_fd(&host, &before, lambda, k, &ls, &biases, true, 1e-6, 1e-3);
+        assert!(nonzero >= 20, "k = {k}: only {nonzero} non-zero entries");
+    }
+}
+
+#[test]
+fn same_seed_same_gradients() {
+    let run = |seed: u64| {
+        let mut host = tiny_host();
+        host.state_mut().seed = seed;
+        let mut plugin = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, "norm")).unwrap();
+        plugin.on_model_built(&mut host).unwrap();
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        grads(&host)
+    };
+    assert_eq!(run(42), run(42));
+}
+
+#[test]
+fn zero_lambda_adds_nothing_and_zero_matrix_is_safe() {
+    let mut host = tiny_host();
+    let mut off = MockPlugin::create::<Spectral>(&cfg(0.0, 2.0, 1, "norm")).unwrap();
+    off.on_model_built(&mut host).unwrap();
+    off.after_backward(&mut host, 0.0).unwrap();
+    assert!(grads(&host).iter().flatten().all(|&g| g == 0.0));
+
+    // W = 0 and b = 0: σ = 0, no gradient, no NaN.
+    for p in &mut host.state_mut().params {
+        p.values.iter_mut().for_each(|v| *v = 0.0);
+    }
+    let mut plugin = MockPlugin::create::<Spectral>(&cfg(1.0, 0.5, 1, "norm")).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    assert!(grads(&host).iter().flatten().all(|&g| g == 0.0));
+}
+
+#[test]
+fn non_finite_weights_are_an_error_not_a_panic() {
+    let mut host = tiny_host();
+    let mut plugin = MockPlugin::create::<Spectral>(&cfg(1.0, 2.0, 1, "norm")).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    host.state_mut().params[2].values[3] = f32::NAN;
+    let err = plugin.after_backward(&mut host, 0.0).unwrap_err();
+    assert!(err.message.contains("non-finite"), "{err}");
+}
+
+#[test]
+fn state_round_trip_and_errors() {
+    let mut host = tiny_host();
+    let mut plugin = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, "augmented")).unwrap();
+    let empty = plugin.save_state(&mut host).unwrap();
+    assert_eq!(decode_state(&empty).unwrap(), None);
+    let err = plugin.after_backward(&mut host, 0.0).unwrap_err();
+    assert!(err.message.contains("not set up"), "{err}");
+    plugin.on_model_built(&mut host).unwrap();
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    let saved = plugin.save_state(&mut host).unwrap();
+
+    let mut fresh = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, "augmented")).unwrap();
+    fresh.load_state(&mut host, &saved).unwrap();
+    assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
+    // Both continue identically from the saved singular vectors.
+    zero_grads(&mut host);
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    let g1 = grads(&host);
+    zero_grads(&mut host);
+    fresh.after_backward(&mut host, 0.0).unwrap();
+    assert_eq!(grads(&host), g1);
+
+    assert!(fresh
+        .load_state(&mut host, &saved[..saved.len() - 1])
+        .is_err());
+    assert!(fresh.load_state(&mut host, b"garbage!garbage!").is_err());
+    // A layout that does not fit the model is an error, not a panic.
+    let (mut ls, biases) = decode_state(&saved).unwrap().unwrap();
+    ls[0].rows = 2;
+    ls[0].u.truncate(2);
+    fresh
+        .load_state(&mut host, &encode_state(Some(&ls), &biases))
+        .unwrap();
+    assert!(fresh.after_backward(&mut host, 0.0).is_err());
+    ls[0].weight = 17;
+    fresh
+        .load_state(&mut host, &encode_state(Some(&ls), &biases))
+        .unwrap();
+    assert!(fresh.after_backward(&mut host, 0.0).is_err());
+    // Inconsistent vector lengths (or an absurd width) are refused at load time.
+    ls[0].v.push(0.0);
+    assert!(fresh
+        .load_state(&mut host, &encode_state(Some(&ls), &biases))
+        .is_err());
+    ls[0].cols = usize::MAX;
+    assert!(fresh
+        .load_state(&mut host, &encode_state(Some(&ls), &biases))
+        .is_err());
+    fresh.load_state(&mut host, &[]).unwrap();
+    assert_eq!(fresh.save_state(&mut host).unwrap(), empty);
+}
