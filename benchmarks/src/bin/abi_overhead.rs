@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clef_benchmarks::median;
 use indicatif::ProgressBar;
 
 use clef_core::config;
@@ -67,22 +68,11 @@ batch_size = 128
 name = "finetune"
 "#;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
     let cfg = config::parse(&text, std::path::Path::new("abi-overhead.toml"))?;
-    let dir = match args.plugin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .to_path_buf(),
-    };
+    let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let scfg = &cfg.strategy[0];
     let data = std::sync::Arc::new(load_data(&cfg.data)?);

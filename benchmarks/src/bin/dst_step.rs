@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clef_benchmarks::median;
 use indicatif::ProgressBar;
 
 use clef_core::config;
@@ -78,23 +79,12 @@ label = "dst-uniform-momentum-90"
 hparams = { sparsity = 0.9, init = "uniform", growth = "momentum", update_every = 50, task_steps = ITERATIONS }
 "#;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
     let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
     let cfg = config::parse(&text, std::path::Path::new("dst-step.toml"))?;
-    let dir = match args.plugin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .to_path_buf(),
-    };
+    let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let data = std::sync::Arc::new(load_data(&cfg.data)?);
     let sc = scenario::build(&cfg.scenario, data, cfg.settings[0], 0)

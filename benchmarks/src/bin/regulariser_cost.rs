@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clef_benchmarks::median;
 use indicatif::ProgressBar;
 
 use clef_core::config;
@@ -81,11 +82,6 @@ name = "wasserstein"
 name = "l2init"
 "#;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn fastest(xs: &[f64]) -> f64 {
     xs.iter().copied().fold(f64::INFINITY, f64::min)
 }
@@ -98,13 +94,7 @@ fn main() -> anyhow::Result<()> {
     );
     let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
     let cfg = config::parse(&text, std::path::Path::new("regulariser-cost.toml"))?;
-    let dir = match args.plugin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .to_path_buf(),
-    };
+    let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let create = |i: usize| -> anyhow::Result<Box<dyn Strategy>> {
         let scfg = &cfg.strategy[i];

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clef_benchmarks::median;
 
 use clef_backend::{ntk, Inputs};
 use clef_core::config;
@@ -67,22 +68,11 @@ name = "sfr"
 hparams = { tau = 1.0, prior_precision = 0.0001, inducing_points = 200 }
 "#;
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.steps > 0, "--steps must be > 0");
     let cfg = config::parse(CONFIG, std::path::Path::new("sfr-cost.toml"))?;
-    let dir = match args.plugin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable has no directory")?
-            .to_path_buf(),
-    };
+    let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let mut sfr = plugins
         .create(&cfg.strategy[0])
