@@ -3,7 +3,8 @@
 //! Layout: an 8-byte magic tag, a `u32` format version, then the fields in the order the
 //! plugin writes them. Integers are `u64`, floats are IEEE-754 little-endian, a float vector
 //! is its length (`u64`) followed by its values, a tensor list is its count (`u64`) followed
-//! by that many float vectors. Every read checks the remaining length first, so truncated or
+//! by that many float vectors, a boolean vector is its length (`u64`) followed by the bits
+//! packed 8 per byte (least significant first). Every read checks the remaining length first, so truncated or
 //! corrupted input becomes an error, never a panic or a huge allocation.
 //!
 //! Plugins use it in `save_state` / `load_state`:
@@ -67,6 +68,16 @@ impl Writer {
         for v in t {
             self.f32s(v);
         }
+    }
+
+    /// Appends a boolean vector (length, then the bits packed 8 per byte, LSB first).
+    pub fn bools(&mut self, v: &[bool]) {
+        self.usize(v.len());
+        self.buf.extend(v.chunks(8).map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u8, |byte, (i, &b)| byte | (u8::from(b) << i))
+        }));
     }
 
     /// The finished blob.
@@ -158,6 +169,13 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.f32s()).collect()
     }
 
+    /// Reads a boolean vector written by [`Writer::bools`].
+    pub fn bools(&mut self) -> Result<Vec<bool>> {
+        let n = self.usize()?;
+        let raw = self.take(n.div_ceil(8))?;
+        Ok((0..n).map(|i| raw[i / 8] >> (i % 8) & 1 == 1).collect())
+    }
+
     /// Fails unless every byte was consumed.
     pub fn finish(self) -> Result<()> {
         ensure!(
@@ -181,6 +199,9 @@ mod tests {
         w.usize(12);
         w.f32s(&[1.5, -0.0, f32::MIN_POSITIVE]);
         w.tensors(&[vec![1.0], vec![], vec![2.0, 3.0]]);
+        let flags: Vec<bool> = (0..19).map(|i| i % 3 == 0 || i == 18).collect();
+        w.bools(&flags);
+        w.bools(&[]);
         let bytes = w.finish();
 
         let mut r = Reader::new(&bytes, b"testblob", 3).unwrap();
@@ -194,6 +215,8 @@ mod tests {
             r.tensors().unwrap(),
             vec![vec![1.0], vec![], vec![2.0, 3.0]]
         );
+        assert_eq!(r.bools().unwrap(), flags);
+        assert_eq!(r.bools().unwrap(), Vec::<bool>::new());
         r.finish().unwrap();
 
         assert!(Reader::new(&bytes, b"otherblb", 3).is_err());
@@ -206,6 +229,8 @@ mod tests {
                 r.usize()?;
                 r.f32s()?;
                 r.tensors()?;
+                r.bools()?;
+                r.bools()?;
                 r.finish()
             });
             assert!(res.is_err(), "truncation at {cut} was accepted");
@@ -219,6 +244,8 @@ mod tests {
         r.usize().unwrap();
         r.f32s().unwrap();
         r.tensors().unwrap();
+        r.bools().unwrap();
+        r.bools().unwrap();
         assert!(r.finish().is_err());
         // A huge announced length is an error, not an allocation.
         let mut w = Writer::new(b"testblob", 3);
@@ -228,6 +255,10 @@ mod tests {
         assert!(Reader::new(&bytes, b"testblob", 3)
             .unwrap()
             .tensors()
+            .is_err());
+        assert!(Reader::new(&bytes, b"testblob", 3)
+            .unwrap()
+            .bools()
             .is_err());
     }
 }

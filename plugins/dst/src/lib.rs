@@ -23,12 +23,15 @@
 //!    per task (`bias = "per-task"`: every task trains its own copy, starting from θ0's
 //!    biases) or shared (`"shared"`: trained by every task, which breaks isolation).
 //! 3. **Training.** After every optimizer step every position the task may not train
-//!    (outside the mask, or frozen) is written back to its fixed value (bitwise) and its
-//!    optimizer state is zeroed: the optimizer state is masked with the weights. Gradients
-//!    are left dense so the `gradient` criterion can read them; what the optimizer does to
-//!    the other positions is discarded. (With `growth = "momentum"` the Adam moments of
-//!    untrained positions are the growth signal, so they are kept and zeroed only when the
-//!    position is grown or dropped.)
+//!    (outside the mask, or frozen) is written back to its fixed value (bitwise). The
+//!    optimizer state is masked with the weights: a position's state is zeroed whenever it
+//!    becomes trainable (at task start, and when it is grown) and when it is dropped, so a
+//!    trained position only ever carries state from the steps it was trained in. This equals
+//!    zeroing the state of every untrained position after every step (the optimizer is
+//!    elementwise), without a pass over the state per step. Gradients are left dense so the
+//!    `gradient` criterion can read them; what the optimizer does to untrained positions is
+//!    discarded. (With `growth = "momentum"` the Adam moments of untrained positions are the
+//!    growth signal: they accumulate the dense gradients of the task since its start.)
 //! 4. **Topology update** every `update_every` steps of the task: per layer drop
 //!    `k = ceil(p·nnz_l)` active weights with the smallest magnitude and grow `k` inactive
 //!    positions by `random`, `unfired` (never active in this task), `gradient` (largest
@@ -42,6 +45,7 @@
 //!    plugin reports per-layer and total density, reuse and free weights
 //!    (`strategy_metrics` in `results.jsonl`).
 
+pub mod checkpoint;
 pub mod sparsity;
 pub mod topology;
 
@@ -246,9 +250,13 @@ impl Layer {
     }
 
     /// Writes the fixed value into every position the task does not train.
+    ///
+    /// Branch-free on the bit patterns (`fixed` is 0 where the task trains), so the loop
+    /// vectorises: it runs after every optimizer step over every weight.
     fn apply(&self, w: &mut [f32]) {
         for ((w, &t), &f) in w.iter_mut().zip(&self.trainable).zip(&self.fixed) {
-            *w = if t { *w } else { f };
+            let keep = u32::from(t).wrapping_neg();
+            *w = f32::from_bits((w.to_bits() & keep) | (f.to_bits() & !keep));
         }
     }
 }
@@ -299,13 +307,11 @@ impl Dst {
         Ok(())
     }
 
-    /// Zeroes the optimizer state wherever the task does not train.
-    fn mask_state(&self, ctx: &mut Ctx<'_>, layer: &Layer) -> Result<()> {
+    /// Zeroes the whole optimizer state of a parameter (a new task's start).
+    fn clear_state(&self, ctx: &mut Ctx<'_>, param: usize) -> Result<()> {
         for slot in &self.slots {
-            if let Some(s) = ctx.optimizer_state(slot, layer.param)? {
-                for (s, &t) in s.iter_mut().zip(&layer.trainable) {
-                    *s = if t { *s } else { 0.0 };
-                }
+            if let Some(s) = ctx.optimizer_state(slot, param)? {
+                s.fill(0.0);
             }
         }
         Ok(())
@@ -604,8 +610,8 @@ impl Strategy for Dst {
                 layer.fixed[i] = if trainable { 0.0 } else { value };
                 *w = value;
             }
-            let layer = &self.layers[li];
-            self.mask_state(ctx, layer)?;
+            let param = self.layers[li].param;
+            self.clear_state(ctx, param)?;
         }
         if self.s.per_task_bias {
             for (param, init) in &self.biases {
@@ -624,9 +630,6 @@ impl Strategy for Dst {
         }
         for layer in &self.layers {
             layer.apply(ctx.values(layer.param)?);
-            if self.s.growth != Growth::Momentum {
-                self.mask_state(ctx, layer)?;
-            }
         }
         self.steps_in_task += 1;
         if self.steps_in_task.is_multiple_of(self.s.update_every) {
@@ -757,6 +760,80 @@ impl Strategy for Dst {
         for (param, values) in std::mem::take(&mut self.saved) {
             ctx.values(param)?.copy_from_slice(&values);
         }
+        Ok(())
+    }
+
+    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
+        if let Some(t) = self.training {
+            bail!(
+                "strategy `dst`: save_state during task {t}: dst checkpoints are taken between \
+                 tasks (after on_task_end)"
+            );
+        }
+        Ok(checkpoint::encode(
+            &self.layers,
+            &self.biases,
+            &self.task_biases,
+        ))
+    }
+
+    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
+        // An empty blob is a fresh instance's state.
+        if state.is_empty() {
+            return Ok(());
+        }
+        let saved = checkpoint::decode(state)?;
+        if saved.layers.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            !self.layers.is_empty(),
+            "strategy `dst`: load_state before on_model_built (the host builds the model and \
+             calls on_model_built before restoring a checkpoint)"
+        );
+        let layout = |l: &Layer| (l.param, l.numel());
+        let model: Vec<_> = self.layers.iter().map(layout).collect();
+        let file: Vec<_> = saved
+            .layers
+            .iter()
+            .map(|l| (l.param, l.init.len()))
+            .collect();
+        ensure!(
+            model == file,
+            "strategy `dst`: the checkpoint's masked layers (parameter, size) {file:?} do not \
+             match the model's {model:?}"
+        );
+        let model: Vec<_> = self.biases.iter().map(|(p, v)| (*p, v.len())).collect();
+        let file: Vec<_> = saved.biases.iter().map(|(p, v)| (*p, v.len())).collect();
+        ensure!(
+            model == file,
+            "strategy `dst`: the checkpoint's biases (parameter, size) {file:?} do not match \
+             the model's {model:?}"
+        );
+        let tasks = saved.layers[0].task_masks.len();
+        let expected = if self.s.per_task_bias { tasks } else { 0 };
+        ensure!(
+            saved.task_biases.len() == expected
+                && saved
+                    .task_biases
+                    .iter()
+                    .all(|t| t.len() == self.biases.len()
+                        && t.iter().zip(&self.biases).all(|(v, (_, b))| v.len() == b.len())),
+            "strategy `dst`: the checkpoint holds biases of {} tasks; with bias = {:?} and {tasks} \
+             finished tasks {expected} sets of this model's biases were expected",
+            saved.task_biases.len(),
+            if self.s.per_task_bias { "per-task" } else { "shared" }
+        );
+        for (layer, s) in self.layers.iter_mut().zip(saved.layers) {
+            layer.init = s.init;
+            layer.consolidated = s.consolidated;
+            layer.frozen = s.frozen;
+            layer.task_masks = s.task_masks;
+        }
+        self.biases = saved.biases;
+        self.task_biases = saved.task_biases;
+        self.training = None;
+        self.saved.clear();
         Ok(())
     }
 }

@@ -417,36 +417,88 @@ fn frozen_weights_are_bitwise_unchanged_and_evaluation_is_isolated() {
     assert_eq!(h.reported(2, "topology_updates"), Some(3.0));
 }
 
+/// Positions whose value changed between two snapshots (the ones the step trained).
+fn changed(before: &[f32], after: &[f32]) -> Vec<bool> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| a.to_bits() != b.to_bits())
+        .collect()
+}
+
 #[test]
 fn after_step_restores_fixed_positions_and_masks_the_optimizer_state() {
+    // Updates every 2 steps; `perturb` moves every value and adds 1 to every state entry, so a
+    // trained position's state counts the steps it was trained in (masked-state semantics).
+    // Task 0, so that every position of the mask is trainable (no frozen ones).
     let mut h = host(10, 4, 2);
-    let mut plugin = MockPlugin::create::<Dst>(&config(&[("update_every", "1000")])).unwrap();
+    let mut plugin = MockPlugin::create::<Dst>(&config(&[("update_every", "2")])).unwrap();
     plugin.on_model_built(&mut h).unwrap();
-    train_task(&mut plugin, &mut h, 0, 1);
-    h.state_mut().task = 1;
+    h.state_mut().task = 0;
     plugin.on_task_start(&mut h).unwrap();
-    let before = weights(&h);
+    let start = weights(&h);
+    let state = |h: &MockHost| h.state().params[0].momentum.clone().unwrap();
+
+    // Step 1 (no update): untrained positions are restored bitwise.
     perturb(&mut h, 0.5);
     plugin.after_step(&mut h).unwrap();
-    let p = &h.state().params[0];
-    let m = p.momentum.as_ref().unwrap();
-    let (mut trained, mut fixed) = (0, 0);
-    for i in 0..p.values.len() {
-        if p.values[i] == before[i] {
-            // Not trainable: restored bitwise, state zero.
-            assert_eq!(p.values[i].to_bits(), before[i].to_bits());
-            assert_eq!(m[i], 0.0, "state of fixed position {i}");
-            fixed += 1;
-        } else {
-            assert!(m[i] != 0.0);
-            trained += 1;
+    let w1 = weights(&h);
+    let t1 = changed(&start, &w1);
+    let trained = t1.iter().filter(|&&t| t).count();
+    // Task 0 trains its mask: 20 of 40 positions.
+    assert_eq!(trained, 20);
+    for i in 0..w1.len() {
+        if t1[i] {
+            assert_eq!(state(&h)[i], 1.0, "state of trained position {i}");
         }
     }
-    // Task 1 trains its free positions only: 20 of 40 in its mask, minus the reused ones.
+    // Step 2 ends with a topology update: dropped and grown positions get zero state.
+    perturb(&mut h, 0.5);
+    plugin.after_step(&mut h).unwrap();
+    let (w2, m2) = (weights(&h), state(&h));
+    // Step 3: which positions train now.
+    perturb(&mut h, 0.5);
+    plugin.after_step(&mut h).unwrap();
+    let (w3, m3) = (weights(&h), state(&h));
+    let t3 = changed(&w2, &w3);
+    let (mut kept, mut grown, mut dropped) = (0, 0, 0);
+    for i in 0..w3.len() {
+        match (t1[i], t3[i]) {
+            // Dropped and regrown at the update: a fresh start at 0 with zero state.
+            (true, true) if m2[i] == 0.0 => {
+                assert_eq!((w2[i], m3[i]), (0.0, 1.0), "regrown position {i}");
+                grown += 1;
+            }
+            // Trained throughout: three steps of state.
+            (true, true) => {
+                assert_eq!((m2[i], m3[i]), (2.0, 3.0), "kept position {i}");
+                kept += 1;
+            }
+            // Grown at the update: its state starts at the update, as if it had been masked.
+            (false, true) => {
+                assert_eq!(m2[i], 0.0, "grown position {i} after the update");
+                assert_eq!(m3[i], 1.0, "grown position {i}");
+                grown += 1;
+            }
+            // Dropped at the update: zero state, value restored from then on.
+            (true, false) => {
+                assert_eq!(m2[i], 0.0, "dropped position {i}");
+                assert_eq!(w3[i].to_bits(), w2[i].to_bits());
+                dropped += 1;
+            }
+            (false, false) => assert_eq!(w3[i].to_bits(), w2[i].to_bits(), "fixed {i}"),
+        }
+    }
     assert!(
-        trained > 0 && trained < 20 && fixed > 20,
-        "{trained} {fixed}"
+        kept > 0 && grown > 0 && dropped > 0,
+        "{kept} {grown} {dropped}"
     );
+    // A new task starts with zero state everywhere, whatever the last one left.
+    plugin.on_task_end(&mut h).unwrap();
+    assert!(state(&h).iter().any(|&m| m != 0.0));
+    h.state_mut().task = 1;
+    plugin.on_task_start(&mut h).unwrap();
+    assert!(state(&h).iter().all(|&m| m == 0.0));
 }
 
 #[test]
@@ -632,4 +684,95 @@ fn growth_into_frozen_weights_reuses_them_or_mirrors_the_original_mismatch() {
             assert_eq!(w[i].to_bits(), expect.to_bits(), "{mode} {i}");
         }
     }
+}
+
+#[test]
+fn a_checkpoint_between_tasks_resumes_bit_identically() {
+    // Host A runs 3 tasks uninterrupted. Host B runs 2, checkpoints, and a fresh instance
+    // (on_model_built on the trained model, then load_state) runs the third. Both hosts see the
+    // same calls, so their RNG streams agree; the weights, every task's evaluation logits and
+    // the reports of task 2 must be bit-identical.
+    for cfg in [
+        config(&[]),
+        config(&[("growth", "\"unfired\""), ("bias", "\"shared\"")]),
+    ] {
+        let (mut a, mut b) = (host(12, 6, 3), host(12, 6, 3));
+        let mut pa = MockPlugin::create::<Dst>(&cfg).unwrap();
+        let mut pb = MockPlugin::create::<Dst>(&cfg).unwrap();
+        pa.on_model_built(&mut a).unwrap();
+        pb.on_model_built(&mut b).unwrap();
+        for t in 0..2 {
+            train_task(&mut pa, &mut a, t, 5);
+            train_task(&mut pb, &mut b, t, 5);
+        }
+        let blob = pb.save_state(&mut b).unwrap();
+        drop(pb);
+        let mut resumed = MockPlugin::create::<Dst>(&cfg).unwrap();
+        resumed.on_model_built(&mut b).unwrap();
+        resumed.load_state(&mut b, &blob).unwrap();
+        // Saving again gives the same bytes.
+        assert_eq!(resumed.save_state(&mut b).unwrap(), blob);
+        train_task(&mut pa, &mut a, 2, 5);
+        train_task(&mut resumed, &mut b, 2, 5);
+        let bits = |h: &MockHost| -> Vec<u32> {
+            h.state()
+                .params
+                .iter()
+                .flat_map(|p| p.values.iter().map(|v| v.to_bits()))
+                .collect()
+        };
+        assert_eq!(bits(&a), bits(&b));
+        for j in 0..3 {
+            assert_eq!(
+                eval_logits(&mut pa, &mut a, j),
+                eval_logits(&mut resumed, &mut b, j),
+                "task {j}"
+            );
+        }
+        for key in ["reused_weights", "free_weights", "density.total"] {
+            assert_eq!(a.reported(2, key), b.reported(2, key), "{key}");
+        }
+    }
+}
+
+#[test]
+fn bad_checkpoints_are_refused_with_a_reason() {
+    let mut h = host(12, 6, 3);
+    let mut p = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    p.on_model_built(&mut h).unwrap();
+    train_task(&mut p, &mut h, 0, 3);
+    let blob = p.save_state(&mut h).unwrap();
+    // Mid-task saves are refused.
+    h.state_mut().task = 1;
+    p.on_task_start(&mut h).unwrap();
+    let err = p.save_state(&mut h).unwrap_err();
+    assert!(err.message.contains("between tasks"), "{}", err.message);
+    // Truncated, or another plugin's blob.
+    let mut fresh = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    fresh.on_model_built(&mut h).unwrap();
+    for cut in [0, 5, 20, blob.len() / 2, blob.len() - 1] {
+        if cut == 0 {
+            continue; // an empty blob is a fresh state
+        }
+        assert!(fresh.load_state(&mut h, &blob[..cut]).is_err(), "cut {cut}");
+    }
+    // Before on_model_built.
+    let mut early = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    let err = early.load_state(&mut h, &blob).unwrap_err();
+    assert!(
+        err.message.contains("before on_model_built"),
+        "{}",
+        err.message
+    );
+    // Another model.
+    let mut other = host(10, 6, 3);
+    let mut p2 = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    p2.on_model_built(&mut other).unwrap();
+    let err = p2.load_state(&mut other, &blob).unwrap_err();
+    assert!(err.message.contains("do not match"), "{}", err.message);
+    // Per-task biases saved, shared expected.
+    let mut p3 = MockPlugin::create::<Dst>(&config(&[("bias", "\"shared\"")])).unwrap();
+    p3.on_model_built(&mut h).unwrap();
+    let err = p3.load_state(&mut h, &blob).unwrap_err();
+    assert!(err.message.contains("bias"), "{}", err.message);
 }
