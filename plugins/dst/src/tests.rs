@@ -447,10 +447,9 @@ fn after_step_restores_fixed_positions_and_masks_the_optimizer_state() {
     let trained = t1.iter().filter(|&&t| t).count();
     // Task 0 trains its mask: 20 of 40 positions.
     assert_eq!(trained, 20);
-    for i in 0..w1.len() {
-        if t1[i] {
-            assert_eq!(state(&h)[i], 1.0, "state of trained position {i}");
-        }
+    let m1 = state(&h);
+    for (i, _) in t1.iter().enumerate().filter(|(_, &t)| t) {
+        assert_eq!(m1[i], 1.0, "state of trained position {i}");
     }
     // Step 2 ends with a topology update: dropped and grown positions get zero state.
     perturb(&mut h, 0.5);
