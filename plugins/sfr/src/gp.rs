@@ -127,6 +127,9 @@ pub struct OutputSummary {
     pub yu: Vec<f64>,
     /// Diagonal jitter added to `K_zz` before factorising (grown ×4 on failure).
     pub jitter: f64,
+    /// Diagonal added to `B_u` when forming `Λ` (the official code adds its jitter there;
+    /// 0 is the paper's formula).
+    pub bu_jitter: f64,
 }
 
 impl OutputSummary {
@@ -153,7 +156,14 @@ impl OutputSummary {
             bu: vec![0.0; m * m],
             yu: vec![0.0; m],
             jitter,
+            bu_jitter: 0.0,
         })
+    }
+
+    /// Sets the diagonal added to `B_u` when forming `Λ` ([`OutputSummary::lambda`]).
+    pub fn with_bu_jitter(mut self, bu_jitter: f64) -> Self {
+        self.bu_jitter = bu_jitter;
+        self
     }
 
     /// Adds `n` data points (the dual update): `kzx` is `k(Z, X)` (`M × n` row-major), `beta`
@@ -196,12 +206,16 @@ impl OutputSummary {
         Ok(())
     }
 
-    /// `Λ = K_zz⁻¹ B_u K_zz⁻¹` (`M × M` row-major, symmetrised), via two Cholesky solves, and
-    /// the jitter that was needed.
+    /// `Λ = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹` (`M × M` row-major, symmetrised), via two
+    /// Cholesky solves, and the jitter that `K_zz` needed.
     pub fn lambda(&self) -> Result<(Vec<f64>, f64)> {
         let m = self.m;
         let f = Factor::new(mat(&self.kzz, m, m).as_ref(), self.jitter)?;
-        let x = f.solve(mat(&self.bu, m, m).as_ref()); // K⁻¹ B
+        let mut b = mat(&self.bu, m, m);
+        for i in 0..m {
+            b[(i, i)] += self.bu_jitter;
+        }
+        let x = f.solve(b.as_ref()); // K⁻¹ B
         let l = f.solve(x.as_ref().transpose()); // K⁻¹ (K⁻¹ B)ᵀ = K⁻¹ B K⁻¹
         let mut out = vec![0.0; m * m];
         for r in 0..m {

@@ -16,7 +16,7 @@
 //!    all `N_t` training samples in chunks of `dual_batch_size`: the dual parameters of the
 //!    masked softmax cross-entropy (`β̂ = max(p(1 − p), 1e-7)`, `ỹ = onehot − p + β̂ f`), then
 //!    `B_u = Σ_i k(Z, x_i) β̂_i k(x_i, Z)`, `ỹ_u = Σ_i k(Z, x_i) ỹ_i`, and
-//!    `Λ_{t,c} = K_zz⁻¹ B_u K_zz⁻¹` in f64 (`K_zz` symmetrised, Cholesky with `jitter`, ×4 on
+//!    `Λ_{t,c} = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹` in f64 (`K_zz` symmetrised, Cholesky with `jitter`, ×4 on
 //!    failure; see [`gp`]);
 //! 4. units outside the training softmax get `Λ = I` (the code's "classes not yet seen"); with
 //!    `no_covariance` every `Λ = I` and no kernel is computed (the paper's ablation).
@@ -43,12 +43,15 @@
 //! | `inducing_points` | 200 | [1, 100000] | M per task |
 //! | `no_covariance` | false | bool | Λ = I (function-space L2 on stored logits) |
 //! | `jitter` | 1e-6 | [0, 1] | diagonal added to `K_zz` before the Cholesky |
+//! | `bu_jitter` | 1e-6 | [0, 1] | diagonal added to `B_u` in `Λ = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹` (the official code adds its jitter; 0 = the paper's formula) |
 //! | `dual_batch_size` | 1000 | [1, 10⁶] | rows per chunk when summing over the task's data |
 //!
 //! Defaults are the official code's split-FMNIST settings (τ = 1, δ = 1e-4, 200 points per task,
 //! dual batch 1000, jitter 1e-6). The training objective of the paper also has `δ/2 ‖θ‖²`
-//! (MAP); clef's `[train] weight_decay` adds exactly that gradient, so set it to δ. `Λ` does not
-//! depend on the kernel scale except through the jitter.
+//! (MAP); clef's `[train] weight_decay` adds exactly that gradient, so set it to δ. Without the
+//! jitters `Λ` would not depend on the kernel scale; with them it does: `bu_jitter · K_zz⁻²`
+//! penalises changes along the directions where `K_zz` is small, so the official kernel
+//! scale `1/(δ N_t (t+1))` matters.
 //!
 //! State (`save_state`): every task summary (inducing inputs, old logits, `Λ` and the GP
 //! summary per unit).
@@ -78,6 +81,8 @@ pub struct Config {
     pub no_covariance: bool,
     /// Cholesky jitter.
     pub jitter: f64,
+    /// Diagonal added to `B_u` when forming `Λ`.
+    pub bu_jitter: f64,
     /// Rows per chunk over the task's data.
     pub dual_batch_size: usize,
 }
@@ -336,7 +341,8 @@ impl Sfr {
         );
         for &u in &units {
             let kzz = summary.kernel(ctx, &summary.z, m, &summary.z, m, u)?;
-            summary.gp[u] = Some(OutputSummary::new(&kzz, m, cfg.jitter)?);
+            summary.gp[u] =
+                Some(OutputSummary::new(&kzz, m, cfg.jitter)?.with_bu_jitter(cfg.bu_jitter));
         }
         let chunk = cfg.dual_batch_size.max(1);
         let mut start = 0;
@@ -384,7 +390,7 @@ impl Sfr {
 }
 
 const MAGIC: &[u8; 8] = b"clefsfr\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 fn f64s(w: &mut Writer, v: &[f64]) {
     w.usize(v.len());
@@ -425,6 +431,7 @@ pub fn encode_state(tasks: &[TaskSummary]) -> Vec<u8> {
                     f64s(&mut w, &g.bu);
                     f64s(&mut w, &g.yu);
                     w.u64(g.jitter.to_bits());
+                    w.u64(g.bu_jitter.to_bits());
                 }
             }
         }
@@ -471,6 +478,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<Vec<TaskSummary>> {
                     let bu = read_f64s(&mut r)?;
                     let yu = read_f64s(&mut r)?;
                     let jitter = f64::from_bits(r.u64()?);
+                    let bu_jitter = f64::from_bits(r.u64()?);
                     ensure!(
                         gm == m && kzz.len() == m * m && bu.len() == m * m && yu.len() == m,
                         "GP summary of the wrong size in the state"
@@ -481,6 +489,7 @@ pub fn decode_state(bytes: &[u8]) -> Result<Vec<TaskSummary>> {
                         bu,
                         yu,
                         jitter,
+                        bu_jitter,
                     })
                 }
                 f => bail!("invalid flag {f} in the state"),
@@ -542,6 +551,14 @@ impl Strategy for Sfr {
                 1.0,
                 "diagonal added to K_zz before the Cholesky (×4 on failure)",
             ),
+            HParam::float(
+                "bu_jitter",
+                1e-6,
+                0.0,
+                1.0,
+                "diagonal added to B_u in Λ = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹ (official code: \
+                 its jitter, 1e-6; the paper's formula: 0)",
+            ),
             HParam::int(
                 "dual_batch_size",
                 1000,
@@ -571,6 +588,11 @@ impl Strategy for Sfr {
             config.jitter.is_finite() && config.jitter >= 0.0,
             "sfr: `jitter` must be finite and >= 0, got {}",
             config.jitter
+        );
+        ensure!(
+            config.bu_jitter.is_finite() && config.bu_jitter >= 0.0,
+            "sfr: `bu_jitter` must be finite and >= 0, got {}",
+            config.bu_jitter
         );
         ensure!(
             config.dual_batch_size > 0,

@@ -1,5 +1,5 @@
 //! Tests: schema and errors, Λ against an independent computation (symmetric, PSD,
-//! `(K_zz + jI) Λ (K_zz + jI) = B_u`), the regulariser's gradient against finite differences of
+//! `(K_zz + jI) Λ (K_zz + jI) = B_u + bu_jitter·I`), the regulariser's gradient against finite differences of
 //! an f64 penalty, the dual update and predictive moments against an exact Bayesian refit, state
 //! round trip and determinism.
 
@@ -13,7 +13,7 @@ use super::*;
 fn toml(tau: f64, m: usize, no_cov: bool) -> String {
     format!(
         "tau = {tau:?}\nprior_precision = 0.01\ninducing_points = {m}\nno_covariance = {no_cov}\n\
-         jitter = 1e-6\ndual_batch_size = 7\n"
+         jitter = 1e-6\nbu_jitter = 0.5\ndual_batch_size = 7\n"
     )
 }
 
@@ -169,7 +169,11 @@ fn lambda_is_symmetric_psd_and_solves_the_projection() {
                 "B_u {got} vs {want}"
             );
         }
-        // (K_zz + jI) Λ (K_zz + jI) = B_u.
+        // (K_zz + jI) Λ (K_zz + jI) = B_u + bu_jitter·I (bu_jitter = 0.5 in `toml`).
+        assert_eq!(gp.bu_jitter, 0.5);
+        for i in 0..m {
+            b[i * m + i] += 0.5;
+        }
         let kj = Mat::from_fn(m, m, |i, j| {
             kern(zr(i), zr(j)) + if i == j { gp.jitter } else { 0.0 }
         });
@@ -192,7 +196,11 @@ fn gradient_matches_finite_differences(no_cov: bool) {
     let d = 5;
     let tau = 0.7;
     let mut h = host(d);
-    let mut p = MockPlugin::create::<Sfr>(&toml(tau, 4, no_cov)).unwrap();
+    // bu_jitter = 0: with duplicated inducing points `bu_jitter·K_zz⁻²` makes Λ so stiff that
+    // f32 finite differences lose their accuracy; the gradient code does not depend on Λ's
+    // origin.
+    let cfg = toml(tau, 4, no_cov).replace("bu_jitter = 0.5", "bu_jitter = 0.0");
+    let mut p = MockPlugin::create::<Sfr>(&cfg).unwrap();
     p.on_task_start(&mut h).unwrap();
     // No penalty during the first task.
     p.after_backward(&mut h, 0.0).unwrap();
@@ -381,4 +389,161 @@ fn the_last_task_is_not_summarised() {
     p.on_task_start(&mut h).unwrap();
     p.on_task_end(&mut h).unwrap();
     assert!(state_of(&mut p, &mut h).is_empty());
+}
+
+/// What the probe strategy measured inside `on_task_end` (a live context).
+#[derive(Debug, Default)]
+struct Probe {
+    /// Summary before and after the dual update.
+    before: Option<TaskSummary>,
+    after: Option<TaskSummary>,
+    /// Predictive means/variances of unit 0 and 1 at the new points, before and after.
+    pred_before: Vec<(Vec<f64>, Vec<f64>)>,
+    pred_after: Vec<(Vec<f64>, Vec<f64>)>,
+}
+
+static PROBE: std::sync::Mutex<Option<Probe>> = std::sync::Mutex::new(None);
+
+/// New labelled points for the dual update (classes 0 and 1 of task 0), `d` features.
+fn new_points(d: usize) -> (Vec<f32>, Vec<usize>) {
+    let rows = 12;
+    let x = (0..rows * d)
+        .map(|i| (((i * 4493 + 17) % 997) as f32 / 498.5) - 1.0)
+        .collect();
+    (x, (0..rows).map(|r| r % 2).collect())
+}
+
+/// A strategy that, at the end of task 0, builds the SFR summary through the live context,
+/// predicts, applies a dual update with [`new_points`] and predicts again.
+struct ProbeStrategy(Sfr);
+
+impl Strategy for ProbeStrategy {
+    const NAME: &'static str = "sfr-probe";
+    const DESCRIPTION: &'static str = "test probe";
+    type Config = Config;
+    fn hparams() -> Vec<HParam> {
+        Sfr::hparams()
+    }
+    fn new(config: Config) -> Result<Self> {
+        Ok(Self(Sfr::new(config)?))
+    }
+    fn on_task_end(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
+        let mut s = self.0.summarise(ctx, task)?;
+        let d = task.input_dim;
+        let (x, y) = new_points(d);
+        let rows = y.len();
+        let mut probe = Probe {
+            before: Some(s.clone()),
+            ..Probe::default()
+        };
+        for u in 0..2 {
+            probe.pred_before.push(s.predict(ctx, &x, rows, u)?);
+        }
+        s.dual_update(ctx, &x, rows, &y, &[0, 1])?;
+        for u in 0..2 {
+            probe.pred_after.push(s.predict(ctx, &x, rows, u)?);
+        }
+        // A unit without a GP summary is an error, not a silent prior.
+        ensure!(s.predict(ctx, &x, rows, 3).is_err(), "unit 3 has no GP");
+        probe.after = Some(s);
+        *PROBE.lock().map_err(|_| clef_sdk::Error::msg("poisoned"))? = Some(probe);
+        Ok(())
+    }
+}
+
+#[test]
+fn summary_predict_and_dual_update_on_the_live_model() {
+    let d = 5;
+    let mut h = host(d);
+    let mut p = MockPlugin::create::<ProbeStrategy>(&toml(1.0, 6, false)).unwrap();
+    p.on_task_start(&mut h).unwrap();
+    p.on_task_end(&mut h).unwrap();
+    let probe = PROBE.lock().unwrap().take().unwrap();
+    let (before, after) = (probe.before.unwrap(), probe.after.unwrap());
+    let (x, y) = new_points(d);
+    let rows = y.len();
+    let m = before.m();
+    let scale = before.scale;
+    // The mock model is linear, so the NTK of every unit is scale · (xᵀx' + 1).
+    let kern = |a: &[f32], b: &[f32]| {
+        scale
+            * (1.0
+                + a.iter()
+                    .zip(b)
+                    .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                    .sum::<f64>())
+    };
+    let zr = |i: usize| &before.z[i * d..(i + 1) * d];
+    let xr = |r: usize| &x[r * d..(r + 1) * d];
+    let f_new = logits(&h, &x, None);
+    let k = h.state().num_outputs;
+    for u in 0..2 {
+        let (gb, ga) = (
+            before.gp[u].as_ref().unwrap(),
+            after.gp[u].as_ref().unwrap(),
+        );
+        // Dual update, written out: B_u += Σ k(Z,x) β k(x,Z), ỹ_u += Σ k(Z,x) ỹ with the
+        // two-class softmax duals at the current weights.
+        let mut bu = gb.bu.clone();
+        let mut yu = gb.yu.clone();
+        for r in 0..rows {
+            let (f0, f1) = (f_new[r * k], f_new[r * k + 1]);
+            let f_u = if u == 0 { f0 } else { f1 };
+            let p = 1.0 / (1.0 + (if u == 0 { f1 - f0 } else { f0 - f1 }).exp());
+            let beta = (p * (1.0 - p)).max(1e-7);
+            let yt = f64::from(u8::from(y[r] == u)) - p + beta * f_u;
+            for i in 0..m {
+                yu[i] += kern(zr(i), xr(r)) * yt;
+                for j in 0..m {
+                    bu[i * m + j] += kern(zr(i), xr(r)) * beta * kern(xr(r), zr(j));
+                }
+            }
+        }
+        let bmax = bu.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        for (g, w) in ga.bu.iter().zip(&bu) {
+            assert!((g - w).abs() < 1e-6 * bmax, "B_u {g} vs {w}");
+        }
+        let ymax = yu.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        for (g, w) in ga.yu.iter().zip(&yu) {
+            assert!((g - w).abs() < 1e-6 * ymax, "ỹ_u {g} vs {w}");
+        }
+        // Λ was recomputed from the updated B_u.
+        assert_eq!(after.lambda[u].as_ref().unwrap(), &ga.lambda().unwrap().0);
+        assert_ne!(after.lambda[u], before.lambda[u]);
+        // predict = the GP posterior of the summary at k(x, Z) and k(x, x) of the live kernel.
+        let kxz: Vec<f64> = (0..rows)
+            .flat_map(|r| (0..m).map(move |i| (r, i)))
+            .map(|(r, i)| kern(xr(r), zr(i)))
+            .collect();
+        let kxx: Vec<f64> = (0..rows).map(|r| kern(xr(r), xr(r))).collect();
+        for (gp, (mean, var)) in [(gb, &probe.pred_before[u]), (ga, &probe.pred_after[u])] {
+            let post = gp.posterior().unwrap();
+            let want_mean = post.mean(&kxz, rows).unwrap();
+            let want_var = post.variance(&kxz, &kxx).unwrap();
+            for r in 0..rows {
+                assert!((mean[r] - want_mean[r]).abs() < 1e-6 * want_mean[r].abs().max(1e-3));
+                assert!((var[r] - want_var[r]).abs() < 1e-6 * want_var[r].abs().max(1e-9));
+                assert!(var[r] >= -1e-12, "variance {}", var[r]);
+            }
+        }
+    }
+    // The update moves the predictive means toward the new labels: the margin
+    // μ_label − μ_other at the new points grows on average, and the variance there shrinks.
+    let margin = |pred: &[(Vec<f64>, Vec<f64>)]| -> f64 {
+        (0..rows)
+            .map(|r| {
+                let (a, b) = (pred[0].0[r], pred[1].0[r]);
+                if y[r] == 0 {
+                    a - b
+                } else {
+                    b - a
+                }
+            })
+            .sum::<f64>()
+            / rows as f64
+    };
+    let (mb, ma) = (margin(&probe.pred_before), margin(&probe.pred_after));
+    assert!(ma > mb, "margin before {mb}, after {ma}");
+    let var_sum = |pred: &[(Vec<f64>, Vec<f64>)]| pred[0].1.iter().sum::<f64>();
+    assert!(var_sum(&probe.pred_after) < var_sum(&probe.pred_before));
 }
