@@ -148,6 +148,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod anchor;
 mod ctx;
 mod error;
 mod export;

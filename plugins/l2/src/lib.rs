@@ -26,11 +26,10 @@
 //!
 //! State (`save_state`): the anchor, if any.
 
+use clef_sdk::anchor::{self, Tensors};
 use clef_sdk::tracing::info;
 use clef_sdk::{ensure, Ctx, HParam, Result, Strategy, TaskInfo};
 use serde::Deserialize;
-
-use clef_sdk::state::{Reader, Writer};
 
 /// The validated `hparams` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,63 +44,24 @@ pub struct Config {
 pub struct L2 {
     lambda: f32,
     /// Parameters at the end of the last finished task (`None` before the first task ends).
-    anchor: Option<Vec<Vec<f32>>>,
+    anchor: Option<Tensors>,
 }
 
 const MAGIC: &[u8; 8] = b"clefl2\0\0";
-const VERSION: u32 = 1;
 
 /// The penalty `(λ/2) Σ (θ − θ*)²` in f64 (for tests and diagnostics).
 pub fn penalty(lambda: f64, params: &[Vec<f64>], anchor: &[Vec<f32>]) -> f64 {
-    params
-        .iter()
-        .zip(anchor)
-        .flat_map(|(p, a)| p.iter().zip(a))
-        .map(|(&p, &a)| {
-            let d = p - f64::from(a);
-            d * d
-        })
-        .sum::<f64>()
-        * (lambda / 2.0)
-}
-
-/// Adds `λ · (w − anchor)` to `grad`, element-wise.
-pub fn add_penalty_grad(lambda: f32, values: &[f32], anchor: &[f32], grad: &mut [f32]) {
-    for ((g, &w), &a) in grad.iter_mut().zip(values).zip(anchor) {
-        *g += lambda * (w - a);
-    }
+    anchor::squared_distance(params, anchor) * (lambda / 2.0)
 }
 
 /// Encodes the plugin state (the anchor, if any).
 pub fn encode_state(anchor: Option<&[Vec<f32>]>) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    match anchor {
-        None => w.u8(0),
-        Some(a) => {
-            w.u8(1);
-            w.tensors(a);
-        }
-    }
-    w.finish()
+    anchor::encode(MAGIC, anchor)
 }
 
-/// Decodes [`encode_state`]'s output.
-pub fn decode_state(bytes: &[u8]) -> Result<Option<Vec<Vec<f32>>>> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let anchor = match r.u8()? {
-        0 => None,
-        1 => Some(r.tensors()?),
-        other => clef_sdk::bail!("invalid anchor flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(anchor)
-}
-
-/// Copies every parameter tensor.
-fn snapshot(ctx: &Ctx<'_>) -> Result<Vec<Vec<f32>>> {
-    (0..ctx.param_count())
-        .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
-        .collect()
+/// Decodes [`encode_state`]'s output (an empty blob is a fresh state).
+pub fn decode_state(bytes: &[u8]) -> Result<Option<Tensors>> {
+    anchor::decode(MAGIC, bytes)
 }
 
 impl Strategy for L2 {
@@ -134,30 +94,14 @@ impl Strategy for L2 {
     }
 
     fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
-        let Some(anchor) = &self.anchor else {
-            return Ok(());
-        };
-        ensure!(
-            anchor.len() == ctx.param_count(),
-            "the anchor has {} tensors but the model has {}",
-            anchor.len(),
-            ctx.param_count()
-        );
-        for (i, a) in anchor.iter().enumerate() {
-            let (w, g) = ctx.values_and_grads(i)?;
-            ensure!(
-                w.len() == a.len() && g.len() == a.len(),
-                "parameter {i} has {} values, the anchor {}",
-                w.len(),
-                a.len()
-            );
-            add_penalty_grad(self.lambda, w, a, g);
+        match &self.anchor {
+            Some(a) => anchor::add_pull(ctx, a, self.lambda, "the anchor"),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn on_task_end(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
-        self.anchor = Some(snapshot(ctx)?);
+        self.anchor = Some(anchor::capture(ctx)?);
         info!(task = task.task, "stored the anchor θ*");
         Ok(())
     }
@@ -167,12 +111,7 @@ impl Strategy for L2 {
     }
 
     fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        // An empty blob is a fresh instance's state.
-        self.anchor = if state.is_empty() {
-            None
-        } else {
-            decode_state(state)?
-        };
+        self.anchor = decode_state(state)?;
         Ok(())
     }
 }

@@ -25,11 +25,10 @@
 //!
 //! State (`save_state`): θ0, if stored.
 
+use clef_sdk::anchor::{self, Tensors};
 use clef_sdk::tracing::{info, warn};
 use clef_sdk::{bail, ensure, Ctx, HParam, Result, Strategy, TaskInfo};
 use serde::Deserialize;
-
-use clef_sdk::state::{Reader, Writer};
 
 /// The validated `hparams` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,64 +43,24 @@ pub struct Config {
 pub struct L2Init {
     lambda: f32,
     /// Parameters at initialisation (`None` until the model is built).
-    init: Option<Vec<Vec<f32>>>,
+    init: Option<Tensors>,
 }
 
 const MAGIC: &[u8; 8] = b"clefl2i\0";
-const VERSION: u32 = 1;
 
 /// The penalty `λ Σ (θ − θ0)²` in f64 (for tests and diagnostics).
 pub fn penalty(lambda: f64, params: &[Vec<f64>], init: &[Vec<f32>]) -> f64 {
-    params
-        .iter()
-        .zip(init)
-        .flat_map(|(p, a)| p.iter().zip(a))
-        .map(|(&p, &a)| {
-            let d = p - f64::from(a);
-            d * d
-        })
-        .sum::<f64>()
-        * lambda
-}
-
-/// Adds `2λ · (w − w0)` to `grad`, element-wise.
-pub fn add_penalty_grad(lambda: f32, values: &[f32], init: &[f32], grad: &mut [f32]) {
-    let c = 2.0 * lambda;
-    for ((g, &w), &a) in grad.iter_mut().zip(values).zip(init) {
-        *g += c * (w - a);
-    }
+    anchor::squared_distance(params, init) * lambda
 }
 
 /// Encodes the plugin state (θ0, if any).
 pub fn encode_state(init: Option<&[Vec<f32>]>) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    match init {
-        None => w.u8(0),
-        Some(a) => {
-            w.u8(1);
-            w.tensors(a);
-        }
-    }
-    w.finish()
+    anchor::encode(MAGIC, init)
 }
 
-/// Decodes [`encode_state`]'s output.
-pub fn decode_state(bytes: &[u8]) -> Result<Option<Vec<Vec<f32>>>> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let init = match r.u8()? {
-        0 => None,
-        1 => Some(r.tensors()?),
-        other => bail!("l2init: invalid θ0 flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(init)
-}
-
-/// Copies every parameter tensor.
-fn snapshot(ctx: &Ctx<'_>) -> Result<Vec<Vec<f32>>> {
-    (0..ctx.param_count())
-        .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
-        .collect()
+/// Decodes [`encode_state`]'s output (an empty blob is a fresh state).
+pub fn decode_state(bytes: &[u8]) -> Result<Option<Tensors>> {
+    anchor::decode(MAGIC, bytes)
 }
 
 impl Strategy for L2Init {
@@ -134,7 +93,7 @@ impl Strategy for L2Init {
     }
 
     fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-        self.init = Some(snapshot(ctx)?);
+        self.init = Some(anchor::capture(ctx)?);
         info!("stored the initial parameters θ0");
         Ok(())
     }
@@ -146,7 +105,7 @@ impl Strategy for L2Init {
                 task = task.task,
                 "no on_model_built before this task: using the current weights as θ0"
             );
-            self.init = Some(snapshot(ctx)?);
+            self.init = Some(anchor::capture(ctx)?);
         }
         Ok(())
     }
@@ -158,23 +117,8 @@ impl Strategy for L2Init {
         let Some(init) = &self.init else {
             bail!("l2init: θ0 is not stored (no on_model_built or on_task_start yet)");
         };
-        ensure!(
-            init.len() == ctx.param_count(),
-            "l2init: θ0 has {} tensors but the model has {}",
-            init.len(),
-            ctx.param_count()
-        );
-        for (i, a) in init.iter().enumerate() {
-            let (w, g) = ctx.values_and_grads(i)?;
-            ensure!(
-                w.len() == a.len() && g.len() == a.len(),
-                "l2init: parameter {i} has {} values, θ0 {}",
-                w.len(),
-                a.len()
-            );
-            add_penalty_grad(self.lambda, w, a, g);
-        }
-        Ok(())
+        // ∇ λ‖θ − θ0‖² = 2λ(θ − θ0).
+        anchor::add_pull(ctx, init, 2.0 * self.lambda, "l2init: θ0")
     }
 
     fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
@@ -182,12 +126,7 @@ impl Strategy for L2Init {
     }
 
     fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        // An empty blob is a fresh instance's state.
-        self.init = if state.is_empty() {
-            None
-        } else {
-            decode_state(state)?
-        };
+        self.init = decode_state(state)?;
         Ok(())
     }
 }
