@@ -1058,3 +1058,32 @@ hparams = {{ growth = "momentum", task_steps = 20 }}
         "{e}"
     );
 }
+
+#[test]
+fn a_diverging_trial_is_recorded_and_the_run_goes_on() {
+    // `l2` with λ = 1e12 acts from the second task on (its anchor is the end of the first):
+    // the step multiplies the weights by about 1 − lr·λ, so they overflow within a few steps.
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[&p.rust],
+        "\n[[strategy]]\nname = \"l2\"\nlabel = \"blows-up\"\nhparams = { lambda = 1e12 }\n\n\
+         [[strategy]]\nname = \"finetune\"\n",
+    );
+    let out = tmp.path().join("out");
+    let (o, recs) = run(&cfg, &out, "warn");
+    assert!(!text(&o.stderr).contains("panicked"), "{}", show(&o));
+    for setting in ["task-il", "class-il"] {
+        assert_eq!(find(&recs, "finetune", setting)["status"], "completed");
+        let d = find(&recs, "blows-up", setting);
+        assert_eq!(d["status"], "diverged", "{d}");
+        let msg = d["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("task 1") && msg.contains("at step"), "{msg}");
+        // The first task's evaluation is kept.
+        let rows = d["accuracy_matrix"].as_array().expect("matrix");
+        assert_eq!(rows.len(), 1, "{d}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
+    assert!(summary.contains("diverged"), "{summary}");
+}

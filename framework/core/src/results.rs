@@ -84,19 +84,18 @@ pub struct ResultsDir {
 
 /// Errors writing results.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write results to {path}: {source}")]
+#[error("cannot write results to {path}: {cause}")]
 pub struct ResultsError {
     /// The file or directory.
     pub path: PathBuf,
-    /// The I/O error.
-    #[source]
-    pub source: std::io::Error,
+    /// The I/O error (in the message, not a separate source, so it is printed once).
+    pub cause: std::io::Error,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
-    move |source| ResultsError {
+    move |cause| ResultsError {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -130,23 +130,17 @@ pub fn plan(cfg: &Config) -> Vec<TrialSpec> {
 /// scenario) without training.
 pub fn validate(cfg: &Config, provider: &dyn StrategyProvider) -> anyhow::Result<ValidatedRun> {
     for (i, s) in cfg.strategy.iter().enumerate() {
-        provider
-            .validate(i, s)
-            .map_err(|inv| anyhow::anyhow!(inv_msg(&inv)))?;
+        provider.validate(i, s).map_err(|inv| cfg.invalid(inv))?;
     }
     let data = Arc::new(load_data(&cfg.data)?);
     for &setting in &cfg.settings {
         scenario::build(&cfg.scenario, data.clone(), setting, cfg.seeds[0])
-            .map_err(|inv| anyhow::anyhow!(inv_msg(&inv)))?;
+            .map_err(|inv| cfg.invalid(inv))?;
     }
     Ok(ValidatedRun {
         data,
         trials: plan(cfg),
     })
-}
-
-fn inv_msg(inv: &Invalid) -> String {
-    format!("`{}` {}", inv.key, inv.message)
 }
 
 /// A config whose strategies, data and scenarios were checked.
@@ -196,7 +190,7 @@ pub fn run(
     for spec in &trials {
         let scfg = &cfg.strategy[spec.strategy_index];
         let scenario = scenario::build(&cfg.scenario, data.clone(), spec.setting, spec.seed)
-            .map_err(|inv| anyhow::anyhow!(inv_msg(&inv)))?;
+            .map_err(|inv| cfg.invalid(inv))?;
         let mut strategy = match provider.create(scfg) {
             Ok(s) => s,
             Err(e) => {

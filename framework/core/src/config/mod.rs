@@ -17,14 +17,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Io {
         /// The config file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a separate source, so it is printed once).
+        cause: std::io::Error,
     },
-    /// Malformed TOML, an unknown key or a wrong type (the message carries line and column).
+    /// Malformed TOML, an unknown key or a wrong type (one line: line, column, what, and the
+    /// offending source line).
     #[error("{path}: {message}")]
     Parse {
         /// The config file.
@@ -67,30 +68,27 @@ impl Invalid {
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse(&text, path)
 }
 
 /// Parses and validates config text; `path` is used in messages and for the default name.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e
-            .to_string()
-            .trim_end()
-            .replace("TOML parse error at", "error at"),
-    })?;
+    let mut config: Config = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
     if config.name.is_none() {
         config.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     }
-    // Plugin locations are relative to the config file, so a config and the plugins next to
-    // it work from any working directory.
+    // Plugin and data locations are relative to the config file, so a config and the files
+    // next to it work from any working directory.
     let base = path.parent().unwrap_or(Path::new(""));
     for dir in &mut config.plugin_dirs {
         *dir = base.join(&*dir);
+    }
+    if let Some(p) = &mut config.data.path {
+        *p = base.join(&*p);
     }
     for s in &mut config.strategy {
         if let Some(p) = &mut s.path {
@@ -100,7 +98,67 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     config
         .validate()
         .map_err(|inv| locate_error(text, path, inv))?;
+    config.source = Some(ConfigSource {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+    });
     Ok(config)
+}
+
+impl Config {
+    /// A check failure found after parsing (against the data or the plugins), located in the
+    /// source file when the config was parsed from one.
+    pub fn invalid(&self, inv: Invalid) -> ConfigError {
+        match &self.source {
+            Some(s) => locate_error(&s.text, &s.path, inv),
+            None => ConfigError::Invalid {
+                path: PathBuf::from(self.name()),
+                key: inv.key,
+                line: None,
+                message: inv.message,
+            },
+        }
+    }
+}
+
+/// A TOML syntax, unknown-key or type error as one line: file, line, column, the parser's
+/// message and the offending source line, e.g.
+/// ``small.toml: line 20, column 6: invalid type: string "fast", expected f64 (`lr = "fast"`)``.
+fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = match e.span() {
+        // A missing top-level key spans the whole document: no line to point at.
+        Some(span)
+            if span.start == 0
+                && message.starts_with("missing field")
+                && !text.trim_start().starts_with('[') =>
+        {
+            format!("{message} (top-level table)")
+        }
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            if source.is_empty() {
+                format!("line {line}, column {column}: {message}")
+            } else {
+                format!("line {line}, column {column}: {message} (`{source}`)")
+            }
+        }
+        None => message,
+    };
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// Turns a validation failure into a [`ConfigError`] located in `text`.

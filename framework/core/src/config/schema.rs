@@ -36,6 +36,19 @@ pub struct Config {
     /// Loss-of-plasticity diagnostics recorded at the end of every task (off by default).
     #[serde(default)]
     pub diagnostics: DiagnosticsConfig,
+    /// The file and text this config was parsed from (set by [`super::parse`]), so checks
+    /// that need the data or the plugins can still name the key's line.
+    #[serde(skip)]
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigSource {
+    /// The config file.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
 }
 
 /// The `[diagnostics]` table: per-task loss-of-plasticity diagnostics
