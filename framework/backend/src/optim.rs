@@ -90,6 +90,11 @@ impl Optimizer {
         self.steps
     }
 
+    /// Sets the step count (restoring a checkpoint; Adam's bias correction depends on it).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
     /// Zeroes every state buffer and the step count (e.g. at a task boundary).
     pub fn reset(&mut self) {
         for b in self.first.iter_mut().chain(self.second.iter_mut()) {

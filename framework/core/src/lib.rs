@@ -4,6 +4,7 @@
 //! streams tasks built from [`data`] → [`trainer`] trains with the [`strategy`] hooks and fills
 //! the accuracy matrix → [`metrics`] → [`results`] (`results.jsonl`, `summary.md`).
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod metrics;
