@@ -21,3 +21,80 @@ pub fn plugin_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             .to_path_buf()),
     }
 }
+
+/// The fastest of `xs` (`+inf` when empty).
+pub fn fastest(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The stream the plugin-cost benchmarks share: embedded MNIST-5k (no download), 5 class-split
+/// tasks of 2 classes, MLP 784-256-256-10, batch 128, `iterations` steps per task, seed 0.
+/// `optimizer` holds the `[train]` optimizer lines, `strategies` the `[[strategy]]` tables.
+pub fn mnist5k_config(
+    name: &str,
+    setting: &str,
+    optimizer: &str,
+    iterations: usize,
+    strategies: &str,
+) -> anyhow::Result<clef_core::config::Config> {
+    let text = format!(
+        "name = \"{name}\"\nseeds = [0]\nsettings = [\"{setting}\"]\n\n[data]\ndataset = \
+         \"mnist-5k\"\n\n[scenario]\nkind = \"class-split\"\ntasks = 5\nclasses_per_task = 2\n\n\
+         [model]\nhidden = [256, 256]\n\n[train]\n{optimizer}\niterations = {iterations}\n\
+         batch_size = 128\n\n{strategies}"
+    );
+    Ok(clef_core::config::parse(
+        &text,
+        std::path::Path::new(&format!("{name}.toml")),
+    )?)
+}
+
+/// The scenario of `cfg`'s first setting with seed 0.
+pub fn scenario_of(
+    cfg: &clef_core::config::Config,
+) -> anyhow::Result<clef_core::scenario::Scenario> {
+    let data = std::sync::Arc::new(clef_core::runner::load_data(&cfg.data)?);
+    clef_core::scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))
+}
+
+/// Times whole trials of `variants` strategies side by side: one warm-up round, then `reps`
+/// rounds in rotating order, every other round reversed, so drifts in machine load hit every
+/// variant alike. `create(i)` builds variant `i` afresh. Returns seconds per optimizer step,
+/// `reps` values per variant.
+pub fn time_trials(
+    cfg: &clef_core::config::Config,
+    scenario: &clef_core::scenario::Scenario,
+    variants: usize,
+    reps: usize,
+    mut create: impl FnMut(usize) -> anyhow::Result<Box<dyn clef_core::strategy::Strategy>>,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    use clef_core::trainer::{run_trial, TrialStatus};
+    let mut per_step = vec![Vec::with_capacity(reps); variants];
+    for round in 0..=reps {
+        let mut order: Vec<usize> = (0..variants).map(|i| (i + round / 2) % variants).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let mut strategy = create(i)?;
+            let out = run_trial(
+                cfg,
+                scenario,
+                strategy.as_mut(),
+                0,
+                &indicatif::ProgressBar::hidden(),
+            );
+            anyhow::ensure!(
+                out.status == TrialStatus::Completed,
+                "variant {i} ({}): trial failed: {:?}",
+                strategy.name(),
+                out.status
+            );
+            if round > 0 {
+                per_step[i].push(out.train_seconds / out.steps as f64);
+            }
+        }
+    }
+    Ok(per_step)
+}

@@ -6,7 +6,7 @@
 //! `target/release/abi_overhead [--plugin-dir target/release] [--reps 7]`.
 //!
 //! Two measurements, both side by side in one run:
-//! 1. whole trials, alternating in ABBA order so drifts in machine load hit both variants;
+//! 1. whole trials, alternating order (`clef_benchmarks::time_trials`) so drifts in machine load hit both variants;
 //!    median and fastest training time per optimizer step (noisy at the 1-5% level on a shared
 //!    machine);
 //! 2. the hooks alone: the three per-step hooks (`before_batch`, `after_backward`,
@@ -18,15 +18,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use clef_benchmarks::median;
-use indicatif::ProgressBar;
+use clef_benchmarks::{fastest, median, mnist5k_config, scenario_of, time_trials};
 
-use clef_core::config;
 use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{load_data, BuiltinStrategies, StrategyProvider};
-use clef_core::scenario;
+use clef_core::runner::{BuiltinStrategies, StrategyProvider};
 use clef_core::strategy::{Batch, Ctx, Strategy};
-use clef_core::trainer::{run_trial, TrialStatus};
 
 #[derive(Parser)]
 struct Args {
@@ -41,80 +37,32 @@ struct Args {
     iterations: usize,
 }
 
-const CONFIG: &str = r#"
-name = "abi-overhead"
-seeds = [0]
-settings = ["class-il"]
-
-[data]
-dataset = "mnist-5k"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [256, 256]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-iterations = ITERATIONS
-batch_size = 128
-
-[[strategy]]
-name = "finetune"
-"#;
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
-    let cfg = config::parse(&text, std::path::Path::new("abi-overhead.toml"))?;
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    let cfg = mnist5k_config(
+        "abi-overhead",
+        "class-il",
+        "optimizer = \"sgd\"\nlr = 0.05\nmomentum = 0.9",
+        args.iterations,
+        "[[strategy]]\nname = \"finetune\"\n",
+    )?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let scfg = &cfg.strategy[0];
-    let data = std::sync::Arc::new(load_data(&cfg.data)?);
-    let sc = scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
-    let (mut builtin, mut plugin) = (Vec::new(), Vec::new());
-    // One warm-up run of each, then alternate.
-    for rep in 0..=args.reps {
-        // ABBA order: neither variant always runs first.
-        let order = if rep % 2 == 0 {
-            [false, true]
+    let sc = scenario_of(&cfg)?;
+    // Variant 0: the built-in no-op strategy; 1: the finetune plugin through the C ABI.
+    let times = time_trials(&cfg, &sc, 2, args.reps, |i| {
+        if i == 1 {
+            plugins
+                .create(scfg)
+                .with_context(|| format!("loading the finetune plugin from {}", dir.display()))
         } else {
-            [true, false]
-        };
-        for use_plugin in order {
-            let mut strategy = if use_plugin {
-                plugins.create(scfg).with_context(|| {
-                    format!("loading the finetune plugin from {}", dir.display())
-                })?
-            } else {
-                BuiltinStrategies.create(scfg)?
-            };
-            let out = run_trial(&cfg, &sc, strategy.as_mut(), 0, &ProgressBar::hidden());
-            anyhow::ensure!(
-                out.status == TrialStatus::Completed,
-                "trial failed: {:?}",
-                out.status
-            );
-            let per_step = out.train_seconds / out.steps as f64;
-            if rep > 0 {
-                if use_plugin {
-                    plugin.push(per_step)
-                } else {
-                    builtin.push(per_step)
-                }
-            }
+            BuiltinStrategies.create(scfg)
         }
-    }
-    let (bmin, pmin) = (
-        builtin.iter().copied().fold(f64::INFINITY, f64::min),
-        plugin.iter().copied().fold(f64::INFINITY, f64::min),
-    );
+    })?;
+    let (builtin, plugin) = (times[0].clone(), times[1].clone());
+    let (bmin, pmin) = (fastest(&builtin), fastest(&plugin));
     let (b, p) = (median(builtin), median(plugin));
     println!(
         "ABI overhead: MLP 784-256-256-10, batch 128, {} steps per trial, {} reps each",

@@ -9,21 +9,17 @@
 //!
 //! Build the plugins first (`cargo build --release --workspace`), then
 //! `target/release/dst_step [--plugin-dir target/release] [--reps 5]`.
-//! Trials alternate in ABBA order so drifts in machine load hit every variant; the table shows
+//! Trials run in rotating, alternating order so drifts in machine load hit every variant; the table shows
 //! the median and the fastest run per variant and their ratios to dense (target: < 1.3).
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use clef_benchmarks::median;
-use indicatif::ProgressBar;
+use clef_benchmarks::{fastest, median, mnist5k_config, scenario_of, time_trials};
 
-use clef_core::config;
 use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{load_data, BuiltinStrategies, StrategyProvider};
-use clef_core::scenario;
-use clef_core::trainer::{run_trial, TrialStatus};
+use clef_core::runner::{BuiltinStrategies, StrategyProvider};
 
 #[derive(Parser)]
 struct Args {
@@ -38,28 +34,7 @@ struct Args {
     iterations: usize,
 }
 
-const CONFIG: &str = r#"
-name = "dst-step"
-seeds = [0]
-settings = ["task-il"]
-
-[data]
-dataset = "mnist-5k"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [256, 256]
-
-[train]
-optimizer = "adam"
-lr = 0.001
-iterations = ITERATIONS
-batch_size = 128
-
+const STRATEGIES: &str = r#"
 [[strategy]]
 name = "finetune"
 
@@ -82,44 +57,26 @@ hparams = { sparsity = 0.9, init = "uniform", growth = "momentum", update_every 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
-    let cfg = config::parse(&text, std::path::Path::new("dst-step.toml"))?;
+    let cfg = mnist5k_config(
+        "dst-step",
+        "task-il",
+        "optimizer = \"adam\"\nlr = 0.001",
+        args.iterations,
+        &STRATEGIES.replace("ITERATIONS", &args.iterations.to_string()),
+    )?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
-    let data = std::sync::Arc::new(load_data(&cfg.data)?);
-    let sc = scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
-    let n = cfg.strategy.len();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
-    for rep in 0..=args.reps {
-        // ABBA order: no variant always runs first.
-        let order: Vec<usize> = if rep % 2 == 0 {
-            (0..n).collect()
+    let sc = scenario_of(&cfg)?;
+    let times = time_trials(&cfg, &sc, cfg.strategy.len(), args.reps, |i| {
+        let scfg = &cfg.strategy[i];
+        if i == 0 {
+            BuiltinStrategies.create(scfg)
         } else {
-            (0..n).rev().collect()
-        };
-        for i in order {
-            let scfg = &cfg.strategy[i];
-            let mut strategy = if i == 0 {
-                BuiltinStrategies.create(scfg)?
-            } else {
-                plugins
-                    .create(scfg)
-                    .with_context(|| format!("loading the dst plugin from {}", dir.display()))?
-            };
-            let out = run_trial(&cfg, &sc, strategy.as_mut(), 0, &ProgressBar::hidden());
-            anyhow::ensure!(
-                out.status == TrialStatus::Completed,
-                "{}: trial failed: {:?}",
-                scfg.label(),
-                out.status
-            );
-            if rep > 0 {
-                times[i].push(out.train_seconds / out.steps as f64);
-            }
+            plugins
+                .create(scfg)
+                .with_context(|| format!("loading the dst plugin from {}", dir.display()))
         }
-    }
-    let fastest = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    })?;
     let (dense_med, dense_min) = (median(times[0].clone()), fastest(&times[0]));
     println!(
         "DST masked step vs dense step: MLP 784-256-256-10, batch 128, Adam, {} steps per \

@@ -20,15 +20,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use clef_benchmarks::median;
-use indicatif::ProgressBar;
+use clef_benchmarks::{fastest, median, mnist5k_config, scenario_of, time_trials};
 
-use clef_core::config;
 use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{load_data, StrategyProvider};
-use clef_core::scenario;
+use clef_core::runner::StrategyProvider;
 use clef_core::strategy::{Ctx, Strategy};
-use clef_core::trainer::{run_trial, TrialStatus};
 
 #[derive(Parser)]
 struct Args {
@@ -46,29 +42,7 @@ struct Args {
     hook_calls: usize,
 }
 
-const CONFIG: &str = r#"
-name = "regulariser-cost"
-seeds = [0]
-settings = ["class-il"]
-
-[data]
-dataset = "mnist-5k"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [256, 256]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-iterations = ITERATIONS
-batch_size = 128
-
+const STRATEGIES: &str = r#"
 [[strategy]]
 name = "finetune"
 
@@ -82,18 +56,19 @@ name = "wasserstein"
 name = "l2init"
 "#;
 
-fn fastest(xs: &[f64]) -> f64 {
-    xs.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
         args.reps > 0 && args.hook_calls > 0,
         "--reps and --hook-calls must be > 0"
     );
-    let text = CONFIG.replace("ITERATIONS", &args.iterations.to_string());
-    let cfg = config::parse(&text, std::path::Path::new("regulariser-cost.toml"))?;
+    let cfg = mnist5k_config(
+        "regulariser-cost",
+        "class-il",
+        "optimizer = \"sgd\"\nlr = 0.05\nmomentum = 0.9",
+        args.iterations,
+        STRATEGIES,
+    )?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
     let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
     let create = |i: usize| -> anyhow::Result<Box<dyn Strategy>> {
@@ -104,31 +79,10 @@ fn main() -> anyhow::Result<()> {
     };
     let names: Vec<&str> = cfg.strategy.iter().map(|s| s.name.as_str()).collect();
     let n = names.len();
-    let data = std::sync::Arc::new(load_data(&cfg.data)?);
-    let sc = scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+    let sc = scenario_of(&cfg)?;
 
-    // 1. Whole trials, rotating and alternating order; round 0 is a warm-up.
-    let mut per_step: Vec<Vec<f64>> = vec![Vec::new(); n];
-    for rep in 0..=args.reps {
-        let mut order: Vec<usize> = (0..n).map(|i| (i + rep / 2) % n).collect();
-        if rep % 2 == 1 {
-            order.reverse();
-        }
-        for &i in &order {
-            let mut strategy = create(i)?;
-            let out = run_trial(&cfg, &sc, strategy.as_mut(), 0, &ProgressBar::hidden());
-            anyhow::ensure!(
-                out.status == TrialStatus::Completed,
-                "{} trial failed: {:?}",
-                names[i],
-                out.status
-            );
-            if rep > 0 {
-                per_step[i].push(out.train_seconds / out.steps as f64);
-            }
-        }
-    }
+    // 1. Whole trials side by side.
+    let per_step = time_trials(&cfg, &sc, n, args.reps, &create)?;
     let base_med = median(per_step[0].clone());
     let base_min = fastest(&per_step[0]);
     println!(
