@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod data;
+pub mod experts;
 pub mod metrics;
 pub mod plasticity;
 pub mod plots;

@@ -902,30 +902,224 @@ unsafe extern "C" fn svc_task_mask(raw: *mut ClefCtx, task: i64, out: *mut u8, l
     unsafe { service(raw, "task_mask", body) }
 }
 
+/// The pool services are task-IL only: evaluation routes each task to its expert by task id.
+fn require_task_il(c: &Ctx<'_>) -> Result<(), SvcErr> {
+    if c.scenario.setting == Setting::TaskIl {
+        Ok(())
+    } else {
+        Err(SvcErr::not_allowed(
+            "expert pools need the task-IL setting (evaluation routes by task id)",
+        ))
+    }
+}
+
 unsafe extern "C" fn svc_expert_add(
     raw: *mut ClefCtx,
-    _hidden: *const i64,
-    _n_hidden: i64,
-    _activation: i32,
-    _out_id: *mut i64,
+    hidden: *const i64,
+    n_hidden: i64,
+    activation: i32,
+    out_id: *mut i64,
 ) -> i32 {
-    let body = |_: &mut HostCtx| {
-        Err(SvcErr::unsupported(
-            "this host has no multi-expert backend yet",
-        ))
+    let body = |h: &mut HostCtx| {
+        let n = count("n_hidden", n_hidden)?;
+        // SAFETY: `n_hidden` readable values during the call (ABI).
+        let widths = unsafe { slice(hidden, n, "hidden") }?;
+        let widths = widths
+            .iter()
+            .map(|&w| {
+                usize::try_from(w)
+                    .ok()
+                    .filter(|&w| w > 0)
+                    .ok_or_else(|| SvcErr::invalid(format!("hidden width {w} is not positive")))
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let act = match activation {
+            0 => clef_backend::Activation::Relu,
+            1 => clef_backend::Activation::Tanh,
+            2 => clef_backend::Activation::Sigmoid,
+            other => {
+                return Err(SvcErr::invalid(format!(
+                    "activation {other} (0 relu, 1 tanh, 2 sigmoid)"
+                )))
+            }
+        };
+        let c = h.core()?;
+        require_task_il(c)?;
+        let id = c
+            .experts
+            .add(widths, act, c.optimizer)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e))?;
+        // SAFETY: `out_id` is null or writable during the call (ABI).
+        unsafe { write_out(out_id, id as i64, "out_id") }
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "expert_add", body) }
 }
 
-unsafe extern "C" fn svc_expert_select(raw: *mut ClefCtx, _id: i64) -> i32 {
-    let body = |_: &mut HostCtx| {
-        Err(SvcErr::unsupported(
-            "this host has no multi-expert backend yet",
-        ))
+unsafe extern "C" fn svc_expert_select(raw: *mut ClefCtx, id: i64) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let c = h.core()?;
+        require_task_il(c)?;
+        let id = index("expert id", id, c.experts.len())?;
+        c.experts
+            .select(c.task, id, c.net, c.optimizer)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e))
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "expert_select", body) }
+}
+
+unsafe extern "C" fn svc_expert_freeze(raw: *mut ClefCtx, id: i64, frozen: i32) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let c = h.core()?;
+        require_task_il(c)?;
+        let id = index("expert id", id, c.experts.len())?;
+        c.experts
+            .freeze(id, frozen != 0, &**c.net)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e))
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "expert_freeze", body) }
+}
+
+unsafe extern "C" fn svc_expert_params(raw: *mut ClefCtx, id: i64, out: *mut i64) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let c = h.core()?;
+        let n = if id == -1 {
+            if c.experts.enabled() {
+                c.experts.total_params(c.scenario)
+            } else {
+                c.net.spec().num_params()
+            }
+        } else {
+            let id = index("expert id", id, c.experts.len())?;
+            c.experts
+                .params_of(id, c.scenario)
+                .ok_or_else(|| SvcErr::invalid(format!("expert {id} does not exist")))?
+        };
+        // SAFETY: `out` is null or writable during the call (ABI).
+        unsafe { write_out(out, n as i64, "out") }
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "expert_params", body) }
+}
+
+/// Runs `f` on the selected expert with task `task`'s head in its output layer, then puts the
+/// loaded head back bit for bit. With `keep_head_grads`, the output layer's gradients are
+/// restored too (the head is held fixed).
+fn with_head<R>(
+    c: &mut Ctx<'_>,
+    task: usize,
+    keep_head_grads: bool,
+    f: impl FnOnce(&mut dyn clef_backend::Network) -> Result<R, SvcErr>,
+) -> Result<R, SvcErr> {
+    let head = c
+        .experts
+        .head_of(task, &**c.net)
+        .map_err(SvcErr::invalid)?;
+    let p = c.net.params_mut();
+    let (wi, bi) = (p.len() - 2, p.len() - 1);
+    let saved_w = p.value(wi).to_vec();
+    let saved_b = p.value(bi).to_vec();
+    let grads = keep_head_grads.then(|| (p.grad(wi).to_vec(), p.grad(bi).to_vec()));
+    p.value_mut(wi).copy_from_slice(&head.weight);
+    p.value_mut(bi).copy_from_slice(&head.bias);
+    let r = f(&mut **c.net);
+    let p = c.net.params_mut();
+    p.value_mut(wi).copy_from_slice(&saved_w);
+    p.value_mut(bi).copy_from_slice(&saved_b);
+    if let Some((gw, gb)) = grads {
+        p.grad_mut(wi).copy_from_slice(&gw);
+        p.grad_mut(bi).copy_from_slice(&gb);
+    }
+    r
+}
+
+unsafe extern "C" fn svc_head_forward(
+    raw: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    out: *mut f32,
+    out_len: i64,
+) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let rows = count("rows", rows)?;
+        let out_len = count("out_len", out_len)?;
+        let c = h.core()?;
+        require_task_il(c)?;
+        let task = index("task", task, c.scenario.tasks.len())?;
+        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
+        let expected = product(rows, outs, "rows * num_outputs")?;
+        if out_len != expected {
+            return Err(SvcErr::invalid(format!(
+                "out_len is {out_len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let n_in = product(rows, dim, "rows * input_dim")?;
+        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
+        let xs = unsafe { slice(x, n_in, "x") }?;
+        // SAFETY: `out_len` writable floats during the call (ABI), plugin memory.
+        let dst = unsafe { slice_mut(out, out_len, "out") }?;
+        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
+        let mut buf = Vec::new();
+        with_head(c, task, false, |net| {
+            net.forward(inputs, &mut buf)
+                .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
+        })?;
+        if buf.len() != dst.len() {
+            return Err(SvcErr::new(
+                CLEF_ERROR,
+                format!("the backend produced {} values, expected {}", buf.len(), dst.len()),
+            ));
+        }
+        dst.copy_from_slice(&buf);
+        Ok(())
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "head_forward", body) }
+}
+
+unsafe extern "C" fn svc_head_vjp(
+    raw: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    cotangent: *const f32,
+    cotangent_len: i64,
+) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let rows = count("rows", rows)?;
+        let len = count("cotangent_len", cotangent_len)?;
+        let c = h.core()?;
+        require_task_il(c)?;
+        let task = index("task", task, c.scenario.tasks.len())?;
+        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
+        let expected = product(rows, outs, "rows * num_outputs")?;
+        if len != expected {
+            return Err(SvcErr::invalid(format!(
+                "cotangent_len is {len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let n_in = product(rows, dim, "rows * input_dim")?;
+        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
+        let xs = unsafe { slice(x, n_in, "x") }?;
+        // SAFETY: `cotangent_len` floats readable during the call (ABI).
+        let cot = unsafe { slice(cotangent, len, "cotangent") }?;
+        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
+        with_head(c, task, true, |net| {
+            net.vjp(inputs, cot)
+                .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
+        })
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "head_vjp", body) }
 }
 
 unsafe extern "C" fn svc_get_extension(_raw: *mut ClefCtx, _name: *const c_char) -> *const c_void {
@@ -992,6 +1186,10 @@ pub(crate) static HOST: ClefHost = ClefHost {
     expert_select: svc_expert_select,
     get_extension: svc_get_extension,
     report: svc_report,
+    expert_freeze: svc_expert_freeze,
+    expert_params: svc_expert_params,
+    head_forward: svc_head_forward,
+    head_vjp: svc_head_vjp,
 };
 
 #[cfg(test)]
@@ -1028,6 +1226,7 @@ mod tests {
     struct World {
         sc: Scenario,
         net: Box<dyn Network>,
+        experts: crate::experts::Experts,
         opt: Optimizer,
         rng: ChaCha8Rng,
     }
@@ -1052,6 +1251,7 @@ mod tests {
             net.params(),
         );
         World {
+            experts: crate::experts::Experts::new(&spec, 3, sc.tasks.len()),
             sc,
             net,
             opt,
@@ -1061,7 +1261,8 @@ mod tests {
 
     fn with_ctx<R>(w: &mut World, task: usize, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
         let mut ctx = Ctx {
-            net: &mut *w.net,
+            net: &mut w.net,
+            experts: &mut w.experts,
             optimizer: &mut w.opt,
             scenario: &w.sc,
             rng: &mut w.rng,
