@@ -50,6 +50,7 @@ fn scenario(setting: Setting) -> Scenario {
         seed: None,
         max_degrees: None,
         samples: None,
+        permuted_tasks: None,
     };
     scenario::build(&sc, data, setting, 0).unwrap()
 }

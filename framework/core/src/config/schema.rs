@@ -225,6 +225,11 @@ pub struct ScenarioConfig {
     /// Random labels: number of training samples (a fixed subset reused by every task).
     #[serde(default)]
     pub samples: Option<usize>,
+    /// Class split: tasks (0-based) whose inputs get a fixed random pixel permutation of their
+    /// own, e.g. a permuted copy of an earlier task's classes (an explicit `class_order` may
+    /// repeat classes). Default none.
+    #[serde(default)]
+    pub permuted_tasks: Option<Vec<usize>>,
 }
 
 /// The `[model]` table.
@@ -563,11 +568,28 @@ impl Config {
                             s.tasks * cpt
                         ),
                     )?;
+                    // Task-IL gives every task its own head, so a class may come back in a
+                    // later task (e.g. a permuted copy, `permuted_tasks`); never twice in one
+                    // task, and never in the other settings (one unit per class).
+                    let til_only = self.settings.iter().all(|&st| st == Setting::TaskIl);
                     for (i, c) in order.iter().enumerate() {
+                        let task_start = i - i % cpt.max(1);
+                        let again = if til_only {
+                            order[task_start..i].contains(c)
+                        } else {
+                            order[..i].contains(c)
+                        };
                         check(
-                            !order[..i].contains(c),
+                            !again,
                             "scenario.class_order",
-                            format!("lists class {c} twice"),
+                            if til_only {
+                                format!("lists class {c} twice in one task")
+                            } else {
+                                format!(
+                                    "lists class {c} twice (a class may repeat in later tasks \
+                                     only with settings = [\"task-il\"])"
+                                )
+                            },
                         )?;
                     }
                 }

@@ -1219,6 +1219,7 @@ mod tests {
             seed: None,
             max_degrees: None,
             samples: None,
+            permuted_tasks: None,
         };
         crate::scenario::build(&cfg, data, setting, 0).unwrap()
     }

@@ -25,16 +25,6 @@ pub fn build(
     let tasks = match cfg.kind {
         ScenarioKind::ClassSplit => {
             let cpt = cfg.classes_per_task.unwrap_or(1);
-            let needed = cfg.tasks * cpt;
-            if needed > num_classes {
-                return Err(Invalid::new(
-                    "scenario.classes_per_task",
-                    format!(
-                        "{} tasks x {} classes need {} classes but `{}` has {}",
-                        cfg.tasks, cpt, needed, data.train.name, num_classes
-                    ),
-                ));
-            }
             let order: Vec<usize> = match &cfg.class_order {
                 None | Some(ClassOrder::Named(ClassOrderName::Natural)) => {
                     (0..num_classes).collect()
@@ -61,6 +51,33 @@ pub fn build(
                     o.clone()
                 }
             };
+            // An explicit order may repeat classes (e.g. with `permuted_tasks`).
+            let needed = cfg.tasks * cpt;
+            if needed > order.len() {
+                return Err(Invalid::new(
+                    "scenario.classes_per_task",
+                    format!(
+                        "{} tasks x {} classes need {} classes but `{}` has {}{}",
+                        cfg.tasks,
+                        cpt,
+                        needed,
+                        data.train.name,
+                        num_classes,
+                        if order.len() != num_classes {
+                            format!(" (class_order lists {})", order.len())
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+            let permuted = cfg.permuted_tasks.clone().unwrap_or_default();
+            if let Some(bad) = permuted.iter().find(|&&t| t >= cfg.tasks) {
+                return Err(Invalid::new(
+                    "scenario.permuted_tasks",
+                    format!("task {bad} does not exist ({} tasks)", cfg.tasks),
+                ));
+            }
             let dil = setting == Setting::DomainIl;
             (0..cfg.tasks)
                 .map(|t| {
@@ -83,9 +100,20 @@ pub fn build(
                         s
                     };
                     let names: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+                    let transform = if permuted.contains(&t) {
+                        let mut perm: Vec<u32> = (0..data.train.dim as u32).collect();
+                        perm.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+                            seed,
+                            &format!("class-split-permutation-{t}"),
+                        )));
+                        Transform::Permute(perm)
+                    } else {
+                        Transform::Identity
+                    };
+                    let suffix = if permuted.contains(&t) { " permuted" } else { "" };
                     Task {
                         id: t,
-                        name: format!("classes {}", names.join(",")),
+                        name: format!("classes {}{suffix}", names.join(",")),
                         units: if dil {
                             (0..cpt).collect()
                         } else {
@@ -94,7 +122,7 @@ pub fn build(
                         train: split(&data.train),
                         test: split(&data.test),
                         test_from_train: false,
-                        transform: Arc::new(Transform::Identity),
+                        transform: Arc::new(transform),
                     }
                 })
                 .collect::<Vec<_>>()
@@ -287,6 +315,7 @@ mod tests {
             seed: None,
             max_degrees: None,
             samples: None,
+            permuted_tasks: None,
         }
     }
 
