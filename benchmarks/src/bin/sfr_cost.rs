@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..5 {
             let mut ctx = Ctx {
                 net: &mut net,
-            experts: &mut experts,
+                experts: &mut experts,
                 optimizer: &mut opt,
                 scenario: &sc,
                 rng: &mut rng,

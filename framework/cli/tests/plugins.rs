@@ -1114,10 +1114,18 @@ hparams = {{ policy = "new-expert" }}
 
     let par = find(&recs, "par", "task-il");
     assert_eq!(par["status"], "completed", "{par}");
-    let m = par["strategy_metrics"].as_array().expect("strategy_metrics");
+    let m = par["strategy_metrics"]
+        .as_array()
+        .expect("strategy_metrics");
     assert_eq!(m.len(), 3, "{par}");
     for task in m {
-        for key in ["decision", "expert", "arch.depth", "arch.width", "params.total"] {
+        for key in [
+            "decision",
+            "expert",
+            "arch.depth",
+            "arch.width",
+            "params.total",
+        ] {
             assert!(task[key].is_number(), "{key}: {task}");
         }
     }

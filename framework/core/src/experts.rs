@@ -204,7 +204,10 @@ impl Experts {
         opt: &mut Optimizer,
     ) -> Result<(), String> {
         if id >= self.slots.len() {
-            return Err(format!("expert {id} does not exist ({} experts)", self.len()));
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
         }
         if id == self.active && self.slots[id].loaded == head {
             return Ok(());
@@ -258,7 +261,10 @@ impl Experts {
         opt: &mut Optimizer,
     ) -> Result<(), String> {
         if id >= self.slots.len() {
-            return Err(format!("expert {id} does not exist ({} experts)", self.len()));
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
         }
         if task >= self.routes.len() {
             return Err(format!("task {task} does not exist"));
@@ -315,7 +321,10 @@ impl Experts {
     /// Freezes or unfreezes expert `id`'s body (values now).
     pub fn freeze(&mut self, id: usize, frozen: bool, net: &dyn Network) -> Result<(), String> {
         if id >= self.slots.len() {
-            return Err(format!("expert {id} does not exist ({} experts)", self.len()));
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
         }
         self.enabled = true;
         if !frozen {

@@ -5,10 +5,11 @@ use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
 use clef_abi::{
-    ClefBatch, ClefCtx, ClefHost, ClefParamInfo, ClefTaskInfo, ClefTensor, CLEF_HOST_SIZE_V1_1, CLEF_HOST_SIZE_V1_2,
-    CLEF_LOG_DEBUG, CLEF_LOG_ERROR, CLEF_LOG_INFO, CLEF_LOG_TRACE, CLEF_LOG_WARN, CLEF_OK,
-    CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL,
-    CLEF_SETTING_TASK_IL, CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN, CLEF_UNSUPPORTED,
+    ClefBatch, ClefCtx, ClefHost, ClefParamInfo, ClefTaskInfo, ClefTensor, CLEF_HOST_SIZE_V1_1,
+    CLEF_HOST_SIZE_V1_2, CLEF_LOG_DEBUG, CLEF_LOG_ERROR, CLEF_LOG_INFO, CLEF_LOG_TRACE,
+    CLEF_LOG_WARN, CLEF_OK, CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL,
+    CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL, CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN,
+    CLEF_UNSUPPORTED,
 };
 
 use crate::error::{Error, Result};
@@ -922,7 +923,13 @@ impl<'a> Ctx<'a> {
 
     /// Adds `J(x)^T * cotangent` through task `task`'s (fixed) head into the selected expert's
     /// body gradients; the output layer's gradients are unchanged (ABI 1.2).
-    pub fn head_vjp(&mut self, task: usize, x: &[f32], rows: usize, cotangent: &[f32]) -> Result<()> {
+    pub fn head_vjp(
+        &mut self,
+        task: usize,
+        x: &[f32],
+        rows: usize,
+        cotangent: &[f32],
+    ) -> Result<()> {
         self.require_experts("head_vjp")?;
         let dims = self.check_rows("head_vjp", "x", x.len(), rows)?;
         if cotangent.len() != rows * dims.num_outputs {

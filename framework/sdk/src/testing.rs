@@ -845,8 +845,11 @@ unsafe extern "C" fn svc_expert_add(
     if widths.iter().any(|&w| w <= 0) {
         return CLEF_INVALID_ARGUMENT;
     }
-    s.experts
-        .push((widths.iter().map(|&w| w as usize).collect(), activation, false));
+    s.experts.push((
+        widths.iter().map(|&w| w as usize).collect(),
+        activation,
+        false,
+    ));
     // SAFETY: non-null, writable for the call (ABI).
     unsafe { out_id.write((s.experts.len() - 1) as i64) };
     CLEF_OK
@@ -970,8 +973,9 @@ unsafe extern "C" fn svc_head_vjp(
     if !mock_head_ok(s, task) {
         return CLEF_INVALID_ARGUMENT;
     }
-    let ok = usize_arg(rows)
-        .is_some_and(|r| !x.is_null() && !cotangent.is_null() && usize_arg(cotangent_len) == Some(r * s.num_outputs));
+    let ok = usize_arg(rows).is_some_and(|r| {
+        !x.is_null() && !cotangent.is_null() && usize_arg(cotangent_len) == Some(r * s.num_outputs)
+    });
     if ok {
         CLEF_OK
     } else {

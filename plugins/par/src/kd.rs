@@ -24,16 +24,31 @@ fn softmax(z: &[f64], t: f64) -> Vec<f64> {
 
 /// Loss and gradient with respect to the student logits. `student` and `teacher` hold `rows`
 /// rows of `c` logits (the head's units only).
-pub fn kd_loss_grad(student: &[f32], teacher: &[f32], rows: usize, c: usize, t: f64) -> (f64, Vec<f32>) {
+pub fn kd_loss_grad(
+    student: &[f32],
+    teacher: &[f32],
+    rows: usize,
+    c: usize,
+    t: f64,
+) -> (f64, Vec<f32>) {
     let mut loss = 0.0;
     let mut grad = vec![0f32; rows * c];
     let scale = 1.0 / rows.max(1) as f64;
     for r in 0..rows {
-        let zs: Vec<f64> = student[r * c..(r + 1) * c].iter().map(|&v| v as f64).collect();
-        let zt: Vec<f64> = teacher[r * c..(r + 1) * c].iter().map(|&v| v as f64).collect();
+        let zs: Vec<f64> = student[r * c..(r + 1) * c]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let zt: Vec<f64> = teacher[r * c..(r + 1) * c]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let qs = softmax(&zs, t);
         let qt = softmax(&zt, t);
-        let smooth: Vec<f64> = qs.iter().map(|q| (q + EPS / c as f64) / (1.0 + EPS)).collect();
+        let smooth: Vec<f64> = qs
+            .iter()
+            .map(|q| (q + EPS / c as f64) / (1.0 + EPS))
+            .collect();
         loss -= qt.iter().zip(&smooth).map(|(p, q)| p * q.ln()).sum::<f64>() * scale;
         let a: Vec<f64> = qt
             .iter()

@@ -190,19 +190,30 @@ impl Par {
     }
 
     fn rec_mut(&mut self, id: usize) -> Option<&mut ExpertRec> {
-        self.experts.iter_mut().find(|(e, _)| *e == id).map(|(_, r)| r)
+        self.experts
+            .iter_mut()
+            .find(|(e, _)| *e == id)
+            .map(|(_, r)| r)
     }
 
     /// Fixed features of `rows` inputs; `None` if the extractor does not exist yet (`expert`
     /// features during task 0).
-    fn embed(&mut self, ctx: &mut Ctx<'_>, x: &[f32], rows: usize, input: usize) -> Result<Option<(Vec<f32>, usize)>> {
+    fn embed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        x: &[f32],
+        rows: usize,
+        input: usize,
+    ) -> Result<Option<(Vec<f32>, usize)>> {
         Ok(match self.cfg.features.as_str() {
             "raw" => Some((x.to_vec(), input)),
             "projection" => {
                 let k = self.cfg.projection_dim as usize;
                 if self.projection.is_none() {
                     let scale = 1.0 / (k as f64).sqrt();
-                    let m: Vec<f32> = (0..k * input).map(|_| (normal(ctx) * scale) as f32).collect();
+                    let m: Vec<f32> = (0..k * input)
+                        .map(|_| (normal(ctx) * scale) as f32)
+                        .collect();
                     self.projection = Some(m);
                 }
                 let Some(m) = &self.projection else {
@@ -212,7 +223,11 @@ impl Par {
                 for r in 0..rows {
                     let xr = &x[r * input..(r + 1) * input];
                     for j in 0..k {
-                        out[r * k + j] = m[j * input..(j + 1) * input].iter().zip(xr).map(|(a, b)| a * b).sum();
+                        out[r * k + j] = m[j * input..(j + 1) * input]
+                            .iter()
+                            .zip(xr)
+                            .map(|(a, b)| a * b)
+                            .sum();
                     }
                 }
                 Some((out, k))
@@ -226,7 +241,11 @@ impl Par {
     }
 
     /// Samples for prototypes of the current task: `(x, targets, rows)`.
-    fn proto_samples(&self, ctx: &mut Ctx<'_>, info: &TaskInfo) -> Result<(Vec<f32>, Vec<usize>, usize)> {
+    fn proto_samples(
+        &self,
+        ctx: &mut Ctx<'_>,
+        info: &TaskInfo,
+    ) -> Result<(Vec<f32>, Vec<usize>, usize)> {
         let n = ((info.train_samples as f64 * self.cfg.proto_fraction).ceil() as usize)
             .clamp(1.min(info.train_samples), info.train_samples);
         let (x, y) = ctx.task_samples(info.task, Split::Train, 0, n)?;
@@ -242,7 +261,11 @@ impl Par {
     /// The architecture search on the current task (see the crate docs).
     fn search(&mut self, ctx: &mut Ctx<'_>, info: &TaskInfo) -> Result<Arch> {
         let n = info.train_samples.min(self.cfg.search_subset as usize);
-        ensure!(n >= 2, "strategy `par`: task {} has {n} training samples, the search needs 2", info.task);
+        ensure!(
+            n >= 2,
+            "strategy `par`: task {} has {n} training samples, the search needs 2",
+            info.task
+        );
         let (x, y) = ctx.task_samples(info.task, Split::Train, 0, n)?;
         let d = info.input_dim;
         let half = n / 2;
@@ -307,10 +330,11 @@ impl Par {
                 .iter()
                 .enumerate()
                 .filter(|&(r, &t)| {
-                    let best = units
-                        .iter()
-                        .copied()
-                        .max_by(|&a, &b| logits[r * k + a].total_cmp(&logits[r * k + b]).then(b.cmp(&a)));
+                    let best = units.iter().copied().max_by(|&a, &b| {
+                        logits[r * k + a]
+                            .total_cmp(&logits[r * k + b])
+                            .then(b.cmp(&a))
+                    });
                     best == Some(t)
                 })
                 .count();
@@ -334,7 +358,9 @@ fn parse_activation(name: &str) -> Result<Activation> {
         "relu" => Activation::Relu,
         "tanh" => Activation::Tanh,
         "sigmoid" => Activation::Sigmoid,
-        other => bail!("strategy `par`: hparam `base_activation` = {other:?} (relu, tanh, sigmoid)"),
+        other => {
+            bail!("strategy `par`: hparam `base_activation` = {other:?} (relu, tanh, sigmoid)")
+        }
     })
 }
 
@@ -482,10 +508,15 @@ impl Strategy for Par {
         let decision = if self.cfg.policy == "new-expert" {
             Decision::NewBase
         } else {
-            let largest = best
-                .and_then(|(e, _)| self.rec(e))
-                .map_or(0, |r| r.largest);
-            relatedness::decide(best, self.cfg.alpha, self.cfg.beta, info.train_samples, largest, self.cfg.reuse_ratio)
+            let largest = best.and_then(|(e, _)| self.rec(e)).map_or(0, |r| r.largest);
+            relatedness::decide(
+                best,
+                self.cfg.alpha,
+                self.cfg.beta,
+                info.train_samples,
+                largest,
+                self.cfg.reuse_ratio,
+            )
         };
         let (id, arch) = match decision {
             Decision::ReuseHead { expert } | Decision::Transfer { expert } => {
@@ -520,11 +551,20 @@ impl Strategy for Par {
             let body = (0..np.saturating_sub(2))
                 .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
                 .collect::<Result<Vec<_>>>()?;
-            let old_tasks = self.rec(expert).map(|r| r.tasks.clone()).unwrap_or_default();
+            let old_tasks = self
+                .rec(expert)
+                .map(|r| r.tasks.clone())
+                .unwrap_or_default();
             let mut old = Vec::new();
             for j in old_tasks {
                 let mask = ctx.task_mask(j)?;
-                old.push((j, mask.iter().enumerate().filter_map(|(u, &m)| m.then_some(u)).collect()));
+                old.push((
+                    j,
+                    mask.iter()
+                        .enumerate()
+                        .filter_map(|(u, &m)| m.then_some(u))
+                        .collect(),
+                ));
             }
             self.transfer = Some(Transfer { body, old });
         } else {
@@ -549,7 +589,13 @@ impl Strategy for Par {
             )),
         }
         self.routes[t] = Some(id);
-        clef_sdk::tracing::info!(task = t, decision = decision.code(), expert = id, ?arch, "par decision");
+        clef_sdk::tracing::info!(
+            task = t,
+            decision = decision.code(),
+            expert = id,
+            ?arch,
+            "par decision"
+        );
         Self::report(ctx, "decision", f64::from(decision.code()))?;
         Self::report(ctx, "expert", id as f64)?;
         for (j, s) in &rel {
@@ -559,8 +605,16 @@ impl Strategy for Par {
             Self::report(ctx, &format!("score.expert{e}"), *s)?;
         }
         Self::report(ctx, "arch.depth", arch.hidden.len() as f64)?;
-        Self::report(ctx, "arch.width", arch.hidden.first().copied().unwrap_or(0) as f64)?;
-        Self::report(ctx, "arch.activation", f64::from(search::activation_code(arch.activation)))?;
+        Self::report(
+            ctx,
+            "arch.width",
+            arch.hidden.first().copied().unwrap_or(0) as f64,
+        )?;
+        Self::report(
+            ctx,
+            "arch.activation",
+            f64::from(search::activation_code(arch.activation)),
+        )?;
         Ok(())
     }
 
@@ -601,9 +655,17 @@ impl Strategy for Par {
             let teacher = teacher?;
             let c = units.len();
             let pick = |z: &[f32]| -> Vec<f32> {
-                (0..rows).flat_map(|r| units.iter().map(move |&u| z[r * k + u])).collect()
+                (0..rows)
+                    .flat_map(|r| units.iter().map(move |&u| z[r * k + u]))
+                    .collect()
             };
-            let (_, g) = kd::kd_loss_grad(&pick(&student), &pick(&teacher), rows, c, self.cfg.kd_temperature);
+            let (_, g) = kd::kd_loss_grad(
+                &pick(&student),
+                &pick(&teacher),
+                rows,
+                c,
+                self.cfg.kd_temperature,
+            );
             let mut cot = vec![0f32; rows * k];
             for r in 0..rows {
                 for (i, &u) in units.iter().enumerate() {

@@ -52,7 +52,13 @@ pub fn distance(a: &[f32], b: &[f32]) -> f64 {
 /// D_c   = mean_{x ∈ c} log(ν(x) / ρ(x))
 /// D     = Σ_c max(D_c, 0)                  (summed, not averaged, over classes)
 /// ```
-pub fn divergence(feats: &[f32], dim: usize, labels: &[usize], own: &Prototypes, old: &Prototypes) -> f64 {
+pub fn divergence(
+    feats: &[f32],
+    dim: usize,
+    labels: &[usize],
+    own: &Prototypes,
+    old: &Prototypes,
+) -> f64 {
     own.iter()
         .map(|(c, mu)| {
             let (mut sum, mut n) = (0f64, 0usize);

@@ -52,7 +52,13 @@ fn divergence_and_relatedness_match_hand_computed_values() {
 #[test]
 fn divergence_sums_over_classes() {
     // Two identical classes far apart give twice one class's divergence.
-    let one = divergence(&[0.0, 2.0], 1, &[0, 0], &vec![(0, vec![1.0])], &vec![(0, vec![5.0])]);
+    let one = divergence(
+        &[0.0, 2.0],
+        1,
+        &[0, 0],
+        &vec![(0, vec![1.0])],
+        &vec![(0, vec![5.0])],
+    );
     let two = divergence(
         &[0.0, 2.0, 100.0, 102.0],
         1,
@@ -91,8 +97,12 @@ fn decision_rule_at_and_around_the_thresholds() {
 #[test]
 fn distillation_gradient_matches_finite_differences() {
     let (rows, c, t) = (3, 4, 2.0);
-    let student: Vec<f32> = (0..rows * c).map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.7).collect();
-    let teacher: Vec<f32> = (0..rows * c).map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.5).collect();
+    let student: Vec<f32> = (0..rows * c)
+        .map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.7)
+        .collect();
+    let teacher: Vec<f32> = (0..rows * c)
+        .map(|i| ((i * 3 % 7) as f32 - 3.0) * 0.5)
+        .collect();
     let (_, g) = kd_loss_grad(&student, &teacher, rows, c, t);
     let h = 1e-2f32;
     for i in 0..rows * c {
@@ -100,9 +110,14 @@ fn distillation_gradient_matches_finite_differences() {
         p[i] += h;
         let mut m = student.clone();
         m[i] -= h;
-        let fd = (kd_loss_grad(&p, &teacher, rows, c, t).0 - kd_loss_grad(&m, &teacher, rows, c, t).0)
+        let fd = (kd_loss_grad(&p, &teacher, rows, c, t).0
+            - kd_loss_grad(&m, &teacher, rows, c, t).0)
             / (2.0 * h as f64);
-        assert!((fd - g[i] as f64).abs() < 1e-4, "logit {i}: fd {fd} vs {}", g[i]);
+        assert!(
+            (fd - g[i] as f64).abs() < 1e-4,
+            "logit {i}: fd {fd} vs {}",
+            g[i]
+        );
     }
     // Student = teacher: the gradient is (almost) zero (only the ε smoothing remains).
     let (_, g0) = kd_loss_grad(&teacher, &teacher, rows, c, t);
@@ -147,8 +162,13 @@ fn parameter_accounting_is_exact() {
 
 /// The default hparams table with `extra` lines (`key = value`) replacing defaults.
 fn toml(extra: &str) -> String {
-    let extra = format!("search_epochs = 3\nsearch_steps = 2\nsearch_batch = 4\nproto_fraction = 1.0\n{extra}");
-    let keys: Vec<&str> = extra.lines().filter_map(|l| l.split(" = ").next()).collect();
+    let extra = format!(
+        "search_epochs = 3\nsearch_steps = 2\nsearch_batch = 4\nproto_fraction = 1.0\n{extra}"
+    );
+    let keys: Vec<&str> = extra
+        .lines()
+        .filter_map(|l| l.split(" = ").next())
+        .collect();
     let mut text: String = clef_sdk::default_config_toml::<Par>()
         .lines()
         .filter(|l| !keys.iter().any(|k| l.starts_with(&format!("{k} ="))))
@@ -161,7 +181,8 @@ fn toml(extra: &str) -> String {
 #[test]
 fn first_task_searches_and_reports() {
     let mut host = MockHost::new(4, 4, 2);
-    let mut p = MockPlugin::create::<Par>(&toml("max_depth = 2\nmin_width = 2\nmax_width = 4")).unwrap();
+    let mut p =
+        MockPlugin::create::<Par>(&toml("max_depth = 2\nmin_width = 2\nmax_width = 4")).unwrap();
     p.on_model_built(&mut host).unwrap();
     p.on_task_start(&mut host).unwrap();
     assert_eq!(host.reported(0, "decision"), Some(3.0));
@@ -172,7 +193,10 @@ fn first_task_searches_and_reports() {
     let (hidden, act, _) = host.state().experts[e].clone();
     assert!(hidden.len() <= 2 && hidden.iter().all(|&w| w == 2 || w == 4));
     assert_eq!(host.reported(0, "arch.depth"), Some(hidden.len() as f64));
-    assert_eq!(host.reported(0, "arch.activation"), Some(f64::from(act as u8)));
+    assert_eq!(
+        host.reported(0, "arch.activation"),
+        Some(f64::from(act as u8))
+    );
     p.on_task_end(&mut host).unwrap();
     // Parameters: the expert's body plus a 2-unit head, by hand.
     let mut prev = 4;
@@ -181,7 +205,10 @@ fn first_task_searches_and_reports() {
         body += prev * w + w;
         prev = w;
     }
-    assert_eq!(host.reported(0, "params.total"), Some((body + 2 * (prev + 1)) as f64));
+    assert_eq!(
+        host.reported(0, "params.total"),
+        Some((body + 2 * (prev + 1)) as f64)
+    );
 }
 
 #[test]
@@ -205,7 +232,12 @@ fn new_expert_policy_uses_the_base_architecture_every_task() {
 /// nearest old prototype is at ν = √1.25). D = 2 · ln √1.25 = ln 1.25 ≈ 0.223, s = D < α.
 fn related_pair(host: &mut MockHost) {
     let s = host.state_mut();
-    let offsets = [[1.0f32, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0]];
+    let offsets = [
+        [1.0f32, 0.0, 0.0, 0.0],
+        [-1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, -1.0, 0.0, 0.0],
+    ];
     for t in 0..2 {
         let mut x = Vec::new();
         let mut y = Vec::new();
@@ -256,13 +288,24 @@ fn thresholds_move_the_decision() {
     p.on_task_start(&mut host).unwrap();
     assert_eq!(host.reported(1, "decision"), Some(2.0));
     assert_ne!(host.reported(1, "expert"), host.reported(0, "expert"));
-    assert_eq!(host.reported(1, "arch.depth"), host.reported(0, "arch.depth"));
-    assert_eq!(host.reported(1, "arch.width"), host.reported(0, "arch.width"));
+    assert_eq!(
+        host.reported(1, "arch.depth"),
+        host.reported(0, "arch.depth")
+    );
+    assert_eq!(
+        host.reported(1, "arch.width"),
+        host.reported(0, "arch.width")
+    );
 }
 
 #[test]
 fn bad_hparams_name_plugin_and_key() {
-    let e = MockPlugin::create::<Par>(&toml("alpha = 0.8\nbeta = 0.6")).err().unwrap();
+    let e = MockPlugin::create::<Par>(&toml("alpha = 0.8\nbeta = 0.6"))
+        .err()
+        .unwrap();
     let msg = e.to_string();
-    assert!(msg.contains("par") && msg.contains("alpha") && msg.contains("beta"), "{msg}");
+    assert!(
+        msg.contains("par") && msg.contains("alpha") && msg.contains("beta"),
+        "{msg}"
+    );
 }

@@ -1013,10 +1013,7 @@ fn with_head<R>(
     keep_head_grads: bool,
     f: impl FnOnce(&mut dyn clef_backend::Network) -> Result<R, SvcErr>,
 ) -> Result<R, SvcErr> {
-    let head = c
-        .experts
-        .head_of(task, &**c.net)
-        .map_err(SvcErr::invalid)?;
+    let head = c.experts.head_of(task, &**c.net).map_err(SvcErr::invalid)?;
     let p = c.net.params_mut();
     let (wi, bi) = (p.len() - 2, p.len() - 1);
     let saved_w = p.value(wi).to_vec();
@@ -1073,7 +1070,11 @@ unsafe extern "C" fn svc_head_forward(
         if buf.len() != dst.len() {
             return Err(SvcErr::new(
                 CLEF_ERROR,
-                format!("the backend produced {} values, expected {}", buf.len(), dst.len()),
+                format!(
+                    "the backend produced {} values, expected {}",
+                    buf.len(),
+                    dst.len()
+                ),
             ));
         }
         dst.copy_from_slice(&buf);

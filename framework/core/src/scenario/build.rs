@@ -110,7 +110,11 @@ pub fn build(
                     } else {
                         Transform::Identity
                     };
-                    let suffix = if permuted.contains(&t) { " permuted" } else { "" };
+                    let suffix = if permuted.contains(&t) {
+                        " permuted"
+                    } else {
+                        ""
+                    };
                     Task {
                         id: t,
                         name: format!("classes {}{suffix}", names.join(",")),
