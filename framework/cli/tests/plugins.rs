@@ -598,7 +598,7 @@ fn c_plugin_loads_lists_and_trains() {
     assert!(out.status.success(), "{}", show(&out));
     let listing = text(&out.stdout);
     for x in [
-        "c-minimal 0.1.0 (ABI 1.1)",
+        "c-minimal 0.1.0 (ABI 1.2)",
         "libclef_plugin_c_minimal",
         "hooks:  on_task_start, after_backward",
         "scale",
@@ -697,7 +697,7 @@ fn new_plugin_template_builds_and_loads() {
         .unwrap();
     let listing = text(&listing.stdout);
     assert!(
-        listing.contains("l2-anchor 0.1.0 (ABI 1.1)") && listing.contains("lambda"),
+        listing.contains("l2-anchor 0.1.0 (ABI 1.2)") && listing.contains("lambda"),
         "{listing}"
     );
 
