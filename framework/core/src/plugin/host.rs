@@ -1396,12 +1396,13 @@ mod tests {
                     (HOST.ntk_gram)(raw, x.as_ptr(), 2, x.as_ptr(), 2, 99, gram.as_mut_ptr(), 4),
                     CLEF_INVALID_ARGUMENT
                 );
+                // Expert pools are task-IL only (this world is not).
                 let mut id = 0i64;
                 assert_eq!(
                     (HOST.expert_add)(raw, std::ptr::null(), 0, 0, &mut id),
-                    CLEF_UNSUPPORTED
+                    CLEF_NOT_ALLOWED
                 );
-                assert_eq!((HOST.expert_select)(raw, 0), CLEF_UNSUPPORTED);
+                assert_eq!((HOST.expert_select)(raw, 0), CLEF_NOT_ALLOWED);
                 assert!((HOST.get_extension)(raw, c"clef.x.v1".as_ptr()).is_null());
             }
         });
