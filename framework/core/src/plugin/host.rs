@@ -1343,6 +1343,110 @@ mod tests {
         assert_eq!(w.net.params().grad(1)[2], 5.0);
     }
 
+    /// The expert services through the C table (task-IL, 2 tasks x 2 classes, DIM inputs):
+    /// add and select route the task, counts are exact, `head_forward` of the loaded head is
+    /// `forward`, another task's head gives other logits and is put back bit for bit, and
+    /// `head_vjp` adds into the body's gradients only.
+    #[test]
+    fn expert_services_route_count_and_keep_heads_fixed() {
+        let mut w = world(Setting::TaskIl);
+        let x: Vec<f32> = (0..2 * DIM).map(|i| i as f32 * 0.1 - 0.3).collect();
+        let outs = w.sc.num_outputs;
+        let hidden = [4i64];
+        with_ctx(&mut w, 0, |ctx| {
+            let mut h = HostCtx::new("t", Some(ctx), None);
+            let raw = h.as_raw();
+            let mut id = -1i64;
+            let mut n = 0i64;
+            // SAFETY: live ctx; buffers of the documented sizes.
+            unsafe {
+                assert_eq!(
+                    (HOST.expert_add)(raw, hidden.as_ptr(), 1, 0, &mut id),
+                    CLEF_OK
+                );
+                assert_eq!(id, 1);
+                assert_eq!(
+                    (HOST.expert_add)(raw, [0i64].as_ptr(), 1, 0, &mut id),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!(
+                    (HOST.expert_add)(raw, hidden.as_ptr(), 1, 7, &mut id),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!((HOST.expert_select)(raw, 9), CLEF_INVALID_ARGUMENT);
+                assert_eq!((HOST.expert_select)(raw, 1), CLEF_OK);
+                assert_eq!((HOST.param_count)(raw), 4);
+                // Body 5·4 + 4 = 24, one 2-unit head 2·(4 + 1) = 10.
+                assert_eq!((HOST.expert_params)(raw, 1, &mut n), CLEF_OK);
+                assert_eq!(n, 34);
+                assert_eq!((HOST.expert_params)(raw, -1, &mut n), CLEF_OK);
+                assert_eq!(n, 34);
+                let mut a = vec![0.0f32; 2 * outs];
+                let mut b = vec![0.0f32; 2 * outs];
+                assert_eq!(
+                    (HOST.forward)(raw, x.as_ptr(), 2, a.as_mut_ptr(), a.len() as i64),
+                    CLEF_OK
+                );
+                assert_eq!(
+                    (HOST.head_forward)(raw, 0, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                    CLEF_OK
+                );
+                assert_eq!(a, b);
+                // Task 1 is not routed yet.
+                assert_eq!(
+                    (HOST.head_forward)(raw, 1, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!((HOST.expert_freeze)(raw, 1, 1), CLEF_OK);
+            }
+        });
+        with_ctx(&mut w, 1, |ctx| {
+            let mut h = HostCtx::new("t", Some(ctx), None);
+            let raw = h.as_raw();
+            let mut n = 0i64;
+            // SAFETY: live ctx; buffers of the documented sizes.
+            unsafe {
+                assert_eq!((HOST.expert_select)(raw, 1), CLEF_OK);
+                assert_eq!((HOST.expert_params)(raw, -1, &mut n), CLEF_OK);
+                assert_eq!(n, 44);
+            }
+            let c = h.core().unwrap();
+            let before: Vec<Vec<f32>> = c.net.params().values().to_vec();
+            c.net.params_mut().zero_grads();
+            let mut a = vec![0.0f32; 2 * outs];
+            let mut b = vec![0.0f32; 2 * outs];
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!(
+                    (HOST.forward)(raw, x.as_ptr(), 2, a.as_mut_ptr(), a.len() as i64),
+                    CLEF_OK
+                );
+                assert_eq!(
+                    (HOST.head_forward)(raw, 0, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                    CLEF_OK
+                );
+                assert_ne!(a, b, "task 0's head differs from task 1's fresh head");
+                let cot = vec![1.0f32; 2 * outs];
+                assert_eq!(
+                    (HOST.head_vjp)(raw, 0, x.as_ptr(), 2, cot.as_ptr(), cot.len() as i64),
+                    CLEF_OK
+                );
+            }
+            let c = h.core().unwrap();
+            assert_eq!(
+                c.net.params().values(),
+                &before[..],
+                "values put back bit for bit"
+            );
+            let g = c.net.params().grads();
+            assert!(g[0].iter().any(|&v| v != 0.0), "body gradients");
+            assert!(
+                g[2].iter().chain(&g[3]).all(|&v| v == 0.0),
+                "no output-layer gradients"
+            );
+        });
+    }
+
     #[test]
     fn forward_features_and_vjp_check_sizes() {
         let mut w = world(Setting::ClassIl);
