@@ -677,6 +677,28 @@ impl Strategy for Par {
         Ok(())
     }
 
+    /// PAR's state lives mostly in the host's expert pool, which host checkpoints do not hold
+    /// (and `load_state` cannot rebuild it: no expert services there). An empty state is
+    /// written before the first expert exists; afterwards checkpointing is refused loudly
+    /// rather than resuming with a pool that no longer exists.
+    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
+        ensure!(
+            self.experts.is_empty(),
+            "strategy `par` cannot be checkpointed after its first task: its experts live in the \
+             host's expert pool, which checkpoints do not include"
+        );
+        Ok(Vec::new())
+    }
+
+    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
+        ensure!(
+            state.is_empty(),
+            "strategy `par`: load_state got {} bytes, but par never writes a non-empty state",
+            state.len()
+        );
+        Ok(())
+    }
+
     fn on_task_end(&mut self, ctx: &mut Ctx<'_>, info: &TaskInfo) -> Result<()> {
         if let Some(e) = self.frozen.take() {
             ctx.expert_freeze(e, false)?;

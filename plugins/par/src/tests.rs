@@ -309,3 +309,17 @@ fn bad_hparams_name_plugin_and_key() {
         "{msg}"
     );
 }
+
+#[test]
+fn checkpoints_are_refused_once_experts_exist() {
+    let mut host = MockHost::new(4, 4, 2);
+    let mut p = MockPlugin::create::<Par>(&toml("")).unwrap();
+    p.on_model_built(&mut host).unwrap();
+    assert_eq!(p.save_state(&mut host).unwrap(), Vec::<u8>::new());
+    p.load_state(&mut host, &[]).unwrap();
+    p.on_task_start(&mut host).unwrap();
+    p.on_task_end(&mut host).unwrap();
+    let e = p.save_state(&mut host).unwrap_err().to_string();
+    assert!(e.contains("par") && e.contains("expert pool"), "{e}");
+    assert!(p.load_state(&mut host, &[1, 2]).is_err());
+}
