@@ -719,4 +719,28 @@ mod tests {
             assert_eq!(d.dataset, kind, "{name}");
         }
     }
+
+    /// A class may come back in a later task only in task-IL, and never twice in one task.
+    #[test]
+    fn repeated_classes_need_task_il() {
+        let cfg = |settings: &str, order: &str| {
+            format!(
+                "name = \"x\"\nseeds = [0]\nsettings = [{settings}]\n[data]\ndataset = \"digits\"\n\
+                 [scenario]\nkind = \"class-split\"\ntasks = 2\nclasses_per_task = 2\n\
+                 class_order = {order}\npermuted_tasks = [1]\n[model]\nhidden = [4]\n\
+                 [train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\nbatch_size = 4\n\
+                 [[strategy]]\nname = \"finetune\"\n"
+            )
+        };
+        let p = std::path::Path::new("x.toml");
+        assert!(crate::config::parse(&cfg("\"task-il\"", "[0, 1, 0, 1]"), p).is_ok());
+        let e = crate::config::parse(&cfg("\"task-il\", \"class-il\"", "[0, 1, 0, 1]"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("class_order") && e.contains("task-il"), "{e}");
+        let e = crate::config::parse(&cfg("\"task-il\"", "[0, 0, 1, 2]"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice in one task"), "{e}");
+    }
 }

@@ -324,6 +324,33 @@ mod tests {
     }
 
     #[test]
+    fn repeated_classes_and_permuted_tasks() {
+        let mut c = cfg(ScenarioKind::ClassSplit, 3);
+        c.classes_per_task = Some(2);
+        c.class_order = Some(ClassOrder::Explicit(vec![0, 1, 0, 1, 2, 3]));
+        c.permuted_tasks = Some(vec![1]);
+        let s = build(&c, toy(), Setting::TaskIl, 4).unwrap();
+        assert_eq!(s.tasks[1].units, vec![0, 1]);
+        assert_eq!(s.tasks[1].train.indices, s.tasks[0].train.indices);
+        assert!(matches!(*s.tasks[0].transform, Transform::Identity));
+        assert!(matches!(*s.tasks[1].transform, Transform::Permute(_)));
+        assert!(s.tasks[1].name.ends_with("permuted"));
+        // The same task's inputs, permuted.
+        let (mut a, mut b, mut y) = (Vec::new(), Vec::new(), Vec::new());
+        s.gather(&s.tasks[0], false, &[0], &mut a, &mut y);
+        s.gather(&s.tasks[1], false, &[0], &mut b, &mut y);
+        let (mut sa, mut sb) = (a.clone(), b.clone());
+        sa.sort_by(f32::total_cmp);
+        sb.sort_by(f32::total_cmp);
+        assert_eq!(sa, sb);
+        c.permuted_tasks = Some(vec![3]);
+        assert_eq!(
+            build(&c, toy(), Setting::TaskIl, 4).unwrap_err().key,
+            "scenario.permuted_tasks"
+        );
+    }
+
+    #[test]
     fn class_split_assigns_disjoint_classes_and_masks() {
         let mut c = cfg(ScenarioKind::ClassSplit, 2);
         c.classes_per_task = Some(2);
