@@ -107,10 +107,12 @@ fn main() -> anyhow::Result<()> {
     let spec = cfg.model.mlp_spec(sc.input_dim(), sc.num_outputs);
     let mut net = clef_backend::build_network(&spec, 0)?;
     let mut opt = clef_backend::Optimizer::new(cfg.train.optimizer_spec(), net.params());
+    let mut experts = clef_core::experts::Experts::new(&spec, 0, sc.tasks.len());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let mut time_hook = |s: &mut dyn Strategy| -> anyhow::Result<(f64, f64)> {
         let mut ctx = Ctx {
-            net: net.as_mut(),
+            net: &mut net,
+            experts: &mut experts,
             optimizer: &mut opt,
             scenario: &sc,
             rng: &mut rng,

@@ -1,5 +1,5 @@
 /*
- * clef_plugin.h: the clef strategy-plugin C ABI, version 1.1.
+ * clef_plugin.h: the clef strategy-plugin C ABI, version 1.2.
  *
  * The same contract as the Rust crate `clef-abi` (framework/abi/src/lib.rs); a test checks
  * that every size, field offset and constant here agrees with it.
@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define CLEF_ABI_MAJOR 1
-#define CLEF_ABI_MINOR 1
+#define CLEF_ABI_MINOR 2
 #define CLEF_ENTRY_SYMBOL "clef_plugin_entry_v1"
 
 /* status codes */
@@ -175,6 +175,16 @@ typedef struct clef_host {
      * Records `value` (finite) under `key` (1..128 printable ASCII characters, no spaces) in
      * the trial's results for the current task; the same key again in a task replaces it. */
     int32_t (*report)(clef_ctx *ctx, const char *key, double value);
+
+    /* ABI 1.2: present only if struct_size >= offsetof(clef_host, head_vjp) + sizeof(void *).
+     * The expert pool: freeze an expert's body, parameter counts (id -1 = pool total), and the
+     * selected expert's forward / body-only vjp through another routed task's head. */
+    int32_t (*expert_freeze)(clef_ctx *ctx, int64_t id, int32_t frozen);
+    int32_t (*expert_params)(clef_ctx *ctx, int64_t id, int64_t *out);
+    int32_t (*head_forward)(clef_ctx *ctx, int64_t task, const float *x, int64_t rows,
+                            float *out, int64_t out_len);
+    int32_t (*head_vjp)(clef_ctx *ctx, int64_t task, const float *x, int64_t rows,
+                        const float *cotangent, int64_t cotangent_len);
 } clef_host;
 
 /* The plugin's static description and entry points. Hooks are nullable (NULL = no-op). */

@@ -48,8 +48,9 @@ use core::ffi::{c_char, c_void};
 /// ABI major version: a plugin with another major is refused.
 pub const CLEF_ABI_MAJOR: u16 = 1;
 /// ABI minor version: fields added at the end of structs. 1.1 appended `report` to
-/// [`ClefHost`].
-pub const CLEF_ABI_MINOR: u16 = 1;
+/// [`ClefHost`]; 1.2 appended the expert-pool services (`expert_freeze`, `expert_params`,
+/// `head_forward`, `head_vjp`).
+pub const CLEF_ABI_MINOR: u16 = 2;
 /// Name of the exported entry symbol (NUL-terminated).
 pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
 
@@ -353,9 +354,11 @@ pub struct ClefHost {
     pub task_mask:
         unsafe extern "C" fn(ctx: *mut ClefCtx, task: i64, out: *mut u8, len: i64) -> i32,
 
-    /// Adds an expert network with the given hidden widths (`n_hidden` entries) and activation
-    /// (0 relu, 1 tanh, 2 sigmoid) and writes its id. `CLEF_UNSUPPORTED` until the host has a
-    /// multi-expert backend.
+    /// Adds an expert network to the trial's pool with the given hidden widths (`n_hidden`
+    /// entries, each > 0) and activation (0 relu, 1 tanh, 2 sigmoid) and writes its id (the
+    /// configured network is expert 0; new ids count up from 1). The expert has the task's
+    /// input and output sizes and the configured initialisation. Task-IL only
+    /// (`CLEF_NOT_ALLOWED` otherwise); `CLEF_UNSUPPORTED` on a host without an expert pool.
     pub expert_add: unsafe extern "C" fn(
         ctx: *mut ClefCtx,
         hidden: *const i64,
@@ -363,7 +366,11 @@ pub struct ClefHost {
         activation: i32,
         out_id: *mut i64,
     ) -> i32,
-    /// Routes training and evaluation to expert `id` from now on.
+    /// Routes the current task to expert `id` with a head of its own (a freshly initialised
+    /// output layer the first time the task goes to that expert): training, the parameter,
+    /// gradient and optimizer views, `forward`/`features`/`vjp` and the task's evaluation use
+    /// that expert from now on, and later tasks start on it until another `expert_select`.
+    /// Selecting resets the expert's optimizer state. Invalidates views. Task-IL only.
     pub expert_select: unsafe extern "C" fn(ctx: *mut ClefCtx, id: i64) -> i32,
 
     /// A named extension table (e.g. a future `clef.xyz.v1`), or null if the host lacks it.
@@ -378,6 +385,37 @@ pub struct ClefHost {
     /// `save_state`/`load_state`). Only present when the host's `struct_size` covers it
     /// (`>= CLEF_HOST_SIZE_V1_1`); a 1.0 host's table ends before it.
     pub report: unsafe extern "C" fn(ctx: *mut ClefCtx, key: *const c_char, value: f64) -> i32,
+
+    // ---- ABI 1.2 (present when `struct_size >= CLEF_HOST_SIZE_V1_2`) ----
+    /// Freezes (`frozen != 0`) or unfreezes expert `id`'s body (every layer but the output
+    /// layer): while frozen, optimizer steps and plugin edits between steps leave its body
+    /// bitwise unchanged (it is restored after every step); the per-task heads still train.
+    pub expert_freeze: unsafe extern "C" fn(ctx: *mut ClefCtx, id: i64, frozen: i32) -> i32,
+    /// Writes the number of scalar parameters of expert `id` into `out`: its body plus one head
+    /// (`n_units * (feature_dim + 1)`) per task routed to it; `id == -1` gives the pool total
+    /// (every expert with a routed task), which is also the trial's `num_params`.
+    pub expert_params: unsafe extern "C" fn(ctx: *mut ClefCtx, id: i64, out: *mut i64) -> i32,
+    /// Logits of the selected expert with task `task`'s head (`task` must be routed to the
+    /// selected expert) on `rows` inputs; `out_len == rows * num_outputs`. No gradients.
+    pub head_forward: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        task: i64,
+        x: *const f32,
+        rows: i64,
+        out: *mut f32,
+        out_len: i64,
+    ) -> i32,
+    /// Adds `J(x)^T * cotangent` through task `task`'s head into the selected expert's **body**
+    /// gradients (the head is held fixed: the output layer's gradients are unchanged), e.g.
+    /// distillation that protects old heads. `cotangent_len == rows * num_outputs`.
+    pub head_vjp: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        task: i64,
+        x: *const f32,
+        rows: i64,
+        cotangent: *const f32,
+        cotangent_len: i64,
+    ) -> i32,
 }
 
 /// A plugin's static description and entry points. Starts with `{abi_major, abi_minor,
@@ -486,4 +524,7 @@ pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize = core::mem::size_of::<ClefPluginDesc
 pub const CLEF_HOST_SIZE_V1_0: usize = core::mem::offset_of!(ClefHost, report);
 
 /// Size of the host service table of ABI 1.1 (up to and including `report`).
-pub const CLEF_HOST_SIZE_V1_1: usize = core::mem::size_of::<ClefHost>();
+pub const CLEF_HOST_SIZE_V1_1: usize = core::mem::offset_of!(ClefHost, expert_freeze);
+
+/// Size of the host service table of ABI 1.2 (up to and including `head_vjp`).
+pub const CLEF_HOST_SIZE_V1_2: usize = core::mem::size_of::<ClefHost>();

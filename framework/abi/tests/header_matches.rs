@@ -93,7 +93,11 @@ fn expected() -> Vec<(String, i128)> {
             expert_add,
             expert_select,
             get_extension,
-            report
+            report,
+            expert_freeze,
+            expert_params,
+            head_forward,
+            head_vjp
         ]
     );
     layout!(

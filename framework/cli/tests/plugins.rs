@@ -27,6 +27,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "clef-plugin-wasserstein",
     "clef-plugin-l2init",
     "clef-plugin-sfr",
+    "clef-plugin-par",
     "clef-plugin-fixture-bad-abi",
     "clef-plugin-fixture-no-entry",
     "clef-plugin-fixture-panicking",
@@ -597,7 +598,7 @@ fn c_plugin_loads_lists_and_trains() {
     assert!(out.status.success(), "{}", show(&out));
     let listing = text(&out.stdout);
     for x in [
-        "c-minimal 0.1.0 (ABI 1.1)",
+        "c-minimal 0.1.0 (ABI 1.2)",
         "libclef_plugin_c_minimal",
         "hooks:  on_task_start, after_backward",
         "scale",
@@ -696,7 +697,7 @@ fn new_plugin_template_builds_and_loads() {
         .unwrap();
     let listing = text(&listing.stdout);
     assert!(
-        listing.contains("l2-anchor 0.1.0 (ABI 1.1)") && listing.contains("lambda"),
+        listing.contains("l2-anchor 0.1.0 (ABI 1.2)") && listing.contains("lambda"),
         "{listing}"
     );
 
@@ -1086,4 +1087,92 @@ fn a_diverging_trial_is_recorded_and_the_run_goes_on() {
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).expect("summary");
     assert!(summary.contains("diverged"), "{summary}");
+}
+
+/// The `par` plugin end to end on digits (task-IL, a permuted copy of task 0 in the middle):
+/// every task reports its decision and the pool's parameters, the trial's `num_params` is the
+/// pool's, the first task and the permuted (unrelated) copy get new experts, and the
+/// new-expert-per-task policy isolates tasks (BWT exactly 0) with a hand-counted size.
+#[test]
+fn par_allocates_experts_and_reports_decisions() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"name = "par"
+seeds = [1]
+settings = ["task-il"]
+plugin_dirs = [{:?}]
+
+[data]
+dataset = "digits"
+test_fraction = 0.25
+
+[scenario]
+kind = "class-split"
+tasks = 3
+classes_per_task = 2
+class_order = [0, 1, 0, 1, 2, 3]
+permuted_tasks = [1]
+
+[model]
+hidden = [32]
+
+[train]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+iterations = 20
+batch_size = 32
+
+[[strategy]]
+name = "par"
+hparams = {{ search_epochs = 3, search_steps = 10, max_depth = 2, min_width = 16, max_width = 32 }}
+
+[[strategy]]
+name = "par"
+label = "expert-per-task"
+hparams = {{ policy = "new-expert" }}
+"#,
+        p.rust.display().to_string()
+    );
+    let cfg = tmp.path().join("par.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let out_dir = tmp.path().join("out");
+    let (out, recs) = run(&cfg, &out_dir, "warn");
+    assert!(out.status.success(), "{}", show(&out));
+
+    let par = find(&recs, "par", "task-il");
+    assert_eq!(par["status"], "completed", "{par}");
+    let m = par["strategy_metrics"]
+        .as_array()
+        .expect("strategy_metrics");
+    assert_eq!(m.len(), 3, "{par}");
+    for task in m {
+        for key in [
+            "decision",
+            "expert",
+            "arch.depth",
+            "arch.width",
+            "params.total",
+        ] {
+            assert!(task[key].is_number(), "{key}: {task}");
+        }
+    }
+    assert_eq!(m[0]["decision"].as_f64(), Some(3.0), "{par}");
+    // The permuted copy of task 0 is unrelated in input space: a new expert.
+    let d1 = m[1]["decision"].as_f64().unwrap();
+    assert!(d1 == 2.0 || d1 == 3.0, "{par}");
+    assert_ne!(m[1]["expert"], m[0]["expert"], "{par}");
+    assert!(m[1]["relatedness.task0"].as_f64().unwrap() > 0.75, "{par}");
+    assert_eq!(
+        par["num_params"].as_f64(),
+        m[2]["params.total"].as_f64(),
+        "{par}"
+    );
+
+    let each = find(&recs, "expert-per-task", "task-il");
+    assert_eq!(each["status"], "completed", "{each}");
+    assert_eq!(each["metrics"]["bwt"].as_f64(), Some(0.0), "{each}");
+    // Three 64-32 experts with one 2-unit head each: 3 · (64·32 + 32 + 2·33).
+    assert_eq!(each["num_params"].as_f64(), Some(3.0 * 2146.0), "{each}");
 }

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use clef_backend::{build_network, Inputs, Network, Optimizer};
 
 use crate::config::{Budget, Config, Setting};
+use crate::experts::Experts;
 use crate::plasticity::{self, TaskDiagnostics};
 use crate::scenario::Scenario;
 use crate::seed::derive_seed;
@@ -155,6 +156,7 @@ fn run_trial_here(
     out.backend = net.backend_name().to_string();
     let mut opt = Optimizer::new(cfg.train.optimizer_spec(), net.params());
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "strategy"));
+    let mut experts = Experts::new(&spec, init_seed, t);
     let mut loop_state = Loop {
         cfg,
         scenario,
@@ -162,8 +164,19 @@ fn run_trial_here(
         init_seed,
         seed,
     };
-    if let Err(e) = loop_state.run(&mut *net, &mut opt, &mut rng, strategy, progress, &mut out) {
+    if let Err(e) = loop_state.run(
+        &mut net,
+        &mut opt,
+        &mut experts,
+        &mut rng,
+        strategy,
+        progress,
+        &mut out,
+    ) {
         out.status = e;
+    }
+    if experts.enabled() {
+        out.num_params = experts.total_params(scenario);
     }
     out
 }
@@ -189,10 +202,12 @@ fn hook_err(strategy: &dyn Strategy, hook: &str, e: anyhow::Error) -> TrialStatu
 }
 
 impl Loop<'_> {
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
-        net: &mut dyn Network,
+        net: &mut Box<dyn Network>,
         opt: &mut Optimizer,
+        experts: &mut Experts,
         rng: &mut ChaCha8Rng,
         strategy: &mut dyn Strategy,
         progress: &ProgressBar,
@@ -205,6 +220,7 @@ impl Loop<'_> {
             ($task:expr) => {
                 Ctx {
                     net: &mut *net,
+                    experts: &mut *experts,
                     optimizer: &mut *opt,
                     scenario: sc,
                     rng: &mut *rng,
@@ -220,7 +236,7 @@ impl Loop<'_> {
         // Accuracy of the untrained network, for forward transfer.
         let t0 = Instant::now();
         out.random_init_accuracy = (0..sc.tasks.len())
-            .map(|j| self.evaluate(net, None, j))
+            .map(|j| self.evaluate(&mut **net, None, j))
             .collect::<Result<_, _>>()?;
         out.eval_seconds += t0.elapsed().as_secs_f64();
 
@@ -239,6 +255,12 @@ impl Loop<'_> {
                     .map_err(|e| hook_err(strategy, "on_model_built", e))?;
             } else if self.cfg.train.reset_optimizer {
                 opt.reset();
+            }
+            if experts.enabled() {
+                // The task starts on the selected expert with a head of its own.
+                experts
+                    .start_task(ti, net, opt)
+                    .map_err(|e| TrialStatus::Failed(format!("expert pool: {e}")))?;
             }
             strategy
                 .on_task_start(&mut ctx!(ti), task)
@@ -311,6 +333,9 @@ impl Loop<'_> {
                     .after_backward(&mut ctx!(ti), loss)
                     .map_err(|e| hook_err(strategy, "after_backward", e))?;
                 opt.step(net.params_mut());
+                if experts.enabled() {
+                    experts.after_step(&mut **net);
+                }
                 step += 1;
                 strategy
                     .after_step(&mut ctx!(ti))
@@ -338,15 +363,27 @@ impl Loop<'_> {
                 .map_err(|e| hook_err(strategy, "on_task_end", e))?;
             let t_eval = Instant::now();
             let mut row = Vec::with_capacity(sc.tasks.len());
+            let routed = experts.enabled() && sc.setting == Setting::TaskIl;
             for j in 0..sc.tasks.len() {
                 let id = (sc.setting == Setting::TaskIl).then_some(j);
+                if routed {
+                    experts
+                        .for_eval(j, net, opt)
+                        .map_err(|e| TrialStatus::Failed(format!("expert pool: {e}")))?;
+                }
                 strategy
                     .before_eval(&mut ctx!(ti), id)
                     .map_err(|e| hook_err(strategy, "before_eval", e))?;
-                row.push(self.evaluate(net, Some(ti), j)?);
+                row.push(self.evaluate(&mut **net, Some(ti), j)?);
                 strategy
                     .after_eval(&mut ctx!(ti))
                     .map_err(|e| hook_err(strategy, "after_eval", e))?;
+            }
+            if routed {
+                // Back to the expert and head the current task trained.
+                experts
+                    .for_eval(ti, net, opt)
+                    .map_err(|e| TrialStatus::Failed(format!("expert pool: {e}")))?;
             }
             out.eval_seconds += t_eval.elapsed().as_secs_f64();
             tracing::debug!(task = ti, ?row, "evaluated");
@@ -357,7 +394,7 @@ impl Loop<'_> {
                 strategy
                     .before_eval(&mut ctx!(ti), id)
                     .map_err(|e| hook_err(strategy, "before_eval", e))?;
-                let d = self.diagnose(net, ti)?;
+                let d = self.diagnose(&mut **net, ti)?;
                 strategy
                     .after_eval(&mut ctx!(ti))
                     .map_err(|e| hook_err(strategy, "after_eval", e))?;

@@ -6,8 +6,14 @@
 //! `b = params[1]`, so `forward`, `features` (the identity: `feature_dim == input_dim`), `vjp`
 //! and `ntk_gram` give exact, checkable answers. It enforces the real host's rules: the batch
 //! services only in `before_batch`, `task_samples` only for tasks up to the current one;
-//! gradients are writable and `vjp` is allowed in every hook (as in the real host). Expert
-//! networks are unsupported.
+//! gradients are writable and `vjp` is allowed in every hook (as in the real host).
+//!
+//! Expert pools are bookkeeping over the one linear model ([`MockState::experts`]): `expert_add`
+//! records the architecture, `expert_select` routes the current task, `expert_freeze` marks it,
+//! and `expert_params` counts exactly as the real host (body plus `n_units * (feature_dim + 1)`
+//! per routed task; expert 0 is the linear model, whose body is empty). `head_forward` is
+//! `forward` and `head_vjp` adds nothing (the linear model has no body), after the same routing
+//! checks as the real host.
 //!
 //! [`MockPlugin`] creates an instance from a descriptor and calls its hooks against a
 //! `MockHost`, turning non-zero statuses into [`HookError`]s with the plugin's `last_error`.
@@ -165,6 +171,13 @@ pub struct MockState {
     pub reports: Vec<(usize, String, f64)>,
     /// The running hook.
     pub phase: Phase,
+    /// Expert pool: `(hidden widths, activation code, frozen)` per expert; expert 0 is the
+    /// linear model (no hidden layer).
+    pub experts: Vec<(Vec<usize>, i32, bool)>,
+    /// The selected expert.
+    pub active_expert: usize,
+    /// Expert each task is routed to.
+    pub routes: Vec<Option<usize>>,
     rng: u64,
     units_scratch: Vec<i64>,
     targets_scratch: Vec<i64>,
@@ -263,6 +276,9 @@ impl MockHost {
                 ntk_supported: true,
                 reports: Vec::new(),
                 phase: Phase::Idle,
+                experts: vec![(Vec::new(), 0, false)],
+                active_expert: 0,
+                routes: vec![None; num_tasks],
                 rng: 42,
                 units_scratch: Vec::new(),
                 targets_scratch: Vec::new(),
@@ -800,17 +816,171 @@ unsafe extern "C" fn svc_task_mask(ctx: *mut ClefCtx, task: i64, out: *mut u8, l
 }
 
 unsafe extern "C" fn svc_expert_add(
-    _ctx: *mut ClefCtx,
-    _hidden: *const i64,
-    _n_hidden: i64,
-    _activation: i32,
-    _out_id: *mut i64,
+    ctx: *mut ClefCtx,
+    hidden: *const i64,
+    n_hidden: i64,
+    activation: i32,
+    out_id: *mut i64,
 ) -> i32 {
-    CLEF_UNSUPPORTED
+    if ctx.is_null() || out_id.is_null() || !(0..=2).contains(&activation) {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    let Some(n) = usize_arg(n_hidden) else {
+        return CLEF_INVALID_ARGUMENT;
+    };
+    if n > 0 && hidden.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    let s = unsafe { state(ctx) };
+    if s.setting != CLEF_SETTING_TASK_IL {
+        return CLEF_NOT_ALLOWED;
+    }
+    let widths: Vec<i64> = if n == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the plugin passes `n_hidden` readable values.
+        unsafe { std::slice::from_raw_parts(hidden, n) }.to_vec()
+    };
+    if widths.iter().any(|&w| w <= 0) {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    s.experts.push((
+        widths.iter().map(|&w| w as usize).collect(),
+        activation,
+        false,
+    ));
+    // SAFETY: non-null, writable for the call (ABI).
+    unsafe { out_id.write((s.experts.len() - 1) as i64) };
+    CLEF_OK
 }
 
-unsafe extern "C" fn svc_expert_select(_ctx: *mut ClefCtx, _id: i64) -> i32 {
-    CLEF_UNSUPPORTED
+unsafe extern "C" fn svc_expert_select(ctx: *mut ClefCtx, id: i64) -> i32 {
+    if ctx.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    let s = unsafe { state(ctx) };
+    if s.setting != CLEF_SETTING_TASK_IL {
+        return CLEF_NOT_ALLOWED;
+    }
+    match usize_arg(id).filter(|&i| i < s.experts.len()) {
+        Some(i) => {
+            s.active_expert = i;
+            if let Some(r) = s.routes.get_mut(s.task) {
+                *r = Some(i);
+            }
+            CLEF_OK
+        }
+        None => CLEF_INVALID_ARGUMENT,
+    }
+}
+
+unsafe extern "C" fn svc_expert_freeze(ctx: *mut ClefCtx, id: i64, frozen: i32) -> i32 {
+    if ctx.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    let s = unsafe { state(ctx) };
+    match usize_arg(id).and_then(|i| s.experts.get_mut(i)) {
+        Some(e) => {
+            e.2 = frozen != 0;
+            CLEF_OK
+        }
+        None => CLEF_INVALID_ARGUMENT,
+    }
+}
+
+/// Parameters of mock expert `id`, counted like the real host.
+fn mock_expert_params(s: &MockState, id: usize) -> usize {
+    let hidden = &s.experts[id].0;
+    let mut widths = vec![s.input_dim];
+    widths.extend_from_slice(hidden);
+    let body: usize = widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    let feat = widths.last().copied().unwrap_or(s.input_dim);
+    let heads: usize = s
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r == Some(id))
+        .map(|(t, _)| s.tasks[t].units.len() * (feat + 1))
+        .sum();
+    body + heads
+}
+
+unsafe extern "C" fn svc_expert_params(ctx: *mut ClefCtx, id: i64, out: *mut i64) -> i32 {
+    if ctx.is_null() || out.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    let s = unsafe { state(ctx) };
+    let n = if id == -1 {
+        (0..s.experts.len())
+            .filter(|&e| s.routes.contains(&Some(e)))
+            .map(|e| mock_expert_params(s, e))
+            .sum()
+    } else {
+        match usize_arg(id).filter(|&i| i < s.experts.len()) {
+            Some(i) => mock_expert_params(s, i),
+            None => return CLEF_INVALID_ARGUMENT,
+        }
+    };
+    // SAFETY: non-null, writable for the call (ABI).
+    unsafe { out.write(n as i64) };
+    CLEF_OK
+}
+
+/// The routing check of `head_forward`/`head_vjp`: `task` must be routed to the selected
+/// expert.
+fn mock_head_ok(s: &MockState, task: i64) -> bool {
+    usize_arg(task)
+        .and_then(|t| s.routes.get(t).copied().flatten())
+        .is_some_and(|e| e == s.active_expert)
+}
+
+unsafe extern "C" fn svc_head_forward(
+    ctx: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    out: *mut f32,
+    out_len: i64,
+) -> i32 {
+    if ctx.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    if !mock_head_ok(unsafe { state(ctx) }, task) {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: same contract as `forward`.
+    unsafe { svc_forward(ctx, x, rows, out, out_len) }
+}
+
+unsafe extern "C" fn svc_head_vjp(
+    ctx: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    cotangent: *const f32,
+    cotangent_len: i64,
+) -> i32 {
+    if ctx.is_null() {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    // SAFETY: live mock host context (hook).
+    let s = unsafe { state(ctx) };
+    if !mock_head_ok(s, task) {
+        return CLEF_INVALID_ARGUMENT;
+    }
+    let ok = usize_arg(rows).is_some_and(|r| {
+        !x.is_null() && !cotangent.is_null() && usize_arg(cotangent_len) == Some(r * s.num_outputs)
+    });
+    if ok {
+        CLEF_OK
+    } else {
+        CLEF_INVALID_ARGUMENT
+    }
 }
 
 unsafe extern "C" fn svc_get_extension(_ctx: *mut ClefCtx, _name: *const c_char) -> *const c_void {
@@ -867,6 +1037,10 @@ static HOST_TABLE: ClefHost = ClefHost {
     expert_select: svc_expert_select,
     get_extension: svc_get_extension,
     report: svc_report,
+    expert_freeze: svc_expert_freeze,
+    expert_params: svc_expert_params,
+    head_forward: svc_head_forward,
+    head_vjp: svc_head_vjp,
 };
 
 /// The mock host's service table (e.g. to call a descriptor's `create` by hand).

@@ -671,10 +671,12 @@ fn task_info_rng_and_experts() {
             counts.iter().all(|&c| (800..1200).contains(&c)),
             "{counts:?}"
         );
+        // The mock host has the ABI 1.2 expert pool, task-IL only (this host is not).
+        ensure!(ctx.can_use_experts());
         let err = ctx
             .expert_add(&[8, 8], crate::Activation::Relu)
             .unwrap_err();
-        ensure!(err.host_status() == Some(HostStatus::Unsupported));
+        ensure!(err.host_status() == Some(HostStatus::NotAllowed));
         ensure!(ctx.extension("clef.nothing.v1").is_none());
         ctx.log(crate::LogLevel::Warn, "direct line");
         Ok(())

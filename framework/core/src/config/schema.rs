@@ -238,6 +238,11 @@ pub struct ScenarioConfig {
     /// Random labels: number of training samples (a fixed subset reused by every task).
     #[serde(default)]
     pub samples: Option<usize>,
+    /// Class split: tasks (0-based) whose inputs get a fixed random pixel permutation of their
+    /// own, e.g. a permuted copy of an earlier task's classes (an explicit `class_order` may
+    /// repeat classes). Default none.
+    #[serde(default)]
+    pub permuted_tasks: Option<Vec<usize>>,
 }
 
 /// The `[model]` table.
@@ -576,11 +581,28 @@ impl Config {
                             s.tasks * cpt
                         ),
                     )?;
+                    // Task-IL gives every task its own head, so a class may come back in a
+                    // later task (e.g. a permuted copy, `permuted_tasks`); never twice in one
+                    // task, and never in the other settings (one unit per class).
+                    let til_only = self.settings.iter().all(|&st| st == Setting::TaskIl);
                     for (i, c) in order.iter().enumerate() {
+                        let task_start = i - i % cpt.max(1);
+                        let again = if til_only {
+                            order[task_start..i].contains(c)
+                        } else {
+                            order[..i].contains(c)
+                        };
                         check(
-                            !order[..i].contains(c),
+                            !again,
                             "scenario.class_order",
-                            format!("lists class {c} twice"),
+                            if til_only {
+                                format!("lists class {c} twice in one task")
+                            } else {
+                                format!(
+                                    "lists class {c} twice (a class may repeat in later tasks \
+                                     only with settings = [\"task-il\"])"
+                                )
+                            },
                         )?;
                     }
                 }
@@ -709,5 +731,29 @@ mod tests {
             let d: D = toml::from_str(&format!("dataset = \"{name}\"")).unwrap();
             assert_eq!(d.dataset, kind, "{name}");
         }
+    }
+
+    /// A class may come back in a later task only in task-IL, and never twice in one task.
+    #[test]
+    fn repeated_classes_need_task_il() {
+        let cfg = |settings: &str, order: &str| {
+            format!(
+                "name = \"x\"\nseeds = [0]\nsettings = [{settings}]\n[data]\ndataset = \"digits\"\n\
+                 [scenario]\nkind = \"class-split\"\ntasks = 2\nclasses_per_task = 2\n\
+                 class_order = {order}\npermuted_tasks = [1]\n[model]\nhidden = [4]\n\
+                 [train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\nbatch_size = 4\n\
+                 [[strategy]]\nname = \"finetune\"\n"
+            )
+        };
+        let p = std::path::Path::new("x.toml");
+        assert!(crate::config::parse(&cfg("\"task-il\"", "[0, 1, 0, 1]"), p).is_ok());
+        let e = crate::config::parse(&cfg("\"task-il\", \"class-il\"", "[0, 1, 0, 1]"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("class_order") && e.contains("task-il"), "{e}");
+        let e = crate::config::parse(&cfg("\"task-il\"", "[0, 0, 1, 2]"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice in one task"), "{e}");
     }
 }

@@ -902,30 +902,225 @@ unsafe extern "C" fn svc_task_mask(raw: *mut ClefCtx, task: i64, out: *mut u8, l
     unsafe { service(raw, "task_mask", body) }
 }
 
+/// The pool services are task-IL only: evaluation routes each task to its expert by task id.
+fn require_task_il(c: &Ctx<'_>) -> Result<(), SvcErr> {
+    if c.scenario.setting == Setting::TaskIl {
+        Ok(())
+    } else {
+        Err(SvcErr::not_allowed(
+            "expert pools need the task-IL setting (evaluation routes by task id)",
+        ))
+    }
+}
+
 unsafe extern "C" fn svc_expert_add(
     raw: *mut ClefCtx,
-    _hidden: *const i64,
-    _n_hidden: i64,
-    _activation: i32,
-    _out_id: *mut i64,
+    hidden: *const i64,
+    n_hidden: i64,
+    activation: i32,
+    out_id: *mut i64,
 ) -> i32 {
-    let body = |_: &mut HostCtx| {
-        Err(SvcErr::unsupported(
-            "this host has no multi-expert backend yet",
-        ))
+    let body = |h: &mut HostCtx| {
+        let n = count("n_hidden", n_hidden)?;
+        // SAFETY: `n_hidden` readable values during the call (ABI).
+        let widths = unsafe { slice(hidden, n, "hidden") }?;
+        let widths = widths
+            .iter()
+            .map(|&w| {
+                usize::try_from(w)
+                    .ok()
+                    .filter(|&w| w > 0)
+                    .ok_or_else(|| SvcErr::invalid(format!("hidden width {w} is not positive")))
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let act = match activation {
+            0 => clef_backend::Activation::Relu,
+            1 => clef_backend::Activation::Tanh,
+            2 => clef_backend::Activation::Sigmoid,
+            other => {
+                return Err(SvcErr::invalid(format!(
+                    "activation {other} (0 relu, 1 tanh, 2 sigmoid)"
+                )))
+            }
+        };
+        let c = h.core()?;
+        require_task_il(c)?;
+        let id = c
+            .experts
+            .add(widths, act, c.optimizer)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e))?;
+        // SAFETY: `out_id` is null or writable during the call (ABI).
+        unsafe { write_out(out_id, id as i64, "out_id") }
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "expert_add", body) }
 }
 
-unsafe extern "C" fn svc_expert_select(raw: *mut ClefCtx, _id: i64) -> i32 {
-    let body = |_: &mut HostCtx| {
-        Err(SvcErr::unsupported(
-            "this host has no multi-expert backend yet",
-        ))
+unsafe extern "C" fn svc_expert_select(raw: *mut ClefCtx, id: i64) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let c = h.core()?;
+        require_task_il(c)?;
+        let id = index("expert id", id, c.experts.len())?;
+        c.experts
+            .select(c.task, id, c.net, c.optimizer)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e))
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "expert_select", body) }
+}
+
+unsafe extern "C" fn svc_expert_freeze(raw: *mut ClefCtx, id: i64, frozen: i32) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let c = h.core()?;
+        require_task_il(c)?;
+        let id = index("expert id", id, c.experts.len())?;
+        c.experts
+            .freeze(id, frozen != 0, &**c.net)
+            .map_err(|e| SvcErr::new(CLEF_ERROR, e))
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "expert_freeze", body) }
+}
+
+unsafe extern "C" fn svc_expert_params(raw: *mut ClefCtx, id: i64, out: *mut i64) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let c = h.core()?;
+        let n = if id == -1 {
+            if c.experts.enabled() {
+                c.experts.total_params(c.scenario)
+            } else {
+                c.net.spec().num_params()
+            }
+        } else {
+            let id = index("expert id", id, c.experts.len())?;
+            c.experts
+                .params_of(id, c.scenario)
+                .ok_or_else(|| SvcErr::invalid(format!("expert {id} does not exist")))?
+        };
+        // SAFETY: `out` is null or writable during the call (ABI).
+        unsafe { write_out(out, n as i64, "out") }
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "expert_params", body) }
+}
+
+/// Runs `f` on the selected expert with task `task`'s head in its output layer, then puts the
+/// loaded head back bit for bit. With `keep_head_grads`, the output layer's gradients are
+/// restored too (the head is held fixed).
+fn with_head<R>(
+    c: &mut Ctx<'_>,
+    task: usize,
+    keep_head_grads: bool,
+    f: impl FnOnce(&mut dyn clef_backend::Network) -> Result<R, SvcErr>,
+) -> Result<R, SvcErr> {
+    let head = c.experts.head_of(task, &**c.net).map_err(SvcErr::invalid)?;
+    let p = c.net.params_mut();
+    let (wi, bi) = (p.len() - 2, p.len() - 1);
+    let saved_w = p.value(wi).to_vec();
+    let saved_b = p.value(bi).to_vec();
+    let grads = keep_head_grads.then(|| (p.grad(wi).to_vec(), p.grad(bi).to_vec()));
+    p.value_mut(wi).copy_from_slice(&head.weight);
+    p.value_mut(bi).copy_from_slice(&head.bias);
+    let r = f(&mut **c.net);
+    let p = c.net.params_mut();
+    p.value_mut(wi).copy_from_slice(&saved_w);
+    p.value_mut(bi).copy_from_slice(&saved_b);
+    if let Some((gw, gb)) = grads {
+        p.grad_mut(wi).copy_from_slice(&gw);
+        p.grad_mut(bi).copy_from_slice(&gb);
+    }
+    r
+}
+
+unsafe extern "C" fn svc_head_forward(
+    raw: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    out: *mut f32,
+    out_len: i64,
+) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let rows = count("rows", rows)?;
+        let out_len = count("out_len", out_len)?;
+        let c = h.core()?;
+        require_task_il(c)?;
+        let task = index("task", task, c.scenario.tasks.len())?;
+        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
+        let expected = product(rows, outs, "rows * num_outputs")?;
+        if out_len != expected {
+            return Err(SvcErr::invalid(format!(
+                "out_len is {out_len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let n_in = product(rows, dim, "rows * input_dim")?;
+        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
+        let xs = unsafe { slice(x, n_in, "x") }?;
+        // SAFETY: `out_len` writable floats during the call (ABI), plugin memory.
+        let dst = unsafe { slice_mut(out, out_len, "out") }?;
+        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
+        let mut buf = Vec::new();
+        with_head(c, task, false, |net| {
+            net.forward(inputs, &mut buf)
+                .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
+        })?;
+        if buf.len() != dst.len() {
+            return Err(SvcErr::new(
+                CLEF_ERROR,
+                format!(
+                    "the backend produced {} values, expected {}",
+                    buf.len(),
+                    dst.len()
+                ),
+            ));
+        }
+        dst.copy_from_slice(&buf);
+        Ok(())
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "head_forward", body) }
+}
+
+unsafe extern "C" fn svc_head_vjp(
+    raw: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    cotangent: *const f32,
+    cotangent_len: i64,
+) -> i32 {
+    let body = |h: &mut HostCtx| {
+        let rows = count("rows", rows)?;
+        let len = count("cotangent_len", cotangent_len)?;
+        let c = h.core()?;
+        require_task_il(c)?;
+        let task = index("task", task, c.scenario.tasks.len())?;
+        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
+        let expected = product(rows, outs, "rows * num_outputs")?;
+        if len != expected {
+            return Err(SvcErr::invalid(format!(
+                "cotangent_len is {len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let n_in = product(rows, dim, "rows * input_dim")?;
+        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
+        let xs = unsafe { slice(x, n_in, "x") }?;
+        // SAFETY: `cotangent_len` floats readable during the call (ABI).
+        let cot = unsafe { slice(cotangent, len, "cotangent") }?;
+        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
+        with_head(c, task, true, |net| {
+            net.vjp(inputs, cot)
+                .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
+        })
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "head_vjp", body) }
 }
 
 unsafe extern "C" fn svc_get_extension(_raw: *mut ClefCtx, _name: *const c_char) -> *const c_void {
@@ -992,6 +1187,10 @@ pub(crate) static HOST: ClefHost = ClefHost {
     expert_select: svc_expert_select,
     get_extension: svc_get_extension,
     report: svc_report,
+    expert_freeze: svc_expert_freeze,
+    expert_params: svc_expert_params,
+    head_forward: svc_head_forward,
+    head_vjp: svc_head_vjp,
 };
 
 #[cfg(test)]
@@ -1021,6 +1220,7 @@ mod tests {
             seed: None,
             max_degrees: None,
             samples: None,
+            permuted_tasks: None,
         };
         crate::scenario::build(&cfg, data, setting, 0).unwrap()
     }
@@ -1028,6 +1228,7 @@ mod tests {
     struct World {
         sc: Scenario,
         net: Box<dyn Network>,
+        experts: crate::experts::Experts,
         opt: Optimizer,
         rng: ChaCha8Rng,
     }
@@ -1052,6 +1253,7 @@ mod tests {
             net.params(),
         );
         World {
+            experts: crate::experts::Experts::new(&spec, 3, sc.tasks.len()),
             sc,
             net,
             opt,
@@ -1061,7 +1263,8 @@ mod tests {
 
     fn with_ctx<R>(w: &mut World, task: usize, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
         let mut ctx = Ctx {
-            net: &mut *w.net,
+            net: &mut w.net,
+            experts: &mut w.experts,
             optimizer: &mut w.opt,
             scenario: &w.sc,
             rng: &mut w.rng,
@@ -1140,6 +1343,110 @@ mod tests {
         assert_eq!(w.net.params().grad(1)[2], 5.0);
     }
 
+    /// The expert services through the C table (task-IL, 2 tasks x 2 classes, DIM inputs):
+    /// add and select route the task, counts are exact, `head_forward` of the loaded head is
+    /// `forward`, another task's head gives other logits and is put back bit for bit, and
+    /// `head_vjp` adds into the body's gradients only.
+    #[test]
+    fn expert_services_route_count_and_keep_heads_fixed() {
+        let mut w = world(Setting::TaskIl);
+        let x: Vec<f32> = (0..2 * DIM).map(|i| i as f32 * 0.1 - 0.3).collect();
+        let outs = w.sc.num_outputs;
+        let hidden = [4i64];
+        with_ctx(&mut w, 0, |ctx| {
+            let mut h = HostCtx::new("t", Some(ctx), None);
+            let raw = h.as_raw();
+            let mut id = -1i64;
+            let mut n = 0i64;
+            // SAFETY: live ctx; buffers of the documented sizes.
+            unsafe {
+                assert_eq!(
+                    (HOST.expert_add)(raw, hidden.as_ptr(), 1, 0, &mut id),
+                    CLEF_OK
+                );
+                assert_eq!(id, 1);
+                assert_eq!(
+                    (HOST.expert_add)(raw, [0i64].as_ptr(), 1, 0, &mut id),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!(
+                    (HOST.expert_add)(raw, hidden.as_ptr(), 1, 7, &mut id),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!((HOST.expert_select)(raw, 9), CLEF_INVALID_ARGUMENT);
+                assert_eq!((HOST.expert_select)(raw, 1), CLEF_OK);
+                assert_eq!((HOST.param_count)(raw), 4);
+                // Body 5·4 + 4 = 24, one 2-unit head 2·(4 + 1) = 10.
+                assert_eq!((HOST.expert_params)(raw, 1, &mut n), CLEF_OK);
+                assert_eq!(n, 34);
+                assert_eq!((HOST.expert_params)(raw, -1, &mut n), CLEF_OK);
+                assert_eq!(n, 34);
+                let mut a = vec![0.0f32; 2 * outs];
+                let mut b = vec![0.0f32; 2 * outs];
+                assert_eq!(
+                    (HOST.forward)(raw, x.as_ptr(), 2, a.as_mut_ptr(), a.len() as i64),
+                    CLEF_OK
+                );
+                assert_eq!(
+                    (HOST.head_forward)(raw, 0, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                    CLEF_OK
+                );
+                assert_eq!(a, b);
+                // Task 1 is not routed yet.
+                assert_eq!(
+                    (HOST.head_forward)(raw, 1, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                    CLEF_INVALID_ARGUMENT
+                );
+                assert_eq!((HOST.expert_freeze)(raw, 1, 1), CLEF_OK);
+            }
+        });
+        with_ctx(&mut w, 1, |ctx| {
+            let mut h = HostCtx::new("t", Some(ctx), None);
+            let raw = h.as_raw();
+            let mut n = 0i64;
+            // SAFETY: live ctx; buffers of the documented sizes.
+            unsafe {
+                assert_eq!((HOST.expert_select)(raw, 1), CLEF_OK);
+                assert_eq!((HOST.expert_params)(raw, -1, &mut n), CLEF_OK);
+                assert_eq!(n, 44);
+            }
+            let c = h.core().unwrap();
+            let before: Vec<Vec<f32>> = c.net.params().values().to_vec();
+            c.net.params_mut().zero_grads();
+            let mut a = vec![0.0f32; 2 * outs];
+            let mut b = vec![0.0f32; 2 * outs];
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!(
+                    (HOST.forward)(raw, x.as_ptr(), 2, a.as_mut_ptr(), a.len() as i64),
+                    CLEF_OK
+                );
+                assert_eq!(
+                    (HOST.head_forward)(raw, 0, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                    CLEF_OK
+                );
+                assert_ne!(a, b, "task 0's head differs from task 1's fresh head");
+                let cot = vec![1.0f32; 2 * outs];
+                assert_eq!(
+                    (HOST.head_vjp)(raw, 0, x.as_ptr(), 2, cot.as_ptr(), cot.len() as i64),
+                    CLEF_OK
+                );
+            }
+            let c = h.core().unwrap();
+            assert_eq!(
+                c.net.params().values(),
+                &before[..],
+                "values put back bit for bit"
+            );
+            let g = c.net.params().grads();
+            assert!(g[0].iter().any(|&v| v != 0.0), "body gradients");
+            assert!(
+                g[2].iter().chain(&g[3]).all(|&v| v == 0.0),
+                "no output-layer gradients"
+            );
+        });
+    }
+
     #[test]
     fn forward_features_and_vjp_check_sizes() {
         let mut w = world(Setting::ClassIl);
@@ -1193,12 +1500,13 @@ mod tests {
                     (HOST.ntk_gram)(raw, x.as_ptr(), 2, x.as_ptr(), 2, 99, gram.as_mut_ptr(), 4),
                     CLEF_INVALID_ARGUMENT
                 );
+                // Expert pools are task-IL only (this world is not).
                 let mut id = 0i64;
                 assert_eq!(
                     (HOST.expert_add)(raw, std::ptr::null(), 0, 0, &mut id),
-                    CLEF_UNSUPPORTED
+                    CLEF_NOT_ALLOWED
                 );
-                assert_eq!((HOST.expert_select)(raw, 0), CLEF_UNSUPPORTED);
+                assert_eq!((HOST.expert_select)(raw, 0), CLEF_NOT_ALLOWED);
                 assert!((HOST.get_extension)(raw, c"clef.x.v1".as_ptr()).is_null());
             }
         });

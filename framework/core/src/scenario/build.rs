@@ -25,16 +25,6 @@ pub fn build(
     let tasks = match cfg.kind {
         ScenarioKind::ClassSplit => {
             let cpt = cfg.classes_per_task.unwrap_or(1);
-            let needed = cfg.tasks * cpt;
-            if needed > num_classes {
-                return Err(Invalid::new(
-                    "scenario.classes_per_task",
-                    format!(
-                        "{} tasks x {} classes need {} classes but `{}` has {}",
-                        cfg.tasks, cpt, needed, data.train.name, num_classes
-                    ),
-                ));
-            }
             let order: Vec<usize> = match &cfg.class_order {
                 None | Some(ClassOrder::Named(ClassOrderName::Natural)) => {
                     (0..num_classes).collect()
@@ -61,6 +51,33 @@ pub fn build(
                     o.clone()
                 }
             };
+            // An explicit order may repeat classes (e.g. with `permuted_tasks`).
+            let needed = cfg.tasks * cpt;
+            if needed > order.len() {
+                return Err(Invalid::new(
+                    "scenario.classes_per_task",
+                    format!(
+                        "{} tasks x {} classes need {} classes but `{}` has {}{}",
+                        cfg.tasks,
+                        cpt,
+                        needed,
+                        data.train.name,
+                        num_classes,
+                        if order.len() != num_classes {
+                            format!(" (class_order lists {})", order.len())
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+            let permuted = cfg.permuted_tasks.clone().unwrap_or_default();
+            if let Some(bad) = permuted.iter().find(|&&t| t >= cfg.tasks) {
+                return Err(Invalid::new(
+                    "scenario.permuted_tasks",
+                    format!("task {bad} does not exist ({} tasks)", cfg.tasks),
+                ));
+            }
             let dil = setting == Setting::DomainIl;
             (0..cfg.tasks)
                 .map(|t| {
@@ -83,9 +100,24 @@ pub fn build(
                         s
                     };
                     let names: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+                    let transform = if permuted.contains(&t) {
+                        let mut perm: Vec<u32> = (0..data.train.dim as u32).collect();
+                        perm.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+                            seed,
+                            &format!("class-split-permutation-{t}"),
+                        )));
+                        Transform::Permute(perm)
+                    } else {
+                        Transform::Identity
+                    };
+                    let suffix = if permuted.contains(&t) {
+                        " permuted"
+                    } else {
+                        ""
+                    };
                     Task {
                         id: t,
-                        name: format!("classes {}", names.join(",")),
+                        name: format!("classes {}{suffix}", names.join(",")),
                         units: if dil {
                             (0..cpt).collect()
                         } else {
@@ -94,7 +126,7 @@ pub fn build(
                         train: split(&data.train),
                         test: split(&data.test),
                         test_from_train: false,
-                        transform: Arc::new(Transform::Identity),
+                        transform: Arc::new(transform),
                     }
                 })
                 .collect::<Vec<_>>()
@@ -287,7 +319,35 @@ mod tests {
             seed: None,
             max_degrees: None,
             samples: None,
+            permuted_tasks: None,
         }
+    }
+
+    #[test]
+    fn repeated_classes_and_permuted_tasks() {
+        let mut c = cfg(ScenarioKind::ClassSplit, 3);
+        c.classes_per_task = Some(2);
+        c.class_order = Some(ClassOrder::Explicit(vec![0, 1, 0, 1, 2, 3]));
+        c.permuted_tasks = Some(vec![1]);
+        let s = build(&c, toy(), Setting::TaskIl, 4).unwrap();
+        assert_eq!(s.tasks[1].units, vec![0, 1]);
+        assert_eq!(s.tasks[1].train.indices, s.tasks[0].train.indices);
+        assert!(matches!(*s.tasks[0].transform, Transform::Identity));
+        assert!(matches!(*s.tasks[1].transform, Transform::Permute(_)));
+        assert!(s.tasks[1].name.ends_with("permuted"));
+        // The same task's inputs, permuted.
+        let (mut a, mut b, mut y) = (Vec::new(), Vec::new(), Vec::new());
+        s.gather(&s.tasks[0], false, &[0], &mut a, &mut y);
+        s.gather(&s.tasks[1], false, &[0], &mut b, &mut y);
+        let (mut sa, mut sb) = (a.clone(), b.clone());
+        sa.sort_by(f32::total_cmp);
+        sb.sort_by(f32::total_cmp);
+        assert_eq!(sa, sb);
+        c.permuted_tasks = Some(vec![3]);
+        assert_eq!(
+            build(&c, toy(), Setting::TaskIl, 4).unwrap_err().key,
+            "scenario.permuted_tasks"
+        );
     }
 
     #[test]

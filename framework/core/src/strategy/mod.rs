@@ -22,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 
 use clef_backend::{Network, Optimizer};
 
+use crate::experts::Experts;
 use crate::scenario::{Scenario, Task};
 
 /// Error type of strategy hooks.
@@ -39,8 +40,11 @@ pub enum DataMode {
 
 /// What a hook may read and change.
 pub struct Ctx<'a> {
-    /// The network: parameters, gradients, forward, features, vjp.
-    pub net: &'a mut dyn Network,
+    /// The selected network (expert): parameters, gradients, forward, features, vjp. Boxed so
+    /// that selecting another expert of [`Ctx::experts`] can swap it in place.
+    pub net: &'a mut Box<dyn Network>,
+    /// The trial's pool of expert networks (inactive until a strategy uses it).
+    pub experts: &'a mut Experts,
     /// The optimizer and its state buffers.
     pub optimizer: &'a mut Optimizer,
     /// The task stream (all tasks, their data and masks).

@@ -1,0 +1,173 @@
+//! The MLP search space, parameter accounting, and the MdeNAS multinomial distribution
+//! learning update (`shared/notes/methods.md` §2b step 5, `automl/mdenas_search.py`).
+//!
+//! The space has three decisions ("edges"): depth, width (shared by every hidden layer) and
+//! activation. Each has a probability vector, initially uniform. After an architecture is
+//! sampled, trained and evaluated:
+//!
+//! ```text
+//! h_e[k, o] += 1 for the sampled option o of decision k;  h_a[k, o] = its validation accuracy
+//! v⁺(o) = #{o' : h_e(o) < h_e(o') and h_a(o) > h_a(o')}
+//! v⁻(o) = #{o' : h_e(o) > h_e(o') and h_a(o) < h_a(o')}
+//! p_k ← softmax(p_k + lr · (v⁺ − v⁻))
+//! ```
+//!
+//! The final architecture takes the most probable option of every decision.
+
+use clef_sdk::Activation;
+
+/// An MLP architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arch {
+    /// Hidden widths.
+    pub hidden: Vec<usize>,
+    /// Hidden activation.
+    pub activation: Activation,
+}
+
+/// Activation code used in reports and state (0 relu, 1 tanh, 2 sigmoid).
+pub fn activation_code(a: Activation) -> u8 {
+    match a {
+        Activation::Relu => 0,
+        Activation::Tanh => 1,
+        Activation::Sigmoid => 2,
+    }
+}
+
+/// Inverse of [`activation_code`].
+pub fn activation_of(code: u8) -> Option<Activation> {
+    match code {
+        0 => Some(Activation::Relu),
+        1 => Some(Activation::Tanh),
+        2 => Some(Activation::Sigmoid),
+        _ => None,
+    }
+}
+
+impl Arch {
+    /// Scalar parameters of the body (every layer but the output layer) on `input` features.
+    pub fn body_params(&self, input: usize) -> usize {
+        let mut prev = input;
+        let mut n = 0;
+        for &w in &self.hidden {
+            n += prev * w + w;
+            prev = w;
+        }
+        n
+    }
+
+    /// Width of the penultimate representation.
+    pub fn feature_dim(&self, input: usize) -> usize {
+        self.hidden.last().copied().unwrap_or(input)
+    }
+
+    /// Parameters of one task head of `units` classes: `units * (feature_dim + 1)`.
+    pub fn head_params(&self, input: usize, units: usize) -> usize {
+        units * (self.feature_dim(input) + 1)
+    }
+}
+
+/// The discrete search space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Space {
+    /// Depth options (number of hidden layers).
+    pub depths: Vec<usize>,
+    /// Width options.
+    pub widths: Vec<usize>,
+    /// Activation options.
+    pub activations: Vec<Activation>,
+}
+
+impl Space {
+    /// Options per decision.
+    pub fn sizes(&self) -> [usize; 3] {
+        [self.depths.len(), self.widths.len(), self.activations.len()]
+    }
+
+    /// The architecture of option indices `[depth, width, activation]`.
+    pub fn arch(&self, choice: [usize; 3]) -> Arch {
+        Arch {
+            hidden: vec![self.widths[choice[1]]; self.depths[choice[0]]],
+            activation: self.activations[choice[2]],
+        }
+    }
+}
+
+/// MdeNAS state of the search of one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Multinomial {
+    /// Probabilities per decision.
+    pub p: Vec<Vec<f64>>,
+    /// Times each option was sampled.
+    pub h_e: Vec<Vec<f64>>,
+    /// Latest validation accuracy of each option.
+    pub h_a: Vec<Vec<f64>>,
+}
+
+impl Multinomial {
+    /// Uniform probabilities over `sizes` options per decision.
+    pub fn uniform(sizes: &[usize]) -> Self {
+        Multinomial {
+            p: sizes.iter().map(|&n| vec![1.0 / n as f64; n]).collect(),
+            h_e: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            h_a: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+        }
+    }
+
+    /// Samples one option per decision from `u` (one uniform draw in `[0, 1)` per decision).
+    pub fn sample(&self, u: &[f64]) -> Vec<usize> {
+        self.p
+            .iter()
+            .zip(u)
+            .map(|(p, &u)| {
+                let mut acc = 0.0;
+                for (i, &pi) in p.iter().enumerate() {
+                    acc += pi;
+                    if u < acc {
+                        return i;
+                    }
+                }
+                p.len() - 1
+            })
+            .collect()
+    }
+
+    /// The update after evaluating the sampled options `sampled` at accuracy `acc`.
+    pub fn update(&mut self, sampled: &[usize], acc: f64, lr: f64) {
+        for (k, &o) in sampled.iter().enumerate() {
+            self.h_e[k][o] += 1.0;
+            self.h_a[k][o] = acc;
+        }
+        for k in 0..self.p.len() {
+            let (he, ha) = (&self.h_e[k], &self.h_a[k]);
+            let n = he.len();
+            let logits: Vec<f64> = (0..n)
+                .map(|o| {
+                    let plus = (0..n).filter(|&q| he[o] < he[q] && ha[o] > ha[q]).count();
+                    let minus = (0..n).filter(|&q| he[o] > he[q] && ha[o] < ha[q]).count();
+                    self.p[k][o] + lr * (plus as f64 - minus as f64)
+                })
+                .collect();
+            let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = logits.iter().map(|l| (l - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            self.p[k] = e.iter().map(|v| v / s).collect();
+        }
+    }
+
+    /// The most probable option of every decision (ties: the first).
+    pub fn best(&self) -> Vec<usize> {
+        self.p
+            .iter()
+            .map(|p| {
+                let mut best = 0;
+                for (i, &v) in p.iter().enumerate() {
+                    if v > p[best] {
+                        best = i;
+                    }
+                }
+                best
+            })
+            .collect()
+    }
+}
