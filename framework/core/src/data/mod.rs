@@ -6,6 +6,7 @@
 
 pub mod csv;
 pub mod embedded;
+pub mod fingerprint;
 pub mod error;
 pub mod fashion;
 pub mod idx;
