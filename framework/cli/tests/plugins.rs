@@ -1058,3 +1058,97 @@ hparams = {{ growth = "momentum", task_steps = 20 }}
         "{e}"
     );
 }
+
+/// Tune-then-evaluate, conventional and first-task tuning of a plugin's hyperparameters end to
+/// end: every selection says which phase and trials chose it, chooses the best candidate by the
+/// configured metric, and the evaluation trials run the chosen values on D_eval only.
+#[test]
+fn protocols_tune_select_and_evaluate_with_provenance() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("seeds = [3]", "seeds = [3, 4]").replace(
+        "[data]",
+        "[protocol]\nkinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
+         selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\n\n\
+         [protocol.tune_data]\ndataset = \"synthetic\"\nsynthetic_dim = 64\n\n[data]",
+    );
+    std::fs::write(&cfg, text.replace("settings = [\"task-il\", \"class-il\"]", "settings = [\"task-il\"]")).unwrap();
+    let out = tmp.path().join("out");
+    let (o, recs) = run(&cfg, &out, "warn");
+    assert!(o.status.success(), "{}", show(&o));
+    let by_id: std::collections::BTreeMap<String, &Value> = recs
+        .iter()
+        .map(|r| (r["trial_id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let sels: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selections.json")).unwrap()).unwrap();
+    assert_eq!(sels.len(), 3 * 2, "{sels:?}");
+    let eval_fp = recs.iter().find(|r| r["phase"] == "eval").unwrap()["data_fingerprint"].clone();
+    for s in &sels {
+        let eval: Vec<&Value> = s["eval_trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| by_id[id.as_str().unwrap()])
+            .collect();
+        assert_eq!(eval.len(), 2, "{s}");
+        for r in &eval {
+            assert_eq!(r["phase"], "eval");
+            assert_eq!(r["data_fingerprint"], eval_fp, "evaluation left D_eval");
+            assert_eq!(r["hparams"], s["hparams"], "evaluation ran other values");
+        }
+        if s["strategy"] == "finetune" {
+            assert_eq!(s["chosen_in_phase"], "config");
+            continue;
+        }
+        assert_eq!(s["chosen_in_phase"], "tune", "{s}");
+        assert_eq!(s["selection_metric"], "avg-incremental-accuracy");
+        assert_eq!(s["candidates"], 3);
+        let all = s["all_tune_trials"].as_array().unwrap();
+        assert_eq!(all.len(), 3, "{s}");
+        let tune: Vec<&Value> = all.iter().map(|id| by_id[id.as_str().unwrap()]).collect();
+        let aia = |r: &Value| r["metrics"]["avg_incremental_accuracy"].as_f64().unwrap();
+        let best = tune.iter().map(|r| aia(r)).fold(f64::MIN, f64::max);
+        let chosen = by_id[s["tune_trials"][0].as_str().unwrap()];
+        assert_eq!(aia(chosen), best, "{s}");
+        assert_eq!(chosen["hparams"], s["hparams"]);
+        assert_eq!(s["score"].as_f64().unwrap(), best);
+        for r in &tune {
+            assert_eq!(r["phase"], "tune");
+            assert_eq!(r["seed"], 7);
+            let tasks = r["accuracy_matrix"].as_array().unwrap().len();
+            match s["protocol"].as_str().unwrap() {
+                "tune-then-evaluate" => {
+                    assert_ne!(r["data_fingerprint"], eval_fp, "tuned on D_eval");
+                    assert_eq!(r["dataset"], "blobs");
+                }
+                "conventional" => {
+                    assert_eq!(r["data_fingerprint"], eval_fp);
+                    assert_eq!(tasks, 5);
+                }
+                "first-task" => {
+                    assert_eq!(r["data_fingerprint"], eval_fp);
+                    assert_eq!(tasks, 1, "first-task tuned on more than the first task");
+                }
+                other => panic!("protocol {other}"),
+            }
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("## Protocol `tune-then-evaluate`, task-il"), "{summary}");
+    assert!(summary.contains("tune-then-evaluate vs conventional"), "{summary}");
+    assert!(summary.contains("phase `tune`: best of 3 candidates by mean avg-incremental-accuracy"));
+    let rankings = std::fs::read_to_string(out.join("report/rankings.csv")).unwrap();
+    assert_eq!(rankings.lines().count(), 1 + 3, "{rankings}");
+    for f in ["plots/rank-shift-task-il.svg", "plots/bwt-vs-la-conventional-task-il.svg", "report/protocols.csv", "report/paired.csv"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // `clef report` rebuilds the same summary from the store alone.
+    std::fs::remove_file(out.join("results.jsonl")).unwrap();
+    let o = clef().args(["report"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(std::fs::read_to_string(out.join("summary.md")).unwrap(), summary);
+    assert_eq!(records(&out).len(), recs.len());
+}
