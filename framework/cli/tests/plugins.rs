@@ -1068,13 +1068,23 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
     let tmp = tempfile::tempdir().unwrap();
     let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
     let cfg = config(tmp.path(), &[&p.rust], strategies);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("seeds = [3]", "seeds = [3, 4]").replace(
-        "[data]",
-        "[protocol]\nkinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("seeds = [3]", "seeds = [3, 4]")
+        .replace(
+            "[data]",
+            "[protocol]\nkinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
          selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\n\n\
          [protocol.tune_data]\ndataset = \"synthetic\"\nsynthetic_dim = 64\n\n[data]",
-    );
-    std::fs::write(&cfg, text.replace("settings = [\"task-il\", \"class-il\"]", "settings = [\"task-il\"]")).unwrap();
+        );
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "settings = [\"task-il\", \"class-il\"]",
+            "settings = [\"task-il\"]",
+        ),
+    )
+    .unwrap();
     let out = tmp.path().join("out");
     let (o, recs) = run(&cfg, &out, "warn");
     assert!(o.status.success(), "{}", show(&o));
@@ -1083,7 +1093,8 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
         .map(|r| (r["trial_id"].as_str().unwrap().to_string(), r))
         .collect();
     let sels: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("selections.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("selections.json")).unwrap())
+            .unwrap();
     assert_eq!(sels.len(), 3 * 2, "{sels:?}");
     let eval_fp = recs.iter().find(|r| r["phase"] == "eval").unwrap()["data_fingerprint"].clone();
     for s in &sels {
@@ -1137,18 +1148,32 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
         }
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(summary.contains("## Protocol `tune-then-evaluate`, task-il"), "{summary}");
-    assert!(summary.contains("tune-then-evaluate vs conventional"), "{summary}");
+    assert!(
+        summary.contains("## Protocol `tune-then-evaluate`, task-il"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("tune-then-evaluate vs conventional"),
+        "{summary}"
+    );
     assert!(summary.contains("phase `tune`: best of 3 candidates by mean avg-incremental-accuracy"));
     let rankings = std::fs::read_to_string(out.join("report/rankings.csv")).unwrap();
     assert_eq!(rankings.lines().count(), 1 + 3, "{rankings}");
-    for f in ["plots/rank-shift-task-il.svg", "plots/bwt-vs-la-conventional-task-il.svg", "report/protocols.csv", "report/paired.csv"] {
+    for f in [
+        "plots/rank-shift-task-il.svg",
+        "plots/bwt-vs-la-conventional-task-il.svg",
+        "report/protocols.csv",
+        "report/paired.csv",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // `clef report` rebuilds the same summary from the store alone.
     std::fs::remove_file(out.join("results.jsonl")).unwrap();
     let o = clef().args(["report"]).arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(std::fs::read_to_string(out.join("summary.md")).unwrap(), summary);
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.md")).unwrap(),
+        summary
+    );
     assert_eq!(records(&out).len(), recs.len());
 }

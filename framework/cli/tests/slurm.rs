@@ -24,7 +24,9 @@ fn sh(cmd: &str, args: &[&str]) -> Option<Output> {
 fn node_ready() -> bool {
     sh("sinfo", &["-h", "-o", "%T"]).is_some_and(|o| {
         let s = String::from_utf8_lossy(&o.stdout);
-        o.status.success() && s.lines().any(|l| ["idle", "mixed", "allocated"].contains(&l.trim()))
+        o.status.success()
+            && s.lines()
+                .any(|l| ["idle", "mixed", "allocated"].contains(&l.trim()))
     })
 }
 
@@ -41,7 +43,11 @@ fn cluster() -> Result<bool, String> {
         return Ok(false);
     }
     let script = repo_root().join(".ci/slurm-single-node.sh");
-    let up = Command::new("bash").arg(&script).arg("up").output().map_err(|e| e.to_string())?;
+    let up = Command::new("bash")
+        .arg(&script)
+        .arg("up")
+        .output()
+        .map_err(|e| e.to_string())?;
     if up.status.success() && node_ready() {
         Ok(true)
     } else {
@@ -147,43 +153,88 @@ fn job_array_shards_merge_to_the_local_sweep() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(sub.status.success(), "sbatch: {}", String::from_utf8_lossy(&sub.stderr));
-    let job = String::from_utf8_lossy(&sub.stdout).trim().split(';').next().unwrap().to_string();
+    assert!(
+        sub.status.success(),
+        "sbatch: {}",
+        String::from_utf8_lossy(&sub.stderr)
+    );
+    let job = String::from_utf8_lossy(&sub.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let start = Instant::now();
     loop {
         let q = sh("squeue", &["-h", "-j", &job]).unwrap();
         if q.status.success() && q.stdout.iter().all(u8::is_ascii_whitespace) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "job {job} still queued/running");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "job {job} still queued/running"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let mut dirs = Vec::new();
     let mut union = BTreeSet::new();
     for i in 0..shards {
-        let log = std::fs::read_to_string(tmp.path().join(format!("{job}_{i}.out"))).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(tmp.path().join(format!("{job}_{i}.out"))).unwrap_or_default();
         let d = out.join(format!("shard-{i}"));
-        assert!(d.join("trials").is_dir(), "array task {i} wrote no store; its log:\n{log}");
+        assert!(
+            d.join("trials").is_dir(),
+            "array task {i} wrote no store; its log:\n{log}"
+        );
         let ids: BTreeSet<String> = std::fs::read_dir(d.join("trials"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string())
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".json")
+                    .to_string()
+            })
             .collect();
         assert!(union.is_disjoint(&ids), "array task {i} overlaps another");
         union.extend(ids);
         dirs.push(d);
     }
     let merged = tmp.path().join("merged");
-    let m = clef().arg("merge").arg("--into").arg(&merged).args(&dirs).output().unwrap();
-    assert!(m.status.success(), "merge: {}", String::from_utf8_lossy(&m.stderr));
-    let local = tmp.path().join("local");
-    let l = clef()
-        .args(["run", cfg.to_str().unwrap(), "--no-progress", "--out", local.to_str().unwrap()])
+    let m = clef()
+        .arg("merge")
+        .arg("--into")
+        .arg(&merged)
+        .args(&dirs)
         .output()
         .unwrap();
-    assert!(l.status.success(), "local run: {}", String::from_utf8_lossy(&l.stderr));
+    assert!(
+        m.status.success(),
+        "merge: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    let local = tmp.path().join("local");
+    let l = clef()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--no-progress",
+            "--out",
+            local.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        l.status.success(),
+        "local run: {}",
+        String::from_utf8_lossy(&l.stderr)
+    );
     let (a, b) = (results_by_id(&merged), results_by_id(&local));
     assert_eq!(a.len(), 3 * 2 * 2);
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert_eq!(a, b, "merged array results differ from the local sweep");
-    println!("slurm job {job}: {shards} array tasks merged into {} trials", a.len());
+    println!(
+        "slurm job {job}: {shards} array tasks merged into {} trials",
+        a.len()
+    );
 }

@@ -26,7 +26,11 @@ fn show(out: &Output) -> String {
 
 fn run_ok(args: &[&str]) -> Output {
     let out = clef().args(args).output().expect("run clef");
-    assert!(out.status.success(), "clef {args:?} failed:\n{}", show(&out));
+    assert!(
+        out.status.success(),
+        "clef {args:?} failed:\n{}",
+        show(&out)
+    );
     out
 }
 
@@ -70,7 +74,13 @@ name = "joint"
 }
 
 fn run(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"];
+    let mut args = vec![
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ];
     args.extend_from_slice(extra);
     run_ok(&args)
 }
@@ -81,7 +91,9 @@ fn stored_ids(dir: &Path) -> BTreeSet<String> {
         Ok(rd) => rd
             .filter_map(|e| {
                 let name = e.ok()?.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".json").filter(|_| !name.starts_with('.')).map(str::to_string)
+                name.strip_suffix(".json")
+                    .filter(|_| !name.starts_with('.'))
+                    .map(str::to_string)
             })
             .collect(),
         Err(_) => BTreeSet::new(),
@@ -122,7 +134,13 @@ fn sigkill_mid_sweep_then_rerun_gives_exactly_the_sweep() {
 
     let out = tmp.path().join("killed");
     let mut child = clef()
-        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -130,19 +148,32 @@ fn sigkill_mid_sweep_then_rerun_gives_exactly_the_sweep() {
     let start = Instant::now();
     while stored_ids(&out).len() < 5 {
         assert!(start.elapsed() < Duration::from_secs(120), "no progress");
-        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = stored_ids(&out);
-    assert!(before.len() < expected.len(), "killed too late: {} trials", before.len());
+    assert!(
+        before.len() < expected.len(),
+        "killed too late: {} trials",
+        before.len()
+    );
     assert!(before.is_subset(&expected));
     let snapshot: BTreeMap<String, (Vec<u8>, std::time::SystemTime)> = before
         .iter()
         .map(|id| {
             let p = out.join("trials").join(format!("{id}.json"));
-            (id.clone(), (std::fs::read(&p).unwrap(), p.metadata().unwrap().modified().unwrap()))
+            (
+                id.clone(),
+                (
+                    std::fs::read(&p).unwrap(),
+                    p.metadata().unwrap().modified().unwrap(),
+                ),
+            )
         })
         .collect();
 
@@ -160,7 +191,11 @@ fn sigkill_mid_sweep_then_rerun_gives_exactly_the_sweep() {
     for (id, (bytes, mtime)) in &snapshot {
         let p = out.join("trials").join(format!("{id}.json"));
         assert_eq!(&std::fs::read(&p).unwrap(), bytes, "{id} rewritten");
-        assert_eq!(&p.metadata().unwrap().modified().unwrap(), mtime, "{id} rewritten");
+        assert_eq!(
+            &p.metadata().unwrap().modified().unwrap(),
+            mtime,
+            "{id} rewritten"
+        );
     }
     // Nothing lost, nothing extra, no duplicates, no leftover temporary files.
     assert_eq!(stored_ids(&out), expected);
@@ -172,7 +207,13 @@ fn sigkill_mid_sweep_then_rerun_gives_exactly_the_sweep() {
     assert_eq!(ids.iter().cloned().collect::<BTreeSet<_>>(), expected);
     let leftovers = std::fs::read_dir(out.join("trials"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
         .count();
     assert_eq!(leftovers, 0);
     // And the resumed sweep's results are the uninterrupted sweep's.
@@ -213,7 +254,11 @@ fn shards_are_disjoint_cover_the_sweep_and_merge_to_it() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("0 <= i < n"), "{}", show(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("0 <= i < n"),
+        "{}",
+        show(&bad)
+    );
 }
 
 #[test]
@@ -278,7 +323,12 @@ fn a_tune_phase_that_reads_d_eval_is_refused() {
         let cfg = leaky_config(tmp.path(), tune);
         for cmd in ["validate", "run"] {
             let out = clef()
-                .args([cmd, cfg.to_str().unwrap(), "--plugin-dir", tmp.path().to_str().unwrap()])
+                .args([
+                    cmd,
+                    cfg.to_str().unwrap(),
+                    "--plugin-dir",
+                    tmp.path().to_str().unwrap(),
+                ])
                 .current_dir(tmp.path())
                 .output()
                 .unwrap();
@@ -287,11 +337,17 @@ fn a_tune_phase_that_reads_d_eval_is_refused() {
             assert!(err.contains("leaky.toml:7: `protocol.tune_data`"), "{err}");
             assert!(err.contains("sample(s) of D_eval"), "{err}");
         }
-        assert!(!tmp.path().join("results").exists(), "a refused run wrote results");
+        assert!(
+            !tmp.path().join("results").exists(),
+            "a refused run wrote results"
+        );
     }
     // Disjoint data is accepted.
     let ok = leaky_config(tmp.path(), "dataset = \"synthetic\"\nsynthetic_dim = 64");
-    let out = clef().args(["validate", ok.to_str().unwrap()]).output().unwrap();
+    let out = clef()
+        .args(["validate", ok.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", show(&out));
 }
 
@@ -299,13 +355,31 @@ fn a_tune_phase_that_reads_d_eval_is_refused() {
 fn protocol_keys_are_checked_naming_file_and_key() {
     let tmp = tempfile::tempdir().unwrap();
     let cases = [
-        ("kinds = [\"tune-then-evaluate\"]\nbudgett = 3", "unknown field `budgett`"),
-        ("kinds = [\"conventional\"]\nsearch = \"random\"", "`protocol.budget` is required"),
-        ("kinds = [\"tune-then-evaluate\"]", "`protocol.kinds` `tune-then-evaluate` needs"),
-        ("kinds = [\"run\"]\ntune_tasks = 2", "`protocol.tune_tasks` applies only"),
-        ("kinds = [\"first-task\"]\ntune_tasks = 9", "`protocol.tune_tasks` must be in [1"),
+        (
+            "kinds = [\"tune-then-evaluate\"]\nbudgett = 3",
+            "unknown field `budgett`",
+        ),
+        (
+            "kinds = [\"conventional\"]\nsearch = \"random\"",
+            "`protocol.budget` is required",
+        ),
+        (
+            "kinds = [\"tune-then-evaluate\"]",
+            "`protocol.kinds` `tune-then-evaluate` needs",
+        ),
+        (
+            "kinds = [\"run\"]\ntune_tasks = 2",
+            "`protocol.tune_tasks` applies only",
+        ),
+        (
+            "kinds = [\"first-task\"]\ntune_tasks = 9",
+            "`protocol.tune_tasks` must be in [1",
+        ),
         ("kinds = [\"swap\"]", "unknown variant `swap`"),
-        ("kinds = [\"conventional\"]\nselection_metric = \"bwt\"", "unknown variant `bwt`"),
+        (
+            "kinds = [\"conventional\"]\nselection_metric = \"bwt\"",
+            "unknown variant `bwt`",
+        ),
     ];
     for (table, expected) in cases {
         let path = tmp.path().join("p.toml");
@@ -313,19 +387,34 @@ fn protocol_keys_are_checked_naming_file_and_key() {
             .unwrap()
             .replace("[data]", &format!("[protocol]\n{table}\n\n[data]"));
         std::fs::write(&path, text).unwrap();
-        let out = clef().args(["validate", path.to_str().unwrap()]).output().unwrap();
+        let out = clef()
+            .args(["validate", path.to_str().unwrap()])
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted: {table}");
-        assert!(err.contains("p.toml") && err.contains(expected), "{table}: {err}");
+        assert!(
+            err.contains("p.toml") && err.contains(expected),
+            "{table}: {err}"
+        );
     }
     // Searching a built-in strategy's (non-existent) hyperparameters names the key.
     let path = tmp.path().join("s.toml");
-    let text = std::fs::read_to_string(config(tmp.path(), 1, 1)).unwrap().replace(
-        "name = \"finetune\"",
-        "name = \"finetune\"\nsearch = { lambda = [1.0] }",
-    ).replace("[data]", "[protocol]\nkinds = [\"conventional\"]\n\n[data]");
+    let text = std::fs::read_to_string(config(tmp.path(), 1, 1))
+        .unwrap()
+        .replace(
+            "name = \"finetune\"",
+            "name = \"finetune\"\nsearch = { lambda = [1.0] }",
+        )
+        .replace("[data]", "[protocol]\nkinds = [\"conventional\"]\n\n[data]");
     std::fs::write(&path, text).unwrap();
-    let out = clef().args(["validate", path.to_str().unwrap()]).output().unwrap();
+    let out = clef()
+        .args(["validate", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s.toml") && err.contains("`strategy[0].search.lambda`"), "{err}");
+    assert!(
+        err.contains("s.toml") && err.contains("`strategy[0].search.lambda`"),
+        "{err}"
+    );
 }

@@ -41,8 +41,7 @@ pub trait StrategyProvider: Sync {
     fn schema(&self, index: usize, cfg: &StrategyConfig) -> Result<StrategySchema, Invalid>;
 
     /// The entry's full `hparams` table (defaults filled in, types normalised), checked.
-    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig)
-        -> Result<toml::Table, Invalid>;
+    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig) -> Result<toml::Table, Invalid>;
 
     /// A fresh strategy instance for one trial.
     fn create(&self, cfg: &StrategyConfig) -> anyhow::Result<Box<dyn Strategy>>;
@@ -82,11 +81,7 @@ impl StrategyProvider for BuiltinStrategies {
         })
     }
 
-    fn resolve_hparams(
-        &self,
-        index: usize,
-        cfg: &StrategyConfig,
-    ) -> Result<toml::Table, Invalid> {
+    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig) -> Result<toml::Table, Invalid> {
         self.validate(index, cfg)?;
         Ok(cfg.hparams.clone())
     }
@@ -189,7 +184,9 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
     }
     let eval_data = loaded(load_data(&cfg.data)?);
     let tune_data = match &cfg.protocol.tune_data {
-        Some(d) => Some(loaded(load_data(d).with_context(|| "loading [protocol.tune_data]")?)),
+        Some(d) => Some(loaded(
+            load_data(d).with_context(|| "loading [protocol.tune_data]")?,
+        )),
         None => None,
     };
     let plan = Plan {
@@ -199,7 +196,12 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
         strategies,
     };
     for &setting in &cfg.settings {
-        scenario::build(&cfg.scenario, plan.eval_data.data.clone(), setting, cfg.seeds[0])?;
+        scenario::build(
+            &cfg.scenario,
+            plan.eval_data.data.clone(),
+            setting,
+            cfg.seeds[0],
+        )?;
         for &kind in cfg.protocol.kinds.iter().filter(|k| k.tunes()) {
             let (role, sc) = plan.tune_stream(kind);
             let mut tune_scenarios = Vec::new();
@@ -207,7 +209,10 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
                 let built = scenario::build(&sc, plan.data(role).data.clone(), setting, seed)
                     .map_err(|mut inv| {
                         if role == protocol::DataRole::Tune {
-                            inv.message = format!("{} (building the tuning stream from [protocol.tune_data])", inv.message);
+                            inv.message = format!(
+                                "{} (building the tuning stream from [protocol.tune_data])",
+                                inv.message
+                            );
                         }
                         inv
                     })?;

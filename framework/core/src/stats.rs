@@ -120,15 +120,28 @@ pub struct Wilcoxon {
 /// difference is zero.
 pub fn wilcoxon_signed_rank(a: &[f64], b: &[f64]) -> Option<Wilcoxon> {
     assert_eq!(a.len(), b.len(), "wilcoxon needs paired lists");
-    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).filter(|v| *v != 0.0).collect();
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x - y)
+        .filter(|v| *v != 0.0)
+        .collect();
     let n = d.len();
     if n == 0 {
         return None;
     }
     let abs: Vec<f64> = d.iter().map(|v| v.abs()).collect();
     // ranks ascending = (n + 1) - descending ranks
-    let ranks: Vec<f64> = ranks_desc(&abs).iter().map(|r| (n + 1) as f64 - r).collect();
-    let w_plus: f64 = d.iter().zip(&ranks).filter(|(v, _)| **v > 0.0).map(|(_, r)| r).sum();
+    let ranks: Vec<f64> = ranks_desc(&abs)
+        .iter()
+        .map(|r| (n + 1) as f64 - r)
+        .collect();
+    let w_plus: f64 = d
+        .iter()
+        .zip(&ranks)
+        .filter(|(v, _)| **v > 0.0)
+        .map(|(_, r)| r)
+        .sum();
     let p_value = if n <= 20 {
         // Exact null distribution over the 2^n sign patterns, in half-rank units.
         let units: Vec<usize> = ranks.iter().map(|r| (r * 2.0).round() as usize).collect();
@@ -165,11 +178,7 @@ pub fn wilcoxon_signed_rank(a: &[f64], b: &[f64]) -> Option<Wilcoxon> {
         let z = (w_plus - mean).abs() / var.sqrt();
         (2.0 * (1.0 - normal_cdf(z))).min(1.0)
     };
-    Some(Wilcoxon {
-        n,
-        w_plus,
-        p_value,
-    })
+    Some(Wilcoxon { n, w_plus, p_value })
 }
 
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26 through erf, |error| < 1.5e-7).
@@ -178,7 +187,8 @@ pub fn normal_cdf(z: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-x * x).exp();
     if z >= 0.0 {
         0.5 * (1.0 + erf)
@@ -236,7 +246,11 @@ mod tests {
         let s = summarize(&[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         close(s.mean, 3.0, 1e-12);
         close(s.std, 2.5f64.sqrt(), 1e-12);
-        close(s.ci95.unwrap(), 2.776445 * 0.707_106_78, 1e-6);
+        close(
+            s.ci95.unwrap(),
+            2.776445 * std::f64::consts::FRAC_1_SQRT_2,
+            1e-6,
+        );
         assert_eq!(summarize(&[0.5]).unwrap().ci95, None);
         assert!(summarize(&[]).is_none());
     }
@@ -257,17 +271,30 @@ mod tests {
     #[test]
     fn kendall_tau_by_hand() {
         // pairs: (1,2)c (1,3)c (1,4)c (2,3)d (2,4)c (3,4)c -> (5 - 1) / 6
-        close(kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).unwrap(), 4.0 / 6.0, 1e-12);
-        close(kendall_tau(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap(), -1.0, 1e-12);
+        close(
+            kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).unwrap(),
+            4.0 / 6.0,
+            1e-12,
+        );
+        close(
+            kendall_tau(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap(),
+            -1.0,
+            1e-12,
+        );
         // tau-b with a tie in b: conc 2 (1,3),(2,3); tie_b 1 (1,2) -> 2 / sqrt(3 * 2)
-        close(kendall_tau(&[1.0, 2.0, 3.0], &[1.0, 1.0, 2.0]).unwrap(), 2.0 / 6f64.sqrt(), 1e-12);
+        close(
+            kendall_tau(&[1.0, 2.0, 3.0], &[1.0, 1.0, 2.0]).unwrap(),
+            2.0 / 6f64.sqrt(),
+            1e-12,
+        );
         assert_eq!(kendall_tau(&[1.0, 1.0], &[1.0, 2.0]), None);
     }
 
     #[test]
     fn wilcoxon_exact_by_hand() {
         // all five differences positive: W+ = 15, P(W+ >= 15) = 1/32, two-sided 2/32
-        let w = wilcoxon_signed_rank(&[2.0, 4.0, 6.0, 8.0, 10.0], &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let w =
+            wilcoxon_signed_rank(&[2.0, 4.0, 6.0, 8.0, 10.0], &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         assert_eq!((w.n, w.w_plus), (5, 15.0));
         close(w.p_value, 0.0625, 1e-12);
         // d = 1, -2, 3, 4, -5, 6: W+ = 1+3+4+6 = 14; subsets of {1..6} with sum >= 14 are the
@@ -287,8 +314,10 @@ mod tests {
 
     #[test]
     fn wilcoxon_normal_approximation_by_hand() {
-        let a: Vec<f64> = (1..=21).map(|i| if i % 3 == 0 { -(i as f64) } else { i as f64 }).collect();
-        let w = wilcoxon_signed_rank(&a, &vec![0.0; 21]).unwrap();
+        let a: Vec<f64> = (1..=21)
+            .map(|i| if i % 3 == 0 { -(i as f64) } else { i as f64 })
+            .collect();
+        let w = wilcoxon_signed_rank(&a, &[0.0; 21]).unwrap();
         // negatives 3, 6, ..., 21 sum to 84 of 231: W+ = 147; mean 115.5, var 21*22*43/24;
         // z = 1.094866, two-sided p = erfc(z / sqrt 2) = 0.273575
         assert_eq!(w.w_plus, 147.0);

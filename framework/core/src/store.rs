@@ -188,6 +188,9 @@ mod tests {
         let s = TrialStore::open(tmp.path()).unwrap();
         std::fs::write(s.path().join("abc.json"), b"{").unwrap();
         let e = s.load_all().unwrap_err().to_string();
-        assert!(e.contains("abc.json") && e.contains("not a trial record"), "{e}");
+        assert!(
+            e.contains("abc.json") && e.contains("not a trial record"),
+            "{e}"
+        );
     }
 }

@@ -98,21 +98,33 @@ pub fn execute(
     opts: ExecOptions,
 ) -> anyhow::Result<ExecStats> {
     let mine = opts.shard.select(trials);
-    let todo: VecDeque<PlannedTrial> = mine.iter().filter(|t| !store.contains(&t.id)).cloned().collect();
+    let todo: VecDeque<PlannedTrial> = mine
+        .iter()
+        .filter(|t| !store.contains(&t.id))
+        .cloned()
+        .collect();
     let stats = ExecStats {
         in_shard: mine.len(),
         skipped: mine.len() - todo.len(),
         ran: todo.len(),
     };
     if stats.skipped > 0 {
-        tracing::info!(skipped = stats.skipped, "trials already in the store are not run again");
+        tracing::info!(
+            skipped = stats.skipped,
+            "trials already in the store are not run again"
+        );
     }
     if todo.is_empty() {
         return Ok(stats);
     }
     let jobs = opts.jobs.max(1).min(todo.len());
     let threads = threads_per_trial(jobs);
-    tracing::info!(trials = todo.len(), jobs, threads_per_trial = threads, "running trials");
+    tracing::info!(
+        trials = todo.len(),
+        jobs,
+        threads_per_trial = threads,
+        "running trials"
+    );
     let multi = MultiProgress::with_draw_target(if opts.progress {
         ProgressDrawTarget::stderr()
     } else {
@@ -194,8 +206,13 @@ fn run_one(
     multi: &MultiProgress,
 ) -> anyhow::Result<TrialRecord> {
     let cfg = plan.cfg;
-    let scenario = scenario::build(&t.scenario, plan.data(t.data).data.clone(), t.setting, t.seed)
-        .map_err(|inv| anyhow::anyhow!("`{}` {}", inv.key, inv.message))?;
+    let scenario = scenario::build(
+        &t.scenario,
+        plan.data(t.data).data.clone(),
+        t.setting,
+        t.seed,
+    )
+    .map_err(|inv| anyhow::anyhow!("`{}` {}", inv.key, inv.message))?;
     let mut rec = base_record(plan, t, &scenario);
     let mut strategy = match provider.create(&t.strategy) {
         Ok(s) => s,
@@ -205,7 +222,11 @@ fn run_one(
             return Ok(rec);
         }
     };
-    let bar = multi.add(ProgressBar::new(trainer::total_steps(cfg, &scenario, strategy.data_mode())));
+    let bar = multi.add(ProgressBar::new(trainer::total_steps(
+        cfg,
+        &scenario,
+        strategy.data_mode(),
+    )));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>32} {bar:30} {pos}/{len} steps {per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -186,7 +186,11 @@ pub fn validate_protocol(cfg: &Config) -> Result<(), Invalid> {
     let random = p.search == SearchKind::Random;
     match p.budget {
         Some(b) => {
-            check(random, "protocol.budget", "applies only to search = \"random\"")?;
+            check(
+                random,
+                "protocol.budget",
+                "applies only to search = \"random\"",
+            )?;
             check(b >= 1, "protocol.budget", "must be >= 1")?;
         }
         None => check(
@@ -196,7 +200,11 @@ pub fn validate_protocol(cfg: &Config) -> Result<(), Invalid> {
         )?,
     }
     if let Some(g) = p.grid_points {
-        check(!random, "protocol.grid_points", "applies only to search = \"grid\"")?;
+        check(
+            !random,
+            "protocol.grid_points",
+            "applies only to search = \"grid\"",
+        )?;
         check(g >= 2, "protocol.grid_points", "must be >= 2")?;
     }
     if let Some(seeds) = &p.tune_seeds {
@@ -222,7 +230,10 @@ pub fn validate_protocol(cfg: &Config) -> Result<(), Invalid> {
         check(
             t >= 1 && t <= cfg.scenario.tasks,
             "protocol.tune_tasks",
-            format!("must be in [1, scenario.tasks = {}], got {t}", cfg.scenario.tasks),
+            format!(
+                "must be in [1, scenario.tasks = {}], got {t}",
+                cfg.scenario.tasks
+            ),
         )?;
     }
     if !p.tunes() {

@@ -662,10 +662,18 @@ pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> 
         _ => {}
     }
     if let Some(p) = d.pixel_max {
-        check(p > 0.0, &format!("{prefix}.pixel_max"), format!("must be > 0, got {p}"))?;
+        check(
+            p > 0.0,
+            &format!("{prefix}.pixel_max"),
+            format!("must be > 0, got {p}"),
+        )?;
     }
     if let Some(c) = d.num_classes {
-        check(c >= 2, &format!("{prefix}.num_classes"), format!("must be >= 2, got {c}"))?;
+        check(
+            c >= 2,
+            &format!("{prefix}.num_classes"),
+            format!("must be >= 2, got {c}"),
+        )?;
     }
     if let Some([h, w]) = d.image_shape {
         check(
@@ -680,7 +688,10 @@ pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> 
             &format!("{prefix}.synthetic_train_per_class"),
             d.synthetic_train_per_class,
         ),
-        (&format!("{prefix}.synthetic_test_per_class"), d.synthetic_test_per_class),
+        (
+            &format!("{prefix}.synthetic_test_per_class"),
+            d.synthetic_test_per_class,
+        ),
     ] {
         if let Some(v) = v {
             check(v > 0, key, "must be > 0")?;

@@ -6,9 +6,9 @@
 
 pub mod csv;
 pub mod embedded;
-pub mod fingerprint;
 pub mod error;
 pub mod fashion;
+pub mod fingerprint;
 pub mod idx;
 pub mod split;
 pub mod synthetic;

@@ -159,11 +159,7 @@ impl StrategyProvider for PluginStrategies {
         }
     }
 
-    fn resolve_hparams(
-        &self,
-        index: usize,
-        cfg: &StrategyConfig,
-    ) -> Result<toml::Table, Invalid> {
+    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig) -> Result<toml::Table, Invalid> {
         match self.resolve(index, cfg)? {
             Resolved::Builtin => BuiltinStrategies.resolve_hparams(index, cfg),
             Resolved::Plugin(p) => Self::resolved_hparams(p, index, cfg),

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ProtocolKind, ScenarioConfig, SelectionMetric, Setting, StrategyConfig};
+use crate::config::{
+    Config, ProtocolKind, ScenarioConfig, SelectionMetric, Setting, StrategyConfig,
+};
 use crate::data::TrainTest;
 use crate::results::TrialRecord;
 
@@ -147,7 +149,13 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
             keys.sort();
             let parts: Vec<String> = keys
                 .iter()
-                .map(|k| format!("{}:{}", serde_json::Value::String((*k).clone()), canonical_json(&m[*k])))
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String((*k).clone()),
+                        canonical_json(&m[*k])
+                    )
+                })
                 .collect();
             format!("{{{}}}", parts.join(","))
         }
@@ -255,7 +263,15 @@ impl Plan<'_> {
                     }
                     for c in &sp.candidates {
                         for seed in self.tune_seeds() {
-                            out.push(self.trial(Phase::Tune, i, c, setting, seed, role, sc.clone()));
+                            out.push(self.trial(
+                                Phase::Tune,
+                                i,
+                                c,
+                                setting,
+                                seed,
+                                role,
+                                sc.clone(),
+                            ));
                         }
                     }
                 }
@@ -279,7 +295,11 @@ impl Plan<'_> {
                         protocol: kind.as_str().into(),
                         setting: setting.as_str().into(),
                         strategy: label.clone(),
-                        hparams: toml_to_json(if kind.tunes() { &sp.candidates[0] } else { &sp.fixed }),
+                        hparams: toml_to_json(if kind.tunes() {
+                            &sp.candidates[0]
+                        } else {
+                            &sp.fixed
+                        }),
                         chosen_in_phase: phase.into(),
                         tuned_on: None,
                         selection_metric: None,
@@ -348,16 +368,35 @@ impl Plan<'_> {
     pub fn eval_trials(&self, selections: &mut [Selection]) -> Vec<PlannedTrial> {
         let mut out = Vec::new();
         for sel in selections.iter_mut() {
-            let Some(i) = self.cfg.strategy.iter().position(|s| s.label() == sel.strategy) else {
+            let Some(i) = self
+                .cfg
+                .strategy
+                .iter()
+                .position(|s| s.label() == sel.strategy)
+            else {
                 continue;
             };
-            let Some(setting) = self.cfg.settings.iter().copied().find(|s| s.as_str() == sel.setting) else {
+            let Some(setting) = self
+                .cfg
+                .settings
+                .iter()
+                .copied()
+                .find(|s| s.as_str() == sel.setting)
+            else {
                 continue;
             };
             let hp = json_to_toml(&sel.hparams);
             sel.eval_trials.clear();
             for &seed in &self.cfg.seeds {
-                let t = self.trial(Phase::Eval, i, &hp, setting, seed, DataRole::Eval, self.cfg.scenario.clone());
+                let t = self.trial(
+                    Phase::Eval,
+                    i,
+                    &hp,
+                    setting,
+                    seed,
+                    DataRole::Eval,
+                    self.cfg.scenario.clone(),
+                );
                 sel.eval_trials.push(t.id.clone());
                 out.push(t);
             }
@@ -368,7 +407,10 @@ impl Plan<'_> {
 
 fn dedup(trials: Vec<PlannedTrial>) -> Vec<PlannedTrial> {
     let mut seen = std::collections::HashSet::new();
-    trials.into_iter().filter(|t| seen.insert(t.id.clone())).collect()
+    trials
+        .into_iter()
+        .filter(|t| seen.insert(t.id.clone()))
+        .collect()
 }
 
 /// A trial's selection score: the metric, or -inf if it did not complete.

@@ -129,7 +129,7 @@ fn dim(spec: &HParamSpec, v: &toml::Value) -> Result<Dim, String> {
 }
 
 fn range(spec: &HParamSpec, min: f64, max: f64, log: bool, int: bool) -> Result<Dim, String> {
-    if !(min < max) {
+    if min.partial_cmp(&max) != Some(std::cmp::Ordering::Less) {
         return Err(format!("needs min < max, got [{min}, {max}]"));
     }
     if min < spec.min || max > spec.max {
@@ -201,7 +201,11 @@ fn value(x: f64, int: bool, min: f64, max: f64) -> toml::Value {
 /// space each. A strategy without a search space has one candidate (its `hparams`). Grid: the
 /// cartesian product in key order; random: `budget` draws seeded by `search_seed` and the
 /// strategy's label, duplicates dropped.
-pub fn candidates(p: &ProtocolConfig, cfg: &StrategyConfig, space: &SearchSpace) -> Vec<toml::Table> {
+pub fn candidates(
+    p: &ProtocolConfig,
+    cfg: &StrategyConfig,
+    space: &SearchSpace,
+) -> Vec<toml::Table> {
     if space.dims.is_empty() {
         return vec![cfg.hparams.clone()];
     }
@@ -271,7 +275,13 @@ mod tests {
         vec![
             spec("lambda", HParamKind::Float, 0.0, 1e4, true),
             spec("k", HParamKind::Int, 1.0, 100.0, false),
-            spec("on", HParamKind::Bool, f64::NEG_INFINITY, f64::INFINITY, false),
+            spec(
+                "on",
+                HParamKind::Bool,
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                false,
+            ),
         ]
     }
 
@@ -317,8 +327,17 @@ mod tests {
         let e = space(0, &strategy("lambda = { min = 0, max = 1 }"), &schema()).unwrap_err();
         assert!(e.message.contains("log-scale"), "{}", e.message);
         let e = space(0, &strategy("k = { min = 5, max = 500 }"), &schema()).unwrap_err();
-        assert!(e.message.contains("leaves the schema range"), "{}", e.message);
-        let e = space(0, &strategy("k = { min = 5, max = 50, step = 2 }"), &schema()).unwrap_err();
+        assert!(
+            e.message.contains("leaves the schema range"),
+            "{}",
+            e.message
+        );
+        let e = space(
+            0,
+            &strategy("k = { min = 5, max = 50, step = 2 }"),
+            &schema(),
+        )
+        .unwrap_err();
         assert!(e.message.contains("unknown key `step`"), "{}", e.message);
         let e = space(0, &strategy("on = 3"), &schema()).unwrap_err();
         assert!(e.message.contains("\"schema\""), "{}", e.message);

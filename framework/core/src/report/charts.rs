@@ -15,7 +15,13 @@ type Err = String;
 
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -35,10 +41,15 @@ fn records<'a>(row: &ProtocolRow, by_id: &BTreeMap<&str, &'a TrialRecord>) -> Ve
 
 /// Element-wise mean of the seeds' accuracy matrices.
 fn mean_matrix(recs: &[&TrialRecord]) -> Vec<Vec<f64>> {
-    let Some(first) = recs.first() else { return Vec::new() };
+    let Some(first) = recs.first() else {
+        return Vec::new();
+    };
     let t = first.accuracy_matrix.len();
     let mut m = vec![vec![0.0; t]; t];
-    let same: Vec<&&TrialRecord> = recs.iter().filter(|r| r.accuracy_matrix.len() == t).collect();
+    let same: Vec<&&TrialRecord> = recs
+        .iter()
+        .filter(|r| r.accuracy_matrix.len() == t)
+        .collect();
     for r in &same {
         for (i, row) in r.accuracy_matrix.iter().enumerate() {
             for (j, v) in row.iter().enumerate() {
@@ -93,7 +104,11 @@ pub fn write_all(
                 curves
                     .entry(row.selection.strategy.clone())
                     .or_default()
-                    .push((0..t).map(|k| average_accuracy_at(&r.accuracy_matrix, k)).collect());
+                    .push(
+                        (0..t)
+                            .map(|k| average_accuracy_at(&r.accuracy_matrix, k))
+                            .collect(),
+                    );
             }
             if let (Some(bwt), Some(la)) = (row.bwt, row.la) {
                 points.push((row.selection.strategy.clone(), la.mean, bwt.mean));
@@ -105,12 +120,18 @@ pub fn write_all(
                 "A_k (mean over seen tasks)",
                 &curves,
             )?;
-            save(format!("acc-per-task-{}-{}.svg", slug(protocol), slug(setting)), svg)?;
+            save(
+                format!("acc-per-task-{}-{}.svg", slug(protocol), slug(setting)),
+                svg,
+            )?;
         }
         if !points.is_empty() {
             save(
                 format!("bwt-vs-la-{}-{}.svg", slug(protocol), slug(setting)),
-                scatter(&format!("stability vs plasticity ({protocol}, {setting})"), &points)?,
+                scatter(
+                    &format!("stability vs plasticity ({protocol}, {setting})"),
+                    &points,
+                )?,
             )?;
         }
     }
@@ -124,7 +145,10 @@ pub fn write_all(
             .map(|((p, _), rows)| (p, rows))
             .collect();
         if cols.len() >= 2 {
-            save(format!("rank-shift-{}.svg", slug(setting)), rank_shift(setting, &cols)?)?;
+            save(
+                format!("rank-shift-{}.svg", slug(setting)),
+                rank_shift(setting, &cols)?,
+            )?;
         }
     }
     Ok(written)

@@ -76,8 +76,14 @@ pub struct Comparison {
     pub paired: Vec<Paired>,
 }
 
-fn pick(recs: &[&TrialRecord], f: impl Fn(&crate::metrics::Metrics) -> Option<f64>) -> Option<Summary> {
-    let xs: Vec<f64> = recs.iter().filter_map(|r| r.metrics.as_ref().and_then(&f)).collect();
+fn pick(
+    recs: &[&TrialRecord],
+    f: impl Fn(&crate::metrics::Metrics) -> Option<f64>,
+) -> Option<Summary> {
+    let xs: Vec<f64> = recs
+        .iter()
+        .filter_map(|r| r.metrics.as_ref().and_then(&f))
+        .collect();
     stats::summarize(&xs)
 }
 
@@ -113,8 +119,13 @@ pub fn compare(selections: &[Selection], by_id: &BTreeMap<&str, &TrialRecord>) -
     }
     let mut cmp = Comparison::default();
     for key in &order {
-        let Some(rows) = groups.get_mut(key) else { continue };
-        let means: Vec<f64> = rows.iter().map(|r| r.acc.map_or(f64::NAN, |s| s.mean)).collect();
+        let Some(rows) = groups.get_mut(key) else {
+            continue;
+        };
+        let means: Vec<f64> = rows
+            .iter()
+            .map(|r| r.acc.map_or(f64::NAN, |s| s.mean))
+            .collect();
         for (r, rank) in rows.iter_mut().zip(stats::ranks_desc(&means)) {
             r.rank = rank;
         }
@@ -148,7 +159,10 @@ pub fn compare(selections: &[Selection], by_id: &BTreeMap<&str, &TrialRecord>) -
             let mut xa = Vec::new();
             let mut xb = Vec::new();
             for r in ra {
-                if let Some(o) = rb.iter().find(|o| o.selection.strategy == r.selection.strategy) {
+                if let Some(o) = rb
+                    .iter()
+                    .find(|o| o.selection.strategy == r.selection.strategy)
+                {
                     if let (Some(a), Some(b)) = (r.acc, o.acc) {
                         xa.push(a.mean);
                         xb.push(b.mean);
@@ -237,14 +251,22 @@ pub fn markdown(c: &Comparison) -> String {
             last = Some(key);
         }
         let seeds = if r.not_completed > 0 {
-            format!("{} ({} not completed)", r.acc_by_seed.len(), r.not_completed)
+            format!(
+                "{} ({} not completed)",
+                r.acc_by_seed.len(),
+                r.not_completed
+            )
         } else {
             r.acc_by_seed.len().to_string()
         };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            if r.rank.is_finite() { format!("{}", r.rank) } else { "—".into() },
+            if r.rank.is_finite() {
+                format!("{}", r.rank)
+            } else {
+                "—".into()
+            },
             r.selection.strategy,
             seeds,
             fmt_summary(r.acc),
@@ -292,9 +314,12 @@ pub fn markdown(c: &Comparison) -> String {
                 p.best,
                 p.other,
                 p.n,
-                p.bootstrap.map_or("n/a".into(), |b| format!("{:.3}", b.mean_diff)),
-                p.bootstrap.map_or("n/a".into(), |b| format!("[{:.3}, {:.3}]", b.lo, b.hi)),
-                p.wilcoxon.map_or("n/a".into(), |w| format!("{:.3}", w.p_value)),
+                p.bootstrap
+                    .map_or("n/a".into(), |b| format!("{:.3}", b.mean_diff)),
+                p.bootstrap
+                    .map_or("n/a".into(), |b| format!("[{:.3}, {:.3}]", b.lo, b.hi)),
+                p.wilcoxon
+                    .map_or("n/a".into(), |w| format!("{:.3}", w.p_value)),
             );
         }
     }
@@ -319,7 +344,12 @@ fn rank_matrix(c: &Comparison) -> String {
     for ((setting, strategy), ranks) in &table {
         let cells: Vec<String> = protocols
             .iter()
-            .map(|p| ranks.get(p).filter(|r| r.is_finite()).map_or("—".into(), |r| r.to_string()))
+            .map(|p| {
+                ranks
+                    .get(p)
+                    .filter(|r| r.is_finite())
+                    .map_or("—".into(), |r| r.to_string())
+            })
             .collect();
         let _ = writeln!(s, "| {setting} | {strategy} | {} |", cells.join(" | "));
     }
@@ -335,7 +365,8 @@ fn csv_field(s: &str) -> String {
 }
 
 fn num(v: Option<f64>) -> String {
-    v.filter(|v| v.is_finite()).map_or(String::new(), |v| format!("{v}"))
+    v.filter(|v| v.is_finite())
+        .map_or(String::new(), |v| format!("{v}"))
 }
 
 /// `report/protocols.csv`: one line per protocol, setting and strategy.
@@ -378,7 +409,15 @@ pub fn protocols_csv(c: &Comparison) -> String {
 pub fn rankings_csv(c: &Comparison) -> String {
     let mut s = String::from("setting,protocol_a,protocol_b,strategies,kendall_tau\n");
     for a in &c.agreements {
-        let _ = writeln!(s, "{},{},{},{},{}", a.setting, a.a, a.b, a.strategies, num(a.tau));
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{}",
+            a.setting,
+            a.a,
+            a.b,
+            a.strategies,
+            num(a.tau)
+        );
     }
     s
 }

@@ -41,7 +41,9 @@ pub fn with_joint_metrics(records: &[TrialRecord]) -> Vec<TrialRecord> {
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            if r.strategy_name != "joint" && r.status == "completed" && !r.accuracy_matrix.is_empty()
+            if r.strategy_name != "joint"
+                && r.status == "completed"
+                && !r.accuracy_matrix.is_empty()
             {
                 if let Some(j) = joints.get(&key(&r)) {
                     let b = (r.setting != "class-il").then_some(r.random_init_accuracy.as_slice());
@@ -150,7 +152,11 @@ pub fn write_views(
     let by_id: BTreeMap<&str, &TrialRecord> =
         records.iter().map(|r| (r.trial_id.as_str(), r)).collect();
     let cmp = compare(&selections, &by_id);
-    let eval: Vec<TrialRecord> = records.iter().filter(|r| r.phase == "eval").cloned().collect();
+    let eval: Vec<TrialRecord> = records
+        .iter()
+        .filter(|r| r.phase == "eval")
+        .cloned()
+        .collect();
     let mut plots = crate::plots::write_plots(out.path(), &eval).map_err(anyhow::Error::msg)?;
     plots.extend(charts::write_all(out.path(), &cmp, &by_id).map_err(anyhow::Error::msg)?);
     for (file, text) in [
@@ -174,11 +180,18 @@ pub fn write_views(
              above show evaluation trials only.\n"
         );
     }
-    text.push_str(&summary_markdown("", &eval).replacen("# clef results: \n\n", "## Evaluation trials\n\n", 1));
+    text.push_str(&summary_markdown("", &eval).replacen(
+        "# clef results: \n\n",
+        "## Evaluation trials\n\n",
+        1,
+    ));
     if !plots.is_empty() {
         text.push_str("\n## Plots\n\n");
         for p in &plots {
-            let stem = p.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
             let _ = writeln!(text, "![{stem}]({})", p.display());
         }
     }
