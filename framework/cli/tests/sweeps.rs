@@ -197,7 +197,7 @@ fn sigkill_mid_sweep_then_rerun_gives_exactly_the_sweep() {
             "{id} rewritten"
         );
     }
-    // Nothing lost, nothing extra, no duplicates, no leftover temporary files.
+    // Nothing lost, nothing extra, no duplicates.
     assert_eq!(stored_ids(&out), expected);
     let ids: Vec<String> = records(&out)
         .iter()

@@ -283,7 +283,7 @@ pub fn run(
 ) -> anyhow::Result<RunOutcome> {
     let plan = prepare(cfg, provider).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = TrialStore::open(out.path())?;
-    store.clean_temporaries();
+    store.clean_temporaries(std::time::Duration::from_secs(60));
     let exec = ExecOptions {
         jobs: opts.jobs,
         shard: opts.shard,

@@ -132,13 +132,25 @@ impl TrialStore {
         Ok(stats)
     }
 
-    /// Removes temporary files left by writes that were killed (they are never read).
-    pub fn clean_temporaries(&self) {
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with('.') {
-                    let _ = std::fs::remove_file(e.path());
-                }
+    /// Removes temporary files left by writes that were killed (they are never read). Only
+    /// files older than `min_age` go: another process sharing the store (a shard on a shared
+    /// file system) may be writing a younger one right now.
+    pub fn clean_temporaries(&self, min_age: std::time::Duration) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if old {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
@@ -159,7 +171,9 @@ mod tests {
         assert_eq!(s.ids().unwrap(), vec!["a-0", "b-1"]);
         assert!(s.contains("a-0") && !s.contains("a-1"));
         assert_eq!(s.get("b-1").unwrap(), record("b", 1, 0.7));
-        s.clean_temporaries();
+        s.clean_temporaries(std::time::Duration::from_secs(3600));
+        assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 3, "a young one stays");
+        s.clean_temporaries(std::time::Duration::ZERO);
         assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 2);
     }
 
