@@ -143,11 +143,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let (cfg, provider) = load_config(&config, &plugin_dir)?;
             let plan = prepare(&config, &cfg, &provider)?;
             let tune = plan.tune_trials().len();
+            // Evaluation trials: one per protocol, setting, strategy and seed (protocols that
+            // choose the same values share theirs, so with tuning this is an upper bound).
+            let eval = cfg.protocol.kinds.len()
+                * cfg.settings.len()
+                * cfg.strategy.len()
+                * cfg.seeds.len();
             let candidates: usize = plan.strategies.iter().map(|s| s.candidates.len()).sum();
             println!(
-                "{}: ok (protocols {}; {} search candidates, {} tuning trials; data {} with {} \
-                 training and {} test samples, fingerprint {})",
+                "{}: ok ({} trials: {} tuning, {}{} evaluation; protocols {}; {} search \
+                 candidates; data {} with {} training and {} test samples, fingerprint {})",
                 config.display(),
+                tune + eval,
+                tune,
+                if cfg.protocol.tunes() { "up to " } else { "" },
+                eval,
                 cfg.protocol
                     .kinds
                     .iter()
@@ -155,7 +165,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", "),
                 candidates,
-                tune,
                 plan.eval_data.data.train.name,
                 plan.eval_data.data.train.len(),
                 plan.eval_data.data.test.len(),

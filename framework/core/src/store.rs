@@ -172,7 +172,11 @@ mod tests {
         assert!(s.contains("a-0") && !s.contains("a-1"));
         assert_eq!(s.get("b-1").unwrap(), record("b", 1, 0.7));
         s.clean_temporaries(std::time::Duration::from_secs(3600));
-        assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 3, "a young one stays");
+        assert_eq!(
+            std::fs::read_dir(s.path()).unwrap().count(),
+            3,
+            "a young one stays"
+        );
         s.clean_temporaries(std::time::Duration::ZERO);
         assert_eq!(std::fs::read_dir(s.path()).unwrap().count(), 2);
     }
