@@ -269,10 +269,10 @@ fn run(
     plugin_dirs: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let (cfg, provider) = load_config(config_path, plugin_dirs)?;
-    prepare(config_path, &cfg, &provider)?;
+    let plan = prepare(config_path, &cfg, &provider)?;
     let out = out.unwrap_or_else(|| Path::new("results").join(cfg.name()));
     let dir = ResultsDir::create(&out)?;
-    let outcome = runner::run(&cfg, &provider, &dir, opts)?;
+    let outcome = runner::run_plan(&plan, &provider, &dir, opts)?;
     println!(
         "trials: tuning {} run, {} already stored; evaluation {} run, {} already stored",
         outcome.tune.ran, outcome.tune.skipped, outcome.eval.ran, outcome.eval.skipped

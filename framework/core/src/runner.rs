@@ -282,6 +282,17 @@ pub fn run(
     opts: RunOptions,
 ) -> anyhow::Result<RunOutcome> {
     let plan = prepare(cfg, provider).map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_plan(&plan, provider, out, opts)
+}
+
+/// [`run`] for a plan already [`prepare`]d.
+pub fn run_plan(
+    plan: &Plan<'_>,
+    provider: &dyn StrategyProvider,
+    out: &ResultsDir,
+    opts: RunOptions,
+) -> anyhow::Result<RunOutcome> {
+    let cfg = plan.cfg;
     let store = TrialStore::open(out.path())?;
     store.clean_temporaries(std::time::Duration::from_secs(60));
     let exec = ExecOptions {
@@ -299,7 +310,7 @@ pub fn run(
         "starting run"
     );
     let mut outcome = RunOutcome {
-        tune: sweep::execute(&plan, provider, &tune_trials, &store, exec)?,
+        tune: sweep::execute(plan, provider, &tune_trials, &store, exec)?,
         ..Default::default()
     };
     let stored = store.load_all()?;
@@ -316,7 +327,7 @@ pub fn run(
     }
     let eval_trials: Vec<PlannedTrial> = plan.eval_trials(&mut selections);
     tracing::info!(eval_trials = eval_trials.len(), "evaluation phase");
-    outcome.eval = sweep::execute(&plan, provider, &eval_trials, &store, exec)?;
+    outcome.eval = sweep::execute(plan, provider, &eval_trials, &store, exec)?;
     let stored = store.load_all()?;
     outcome.records = eval_trials
         .iter()
