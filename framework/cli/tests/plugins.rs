@@ -1177,3 +1177,20 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
     );
     assert_eq!(records(&out).len(), recs.len());
 }
+
+/// The shipped GTEP config validates: strategies, search spaces against the plugins' schemas,
+/// both data sets, and the leakage guard (Fashion-MNIST and MNIST share no sample).
+#[test]
+fn validate_accepts_the_shipped_gtep_config() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file() {
+        println!("skipped: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let config = repo_root().join("configs/gtep-fmnist-to-mnist.toml");
+    let out = run_shipped(&["validate", config.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("ok (122 trials: 56 tuning, up to 66 evaluation"),
+        "{}",
+        show(&out)
+    );
+}

@@ -154,6 +154,16 @@ pub fn write_all(
     Ok(written)
 }
 
+/// 1-based task number at integer positions, nothing elsewhere.
+fn tick(v: &f64) -> String {
+    let r = v.round();
+    if (v - r).abs() < 1e-6 {
+        format!("{}", r as i64)
+    } else {
+        String::new()
+    }
+}
+
 /// Heatmap of a mean accuracy matrix (rows: after task i, columns: task j).
 fn heatmap(title: &str, m: &[Vec<f64>]) -> Result<String, Err> {
     let t = m.len();
@@ -167,7 +177,8 @@ fn heatmap(title: &str, m: &[Vec<f64>]) -> Result<String, Err> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(44)
-            .build_cartesian_2d(0f64..t as f64, t as f64..0f64)
+            // Cell (i, j) spans [j + 0.5, j + 1.5]: integer ticks fall on cell centres.
+            .build_cartesian_2d(0.5f64..t as f64 + 0.5, t as f64 + 0.5..0.5f64)
             .map_err(&err)?;
         chart
             .configure_mesh()
@@ -176,15 +187,15 @@ fn heatmap(title: &str, m: &[Vec<f64>]) -> Result<String, Err> {
             .y_desc("after training task")
             .x_labels(t)
             .y_labels(t)
-            .x_label_formatter(&|x| format!("{}", x.floor() as i64 + 1))
-            .y_label_formatter(&|y| format!("{}", y.floor() as i64 + 1))
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .draw()
             .map_err(&err)?;
         for (i, row) in m.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
                 let fill = RGBColor(shade, shade, 255);
-                let (x, y) = (j as f64, i as f64);
+                let (x, y) = (j as f64 + 0.5, i as f64 + 0.5);
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
                         [(x, y), (x + 1.0, y + 1.0)],
