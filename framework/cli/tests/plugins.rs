@@ -1194,3 +1194,50 @@ fn validate_accepts_the_shipped_gtep_config() {
         show(&out)
     );
 }
+
+/// Tuning protocols sharded over one shared store (the two-array Slurm workflow): a shard that
+/// lacks other shards' tuning trials stops after its own and says so; once every tuning trial
+/// is stored, the shards' evaluation slices complete exactly the trials of a local run.
+#[test]
+fn sharded_tuning_waits_for_every_tuning_trial_then_matches_the_local_run() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let edited = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[data]", "[protocol]\nkinds = [\"conventional\"]\n\n[data]");
+    std::fs::write(&cfg, edited).unwrap();
+    let shard = |out: &Path, s: &str| {
+        let o = clef()
+            .args(["run", "--no-progress", "--shard", s, "--out"])
+            .arg(out)
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        text(&o.stdout)
+    };
+    let shared = tmp.path().join("shared");
+    let first = shard(&shared, "0/2");
+    assert!(first.contains("the tuning phase is incomplete"), "{first}");
+    assert!(!shared.join("selections.json").exists());
+    let second = shard(&shared, "1/2");
+    assert!(!second.contains("incomplete"), "{second}");
+    let again = shard(&shared, "0/2");
+    assert!(again.contains("tuning 0 run"), "{again}");
+    let local = tmp.path().join("local");
+    let (o, _) = run(&cfg, &local, "warn");
+    assert!(o.status.success(), "{}", show(&o));
+    let ids = |d: &Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(d.join("trials"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(ids(&shared), ids(&local));
+    // 2 settings x l2's 3 candidates x 1 seed tuning + 2 settings x 2 strategies x 1 seed eval
+    assert_eq!(ids(&local).len(), 6 + 4);
+    let sel = |d: &Path| std::fs::read_to_string(d.join("selections.json")).unwrap();
+    assert_eq!(sel(&shared), sel(&local));
+}
