@@ -287,7 +287,14 @@ fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let records = outcome.records;
-    println!("{}", results_table(&records));
+    if cfg.protocol.tunes() {
+        // One table per protocol: a strategy's records differ between protocols.
+        let by_id = records.iter().map(|r| (r.trial_id.as_str(), r)).collect();
+        let cmp = clef_core::report::compare(&outcome.selections, &by_id);
+        println!("{}", clef_core::report::markdown(&cmp));
+    } else {
+        println!("{}", results_table(&records));
+    }
     println!(
         "results: {}  summary: {}",
         dir.jsonl_path().display(),

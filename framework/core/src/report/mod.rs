@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-pub use compare::{compare, Comparison, ProtocolRow, RankAgreement};
+pub use compare::{compare, markdown, Comparison, ProtocolRow, RankAgreement};
 
 use crate::metrics;
 use crate::protocol::Selection;
