@@ -141,6 +141,24 @@ pub struct Plan<'a> {
     pub strategies: Vec<StrategyPlan>,
 }
 
+/// A 64-bit hash of `bytes` built from SplitMix64 over little-endian 8-byte words (independent
+/// of FNV-1a's byte-wise multiply-xor, so the pair makes a 128-bit trial id).
+pub fn word_hash(bytes: &[u8]) -> u64 {
+    fn mix(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(w)).rotate_left(23);
+    }
+    mix(h ^ bytes.len() as u64)
+}
+
 /// JSON with object keys sorted at every level (so a hash does not depend on map order).
 pub fn canonical_json(v: &serde_json::Value) -> String {
     match v {
@@ -231,11 +249,11 @@ impl Plan<'_> {
             "seed": seed,
         });
         let text = canonical_json(&def);
-        // Two independent 64-bit FNV-1a hashes: 128 bits, collisions out of reach.
+        // Two 64-bit hashes of different constructions: 128 bits, collisions out of reach.
         let id = format!(
             "{:016x}{:016x}",
             crate::seed::fnv1a(text.as_bytes()),
-            crate::seed::derive_seed(crate::seed::fnv1a(text.as_bytes()), &text)
+            word_hash(text.as_bytes())
         );
         PlannedTrial {
             id,
@@ -431,4 +449,27 @@ pub fn toml_to_json(t: &toml::Table) -> serde_json::Value {
 
 fn json_to_toml(v: &serde_json::Value) -> toml::Table {
     serde_json::from_value(v.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a = serde_json::json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": "s"}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":"s","d":[1,{"x":1,"y":2}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn word_hash_sees_every_byte_and_the_length() {
+        let base = word_hash(b"0123456789abcdef");
+        assert_ne!(base, word_hash(b"0123456789abcdeg"));
+        assert_ne!(base, word_hash(b"1123456789abcdef"));
+        assert_ne!(word_hash(b"ab"), word_hash(b"ab\0"));
+        assert_eq!(base, word_hash(b"0123456789abcdef"));
+    }
 }
