@@ -6,6 +6,8 @@
 //! the accuracy matrix → [`metrics`] → [`store`] (one file per trial) → [`report`] derives
 //! `results.jsonl`, `summary.md`, CSV tables and plots, with [`stats`] over seeds.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod data;
 pub mod metrics;

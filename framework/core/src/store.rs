@@ -1,7 +1,7 @@
 //! The per-trial result store: `<results dir>/trials/<trial id>.json`, one file per finished
 //! trial, each written atomically (temporary file, fsync, rename).
 //!
-//! A trial's id is a hash of everything that defines it ([`crate::runner::trial_key`]), so a
+//! A trial's id is a hash of everything that defines it (see [`crate::protocol`]), so a
 //! file's presence means "this exact trial finished". Re-running a config skips those trials; a
 //! sweep killed at any instant resumes with nothing lost (every finished trial is on disk) and
 //! nothing run twice (no finished trial runs again). Several processes may write one store at

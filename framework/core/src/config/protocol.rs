@@ -43,7 +43,7 @@ impl ProtocolKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SelectionMetric {
-    /// Final average accuracy ACC = (1/T) Σ_j R[T][j].
+    /// Final average accuracy ACC = `(1/T) Σ_j R[T][j]`.
     #[default]
     Acc,
     /// Average incremental accuracy Ā = (1/T) Σ_k A_k.
