@@ -11,7 +11,9 @@ use clef_core::config::{self, Config};
 use clef_core::plugin::{HParamKind, PluginSearch, PluginStrategies};
 use clef_core::results::{results_table, ResultsDir};
 use clef_core::runner::{self, RunOptions, StrategyProvider};
+use clef_core::store::TrialStore;
 use clef_core::strategy;
+use clef_core::sweep::Shard;
 
 #[derive(Parser)]
 #[command(
@@ -26,13 +28,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every (strategy x setting x seed) trial of a config and write the results.
+    /// Run every trial of a config's protocols and write the results. Trials already in the
+    /// results directory's store are skipped, so a killed run resumes where it stopped.
     Run {
         /// The TOML config.
         config: PathBuf,
         /// Results directory (default: results/<config name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Trials run at once; each gets cores/N threads (default 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: u32,
+        /// Run only slice `i/n` (0 <= i < n) of each phase's trials, e.g.
+        /// `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`; combine stores with `clef merge`.
+        #[arg(long, value_name = "i/n")]
+        shard: Option<Shard>,
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
@@ -50,11 +60,23 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         plugin_dir: Vec<PathBuf>,
     },
-    /// Redraw `summary.md` and the per-task plots (`plots/*.svg`) of a results directory from
-    /// its `results.jsonl` (`clef run` does this itself at the end of a run).
+    /// Rewrite the views of a results directory from its trial store: `results.jsonl`,
+    /// `summary.md` (per-protocol tables, rankings, Kendall's tau, paired tests), `report/*.csv`
+    /// and `plots/*.svg` (`clef run` does this itself at the end of a run).
     Report {
         /// The results directory (the `--out` of `clef run`).
         dir: PathBuf,
+    },
+    /// Merge the trial stores of several results directories (e.g. the shards of a Slurm job
+    /// array) into one, then rewrite its views. Trials are identified by their id, so merging
+    /// twice, or stores that overlap, adds nothing twice.
+    Merge {
+        /// The results directory to merge into (created if needed).
+        #[arg(long)]
+        into: PathBuf,
+        /// Results directories to merge from.
+        #[arg(required = true)]
+        from: Vec<PathBuf>,
     },
     /// List the strategy plugins found (name, version, ABI, file, hooks, hyperparameters).
     ///
@@ -103,34 +125,92 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             out,
+            jobs,
+            shard,
             no_progress,
             plugin_dir,
-        } => run(&config, out, !no_progress, &plugin_dir),
+        } => run(
+            &config,
+            out,
+            RunOptions {
+                progress: !no_progress,
+                jobs: jobs as usize,
+                shard: shard.unwrap_or(Shard::ALL),
+            },
+            &plugin_dir,
+        ),
         Command::Validate { config, plugin_dir } => {
             let (cfg, provider) = load_config(&config, &plugin_dir)?;
-            let v = runner::validate(&cfg, &provider)?;
+            let plan = prepare(&cfg, &provider)?;
+            let tune = plan.tune_trials().len();
+            // Evaluation trials: one per protocol, setting, strategy and seed (protocols that
+            // choose the same values share theirs, so with tuning this is an upper bound).
+            let eval = cfg.protocol.kinds.len()
+                * cfg.settings.len()
+                * cfg.strategy.len()
+                * cfg.seeds.len();
+            let candidates: usize = plan.strategies.iter().map(|s| s.candidates.len()).sum();
             println!(
-                "{}: ok ({} trials; {} training and {} test samples)",
+                "{}: ok ({} trials: {} tuning, {}{} evaluation; protocols {}; {} search \
+                 candidates; data {} with {} training and {} test samples, fingerprint {})",
                 config.display(),
-                v.trials.len(),
-                v.data.train.len(),
-                v.data.test.len()
+                tune + eval,
+                tune,
+                if cfg.protocol.tunes() { "up to " } else { "" },
+                eval,
+                cfg.protocol
+                    .kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                candidates,
+                plan.eval_data.data.train.name,
+                plan.eval_data.data.train.len(),
+                plan.eval_data.data.test.len(),
+                plan.eval_data.fingerprint,
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { dir } => {
-            let jsonl = dir.join("results.jsonl");
             anyhow::ensure!(
-                jsonl.is_file(),
-                "{}: no results.jsonl (expected the --out directory of `clef run`)",
+                dir.join("results.jsonl").is_file() || TrialStore::existing(&dir).is_some(),
+                "{}: no trials/ store and no results.jsonl (expected the --out directory of \
+                 `clef run`)",
                 dir.display()
             );
-            let out = clef_core::results::ResultsDir::create(&dir)?;
-            let (summary, plots) = clef_core::plots::write_report(&out, None)?;
-            println!("wrote {}", summary.display());
-            for p in plots {
-                println!("wrote {}", dir.join(p).display());
+            let out = ResultsDir::create(&dir)?;
+            for p in clef_core::report::write_views(&out, None, None)? {
+                println!("wrote {}", p.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merge { into, from } => {
+            let out = ResultsDir::create(&into)?;
+            let target = TrialStore::open(&into)?;
+            for dir in &from {
+                let src = TrialStore::existing(dir).ok_or_else(|| {
+                    anyhow::anyhow!("{}: no trials/ store to merge", dir.display())
+                })?;
+                let st = target.merge_from(&src)?;
+                println!(
+                    "{}: {} trial(s) added, {} already present",
+                    dir.display(),
+                    st.added,
+                    st.already_present
+                );
+            }
+            // Keep the selections of the first source that has them (the same config gives the
+            // same selections once every tuning trial is stored).
+            let selections = from
+                .iter()
+                .find_map(|d| clef_core::report::read_selections(d).ok().flatten());
+            clef_core::report::write_views(&out, None, selections.as_deref())?;
+            println!(
+                "merged into {} ({} trials)",
+                into.display(),
+                target.ids()?.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins { dir } => {
@@ -157,26 +237,54 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn load_config(path: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<(Config, PluginStrategies)> {
     let cfg = config::load(path)?;
     let provider = PluginStrategies::for_config(&cfg, plugin_dirs);
-    let text = std::fs::read_to_string(path).unwrap_or_default();
     for (i, s) in cfg.strategy.iter().enumerate() {
-        provider
-            .validate(i, s)
-            .map_err(|inv| config::locate_error(&text, path, inv))?;
+        provider.validate(i, s).map_err(|inv| cfg.invalid(inv))?;
     }
     Ok((cfg, provider))
+}
+
+/// Checks the config's data, scenarios, search spaces and leakage; config errors carry the
+/// file and line.
+fn prepare<'a>(
+    cfg: &'a Config,
+    provider: &PluginStrategies,
+) -> anyhow::Result<clef_core::protocol::Plan<'a>> {
+    runner::validate(cfg, provider)
 }
 
 fn run(
     config_path: &Path,
     out: Option<PathBuf>,
-    progress: bool,
+    opts: RunOptions,
     plugin_dirs: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let (cfg, provider) = load_config(config_path, plugin_dirs)?;
+    let plan = prepare(&cfg, &provider)?;
     let out = out.unwrap_or_else(|| Path::new("results").join(cfg.name()));
     let dir = ResultsDir::create(&out)?;
-    let records = runner::run(&cfg, &provider, &dir, RunOptions { progress })?;
-    println!("{}", results_table(&records));
+    let outcome = runner::run_plan(&plan, &provider, &dir, opts)?;
+    println!(
+        "trials: tuning {} run, {} already stored; evaluation {} run, {} already stored",
+        outcome.tune.ran, outcome.tune.skipped, outcome.eval.ran, outcome.eval.skipped
+    );
+    if outcome.pending_tune_trials > 0 {
+        println!(
+            "the tuning phase is incomplete: {} tuning trial(s) of other shards are not in {} \
+             yet; run this command again once they are (or `clef merge` their stores into it)",
+            outcome.pending_tune_trials,
+            dir.path().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let records = outcome.records;
+    if cfg.protocol.tunes() {
+        // One table per protocol: a strategy's records differ between protocols.
+        let by_id = records.iter().map(|r| (r.trial_id.as_str(), r)).collect();
+        let cmp = clef_core::report::compare(&outcome.selections, &by_id);
+        println!("{}", clef_core::report::markdown(&cmp));
+    } else {
+        println!("{}", results_table(&records));
+    }
     println!(
         "results: {}  summary: {}",
         dir.jsonl_path().display(),

@@ -1176,3 +1176,186 @@ hparams = {{ policy = "new-expert" }}
     // Three 64-32 experts with one 2-unit head each: 3 · (64·32 + 32 + 2·33).
     assert_eq!(each["num_params"].as_f64(), Some(3.0 * 2146.0), "{each}");
 }
+
+/// Tune-then-evaluate, conventional and first-task tuning of a plugin's hyperparameters end to
+/// end: every selection says which phase and trials chose it, chooses the best candidate by the
+/// configured metric, and the evaluation trials run the chosen values on D_eval only.
+#[test]
+fn protocols_tune_select_and_evaluate_with_provenance() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("seeds = [3]", "seeds = [3, 4]")
+        .replace(
+            "[data]",
+            "[protocol]\nkinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
+         selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\n\n\
+         [protocol.tune_data]\ndataset = \"synthetic\"\nsynthetic_dim = 64\n\n[data]",
+        );
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "settings = [\"task-il\", \"class-il\"]",
+            "settings = [\"task-il\"]",
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let (o, recs) = run(&cfg, &out, "warn");
+    assert!(o.status.success(), "{}", show(&o));
+    let by_id: std::collections::BTreeMap<String, &Value> = recs
+        .iter()
+        .map(|r| (r["trial_id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let sels: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selections.json")).unwrap())
+            .unwrap();
+    assert_eq!(sels.len(), 3 * 2, "{sels:?}");
+    let eval_fp = recs.iter().find(|r| r["phase"] == "eval").unwrap()["data_fingerprint"].clone();
+    for s in &sels {
+        let eval: Vec<&Value> = s["eval_trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| by_id[id.as_str().unwrap()])
+            .collect();
+        assert_eq!(eval.len(), 2, "{s}");
+        for r in &eval {
+            assert_eq!(r["phase"], "eval");
+            assert_eq!(r["data_fingerprint"], eval_fp, "evaluation left D_eval");
+            assert_eq!(r["hparams"], s["hparams"], "evaluation ran other values");
+        }
+        if s["strategy"] == "finetune" {
+            assert_eq!(s["chosen_in_phase"], "config");
+            continue;
+        }
+        assert_eq!(s["chosen_in_phase"], "tune", "{s}");
+        assert_eq!(s["selection_metric"], "avg-incremental-accuracy");
+        assert_eq!(s["candidates"], 3);
+        let all = s["all_tune_trials"].as_array().unwrap();
+        assert_eq!(all.len(), 3, "{s}");
+        let tune: Vec<&Value> = all.iter().map(|id| by_id[id.as_str().unwrap()]).collect();
+        let aia = |r: &Value| r["metrics"]["avg_incremental_accuracy"].as_f64().unwrap();
+        let best = tune.iter().map(|r| aia(r)).fold(f64::MIN, f64::max);
+        let chosen = by_id[s["tune_trials"][0].as_str().unwrap()];
+        assert_eq!(aia(chosen), best, "{s}");
+        assert_eq!(chosen["hparams"], s["hparams"]);
+        assert_eq!(s["score"].as_f64().unwrap(), best);
+        for r in &tune {
+            assert_eq!(r["phase"], "tune");
+            assert_eq!(r["seed"], 7);
+            let tasks = r["accuracy_matrix"].as_array().unwrap().len();
+            match s["protocol"].as_str().unwrap() {
+                "tune-then-evaluate" => {
+                    assert_ne!(r["data_fingerprint"], eval_fp, "tuned on D_eval");
+                    assert_eq!(r["dataset"], "blobs");
+                }
+                "conventional" => {
+                    assert_eq!(r["data_fingerprint"], eval_fp);
+                    assert_eq!(tasks, 5);
+                }
+                "first-task" => {
+                    assert_eq!(r["data_fingerprint"], eval_fp);
+                    assert_eq!(tasks, 1, "first-task tuned on more than the first task");
+                }
+                other => panic!("protocol {other}"),
+            }
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("## Protocol `tune-then-evaluate`, task-il"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("tune-then-evaluate vs conventional"),
+        "{summary}"
+    );
+    assert!(summary.contains("phase `tune`: best of 3 candidates by mean avg-incremental-accuracy"));
+    let rankings = std::fs::read_to_string(out.join("report/rankings.csv")).unwrap();
+    assert_eq!(rankings.lines().count(), 1 + 3, "{rankings}");
+    for f in [
+        "plots/rank-shift-task-il.svg",
+        "plots/bwt-vs-la-conventional-task-il.svg",
+        "report/protocols.csv",
+        "report/paired.csv",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // `clef report` rebuilds the same summary from the store alone.
+    std::fs::remove_file(out.join("results.jsonl")).unwrap();
+    let o = clef().args(["report"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.md")).unwrap(),
+        summary
+    );
+    assert_eq!(records(&out).len(), recs.len());
+}
+
+/// The shipped GTEP config validates: strategies, search spaces against the plugins' schemas,
+/// both data sets, and the leakage guard (Fashion-MNIST and MNIST share no sample).
+#[test]
+fn validate_accepts_the_shipped_gtep_config() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file() {
+        println!("skipped: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let config = repo_root().join("configs/gtep-fmnist-to-mnist.toml");
+    let out = run_shipped(&["validate", config.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("ok (122 trials: 56 tuning, up to 66 evaluation"),
+        "{}",
+        show(&out)
+    );
+}
+
+/// Tuning protocols sharded over one shared store (the two-array Slurm workflow): a shard that
+/// lacks other shards' tuning trials stops after its own and says so; once every tuning trial
+/// is stored, the shards' evaluation slices complete exactly the trials of a local run.
+#[test]
+fn sharded_tuning_waits_for_every_tuning_trial_then_matches_the_local_run() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
+    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let edited = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[data]", "[protocol]\nkinds = [\"conventional\"]\n\n[data]");
+    std::fs::write(&cfg, edited).unwrap();
+    let shard = |out: &Path, s: &str| {
+        let o = clef()
+            .args(["run", "--no-progress", "--shard", s, "--out"])
+            .arg(out)
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        text(&o.stdout)
+    };
+    let shared = tmp.path().join("shared");
+    let first = shard(&shared, "0/2");
+    assert!(first.contains("the tuning phase is incomplete"), "{first}");
+    assert!(!shared.join("selections.json").exists());
+    let second = shard(&shared, "1/2");
+    assert!(!second.contains("incomplete"), "{second}");
+    let again = shard(&shared, "0/2");
+    assert!(again.contains("tuning 0 run"), "{again}");
+    let local = tmp.path().join("local");
+    let (o, _) = run(&cfg, &local, "warn");
+    assert!(o.status.success(), "{}", show(&o));
+    let ids = |d: &Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(d.join("trials"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(ids(&shared), ids(&local));
+    // 2 settings x l2's 3 candidates x 1 seed tuning + 2 settings x 2 strategies x 1 seed eval
+    assert_eq!(ids(&local).len(), 6 + 4);
+    let sel = |d: &Path| std::fs::read_to_string(d.join("selections.json")).unwrap();
+    assert_eq!(sel(&shared), sel(&local));
+}

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::results::{mean_std, summary_markdown, write_atomic, ResultsDir, TrialRecord};
+use crate::results::{mean_std, write_atomic, TrialRecord};
 
 /// One curve: a strategy's per-task values in each seed.
-type Curves = BTreeMap<String, Vec<Vec<f64>>>;
+pub(crate) type Curves = BTreeMap<String, Vec<Vec<f64>>>;
 
 /// Reads a quantity's per-task values from a record (`None`: the record does not have it).
 type Reader = Box<dyn Fn(&TrialRecord) -> Option<Vec<f64>>>;
@@ -129,35 +129,6 @@ pub fn write_plots(dir: &Path, records: &[TrialRecord]) -> Result<Vec<PathBuf>, 
     Ok(written)
 }
 
-/// Rewrites `summary.md` and the plots of a results directory from its `results.jsonl`
-/// (`config_name` heads the summary; `None`: the config named in the records). Returns the
-/// summary's path and the plots' paths relative to the directory.
-pub fn write_report(
-    out: &ResultsDir,
-    config_name: Option<&str>,
-) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
-    use std::fmt::Write as _;
-    let all = out.read()?;
-    let name = config_name
-        .map(str::to_string)
-        .or_else(|| all.first().map(|r| r.config.clone()))
-        .unwrap_or_default();
-    let plots = write_plots(out.path(), &all).map_err(anyhow::Error::msg)?;
-    let mut text = summary_markdown(&name, &all);
-    if !plots.is_empty() {
-        text.push_str("\n## Plots\n\nMean over seeds per task, band ± one standard deviation.\n\n");
-        for p in &plots {
-            let stem = p
-                .file_stem()
-                .map(|s| s.to_string_lossy())
-                .unwrap_or_default();
-            let _ = writeln!(text, "![{stem}]({})", p.display());
-        }
-    }
-    let summary = out.write_summary(&text)?;
-    Ok((summary, plots))
-}
-
 /// Per task: (mean, std) over the seeds that have a finite value there.
 fn band(seeds: &[Vec<f64>]) -> Vec<(f64, f64)> {
     let tasks = seeds.iter().map(Vec::len).max().unwrap_or(0);
@@ -178,7 +149,7 @@ fn band(seeds: &[Vec<f64>]) -> Vec<(f64, f64)> {
 }
 
 /// One SVG line chart: x = task (1-based), one line per strategy with its ± std band.
-fn render(title: &str, y_desc: &str, curves: &Curves) -> Result<String, String> {
+pub(crate) fn render(title: &str, y_desc: &str, curves: &Curves) -> Result<String, String> {
     let bands: Vec<(&String, Vec<(f64, f64)>)> = curves.iter().map(|(k, v)| (k, band(v))).collect();
     let tasks = bands.iter().map(|(_, b)| b.len()).max().unwrap_or(1).max(2);
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);

@@ -1,5 +1,6 @@
-//! Trial records and the results directory: `results.jsonl` (one JSON object per finished trial,
-//! rewritten atomically after each trial) and `summary.md`.
+//! Trial records and the results directory: the per-trial store (`trials/`, see
+//! [`crate::store`]) and the views derived from it, `results.jsonl` (one JSON object per trial)
+//! and `summary.md`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +30,16 @@ pub struct TrialRecord {
     pub setting: String,
     /// Trial seed.
     pub seed: u64,
+    /// Protocol phase: `tune` (hyperparameter search) or `eval` (reported runs; also every
+    /// trial of the `run` protocol).
+    #[serde(default = "default_phase")]
+    pub phase: String,
+    /// Fingerprint of the data set the trial used ([`crate::data::fingerprint`]).
+    #[serde(default)]
+    pub data_fingerprint: String,
+    /// Version of the strategy plugin (`builtin` for built-in strategies).
+    #[serde(default)]
+    pub strategy_version: String,
     /// Strategy hyperparameters as given in the config.
     pub hparams: serde_json::Value,
     /// `completed`, `diverged` or `failed`.
@@ -70,6 +81,10 @@ pub struct TrialRecord {
     /// Per trained task: loss-of-plasticity diagnostics (`[diagnostics]`); omitted when off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<crate::plasticity::TaskDiagnostics>,
+}
+
+fn default_phase() -> String {
+    "eval".into()
 }
 
 fn strategy_metrics_empty(m: &[BTreeMap<String, f64>]) -> bool {
@@ -148,22 +163,16 @@ impl ResultsDir {
             .collect())
     }
 
-    /// Appends `record` to `results.jsonl` atomically: the file is rewritten to a temporary
-    /// file, flushed to disk and renamed over the old one, so a crash leaves either the old or
-    /// the new file, never a torn line.
-    pub fn append(&self, record: &TrialRecord) -> Result<(), ResultsError> {
+    /// Rewrites `results.jsonl` (a view of the trial store) with `records`, one JSON object
+    /// per line, atomically.
+    pub fn write_records(&self, records: &[TrialRecord]) -> Result<(), ResultsError> {
         let path = self.jsonl_path();
-        let mut text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        if !text.is_empty() && !text.ends_with(b"\n") {
+        let mut text = Vec::new();
+        for r in records {
+            let line = serde_json::to_string(r).map_err(|e| io_err(&path)(e.into()))?;
+            text.extend_from_slice(line.as_bytes());
             text.push(b'\n');
         }
-        let line = serde_json::to_string(record).map_err(|e| io_err(&path)(e.into()))?;
-        text.extend_from_slice(line.as_bytes());
-        text.push(b'\n');
         write_atomic(&path, &text)
     }
 
@@ -333,7 +342,7 @@ pub fn summary_markdown(config_name: &str, records: &[TrialRecord]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn record(strategy: &str, seed: u64, acc: f64) -> TrialRecord {
@@ -346,6 +355,9 @@ mod tests {
             dataset: "d".into(),
             setting: "class-il".into(),
             seed,
+            phase: "eval".into(),
+            data_fingerprint: "f".into(),
+            strategy_version: "builtin".into(),
             hparams: serde_json::json!({}),
             status: "completed".into(),
             error: None,
@@ -368,11 +380,11 @@ mod tests {
     }
 
     #[test]
-    fn append_keeps_earlier_records_and_round_trips() {
+    fn records_view_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let rd = ResultsDir::create(&dir.path().join("out")).unwrap();
-        rd.append(&record("a", 0, 0.5)).unwrap();
-        rd.append(&record("a", 1, 0.7)).unwrap();
+        rd.write_records(&[record("a", 0, 0.5), record("a", 1, 0.7)])
+            .unwrap();
         let back = rd.read().unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[1], record("a", 1, 0.7));

@@ -1,28 +1,47 @@
-//! Running a whole config: load the data, enumerate the trials (strategy x setting x seed), run
-//! them, compute metrics and write each record as soon as its trial ends.
+//! Running a whole config: load and fingerprint the data, plan the protocols' trials, run the
+//! tuning phase, select hyperparameters, run the evaluation phase, and derive the views.
+//!
+//! Every trial is stored as soon as it ends ([`crate::store`]); a re-run skips stored trials,
+//! so a killed sweep resumes where it stopped.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::{Config, DataConfig, DatasetKind, Invalid, Setting, StrategyConfig};
+use crate::config::{Config, DataConfig, DatasetKind, Invalid, ProtocolKind, StrategyConfig};
 use crate::data::{self, TrainTest};
-use crate::metrics;
+use crate::protocol::{self, LoadedData, Plan, PlannedTrial, Selection, StrategyPlan};
 use crate::results::{ResultsDir, TrialRecord};
-use crate::scenario::{self, Scenario};
-use crate::strategy::{self, DataMode, Strategy};
-use crate::trainer::{self, TrialStatus};
+use crate::scenario;
+use crate::store::TrialStore;
+use crate::strategy::{self, Strategy};
+use crate::sweep::{self, ExecOptions, ExecStats, Shard};
 
 /// The provider that also serves strategy plugins (see [`crate::plugin`]).
 pub use crate::plugin::PluginStrategies;
 
-/// Creates strategies by name and checks their config sections.
-pub trait StrategyProvider {
+/// What a strategy declares about itself: its version and hyperparameter schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategySchema {
+    /// Plugin version (`builtin` for built-in strategies); part of every trial's identity.
+    pub version: String,
+    /// Hyperparameter schema (empty for built-ins).
+    pub hparams: Vec<crate::plugin::HParamSpec>,
+}
+
+/// Creates strategies by name and checks their config sections. Shared by the worker threads
+/// of a parallel sweep, hence `Sync`.
+pub trait StrategyProvider: Sync {
     /// Checks the `[[strategy]]` entry at position `index` (name known, hyperparameters valid)
     /// without running anything. Errors name the key, e.g. `strategy[1].hparams.lambda`.
     fn validate(&self, index: usize, cfg: &StrategyConfig) -> Result<(), Invalid>;
+
+    /// Version and hyperparameter schema of entry `index`.
+    fn schema(&self, index: usize, cfg: &StrategyConfig) -> Result<StrategySchema, Invalid>;
+
+    /// The entry's full `hparams` table (defaults filled in, types normalised), checked.
+    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig) -> Result<toml::Table, Invalid>;
 
     /// A fresh strategy instance for one trial.
     fn create(&self, cfg: &StrategyConfig) -> anyhow::Result<Box<dyn Strategy>>;
@@ -52,6 +71,19 @@ impl StrategyProvider for BuiltinStrategies {
             ));
         }
         Ok(())
+    }
+
+    fn schema(&self, index: usize, cfg: &StrategyConfig) -> Result<StrategySchema, Invalid> {
+        self.validate(index, cfg)?;
+        Ok(StrategySchema {
+            version: "builtin".into(),
+            hparams: Vec::new(),
+        })
+    }
+
+    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig) -> Result<toml::Table, Invalid> {
+        self.validate(index, cfg)?;
+        Ok(cfg.hparams.clone())
     }
 
     fn create(&self, cfg: &StrategyConfig) -> anyhow::Result<Box<dyn Strategy>> {
@@ -95,273 +127,218 @@ pub fn load_data(cfg: &DataConfig) -> Result<TrainTest, data::DataError> {
     }
 }
 
-/// One trial to run.
-#[derive(Debug, Clone)]
-pub struct TrialSpec {
-    /// Index of the `[[strategy]]` entry.
-    pub strategy_index: usize,
-    /// Setting.
-    pub setting: Setting,
-    /// Seed.
-    pub seed: u64,
+/// A config that cannot run: a config problem (with its key, for locating it in the file),
+/// or anything else (data files, plugins).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A key of the config is at fault.
+    #[error("`{}` {}", .0.key, .0.message)]
+    Config(Invalid),
+    /// Another failure.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
-/// Trials of a config in run order: per setting and seed, `joint` first (so the others can
-/// report intransigence against it), then the strategies in config order.
-pub fn plan(cfg: &Config) -> Vec<TrialSpec> {
-    let mut order: Vec<usize> = (0..cfg.strategy.len()).collect();
-    order.sort_by_key(|&i| (cfg.strategy[i].name != "joint") as u8);
-    let mut out = Vec::new();
+impl From<Invalid> for RunError {
+    fn from(inv: Invalid) -> Self {
+        RunError::Config(inv)
+    }
+}
+
+impl From<data::DataError> for RunError {
+    fn from(e: data::DataError) -> Self {
+        RunError::Other(e.into())
+    }
+}
+
+fn loaded(d: TrainTest) -> LoadedData {
+    let fingerprint = data::fingerprint::fingerprint(&d);
+    LoadedData {
+        data: Arc::new(d),
+        fingerprint,
+    }
+}
+
+/// Checks the config against the strategies and the data without training: loads and
+/// fingerprints the data sets, builds every scenario of every phase, builds the search spaces
+/// and candidates, and refuses a tune-then-evaluate whose tuning phase would read a D_eval
+/// sample.
+pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<Plan<'a>, RunError> {
+    let mut strategies = Vec::with_capacity(cfg.strategy.len());
+    for (i, s) in cfg.strategy.iter().enumerate() {
+        provider.validate(i, s)?;
+        let schema = provider.schema(i, s)?;
+        let space = protocol::search::space(i, s, &schema.hparams)?;
+        let fixed = provider.resolve_hparams(i, s)?;
+        let mut candidates = Vec::new();
+        for c in protocol::search::candidates(&cfg.protocol, s, &space) {
+            let mut entry = s.clone();
+            entry.hparams = c;
+            candidates.push(provider.resolve_hparams(i, &entry)?);
+        }
+        strategies.push(StrategyPlan {
+            version: schema.version,
+            fixed,
+            candidates,
+        });
+    }
+    let eval_data = loaded(load_data(&cfg.data)?);
+    let tune_data = match &cfg.protocol.tune_data {
+        Some(d) => Some(loaded(
+            load_data(d).with_context(|| "loading [protocol.tune_data]")?,
+        )),
+        None => None,
+    };
+    let plan = Plan {
+        cfg,
+        eval_data,
+        tune_data,
+        strategies,
+    };
     for &setting in &cfg.settings {
-        for &seed in &cfg.seeds {
-            for &i in &order {
-                out.push(TrialSpec {
-                    strategy_index: i,
-                    setting,
-                    seed,
-                });
+        scenario::build(
+            &cfg.scenario,
+            plan.eval_data.data.clone(),
+            setting,
+            cfg.seeds[0],
+        )?;
+        for &kind in cfg.protocol.kinds.iter().filter(|k| k.tunes()) {
+            let (role, sc) = plan.tune_stream(kind);
+            let mut tune_scenarios = Vec::new();
+            for seed in plan.tune_seeds() {
+                let built = scenario::build(&sc, plan.data(role).data.clone(), setting, seed)
+                    .map_err(|mut inv| {
+                        if role == protocol::DataRole::Tune {
+                            inv.message = format!(
+                                "{} (building the tuning stream from [protocol.tune_data])",
+                                inv.message
+                            );
+                        }
+                        inv
+                    })?;
+                tune_scenarios.push(built);
+            }
+            if kind == ProtocolKind::TuneThenEvaluate {
+                protocol::leakage::check_disjoint(
+                    &tune_scenarios,
+                    &plan.eval_data.data,
+                    &plan.eval_data.data.train.name,
+                )?;
             }
         }
     }
-    out
+    Ok(plan)
 }
 
-/// Checks the config against the strategies and the data (loads the data and builds every
-/// scenario) without training.
-pub fn validate(cfg: &Config, provider: &dyn StrategyProvider) -> anyhow::Result<ValidatedRun> {
-    for (i, s) in cfg.strategy.iter().enumerate() {
-        provider.validate(i, s).map_err(|inv| cfg.invalid(inv))?;
-    }
-    let data = Arc::new(load_data(&cfg.data)?);
-    for &setting in &cfg.settings {
-        scenario::build(&cfg.scenario, data.clone(), setting, cfg.seeds[0])
-            .map_err(|inv| cfg.invalid(inv))?;
-    }
-    Ok(ValidatedRun {
-        data,
-        trials: plan(cfg),
+/// Checks the config without training (see [`prepare`]); a config problem names the file,
+/// the key and its line ([`Config::invalid`]).
+pub fn validate<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> anyhow::Result<Plan<'a>> {
+    prepare(cfg, provider).map_err(|e| match e {
+        RunError::Config(inv) => cfg.invalid(inv).into(),
+        RunError::Other(e) => e,
     })
 }
 
-/// A config whose strategies, data and scenarios were checked.
-pub struct ValidatedRun {
-    /// The loaded data.
-    pub data: Arc<TrainTest>,
-    /// The trials in run order.
-    pub trials: Vec<TrialSpec>,
-}
-
 /// Options of [`run`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     /// Draw progress bars on stderr (when it is a terminal).
     pub progress: bool,
+    /// Trials run at once.
+    pub jobs: usize,
+    /// Slice of the sweep to run.
+    pub shard: Shard,
 }
 
-/// Runs every trial of `cfg`, appending each record to `out/results.jsonl` as it finishes, then
-/// writes `out/summary.md`. Returns the records of this run.
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            progress: false,
+            jobs: 1,
+            shard: Shard::ALL,
+        }
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    /// Tuning phase execution.
+    pub tune: ExecStats,
+    /// Evaluation phase execution (zero while the tuning phase is incomplete).
+    pub eval: ExecStats,
+    /// Tuning trials of the whole sweep not stored yet (other shards still running): the
+    /// evaluation phase waits for them. 0 when the run is complete.
+    pub pending_tune_trials: usize,
+    /// The selections (complete when `pending_tune_trials` is 0).
+    pub selections: Vec<Selection>,
+    /// Records of the evaluation trials of this config (all shards) found in the store.
+    pub records: Vec<TrialRecord>,
+}
+
+/// Runs the config: the tuning trials of this shard, then (once every tuning trial of the
+/// sweep is stored) the selections and this shard's evaluation trials; then rewrites the views
+/// (`results.jsonl`, `selections.json`, `summary.md`, report tables and plots).
 pub fn run(
     cfg: &Config,
     provider: &dyn StrategyProvider,
     out: &ResultsDir,
     opts: RunOptions,
-) -> anyhow::Result<Vec<TrialRecord>> {
-    let validated = validate(cfg, provider)?;
-    let data = validated.data;
-    let trials = validated.trials;
+) -> anyhow::Result<RunOutcome> {
+    let plan = prepare(cfg, provider).map_err(|e| anyhow::anyhow!("{e}"))?;
+    run_plan(&plan, provider, out, opts)
+}
+
+/// [`run`] for a plan already [`prepare`]d.
+pub fn run_plan(
+    plan: &Plan<'_>,
+    provider: &dyn StrategyProvider,
+    out: &ResultsDir,
+    opts: RunOptions,
+) -> anyhow::Result<RunOutcome> {
+    let cfg = plan.cfg;
+    let store = TrialStore::open(out.path())?;
+    store.clean_temporaries(std::time::Duration::from_secs(60));
+    let exec = ExecOptions {
+        jobs: opts.jobs,
+        shard: opts.shard,
+        progress: opts.progress,
+    };
+    let tune_trials = plan.tune_trials();
     tracing::info!(
         config = cfg.name(),
-        trials = trials.len(),
-        train = data.train.len(),
-        test = data.test.len(),
+        protocols = ?cfg.protocol.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        tune_trials = tune_trials.len(),
+        data = %plan.eval_data.fingerprint,
+        shard = format!("{}/{}", opts.shard.index, opts.shard.count),
         "starting run"
     );
-    let multi = MultiProgress::with_draw_target(if opts.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let overall = multi.add(ProgressBar::new(trials.len() as u64));
-    overall.set_style(
-        ProgressStyle::with_template("trials {bar:30} {pos}/{len} [{elapsed_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut records: Vec<TrialRecord> = Vec::new();
-    for spec in &trials {
-        let scfg = &cfg.strategy[spec.strategy_index];
-        let scenario = scenario::build(&cfg.scenario, data.clone(), spec.setting, spec.seed)
-            .map_err(|inv| cfg.invalid(inv))?;
-        let mut strategy = match provider.create(scfg) {
-            Ok(s) => s,
-            Err(e) => {
-                let rec = failed_record(cfg, scfg, &scenario, spec, format!("{e:#}"));
-                out.append(&rec)?;
-                records.push(rec);
-                overall.inc(1);
-                continue;
-            }
-        };
-        let mode = strategy.data_mode();
-        let bar = multi.add(ProgressBar::new(trainer::total_steps(cfg, &scenario, mode)));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>28} {bar:30} {pos}/{len} steps {per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let mut outcome = RunOutcome {
+        tune: sweep::execute(plan, provider, &tune_trials, &store, exec)?,
+        ..Default::default()
+    };
+    let stored = store.load_all()?;
+    let (mut selections, missing) = plan.select(&stored);
+    outcome.pending_tune_trials = missing;
+    if missing > 0 {
+        tracing::warn!(
+            missing,
+            "the tuning phase is incomplete (other shards have not finished): the evaluation \
+             phase runs when this command is repeated after they have"
         );
-        bar.set_prefix(format!(
-            "{} {} s{}",
-            spec.setting.as_str(),
-            scfg.label(),
-            spec.seed
-        ));
-        let outcome = trainer::run_trial(cfg, &scenario, strategy.as_mut(), spec.seed, &bar);
-        bar.finish_and_clear();
-        multi.remove(&bar);
-        let joint = (mode == DataMode::CurrentTask)
-            .then(|| {
-                records.iter().find(|r| {
-                    r.strategy_name == "joint"
-                        && r.setting == spec.setting.as_str()
-                        && r.seed == spec.seed
-                        && r.status == "completed"
-                })
-            })
-            .flatten()
-            .map(|r| r.accuracy_matrix.clone());
-        let rec = record(cfg, scfg, &scenario, spec, outcome, joint.as_deref());
-        match rec.status.as_str() {
-            "completed" => tracing::info!(
-                strategy = scfg.label(),
-                setting = spec.setting.as_str(),
-                seed = spec.seed,
-                acc = rec.metrics.as_ref().map(|m| m.acc),
-                samples_per_second = rec.samples_per_second as u64,
-                "trial finished"
-            ),
-            _ => tracing::error!(
-                strategy = scfg.label(),
-                setting = spec.setting.as_str(),
-                seed = spec.seed,
-                "trial {}: {}",
-                rec.status,
-                rec.error.as_deref().unwrap_or("")
-            ),
-        }
-        out.append(&rec)?;
-        records.push(rec);
-        overall.inc(1);
+        crate::report::write_views(out, Some(cfg.name()), None)?;
+        return Ok(outcome);
     }
-    overall.finish_and_clear();
-    crate::plots::write_report(out, Some(cfg.name()))?;
-    Ok(records)
-}
-
-/// A stable hash (hex) of everything that defines a trial.
-pub fn trial_id(cfg: &Config, scfg: &StrategyConfig, setting: Setting, seed: u64) -> String {
-    let def = serde_json::json!({
-        "data": cfg.data,
-        "scenario": cfg.scenario,
-        "model": cfg.model,
-        "train": cfg.train,
-        "strategy": scfg.name,
-        "hparams": scfg.hparams,
-        "setting": setting,
-        "seed": seed,
-    });
-    format!("{:016x}", crate::seed::fnv1a(def.to_string().as_bytes()))
-}
-
-fn base_record(
-    cfg: &Config,
-    scfg: &StrategyConfig,
-    scenario: &Scenario,
-    spec: &TrialSpec,
-) -> TrialRecord {
-    TrialRecord {
-        trial_id: trial_id(cfg, scfg, spec.setting, spec.seed),
-        config: cfg.name().to_string(),
-        strategy: scfg.label().to_string(),
-        strategy_name: scfg.name.clone(),
-        scenario: scenario.name.clone(),
-        dataset: scenario.data.train.name.clone(),
-        setting: spec.setting.as_str().to_string(),
-        seed: spec.seed,
-        hparams: serde_json::to_value(&scfg.hparams).unwrap_or_default(),
-        status: "completed".into(),
-        error: None,
-        tasks: scenario.tasks.iter().map(|t| t.name.clone()).collect(),
-        accuracy_matrix: Vec::new(),
-        random_init_accuracy: Vec::new(),
-        online_accuracy: Vec::new(),
-        mean_loss: Vec::new(),
-        metrics: None,
-        train_seconds: 0.0,
-        eval_seconds: 0.0,
-        samples_per_second: 0.0,
-        steps: 0,
-        backend: String::new(),
-        num_params: 0,
-        clef_version: env!("CARGO_PKG_VERSION").to_string(),
-        strategy_metrics: Vec::new(),
-        diagnostics: Vec::new(),
-    }
-}
-
-fn failed_record(
-    cfg: &Config,
-    scfg: &StrategyConfig,
-    scenario: &Scenario,
-    spec: &TrialSpec,
-    error: String,
-) -> TrialRecord {
-    let mut r = base_record(cfg, scfg, scenario, spec);
-    r.status = "failed".into();
-    r.error = Some(error);
-    r
-}
-
-fn record(
-    cfg: &Config,
-    scfg: &StrategyConfig,
-    scenario: &Scenario,
-    spec: &TrialSpec,
-    o: trainer::TrialOutcome,
-    joint: Option<&[Vec<f64>]>,
-) -> TrialRecord {
-    let mut r = base_record(cfg, scfg, scenario, spec);
-    let samples_per_second = o.samples_per_second();
-    match &o.status {
-        TrialStatus::Completed => {
-            // FWT is undefined in class-IL: a future task's classes are outside the mask.
-            let b = (spec.setting != Setting::ClassIl).then_some(o.random_init_accuracy.as_slice());
-            r.metrics = Some(metrics::compute(
-                &o.accuracy_matrix,
-                b,
-                joint,
-                Some(&o.online_accuracy),
-            ));
-        }
-        TrialStatus::Diverged { task, step } => {
-            r.status = "diverged".into();
-            r.error = Some(format!(
-                "loss or parameters became NaN/infinite in task {task} at step {step}"
-            ));
-        }
-        TrialStatus::Failed(msg) => {
-            r.status = "failed".into();
-            r.error = Some(msg.clone());
-        }
-    }
-    r.accuracy_matrix = o.accuracy_matrix;
-    r.random_init_accuracy = o.random_init_accuracy;
-    r.online_accuracy = o.online_accuracy;
-    r.mean_loss = o.mean_loss;
-    r.train_seconds = o.train_seconds;
-    r.eval_seconds = o.eval_seconds;
-    r.samples_per_second = samples_per_second;
-    r.steps = o.steps;
-    r.backend = o.backend;
-    r.num_params = o.num_params;
-    r.strategy_metrics = o.strategy_metrics;
-    r.diagnostics = o.diagnostics;
-    r
+    let eval_trials: Vec<PlannedTrial> = plan.eval_trials(&mut selections);
+    tracing::info!(eval_trials = eval_trials.len(), "evaluation phase");
+    outcome.eval = sweep::execute(plan, provider, &eval_trials, &store, exec)?;
+    let stored = store.load_all()?;
+    outcome.records = eval_trials
+        .iter()
+        .filter_map(|t| stored.get(&t.id).cloned())
+        .collect();
+    outcome.records = crate::report::with_joint_metrics(&outcome.records);
+    outcome.selections = selections;
+    crate::report::write_views(out, Some(cfg.name()), Some(&outcome.selections))?;
+    Ok(outcome)
 }

@@ -6,9 +6,11 @@
 //! number of the source file.
 
 mod locate;
+mod protocol;
 mod schema;
 
 pub use locate::line_of;
+pub use protocol::*;
 pub use schema::*;
 
 use std::path::{Path, PathBuf};

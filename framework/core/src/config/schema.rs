@@ -36,6 +36,10 @@ pub struct Config {
     /// Loss-of-plasticity diagnostics recorded at the end of every task (off by default).
     #[serde(default)]
     pub diagnostics: DiagnosticsConfig,
+    /// Which protocols to run (default: `run`, fixed hyperparameters); see
+    /// `docs/protocols.md`.
+    #[serde(default)]
+    pub protocol: super::ProtocolConfig,
     /// The file and text this config was parsed from (set by [`super::parse`]), so checks
     /// that need the data or the plugins can still name the key's line.
     #[serde(skip)]
@@ -352,6 +356,11 @@ pub struct StrategyConfig {
     /// paths are relative to the config file). The library's plugin must be called `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Search space of the tuning protocols: hyperparameter name → explicit values
+    /// (`[1, 10]`), a range (`{ min = 0.1, max = 10, log = true }`) or `"schema"` (the
+    /// plugin's own range). Keys not listed stay at `hparams` (or the default).
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub search: toml::Table,
 }
 
 impl StrategyConfig {
@@ -447,6 +456,7 @@ impl Config {
         }
         self.validate_data()?;
         self.validate_scenario()?;
+        super::validate_protocol(self)?;
         self.validate_model()?;
         self.validate_train()?;
         let d = &self.diagnostics;
@@ -490,46 +500,7 @@ impl Config {
     }
 
     fn validate_data(&self) -> Result<(), Invalid> {
-        let d = &self.data;
-        check(
-            d.test_fraction > 0.0 && d.test_fraction < 1.0,
-            "data.test_fraction",
-            format!("must be in (0, 1), got {}", d.test_fraction),
-        )?;
-        match d.dataset {
-            DatasetKind::Csv | DatasetKind::Idx => check(
-                d.path.is_some(),
-                "data.path",
-                "is required for this dataset (a csv file or an idx directory)",
-            )?,
-            _ => {}
-        }
-        if let Some(p) = d.pixel_max {
-            check(p > 0.0, "data.pixel_max", format!("must be > 0, got {p}"))?;
-        }
-        if let Some(c) = d.num_classes {
-            check(c >= 2, "data.num_classes", format!("must be >= 2, got {c}"))?;
-        }
-        if let Some([h, w]) = d.image_shape {
-            check(
-                h > 0 && w > 0,
-                "data.image_shape",
-                "must be two positive sizes",
-            )?;
-        }
-        for (key, v) in [
-            ("data.synthetic_dim", d.synthetic_dim),
-            (
-                "data.synthetic_train_per_class",
-                d.synthetic_train_per_class,
-            ),
-            ("data.synthetic_test_per_class", d.synthetic_test_per_class),
-        ] {
-            if let Some(v) = v {
-                check(v > 0, key, "must be > 0")?;
-            }
-        }
-        Ok(())
+        validate_data_table(&self.data, "data")
     }
 
     fn validate_scenario(&self) -> Result<(), Invalid> {
@@ -708,6 +679,60 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks a data table (`[data]` or `[protocol.tune_data]`); keys are named under `prefix`.
+pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> {
+    check(
+        d.test_fraction > 0.0 && d.test_fraction < 1.0,
+        &format!("{prefix}.test_fraction"),
+        format!("must be in (0, 1), got {}", d.test_fraction),
+    )?;
+    match d.dataset {
+        DatasetKind::Csv | DatasetKind::Idx => check(
+            d.path.is_some(),
+            &format!("{prefix}.path"),
+            "is required for this dataset (a csv file or an idx directory)",
+        )?,
+        _ => {}
+    }
+    if let Some(p) = d.pixel_max {
+        check(
+            p > 0.0,
+            &format!("{prefix}.pixel_max"),
+            format!("must be > 0, got {p}"),
+        )?;
+    }
+    if let Some(c) = d.num_classes {
+        check(
+            c >= 2,
+            &format!("{prefix}.num_classes"),
+            format!("must be >= 2, got {c}"),
+        )?;
+    }
+    if let Some([h, w]) = d.image_shape {
+        check(
+            h > 0 && w > 0,
+            &format!("{prefix}.image_shape"),
+            "must be two positive sizes",
+        )?;
+    }
+    for (key, v) in [
+        (&format!("{prefix}.synthetic_dim"), d.synthetic_dim),
+        (
+            &format!("{prefix}.synthetic_train_per_class"),
+            d.synthetic_train_per_class,
+        ),
+        (
+            &format!("{prefix}.synthetic_test_per_class"),
+            d.synthetic_test_per_class,
+        ),
+    ] {
+        if let Some(v) = v {
+            check(v > 0, key, "must be > 0")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

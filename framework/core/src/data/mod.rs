@@ -8,6 +8,7 @@ pub mod csv;
 pub mod embedded;
 pub mod error;
 pub mod fashion;
+pub mod fingerprint;
 pub mod idx;
 pub mod split;
 pub mod synthetic;

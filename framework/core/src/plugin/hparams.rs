@@ -107,7 +107,8 @@ fn range_check(spec: &HParamSpec, v: f64, shown: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_value(spec: &HParamSpec, v: &toml::Value) -> Result<(), String> {
+/// Checks one value against its schema entry; the error says what was expected.
+pub fn check_value(spec: &HParamSpec, v: &toml::Value) -> Result<(), String> {
     let wrong = |expected: &str| {
         Err(format!(
             "has the wrong type: expected {expected}, got {} ({v})",

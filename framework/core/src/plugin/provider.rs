@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 
 use crate::config::{Config, Invalid, StrategyConfig};
-use crate::runner::{BuiltinStrategies, StrategyProvider};
+use crate::runner::{BuiltinStrategies, StrategyProvider, StrategySchema};
 use crate::strategy::{self, Strategy};
 
 use super::discover::PluginSearch;
@@ -146,6 +146,23 @@ impl StrategyProvider for PluginStrategies {
                 announce(p);
                 Self::resolved_hparams(p, index, cfg).map(|_| ())
             }
+        }
+    }
+
+    fn schema(&self, index: usize, cfg: &StrategyConfig) -> Result<StrategySchema, Invalid> {
+        match self.resolve(index, cfg)? {
+            Resolved::Builtin => BuiltinStrategies.schema(index, cfg),
+            Resolved::Plugin(p) => Ok(StrategySchema {
+                version: p.info.version.clone(),
+                hparams: p.info.hparams.clone(),
+            }),
+        }
+    }
+
+    fn resolve_hparams(&self, index: usize, cfg: &StrategyConfig) -> Result<toml::Table, Invalid> {
+        match self.resolve(index, cfg)? {
+            Resolved::Builtin => BuiltinStrategies.resolve_hparams(index, cfg),
+            Resolved::Plugin(p) => Self::resolved_hparams(p, index, cfg),
         }
     }
 

@@ -1,0 +1,475 @@
+//! Evaluation protocols: which trials a config defines, in which phase, and how the tuning
+//! phase's results choose the hyperparameters the evaluation phase runs (see
+//! `docs/protocols.md`).
+//!
+//! - [`search`]: search spaces from the plugins' schemas, grid and random candidates;
+//! - [`leakage`]: the guard that refuses a tuning phase reading any D_eval sample;
+//! - [`Plan`]: the tuning trials, the selection, then the evaluation trials.
+
+pub mod leakage;
+pub mod search;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    Config, ProtocolKind, ScenarioConfig, SelectionMetric, Setting, StrategyConfig,
+};
+use crate::data::TrainTest;
+use crate::results::TrialRecord;
+
+/// Phase of a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Hyperparameter search.
+    Tune,
+    /// Reported runs with frozen hyperparameters (also every trial of protocol `run`).
+    Eval,
+}
+
+impl Phase {
+    /// `tune` or `eval`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Tune => "tune",
+            Phase::Eval => "eval",
+        }
+    }
+}
+
+/// Which loaded data set a trial streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataRole {
+    /// `[data]`: D_eval.
+    Eval,
+    /// `[protocol.tune_data]`: D_tune.
+    Tune,
+}
+
+/// A loaded data set with its fingerprint.
+#[derive(Debug, Clone)]
+pub struct LoadedData {
+    /// The samples.
+    pub data: Arc<TrainTest>,
+    /// [`crate::data::fingerprint::fingerprint`] of them.
+    pub fingerprint: String,
+}
+
+/// One trial of a plan.
+#[derive(Debug, Clone)]
+pub struct PlannedTrial {
+    /// Hash of everything that defines the trial (its file name in the store).
+    pub id: String,
+    /// Phase.
+    pub phase: Phase,
+    /// Index of the `[[strategy]]` entry.
+    pub strategy_index: usize,
+    /// The entry with `hparams` replaced by the trial's full table.
+    pub strategy: StrategyConfig,
+    /// Strategy version.
+    pub version: String,
+    /// Setting.
+    pub setting: Setting,
+    /// Seed.
+    pub seed: u64,
+    /// Data set streamed.
+    pub data: DataRole,
+    /// Scenario configuration (`first-task` tunes on a shorter stream).
+    pub scenario: ScenarioConfig,
+}
+
+/// What a `[[strategy]]` entry contributes to a plan.
+#[derive(Debug, Clone)]
+pub struct StrategyPlan {
+    /// Plugin version.
+    pub version: String,
+    /// The fixed `hparams`, resolved (protocol `run`, and strategies without a search space).
+    pub fixed: toml::Table,
+    /// Candidate tables of the search, resolved (one = no search).
+    pub candidates: Vec<toml::Table>,
+}
+
+/// How one protocol chose one strategy's hyperparameters in one setting: the record behind
+/// every hyperparameter value a report shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Protocol name.
+    pub protocol: String,
+    /// Setting.
+    pub setting: String,
+    /// Strategy label.
+    pub strategy: String,
+    /// The chosen (full) hyperparameters.
+    pub hparams: serde_json::Value,
+    /// `tune` if a tuning phase chose them; `config` if they are the config's fixed values
+    /// (protocol `run`, or no search space).
+    pub chosen_in_phase: String,
+    /// Data set (name and fingerprint) and stream the tuning phase ran on.
+    #[serde(default)]
+    pub tuned_on: Option<String>,
+    /// Metric maximised (mean over the tuning seeds).
+    #[serde(default)]
+    pub selection_metric: Option<String>,
+    /// The chosen candidate's mean selection metric.
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// Candidates compared.
+    pub candidates: usize,
+    /// Ids of the chosen candidate's tuning trials (one per tuning seed).
+    #[serde(default)]
+    pub tune_trials: Vec<String>,
+    /// Ids of every tuning trial compared.
+    #[serde(default)]
+    pub all_tune_trials: Vec<String>,
+    /// Ids of the evaluation trials run with these values (one per evaluation seed).
+    #[serde(default)]
+    pub eval_trials: Vec<String>,
+}
+
+/// A validated config ready to plan: loaded data, and each strategy's version and candidates.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    /// The config.
+    pub cfg: &'a Config,
+    /// D_eval (`[data]`).
+    pub eval_data: LoadedData,
+    /// D_tune (`[protocol.tune_data]`), for tune-then-evaluate.
+    pub tune_data: Option<LoadedData>,
+    /// Per `[[strategy]]` entry.
+    pub strategies: Vec<StrategyPlan>,
+}
+
+/// A 64-bit hash of `bytes` built from SplitMix64 over little-endian 8-byte words (independent
+/// of FNV-1a's byte-wise multiply-xor, so the pair makes a 128-bit trial id).
+pub fn word_hash(bytes: &[u8]) -> u64 {
+    fn mix(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for chunk in bytes.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(w)).rotate_left(23);
+    }
+    mix(h ^ bytes.len() as u64)
+}
+
+/// JSON with object keys sorted at every level (so a hash does not depend on map order).
+pub fn canonical_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String((*k).clone()),
+                        canonical_json(&m[*k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        serde_json::Value::Array(a) => {
+            let parts: Vec<String> = a.iter().map(canonical_json).collect();
+            format!("[{}]", parts.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Plan<'_> {
+    /// Seeds of the tuning phase.
+    pub fn tune_seeds(&self) -> Vec<u64> {
+        self.cfg
+            .protocol
+            .tune_seeds
+            .clone()
+            .unwrap_or_else(|| self.cfg.seeds.clone())
+    }
+
+    /// The loaded data of a role.
+    pub fn data(&self, role: DataRole) -> &LoadedData {
+        match (role, &self.tune_data) {
+            (DataRole::Tune, Some(d)) => d,
+            _ => &self.eval_data,
+        }
+    }
+
+    /// Data role and scenario configuration of `kind`'s tuning phase.
+    pub fn tune_stream(&self, kind: ProtocolKind) -> (DataRole, ScenarioConfig) {
+        let mut sc = self.cfg.scenario.clone();
+        match kind {
+            ProtocolKind::TuneThenEvaluate => (DataRole::Tune, sc),
+            ProtocolKind::FirstTask => {
+                sc.tasks = self.cfg.protocol.tune_tasks();
+                (DataRole::Eval, sc)
+            }
+            _ => (DataRole::Eval, sc),
+        }
+    }
+
+    /// A trial (its id computed).
+    #[allow(clippy::too_many_arguments)]
+    fn trial(
+        &self,
+        phase: Phase,
+        index: usize,
+        hparams: &toml::Table,
+        setting: Setting,
+        seed: u64,
+        data: DataRole,
+        scenario: ScenarioConfig,
+    ) -> PlannedTrial {
+        let mut strategy = self.cfg.strategy[index].clone();
+        strategy.hparams = hparams.clone();
+        strategy.search = toml::Table::new();
+        let version = self.strategies[index].version.clone();
+        let def = serde_json::json!({
+            "v": 1,
+            "phase": phase.as_str(),
+            "data": self.data(data).fingerprint,
+            "scenario": scenario,
+            "setting": setting,
+            "model": self.cfg.model,
+            "train": self.cfg.train,
+            "diagnostics": self.cfg.diagnostics,
+            "strategy": strategy.name,
+            "label": strategy.label(),
+            "path": strategy.path,
+            "version": version,
+            "hparams": hparams,
+            "seed": seed,
+        });
+        let text = canonical_json(&def);
+        // Two 64-bit hashes of different constructions: 128 bits, collisions out of reach.
+        let id = format!(
+            "{:016x}{:016x}",
+            crate::seed::fnv1a(text.as_bytes()),
+            word_hash(text.as_bytes())
+        );
+        PlannedTrial {
+            id,
+            phase,
+            strategy_index: index,
+            strategy,
+            version,
+            setting,
+            seed,
+            data,
+            scenario,
+        }
+    }
+
+    /// Every tuning trial of every tuning protocol (deduplicated, in a fixed order): per
+    /// protocol, setting, strategy with more than one candidate, candidate and tuning seed.
+    pub fn tune_trials(&self) -> Vec<PlannedTrial> {
+        let mut out = Vec::new();
+        for &kind in self.cfg.protocol.kinds.iter().filter(|k| k.tunes()) {
+            let (role, sc) = self.tune_stream(kind);
+            for &setting in &self.cfg.settings {
+                for (i, sp) in self.strategies.iter().enumerate() {
+                    if sp.candidates.len() < 2 {
+                        continue;
+                    }
+                    for c in &sp.candidates {
+                        for seed in self.tune_seeds() {
+                            out.push(self.trial(
+                                Phase::Tune,
+                                i,
+                                c,
+                                setting,
+                                seed,
+                                role,
+                                sc.clone(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        dedup(out)
+    }
+
+    /// The selections of every protocol from the stored records. Returns the selections and
+    /// the number of tuning trials not in `store` yet (selections are complete only at 0).
+    pub fn select(&self, store: &BTreeMap<String, TrialRecord>) -> (Vec<Selection>, usize) {
+        let metric = self.cfg.protocol.selection_metric;
+        let mut missing = 0;
+        let mut out = Vec::new();
+        for &kind in &self.cfg.protocol.kinds {
+            let (role, sc) = self.tune_stream(kind);
+            for &setting in &self.cfg.settings {
+                for (i, sp) in self.strategies.iter().enumerate() {
+                    let label = self.cfg.strategy[i].label().to_string();
+                    let fixed = |phase: &str| Selection {
+                        protocol: kind.as_str().into(),
+                        setting: setting.as_str().into(),
+                        strategy: label.clone(),
+                        hparams: toml_to_json(if kind.tunes() {
+                            &sp.candidates[0]
+                        } else {
+                            &sp.fixed
+                        }),
+                        chosen_in_phase: phase.into(),
+                        tuned_on: None,
+                        selection_metric: None,
+                        score: None,
+                        candidates: 1,
+                        tune_trials: Vec::new(),
+                        all_tune_trials: Vec::new(),
+                        eval_trials: Vec::new(),
+                    };
+                    if !kind.tunes() || sp.candidates.len() < 2 {
+                        out.push(fixed("config"));
+                        continue;
+                    }
+                    let mut best: Option<(f64, usize, Vec<String>)> = None;
+                    let mut all = Vec::new();
+                    for (ci, c) in sp.candidates.iter().enumerate() {
+                        let mut ids = Vec::new();
+                        let mut scores = Vec::new();
+                        for seed in self.tune_seeds() {
+                            let t = self.trial(Phase::Tune, i, c, setting, seed, role, sc.clone());
+                            match store.get(&t.id) {
+                                Some(r) => scores.push(score(r, metric)),
+                                None => missing += 1,
+                            }
+                            ids.push(t.id);
+                        }
+                        all.extend(ids.iter().cloned());
+                        if scores.len() < ids.len() {
+                            continue;
+                        }
+                        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+                        // Strictly greater: ties keep the earlier candidate.
+                        if best.as_ref().is_none_or(|(b, _, _)| mean > *b) {
+                            best = Some((mean, ci, ids));
+                        }
+                    }
+                    let Some((s, ci, ids)) = best else {
+                        continue;
+                    };
+                    let d = self.data(role);
+                    out.push(Selection {
+                        hparams: toml_to_json(&sp.candidates[ci]),
+                        chosen_in_phase: "tune".into(),
+                        tuned_on: Some(format!(
+                            "{} ({}), {} task(s), tuning seeds {:?}",
+                            d.data.train.name,
+                            d.fingerprint,
+                            sc.tasks,
+                            self.tune_seeds()
+                        )),
+                        selection_metric: Some(metric.as_str().into()),
+                        score: s.is_finite().then_some(s),
+                        candidates: sp.candidates.len(),
+                        tune_trials: ids,
+                        all_tune_trials: all,
+                        ..fixed("tune")
+                    });
+                }
+            }
+        }
+        (out, missing)
+    }
+
+    /// The evaluation trials of the (complete) selections, each selection's `eval_trials`
+    /// filled in; deduplicated (two protocols choosing the same values share trials).
+    pub fn eval_trials(&self, selections: &mut [Selection]) -> Vec<PlannedTrial> {
+        let mut out = Vec::new();
+        for sel in selections.iter_mut() {
+            let Some(i) = self
+                .cfg
+                .strategy
+                .iter()
+                .position(|s| s.label() == sel.strategy)
+            else {
+                continue;
+            };
+            let Some(setting) = self
+                .cfg
+                .settings
+                .iter()
+                .copied()
+                .find(|s| s.as_str() == sel.setting)
+            else {
+                continue;
+            };
+            let hp = json_to_toml(&sel.hparams);
+            sel.eval_trials.clear();
+            for &seed in &self.cfg.seeds {
+                let t = self.trial(
+                    Phase::Eval,
+                    i,
+                    &hp,
+                    setting,
+                    seed,
+                    DataRole::Eval,
+                    self.cfg.scenario.clone(),
+                );
+                sel.eval_trials.push(t.id.clone());
+                out.push(t);
+            }
+        }
+        dedup(out)
+    }
+}
+
+fn dedup(trials: Vec<PlannedTrial>) -> Vec<PlannedTrial> {
+    let mut seen = std::collections::HashSet::new();
+    trials
+        .into_iter()
+        .filter(|t| seen.insert(t.id.clone()))
+        .collect()
+}
+
+/// A trial's selection score: the metric, or -inf if it did not complete.
+fn score(r: &TrialRecord, metric: SelectionMetric) -> f64 {
+    match (&r.metrics, r.status.as_str()) {
+        (Some(m), "completed") => match metric {
+            SelectionMetric::Acc => m.acc,
+            SelectionMetric::AvgIncrementalAccuracy => m.avg_incremental_accuracy,
+        },
+        _ => f64::NEG_INFINITY,
+    }
+}
+
+/// A TOML table as JSON.
+pub fn toml_to_json(t: &toml::Table) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or_default()
+}
+
+fn json_to_toml(v: &serde_json::Value) -> toml::Table {
+    serde_json::from_value(v.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a = serde_json::json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": "s"}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"c":"s","d":[1,{"x":1,"y":2}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn word_hash_sees_every_byte_and_the_length() {
+        let base = word_hash(b"0123456789abcdef");
+        assert_ne!(base, word_hash(b"0123456789abcdeg"));
+        assert_ne!(base, word_hash(b"1123456789abcdef"));
+        assert_ne!(word_hash(b"ab"), word_hash(b"ab\0"));
+        assert_eq!(base, word_hash(b"0123456789abcdef"));
+    }
+}
