@@ -1359,3 +1359,121 @@ fn sharded_tuning_waits_for_every_tuning_trial_then_matches_the_local_run() {
     let sel = |d: &Path| std::fs::read_to_string(d.join("selections.json")).unwrap();
     assert_eq!(sel(&shared), sel(&local));
 }
+
+/// The records of `dir` by strategy, without the fields that measure time.
+fn results_without_timings(dir: &Path) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = records(dir)
+        .into_iter()
+        .map(|mut r| {
+            let obj = r.as_object_mut().expect("record object");
+            for k in ["train_seconds", "eval_seconds", "samples_per_second"] {
+                obj.remove(k);
+            }
+            (r["strategy"].as_str().unwrap_or_default().to_string(), r)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_trial_killed_mid_stream_resumes_from_its_checkpoint_to_the_same_result() {
+    // Two stateful strategies (EWC: Fisher and anchor; replay: its buffer and the RNG), one
+    // trial at a time, tasks long enough (about 0.3 s each) to be killed in the middle.
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"name = "resume"
+seeds = [5]
+settings = ["class-il"]
+plugin_dirs = [{:?}]
+
+[data]
+dataset = "mnist-5k"
+
+[scenario]
+kind = "class-split"
+tasks = 5
+classes_per_task = 2
+
+[model]
+hidden = [128, 128]
+
+[train]
+optimizer = "adam"
+lr = 0.001
+iterations = 600
+batch_size = 32
+
+[[strategy]]
+name = "ewc"
+hparams = {{ lambda = 50.0 }}
+
+[[strategy]]
+name = "replay"
+hparams = {{ memory_size = 200 }}
+"#,
+        p.rust.display().to_string()
+    );
+    let cfg = tmp.path().join("resume.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let whole = tmp.path().join("whole");
+    let (o, _) = run(&cfg, &whole, "warn");
+    assert!(o.status.success(), "{}", show(&o));
+
+    let killed = tmp.path().join("killed");
+    let ckpts = killed.join("checkpoints");
+    let mut child = clef()
+        .args(["run", "--no-progress", "--jobs", "1", "--out"])
+        .arg(&killed)
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill (SIGKILL) as soon as the first trial has checkpointed its first task.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let written = std::fs::read_dir(&ckpts)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+            })
+            .unwrap_or(false);
+        if written {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before writing a checkpoint"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(killed.join("trials")).map_or(0, |d| d.count()),
+        0,
+        "killed after its first trial finished"
+    );
+
+    // The re-run resumes the killed trial from its checkpoint and ends with the same records.
+    let (o, _) = run(&cfg, &killed, "info");
+    assert!(o.status.success(), "{}", show(&o));
+    let log = text(&o.stderr);
+    assert!(
+        log.contains("resuming the trial from its checkpoint"),
+        "no resume:\n{log}"
+    );
+    assert_eq!(
+        results_without_timings(&killed),
+        results_without_timings(&whole)
+    );
+    // Checkpoints are removed once their trials are stored.
+    let left = std::fs::read_dir(&ckpts).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "checkpoints left behind");
+}

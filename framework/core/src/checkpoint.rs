@@ -288,6 +288,17 @@ pub fn load(path: &Path, key: &str) -> Result<Option<Checkpoint>, CheckpointErro
     Ok(Some(c))
 }
 
+/// Removes the checkpoint at `path` (its trial's record is stored); a missing file is fine,
+/// any other failure is logged (a stale checkpoint is ignored by a later run of another trial
+/// and overwritten by the same trial).
+pub fn remove(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), "cannot remove the checkpoint: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

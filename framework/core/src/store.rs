@@ -57,6 +57,16 @@ impl TrialStore {
         &self.dir
     }
 
+    /// Where trial `id` keeps its checkpoint while it runs: `<results dir>/checkpoints/<id>.ckpt`
+    /// (removed once its record is stored).
+    pub fn checkpoint_path(&self, id: &str) -> PathBuf {
+        self.dir
+            .parent()
+            .unwrap_or(&self.dir)
+            .join("checkpoints")
+            .join(format!("{id}.ckpt"))
+    }
+
     fn file_of(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }

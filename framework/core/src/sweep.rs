@@ -154,11 +154,18 @@ pub fn execute(
                     }
                     let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                     let Some(t) = next else { return };
-                    let rec = pool.install(|| run_one(plan, provider, &t, &multi));
+                    let ckpt = trainer::CheckpointTarget {
+                        path: store.checkpoint_path(&t.id),
+                        key: t.id.clone(),
+                    };
+                    let rec = pool.install(|| run_one(plan, provider, &t, &multi, &ckpt));
                     let stored = rec.and_then(|r| {
                         log_outcome(&r);
                         store.put(&r).map_err(anyhow::Error::from)
                     });
+                    if stored.is_ok() {
+                        crate::checkpoint::remove(&ckpt.path);
+                    }
                     if let Err(e) = stored {
                         *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                         return;
@@ -204,6 +211,7 @@ fn run_one(
     provider: &dyn StrategyProvider,
     t: &PlannedTrial,
     multi: &MultiProgress,
+    ckpt: &trainer::CheckpointTarget,
 ) -> anyhow::Result<TrialRecord> {
     let cfg = plan.cfg;
     let scenario = scenario::build(
@@ -238,7 +246,8 @@ fn run_one(
         t.strategy.label(),
         t.seed
     ));
-    let outcome = trainer::run_trial(cfg, &scenario, strategy.as_mut(), t.seed, &bar);
+    let outcome =
+        trainer::run_trial_resumable(cfg, &scenario, strategy.as_mut(), t.seed, &bar, Some(ckpt));
     bar.finish_and_clear();
     multi.remove(&bar);
     fill(&mut rec, outcome, t.setting);

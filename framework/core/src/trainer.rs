@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use clef_backend::{build_network, Inputs, Network, Optimizer};
 
+use crate::checkpoint;
 use crate::config::{Budget, Config, Setting};
 use crate::experts::Experts;
 use crate::plasticity::{self, TaskDiagnostics};
@@ -115,16 +116,45 @@ pub fn run_trial(
     seed: u64,
     progress: &ProgressBar,
 ) -> TrialOutcome {
-    clef_backend::pool::install(|| run_trial_here(cfg, scenario, strategy, seed, progress))
+    run_trial_resumable(cfg, scenario, strategy, seed, progress, None)
 }
 
-/// [`run_trial`] on the calling thread.
+/// Where a trial keeps its checkpoint ([`crate::checkpoint`]) and which trial it is.
+#[derive(Debug, Clone)]
+pub struct CheckpointTarget {
+    /// The checkpoint file.
+    pub path: std::path::PathBuf,
+    /// The trial's identity (its id in the store); a checkpoint of another trial is ignored.
+    pub key: String,
+}
+
+/// [`run_trial`] with checkpoints: after every task but the last the trial's state goes to
+/// `target` (atomically); if `target` already holds a checkpoint of this trial, the trial
+/// resumes after its last finished task and ends with exactly the result of an
+/// uninterrupted run. The caller removes the checkpoint ([`crate::checkpoint::remove`]) once
+/// the trial's record is stored, so a kill in between costs a re-run of the last task, never
+/// a result. A checkpoint that cannot be read is ignored with a warning (the trial starts
+/// afresh); one that cannot be written (e.g. a strategy without `save_state` support) stops
+/// further checkpoints of the trial with a warning, never the trial.
+pub fn run_trial_resumable(
+    cfg: &Config,
+    scenario: &Scenario,
+    strategy: &mut dyn Strategy,
+    seed: u64,
+    progress: &ProgressBar,
+    target: Option<&CheckpointTarget>,
+) -> TrialOutcome {
+    clef_backend::pool::install(|| run_trial_here(cfg, scenario, strategy, seed, progress, target))
+}
+
+/// [`run_trial_resumable`] on the calling thread.
 fn run_trial_here(
     cfg: &Config,
     scenario: &Scenario,
     strategy: &mut dyn Strategy,
     seed: u64,
     progress: &ProgressBar,
+    target: Option<&CheckpointTarget>,
 ) -> TrialOutcome {
     let t = scenario.tasks.len();
     let spec = cfg
@@ -163,6 +193,7 @@ fn run_trial_here(
         shuffle_seed: derive_seed(seed, "shuffle"),
         init_seed,
         seed,
+        target: target.cloned(),
     };
     if let Err(e) = loop_state.run(
         &mut net,
@@ -187,6 +218,8 @@ struct Loop<'a> {
     shuffle_seed: u64,
     init_seed: u64,
     seed: u64,
+    /// Where checkpoints go (`None`: no checkpoints, or writing them failed).
+    target: Option<CheckpointTarget>,
 }
 
 /// A hook failure, turned into a trial status. Plugin errors already name the plugin and the
@@ -240,11 +273,40 @@ impl Loop<'_> {
             .collect::<Result<_, _>>()?;
         out.eval_seconds += t0.elapsed().as_secs_f64();
 
+        let resume_at = match self.resume(net, opt, rng, strategy, out) {
+            Ok(Some((tasks_done, at_step))) => {
+                step = at_step;
+                tasks_done
+            }
+            Ok(None) => 0,
+            Err(e) => {
+                tracing::warn!("{e}; the trial starts afresh");
+                0
+            }
+        };
         let mode = strategy.data_mode();
         let mut batch = Batch::default();
         let mut logits = Vec::new();
         let mut pool: Vec<(usize, usize)> = Vec::new();
         for (ti, task) in sc.tasks.iter().enumerate() {
+            if ti < resume_at {
+                // Done before the checkpoint: only the training pool of the joint reference
+                // and the progress bar need it.
+                if mode == DataMode::Cumulative {
+                    pool.extend((0..task.train.len()).map(|p| (ti, p)));
+                }
+                let rows = if mode == DataMode::Cumulative {
+                    pool.len()
+                } else {
+                    task.train.len()
+                };
+                progress.inc(steps_for(
+                    self.cfg.train.budget(),
+                    rows,
+                    self.cfg.train.batch_size,
+                ));
+                continue;
+            }
             if mode == DataMode::Cumulative && ti > 0 {
                 // Fresh start on the union of all tasks so far.
                 let fresh = clef_backend::ParamStore::init_mlp(net.spec(), self.init_seed);
@@ -408,8 +470,157 @@ impl Loop<'_> {
                     m.insert(key, value);
                 }
             }
+            if ti + 1 < sc.tasks.len() {
+                self.checkpoint(ti + 1, step, net, opt, experts, rng, strategy, out);
+            }
         }
         Ok(())
+    }
+
+    /// Restores the checkpoint at `self.target`, if it holds one of this trial: returns the
+    /// number of finished tasks and the step counter.
+    fn resume(
+        &self,
+        net: &mut Box<dyn Network>,
+        opt: &mut Optimizer,
+        rng: &mut ChaCha8Rng,
+        strategy: &mut dyn Strategy,
+        out: &mut TrialOutcome,
+    ) -> Result<Option<(usize, u64)>, String> {
+        let Some(target) = &self.target else {
+            return Ok(None);
+        };
+        let Some(c) = checkpoint::load(&target.path, &target.key).map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let p = &c.progress;
+        let params = net.params_mut();
+        if c.params.len() != params.len()
+            || (0..params.len()).any(|i| params.value_mut(i).len() != c.params[i].len())
+        {
+            return Err(format!(
+                "checkpoint {}: its parameters do not match the model",
+                target.path.display()
+            ));
+        }
+        let word_pos: u128 = p.rng_word_pos.parse().map_err(|_| {
+            format!(
+                "checkpoint {}: bad RNG position {:?}",
+                target.path.display(),
+                p.rng_word_pos
+            )
+        })?;
+        for (name, slots) in &c.optimizer {
+            for (i, v) in slots.iter().enumerate() {
+                match opt.state_mut(name, i) {
+                    Some(dst) if dst.len() == v.len() => dst.copy_from_slice(v),
+                    _ => {
+                        return Err(format!(
+                            "checkpoint {}: optimizer state `{name}` does not match the optimizer",
+                            target.path.display()
+                        ))
+                    }
+                }
+            }
+        }
+        strategy.load_state(&c.strategy_state).map_err(|e| {
+            format!(
+                "checkpoint {}: the strategy refused its state: {e:#}",
+                target.path.display()
+            )
+        })?;
+        for (i, v) in c.params.iter().enumerate() {
+            params.value_mut(i).copy_from_slice(v);
+        }
+        opt.set_steps(p.optimizer_steps);
+        rng.set_word_pos(word_pos);
+        out.accuracy_matrix.clone_from(&p.accuracy_matrix);
+        out.random_init_accuracy.clone_from(&p.random_init_accuracy);
+        out.online_accuracy.clone_from(&p.online_accuracy);
+        out.mean_loss.clone_from(&p.mean_loss);
+        out.train_seconds = p.train_seconds;
+        out.eval_seconds = p.eval_seconds;
+        out.samples_seen = p.samples_seen;
+        out.steps = p.step;
+        out.strategy_metrics.clone_from(&p.strategy_metrics);
+        out.diagnostics.clone_from(&p.diagnostics);
+        tracing::info!(
+            tasks_done = p.tasks_done,
+            path = %target.path.display(),
+            "resuming the trial from its checkpoint"
+        );
+        Ok(Some((p.tasks_done, p.step)))
+    }
+
+    /// Writes the trial's state after `tasks_done` tasks to `self.target`. A strategy on the
+    /// expert pool, one whose `save_state` fails, or a write error turns checkpoints off for
+    /// the rest of the trial (with a warning); the trial itself goes on.
+    #[allow(clippy::too_many_arguments)]
+    fn checkpoint(
+        &mut self,
+        tasks_done: usize,
+        step: u64,
+        net: &mut Box<dyn Network>,
+        opt: &Optimizer,
+        experts: &Experts,
+        rng: &ChaCha8Rng,
+        strategy: &mut dyn Strategy,
+        out: &TrialOutcome,
+    ) {
+        let Some(target) = &self.target else { return };
+        let stop = |why: String| {
+            tracing::warn!(path = %target.path.display(), "no more checkpoints for this trial: {why}");
+        };
+        if experts.enabled() {
+            stop("the strategy uses the expert pool, which checkpoints do not hold".into());
+            self.target = None;
+            return;
+        }
+        let strategy_state = match strategy.save_state() {
+            Ok(b) => b,
+            Err(e) => {
+                stop(format!("the strategy cannot save its state: {e:#}"));
+                self.target = None;
+                return;
+            }
+        };
+        let params = net.params();
+        let optimizer = opt
+            .state_names()
+            .iter()
+            .map(|name| {
+                let slots = (0..params.len())
+                    .map(|i| opt.state(name, i).map(<[f32]>::to_vec).unwrap_or_default())
+                    .collect();
+                (name.to_string(), slots)
+            })
+            .collect();
+        let c = checkpoint::Checkpoint {
+            progress: checkpoint::Progress {
+                key: target.key.clone(),
+                tasks_done,
+                step,
+                rng_word_pos: rng.get_word_pos().to_string(),
+                optimizer_steps: opt.steps(),
+                accuracy_matrix: out.accuracy_matrix.clone(),
+                random_init_accuracy: out.random_init_accuracy.clone(),
+                online_accuracy: out.online_accuracy.clone(),
+                mean_loss: out.mean_loss.clone(),
+                train_seconds: out.train_seconds,
+                eval_seconds: out.eval_seconds,
+                samples_seen: out.samples_seen,
+                strategy_metrics: out.strategy_metrics.clone(),
+                diagnostics: out.diagnostics.clone(),
+            },
+            params: params.values().to_vec(),
+            optimizer,
+            strategy_state,
+        };
+        if let Err(e) = checkpoint::save(&c, &target.path) {
+            stop(e.to_string());
+            self.target = None;
+        }
     }
 
     /// Loss-of-plasticity diagnostics at the end of task `ti` on a probe of its first
