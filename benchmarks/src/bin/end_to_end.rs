@@ -63,13 +63,6 @@ struct Rep {
 }
 
 /// Peak resident set of this process in bytes (Linux), if known.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)
 }
@@ -177,7 +170,7 @@ fn main() -> anyhow::Result<()> {
         last.eval_samples
     );
     let model_bytes = last.params * 4;
-    match peak_rss_bytes() {
+    match clef_core::memory::peak_rss_bytes() {
         Some(peak) => println!(
             "peak RSS {:.1} MiB = {:.2}x (decoded data {:.1} MiB + model {:.1} MiB)",
             mib(peak as f64),

@@ -267,6 +267,12 @@ fn run(
         "trials: tuning {} run, {} already stored; evaluation {} run, {} already stored",
         outcome.tune.ran, outcome.tune.skipped, outcome.eval.ran, outcome.eval.skipped
     );
+    if let Some(b) = clef_core::memory::peak_rss_bytes() {
+        tracing::info!(
+            peak_rss_mib = format!("{:.1}", b as f64 / (1024.0 * 1024.0)),
+            "run finished"
+        );
+    }
     if outcome.pending_tune_trials > 0 {
         println!(
             "the tuning phase is incomplete: {} tuning trial(s) of other shards are not in {} \

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod experts;
+pub mod memory;
 pub mod metrics;
 pub mod plasticity;
 pub mod plots;
