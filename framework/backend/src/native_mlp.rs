@@ -20,7 +20,7 @@
 //!
 //! Parallelism and determinism: work is cut into two tasks run with `rayon::join` on the
 //! current rayon pool, each task calling a single-threaded GEMM. A training batch of at least
-//! [`DATA_PARALLEL_MIN_ROWS`] rows is cut into two halves that go through the whole network
+//! `DATA_PARALLEL_MIN_ROWS` rows is cut into two halves that go through the whole network
 //! (forward, loss, backward) side by side, each in its own scratch buffers and cache: the first
 //! half adds its gradients into the store, the second writes them into side buffers that are then
 //! added elementwise (one join for the passes, one for the sum, instead of one per layer).

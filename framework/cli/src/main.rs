@@ -33,7 +33,7 @@ enum Command {
     Run {
         /// The TOML config.
         config: PathBuf,
-        /// Results directory (default: results/<config name>).
+        /// Results directory (default: results/NAME, NAME = the config's name).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Trials run at once; each gets cores/N threads (default 1).

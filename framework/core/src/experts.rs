@@ -4,7 +4,7 @@
 //! The configured network is expert 0. The *selected* expert lives in the trainer's `net` and
 //! `optimizer` (what [`crate::strategy::Ctx`] points to), so training, the parameter views, the
 //! forward services and evaluation all use it with no indirection; the others wait in their
-//! slots and are swapped in by [`Experts::activate`].
+//! slots and are swapped in by `Experts::activate`.
 //!
 //! **Per-task heads.** Once a strategy routes tasks (`expert_select`), every routed task owns a
 //! head on its expert: a copy of the output layer (weight and bias), freshly initialised the

@@ -10,19 +10,19 @@ use serde::{Deserialize, Serialize};
 /// The standard metrics of one trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// Average accuracy after the last task, (1/T) sum_j R[T][j] (GEM).
+    /// Average accuracy after the last task, `(1/T) sum_j R[T][j]` (GEM).
     pub acc: f64,
-    /// Backward transfer, (1/(T-1)) sum_{j<T} (R[T][j] - R[j][j]) (GEM).
+    /// Backward transfer, `(1/(T-1)) sum_{j<T} (R[T][j] - R[j][j])` (GEM).
     pub bwt: Option<f64>,
-    /// Forward transfer, (1/(T-1)) sum_{j>=2} (R[j-1][j] - b_j) (GEM).
+    /// Forward transfer, `(1/(T-1)) sum_{j>=2} (R[j-1][j] - b_j)` (GEM).
     pub fwt: Option<f64>,
     /// Average forgetting after the last task (Chaudhry et al. 2018).
     pub forgetting: Option<f64>,
-    /// Learning accuracy, (1/T) sum_j R[j][j] (Riemer et al. 2019).
+    /// Learning accuracy, `(1/T) sum_j R[j][j]` (Riemer et al. 2019).
     pub learning_accuracy: f64,
-    /// Average incremental accuracy, (1/T) sum_k A_k with A_k = (1/k) sum_{j<=k} R[k][j].
+    /// Average incremental accuracy, `(1/T) sum_k A_k` with `A_k = (1/k) sum_{j<=k} R[k][j]`.
     pub avg_incremental_accuracy: f64,
-    /// Intransigence, (1/T) sum_k (R*[k][k] - R[k][k]) against a joint reference R*.
+    /// Intransigence, `(1/T) sum_k (R*[k][k] - R[k][k])` against a joint reference R*.
     pub intransigence: Option<f64>,
     /// Mean accuracy on incoming training batches before their update (Kumar et al.).
     pub online_accuracy: Option<f64>,
@@ -33,12 +33,12 @@ fn tasks(r: &[Vec<f64>]) -> usize {
     r.len()
 }
 
-/// (1/T) sum_j R[T][j]: mean accuracy over all tasks after the last one.
+/// `(1/T) sum_j R[T][j]`: mean accuracy over all tasks after the last one.
 pub fn acc(r: &[Vec<f64>]) -> f64 {
     average_accuracy_at(r, tasks(r) - 1)
 }
 
-/// A_k = mean of R[k][0..=k]: average accuracy over the tasks seen after training task `k`.
+/// `A_k` = mean of `R[k][0..=k]`: average accuracy over the tasks seen after training task `k`.
 pub fn average_accuracy_at(r: &[Vec<f64>], k: usize) -> f64 {
     r[k][..=k].iter().sum::<f64>() / (k + 1) as f64
 }
@@ -68,7 +68,7 @@ pub fn forgetting(r: &[Vec<f64>]) -> Option<f64> {
     (t >= 2).then(|| (0..t - 1).map(|j| forgetting_of(r, j, t - 1)).sum::<f64>() / (t - 1) as f64)
 }
 
-/// (1/T) sum_j R[j][j]: accuracy on each task right after learning it (plasticity).
+/// `(1/T) sum_j R[j][j]`: accuracy on each task right after learning it (plasticity).
 pub fn learning_accuracy(r: &[Vec<f64>]) -> f64 {
     (0..tasks(r)).map(|j| r[j][j]).sum::<f64>() / tasks(r) as f64
 }
@@ -81,7 +81,7 @@ pub fn avg_incremental_accuracy(r: &[Vec<f64>]) -> f64 {
         / tasks(r) as f64
 }
 
-/// Mean over tasks of (joint reference's R*[k][k] - R[k][k]).
+/// Mean over tasks of the joint reference's `R*[k][k]` minus `R[k][k]`.
 pub fn intransigence(r: &[Vec<f64>], joint: &[Vec<f64>]) -> f64 {
     (0..tasks(r)).map(|k| joint[k][k] - r[k][k]).sum::<f64>() / tasks(r) as f64
 }

@@ -2,7 +2,7 @@
 //! and its line.
 //!
 //! Every table denies unknown keys. After deserialisation, [`Config::validate`] checks ranges and
-//! cross-field rules; its errors carry the dotted key path, which [`locate`] turns into a line
+//! cross-field rules; its errors carry the dotted key path, which `locate` turns into a line
 //! number of the source file.
 
 mod locate;

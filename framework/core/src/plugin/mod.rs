@@ -3,7 +3,7 @@
 //! - [`discover`]: file naming (`{DLL_PREFIX}clef_plugin_{name}{DLL_SUFFIX}`) and the search
 //!   path (explicit paths, the config's `plugin_dirs`, `$CLEF_PLUGIN_PATH`, the executable's
 //!   directory);
-//! - [`load`]: the handshake (`clef_plugin_entry_v1`, ABI version and descriptor size checked
+//! - `load`: the handshake (`clef_plugin_entry_v1`, ABI version and descriptor size checked
 //!   before anything else is read), the descriptor's schema as Rust types, and the process-wide
 //!   registry (a library is loaded once and never unloaded);
 //! - [`hparams`]: checking a `[[strategy]]` section against the schema before any training;
