@@ -326,6 +326,36 @@ impl MockHost {
         (&mut *self.state as *mut MockState).cast()
     }
 
+    /// A copy of every parameter tensor's values.
+    pub fn values(&self) -> Vec<Vec<f32>> {
+        self.state.params.iter().map(|p| p.values.clone()).collect()
+    }
+
+    /// A copy of every parameter tensor's gradient.
+    pub fn grads(&self) -> Vec<Vec<f32>> {
+        self.state.params.iter().map(|p| p.grads.clone()).collect()
+    }
+
+    /// Sets deterministic non-zero gradients, `0.01·((7i + 3j) mod 5) − 0.02` for entry `j` of
+    /// tensor `i` (so a test checks that a plugin *adds* to them, not overwrites them).
+    pub fn seed_grads(&mut self) {
+        for (i, p) in self.state.params.iter_mut().enumerate() {
+            for (j, g) in p.grads.iter_mut().enumerate() {
+                *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
+            }
+        }
+    }
+
+    /// Moves every parameter deterministically: entry `j` of tensor `i` by
+    /// `scale·((13i + 5j) mod 7 − 3)`.
+    pub fn perturb(&mut self, scale: f32) {
+        for (i, p) in self.state.params.iter_mut().enumerate() {
+            for (j, v) in p.values.iter_mut().enumerate() {
+                *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
+            }
+        }
+    }
+
     /// The current task's info as the host passes it to `on_task_start` (its `units` point
     /// into this host and stay valid until the next call).
     fn task_info_raw(&mut self) -> ClefTaskInfo {

@@ -60,38 +60,6 @@ fn state_of(plugin: &mut MockPlugin, host: &mut MockHost) -> Option<Consolidated
     decode_state(&plugin.save_state(host).unwrap()).unwrap()
 }
 
-fn values(host: &MockHost) -> Vec<Vec<f32>> {
-    host.state()
-        .params
-        .iter()
-        .map(|p| p.values.clone())
-        .collect()
-}
-
-fn grads(host: &MockHost) -> Vec<Vec<f32>> {
-    host.state()
-        .params
-        .iter()
-        .map(|p| p.grads.clone())
-        .collect()
-}
-
-fn perturb(host: &mut MockHost, scale: f32) {
-    for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-        for (j, v) in p.values.iter_mut().enumerate() {
-            *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
-        }
-    }
-}
-
-fn seed_grads(host: &mut MockHost) {
-    for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-        for (j, g) in p.grads.iter_mut().enumerate() {
-            *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
-        }
-    }
-}
-
 /// A model with clearly non-uniform predictions (the mock's default weights are ~0.1).
 fn sharpen(host: &mut MockHost) {
     for v in &mut host.state_mut().params[0].values {
@@ -218,13 +186,13 @@ fn no_penalty_during_the_first_task() {
     let mut plugin = MockPlugin::create::<Ewc>(&config(1e3, 1.0, 0, "empirical")).unwrap();
     plugin.on_model_built(&mut host).unwrap();
     plugin.on_task_start(&mut host).unwrap();
-    perturb(&mut host, 0.3);
-    seed_grads(&mut host);
-    let before = grads(&host);
+    host.perturb(0.3);
+    host.seed_grads();
+    let before = host.grads();
     plugin.before_batch(&mut host).unwrap();
     plugin.after_backward(&mut host, 1.0).unwrap();
     plugin.after_step(&mut host).unwrap();
-    assert_eq!(grads(&host), before);
+    assert_eq!(host.grads(), before);
     assert!(state_of(&mut plugin, &mut host).is_none());
 }
 
@@ -232,7 +200,7 @@ fn no_penalty_during_the_first_task() {
 fn empirical_fisher_matches_the_hand_computed_value() {
     let mut host = MockHost::new(3, 4, 2);
     sharpen(&mut host);
-    seed_grads(&mut host);
+    host.seed_grads();
     let mut plugin = MockPlugin::create::<Ewc>(&config(1.0, 1.0, 0, "empirical")).unwrap();
     plugin.on_task_start(&mut host).unwrap();
     task_end(&mut plugin, &mut host).unwrap();
@@ -242,10 +210,10 @@ fn empirical_fisher_matches_the_hand_computed_value() {
     // Units outside task 0's head get no Fisher.
     assert!(st.fisher[1][2] == 0.0 && st.fisher[1][3] == 0.0);
     assert!(st.fisher[1][0] > 1e-4, "the check is not vacuous");
-    assert_eq!(st.anchor, values(&host));
+    assert_eq!(st.anchor, host.values());
     assert_eq!(st.tasks, 1);
     // The gradient buffers are left zeroed.
-    assert!(all_zero(&grads(&host)));
+    assert!(all_zero(&host.grads()));
 }
 
 #[test]
@@ -375,7 +343,7 @@ fn online_accumulation_decays_with_gamma() {
 
     // Task 1 at other parameters.
     host.state_mut().task = 1;
-    perturb(&mut host, 0.07);
+    host.perturb(0.07);
     task_end(&mut plugin, &mut host).unwrap();
     let st = state_of(&mut plugin, &mut host).unwrap();
     let f1 = hand_fisher(&host, 1, &[2, 3], &(0..8).collect::<Vec<_>>(), Labels::True);
@@ -392,7 +360,7 @@ fn online_accumulation_decays_with_gamma() {
     assert_close(&st.fisher, &want, 1e-4, "γ F0 + F1");
     // Both tasks' heads now carry Fisher mass; the anchor moved to the end of task 1.
     assert!(st.fisher[1].iter().all(|&f| f > 0.0));
-    assert_eq!(st.anchor, values(&host));
+    assert_eq!(st.anchor, host.values());
     assert_eq!(st.tasks, 2);
 
     // γ = 0 forgets the old tasks entirely.
@@ -419,14 +387,15 @@ fn penalty_gradient_matches_finite_differences() {
 
     host.state_mut().task = 1;
     plugin.on_task_start(&mut host).unwrap();
-    perturb(&mut host, 0.05);
-    seed_grads(&mut host);
-    let before = grads(&host);
+    host.perturb(0.05);
+    host.seed_grads();
+    let before = host.grads();
     plugin.before_batch(&mut host).unwrap();
     plugin.after_backward(&mut host, 1.0).unwrap();
-    let after = grads(&host);
+    let after = host.grads();
 
-    let theta: Vec<Vec<f64>> = values(&host)
+    let theta: Vec<Vec<f64>> = host
+        .values()
         .iter()
         .map(|t| t.iter().map(|&v| f64::from(v)).collect())
         .collect();
@@ -465,13 +434,13 @@ fn state_round_trip() {
     assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
 
     // The restored instance applies the same penalty.
-    perturb(&mut host, 0.1);
-    seed_grads(&mut host);
+    host.perturb(0.1);
+    host.seed_grads();
     plugin.after_backward(&mut host, 0.0).unwrap();
-    let g1 = grads(&host);
-    seed_grads(&mut host);
+    let g1 = host.grads();
+    host.seed_grads();
     fresh.after_backward(&mut host, 0.0).unwrap();
-    assert_eq!(grads(&host), g1);
+    assert_eq!(host.grads(), g1);
 
     assert!(fresh
         .load_state(&mut host, &saved[..saved.len() - 3])

@@ -123,40 +123,6 @@ mod tests {
     use super::*;
     use clef_sdk::testing::{describe, MockHost, MockPlugin};
 
-    fn values(host: &MockHost) -> Vec<Vec<f32>> {
-        host.state()
-            .params
-            .iter()
-            .map(|p| p.values.clone())
-            .collect()
-    }
-
-    fn grads(host: &MockHost) -> Vec<Vec<f32>> {
-        host.state()
-            .params
-            .iter()
-            .map(|p| p.grads.clone())
-            .collect()
-    }
-
-    /// Sets deterministic non-zero gradients (so that "adds" is checked, not "overwrites").
-    fn seed_grads(host: &mut MockHost) {
-        for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-            for (j, g) in p.grads.iter_mut().enumerate() {
-                *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
-            }
-        }
-    }
-
-    /// Moves the parameters away from wherever they are (deterministically).
-    fn perturb(host: &mut MockHost, scale: f32) {
-        for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-            for (j, v) in p.values.iter_mut().enumerate() {
-                *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
-            }
-        }
-    }
-
     #[test]
     fn schema_is_valid() {
         clef_sdk::validate::<L2>().unwrap();
@@ -180,13 +146,13 @@ mod tests {
         let mut plugin = MockPlugin::create::<L2>("lambda = 5.0").unwrap();
         plugin.on_model_built(&mut host).unwrap();
         plugin.on_task_start(&mut host).unwrap();
-        seed_grads(&mut host);
-        perturb(&mut host, 0.3);
-        let before = grads(&host);
+        host.seed_grads();
+        host.perturb(0.3);
+        let before = host.grads();
         plugin.before_batch(&mut host).unwrap();
         plugin.after_backward(&mut host, 1.0).unwrap();
         plugin.after_step(&mut host).unwrap();
-        assert_eq!(grads(&host), before);
+        assert_eq!(host.grads(), before);
     }
 
     #[test]
@@ -200,17 +166,18 @@ mod tests {
         let anchor = decode_state(&plugin.save_state(&mut host).unwrap())
             .unwrap()
             .expect("anchor stored at the end of task 0");
-        assert_eq!(anchor, values(&host));
+        assert_eq!(anchor, host.values());
 
         // Task 1: move the weights, then check the added gradient.
         host.state_mut().task = 1;
         plugin.on_task_start(&mut host).unwrap();
-        perturb(&mut host, 0.05);
-        seed_grads(&mut host);
-        let before = grads(&host);
+        host.perturb(0.05);
+        host.seed_grads();
+        let before = host.grads();
         plugin.after_backward(&mut host, 1.0).unwrap();
-        let after = grads(&host);
-        let theta: Vec<Vec<f64>> = values(&host)
+        let after = host.grads();
+        let theta: Vec<Vec<f64>> = host
+            .values()
             .iter()
             .map(|t| t.iter().map(|&v| f64::from(v)).collect())
             .collect();
@@ -245,15 +212,15 @@ mod tests {
         let mut host = MockHost::new(2, 2, 2);
         let mut plugin = MockPlugin::create::<L2>("lambda = 1.0").unwrap();
         plugin.on_task_end(&mut host).unwrap();
-        perturb(&mut host, 0.1);
+        host.perturb(0.1);
         host.state_mut().task = 1;
         plugin.on_task_end(&mut host).unwrap();
         let anchor = decode_state(&plugin.save_state(&mut host).unwrap()).unwrap();
-        assert_eq!(anchor, Some(values(&host)));
+        assert_eq!(anchor, Some(host.values()));
         // At the anchor the penalty gradient is exactly zero.
-        let before = grads(&host);
+        let before = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
-        assert_eq!(grads(&host), before);
+        assert_eq!(host.grads(), before);
     }
 
     #[test]
@@ -270,17 +237,17 @@ mod tests {
         assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
 
         // The restored instance applies the same penalty.
-        perturb(&mut host, 0.2);
-        let base = grads(&host);
+        host.perturb(0.2);
+        let base = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
-        let g1 = grads(&host);
+        let g1 = host.grads();
         host.state_mut()
             .params
             .iter_mut()
             .zip(&base)
             .for_each(|(p, b)| p.grads.clone_from(b));
         fresh.after_backward(&mut host, 0.0).unwrap();
-        assert_eq!(grads(&host), g1);
+        assert_eq!(host.grads(), g1);
 
         // Corrupt state is rejected; an empty blob resets.
         assert!(fresh

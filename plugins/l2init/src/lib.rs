@@ -138,40 +138,6 @@ mod tests {
     use super::*;
     use clef_sdk::testing::{describe, MockHost, MockPlugin};
 
-    fn values(host: &MockHost) -> Vec<Vec<f32>> {
-        host.state()
-            .params
-            .iter()
-            .map(|p| p.values.clone())
-            .collect()
-    }
-
-    fn grads(host: &MockHost) -> Vec<Vec<f32>> {
-        host.state()
-            .params
-            .iter()
-            .map(|p| p.grads.clone())
-            .collect()
-    }
-
-    /// Deterministic non-zero gradients (so that "adds" is checked, not "overwrites").
-    fn seed_grads(host: &mut MockHost) {
-        for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-            for (j, g) in p.grads.iter_mut().enumerate() {
-                *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
-            }
-        }
-    }
-
-    /// Moves the parameters deterministically.
-    fn perturb(host: &mut MockHost, scale: f32) {
-        for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-            for (j, v) in p.values.iter_mut().enumerate() {
-                *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
-            }
-        }
-    }
-
     #[test]
     fn schema_is_valid() {
         clef_sdk::validate::<L2Init>().unwrap();
@@ -201,7 +167,7 @@ mod tests {
         plugin.on_model_built(&mut host).unwrap();
         host.state_mut().params[0].values[3] += 0.5;
         plugin.after_backward(&mut host, 0.0).unwrap();
-        let g = grads(&host);
+        let g = host.grads();
         assert_eq!(g[0], vec![0.0, 0.0, 0.0, 0.25]);
         assert_eq!(g[1], vec![0.0, 0.0]);
     }
@@ -215,18 +181,19 @@ mod tests {
         let init = decode_state(&plugin.save_state(&mut host).unwrap())
             .unwrap()
             .expect("θ0 stored when the model was built");
-        assert_eq!(init, values(&host));
+        assert_eq!(init, host.values());
         // The penalty applies during the first task already, and θ0 survives task ends.
         plugin.on_task_start(&mut host).unwrap();
         plugin.on_task_end(&mut host).unwrap();
         host.state_mut().task = 1;
         plugin.on_task_start(&mut host).unwrap();
-        perturb(&mut host, 0.05);
-        seed_grads(&mut host);
-        let before = grads(&host);
+        host.perturb(0.05);
+        host.seed_grads();
+        let before = host.grads();
         plugin.after_backward(&mut host, 1.0).unwrap();
-        let after = grads(&host);
-        let theta: Vec<Vec<f64>> = values(&host)
+        let after = host.grads();
+        let theta: Vec<Vec<f64>> = host
+            .values()
             .iter()
             .map(|t| t.iter().map(|&v| f64::from(v)).collect())
             .collect();
@@ -259,16 +226,16 @@ mod tests {
         let mut host = MockHost::new(3, 4, 2);
         let mut plugin = MockPlugin::create::<L2Init>("lambda = 1.0").unwrap();
         plugin.on_model_built(&mut host).unwrap();
-        seed_grads(&mut host);
-        let before = grads(&host);
+        host.seed_grads();
+        let before = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
-        assert_eq!(grads(&host), before);
+        assert_eq!(host.grads(), before);
 
         let mut off = MockPlugin::create::<L2Init>("lambda = 0.0").unwrap();
         off.on_model_built(&mut host).unwrap();
-        perturb(&mut host, 0.3);
+        host.perturb(0.3);
         off.after_backward(&mut host, 0.0).unwrap();
-        assert_eq!(grads(&host), before);
+        assert_eq!(host.grads(), before);
     }
 
     #[test]
@@ -294,17 +261,17 @@ mod tests {
         fresh.load_state(&mut host, &saved).unwrap();
         assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
 
-        perturb(&mut host, 0.2);
-        let base = grads(&host);
+        host.perturb(0.2);
+        let base = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
-        let g1 = grads(&host);
+        let g1 = host.grads();
         host.state_mut()
             .params
             .iter_mut()
             .zip(&base)
             .for_each(|(p, b)| p.grads.clone_from(b));
         fresh.after_backward(&mut host, 0.0).unwrap();
-        assert_eq!(grads(&host), g1);
+        assert_eq!(host.grads(), g1);
 
         assert!(fresh
             .load_state(&mut host, &saved[..saved.len() - 1])

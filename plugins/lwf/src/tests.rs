@@ -4,44 +4,12 @@ use super::*;
 use clef_sdk::abi::{CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL};
 use clef_sdk::testing::{describe, MockHost, MockPlugin};
 
-fn values(host: &MockHost) -> Vec<Vec<f32>> {
-    host.state()
-        .params
-        .iter()
-        .map(|p| p.values.clone())
-        .collect()
-}
-
 fn bits(host: &MockHost) -> Vec<Vec<u32>> {
     host.state()
         .params
         .iter()
         .map(|p| p.values.iter().map(|v| v.to_bits()).collect())
         .collect()
-}
-
-fn grads(host: &MockHost) -> Vec<Vec<f32>> {
-    host.state()
-        .params
-        .iter()
-        .map(|p| p.grads.clone())
-        .collect()
-}
-
-fn perturb(host: &mut MockHost, scale: f32) {
-    for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-        for (j, v) in p.values.iter_mut().enumerate() {
-            *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
-        }
-    }
-}
-
-fn seed_grads(host: &mut MockHost) {
-    for (i, p) in host.state_mut().params.iter_mut().enumerate() {
-        for (j, g) in p.grads.iter_mut().enumerate() {
-            *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
-        }
-    }
 }
 
 fn config(alpha: f64, t: f64, t_squared: bool) -> String {
@@ -88,7 +56,7 @@ fn expected_added_grad(
             .sum::<f64>()
             + f64::from(p[1][o])
     };
-    let new = values(host);
+    let new = host.values();
     let softmax = |z: Vec<f64>| -> Vec<f64> {
         let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = z.iter().map(|v| ((v - m) / t).exp()).collect();
@@ -164,14 +132,14 @@ fn nothing_happens_during_the_first_task() {
     plugin.on_model_built(&mut host).unwrap();
     set_task(&mut host, 0);
     plugin.on_task_start(&mut host).unwrap();
-    perturb(&mut host, 0.2);
-    seed_grads(&mut host);
-    let (g, v) = (grads(&host), bits(&host));
+    host.perturb(0.2);
+    host.seed_grads();
+    let (g, v) = (host.grads(), bits(&host));
     plugin.before_batch(&mut host).unwrap();
     plugin.after_backward(&mut host, 1.0).unwrap();
     plugin.after_step(&mut host).unwrap();
     plugin.on_task_end(&mut host).unwrap();
-    assert_eq!(grads(&host), g);
+    assert_eq!(host.grads(), g);
     assert_eq!(bits(&host), v);
     assert!(host.state().appended.is_empty());
 }
@@ -190,16 +158,16 @@ fn check_distillation(
     let mut plugin = MockPlugin::create::<Lwf>(&config(alpha, temp, sq)).unwrap();
     set_task(&mut host, t);
     plugin.on_task_start(&mut host).unwrap();
-    let old = values(&host);
+    let old = host.values();
     let teacher = decode_state(&plugin.save_state(&mut host).unwrap())
         .unwrap()
         .expect("old model stored at task start");
     assert_eq!(teacher.params, old);
     assert_eq!(teacher.heads, heads);
 
-    perturb(&mut host, 0.1);
-    seed_grads(&mut host);
-    let (g0, v0) = (grads(&host), bits(&host));
+    host.perturb(0.1);
+    host.seed_grads();
+    let (g0, v0) = (host.grads(), bits(&host));
     plugin.before_batch(&mut host).unwrap();
     plugin.after_backward(&mut host, 1.0).unwrap();
     // The current parameters are back, bit for bit.
@@ -208,7 +176,7 @@ fn check_distillation(
         v0,
         "parameters not restored after the old model's forward"
     );
-    let got = added(&g0, &grads(&host));
+    let got = added(&g0, &host.grads());
     let want = expected_added_grad(&host, &old, heads, alpha, temp, sq);
     assert_close(&got, &want, "distillation gradient");
     assert!(
@@ -260,10 +228,10 @@ fn t_squared_scales_the_gradient_by_t_squared() {
         let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 4.0, sq)).unwrap();
         set_task(&mut host, 1);
         plugin.on_task_start(&mut host).unwrap();
-        perturb(&mut host, 0.1);
+        host.perturb(0.1);
         plugin.before_batch(&mut host).unwrap();
         plugin.after_backward(&mut host, 1.0).unwrap();
-        grads(&host)
+        host.grads()
     };
     let (with, without) = (run(true), run(false));
     for (a, b) in with.iter().flatten().zip(without.iter().flatten()) {
@@ -281,11 +249,11 @@ fn no_gradient_when_the_model_has_not_moved() {
     let mut plugin = MockPlugin::create::<Lwf>(&config(1.0, 2.0, true)).unwrap();
     set_task(&mut host, 1);
     plugin.on_task_start(&mut host).unwrap();
-    seed_grads(&mut host);
-    let g0 = grads(&host);
+    host.seed_grads();
+    let g0 = host.grads();
     plugin.before_batch(&mut host).unwrap();
     plugin.after_backward(&mut host, 1.0).unwrap();
-    for (a, b) in grads(&host).iter().flatten().zip(g0.iter().flatten()) {
+    for (a, b) in host.grads().iter().flatten().zip(g0.iter().flatten()) {
         assert!((a - b).abs() < 1e-6);
     }
 }
@@ -305,15 +273,15 @@ fn state_round_trip() {
     assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
 
     // Both instances add the same distillation gradient.
-    perturb(&mut host, 0.1);
-    seed_grads(&mut host);
+    host.perturb(0.1);
+    host.seed_grads();
     plugin.before_batch(&mut host).unwrap();
     plugin.after_backward(&mut host, 1.0).unwrap();
-    let g1 = grads(&host);
-    seed_grads(&mut host);
+    let g1 = host.grads();
+    host.seed_grads();
     fresh.before_batch(&mut host).unwrap();
     fresh.after_backward(&mut host, 1.0).unwrap();
-    assert_eq!(grads(&host), g1);
+    assert_eq!(host.grads(), g1);
 
     assert!(fresh
         .load_state(&mut host, &saved[..saved.len() - 1])

@@ -77,14 +77,6 @@ fn tiny_host() -> MockHost {
     host
 }
 
-fn grads(host: &MockHost) -> Vec<Vec<f32>> {
-    host.state()
-        .params
-        .iter()
-        .map(|p| p.grads.clone())
-        .collect()
-}
-
 fn zero_grads(host: &mut MockHost) {
     for p in &mut host.state_mut().params {
         p.grads.iter_mut().for_each(|g| *g = 0.0);
@@ -171,7 +163,7 @@ fn check_fd(
         .iter()
         .map(|p| p.values.iter().map(|&v| f64::from(v)).collect())
         .collect();
-    let after = grads(host);
+    let after = host.grads();
     let mut nonzero = 0;
     for i in 0..theta.len() {
         for j in 0..theta[i].len() {
@@ -316,7 +308,7 @@ fn hand_computed_gradient() {
     let mut plugin = MockPlugin::create::<Spectral>(&cfg(0.1, 2.0, 50, "norm")).unwrap();
     plugin.on_model_built(&mut host).unwrap();
     plugin.after_backward(&mut host, 0.0).unwrap();
-    let g = grads(&host);
+    let g = host.grads();
     for (got, want) in g[0].iter().zip([2.4f32, 0.0, 0.0, 0.0]) {
         assert!((got - want).abs() < 1e-5, "{:?}", g[0]);
     }
@@ -328,7 +320,7 @@ fn hand_computed_gradient() {
     let mut k1 = MockPlugin::create::<Spectral>(&cfg(0.1, 1.0, 50, "norm")).unwrap();
     k1.on_model_built(&mut host).unwrap();
     k1.after_backward(&mut host, 0.0).unwrap();
-    let g = grads(&host);
+    let g = host.grads();
     assert!((g[0][0] - 0.2).abs() < 1e-6 && g[0][1..].iter().all(|x| x.abs() < 1e-6));
     assert!((g[1][0] - 0.06).abs() < 1e-7 && (g[1][1] - 0.08).abs() < 1e-7);
 }
@@ -357,7 +349,7 @@ fn gradient_matches_finite_differences_of_the_surrogate() {
         for p in &mut host.state_mut().params {
             p.grads.iter_mut().for_each(|g| *g = 0.25);
         }
-        let before = grads(&host);
+        let before = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
         let (ls, biases) = layers(&mut plugin, &mut host);
         assert_eq!(
@@ -371,7 +363,7 @@ fn gradient_matches_finite_differences_of_the_surrogate() {
             "k = {k}, {bias}: only {nonzero} non-zero entries"
         );
         if bias == "none" {
-            let g = grads(&host);
+            let g = host.grads();
             assert_eq!(g[1], before[1]);
             assert_eq!(g[3], before[3]);
         }
@@ -396,7 +388,7 @@ fn converged_gradient_matches_finite_differences_of_the_exact_penalty() {
             plugin.after_backward(&mut host, 0.0).unwrap();
         }
         zero_grads(&mut host);
-        let before = grads(&host);
+        let before = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
         let (ls, biases) = layers(&mut plugin, &mut host);
         let nonzero = check_fd(&host, &before, lambda, k, &ls, &biases, true, 1e-6, 1e-3);
@@ -413,7 +405,7 @@ fn same_seed_same_gradients() {
         plugin.on_model_built(&mut host).unwrap();
         plugin.after_backward(&mut host, 0.0).unwrap();
         plugin.after_backward(&mut host, 0.0).unwrap();
-        grads(&host)
+        host.grads()
     };
     assert_eq!(run(42), run(42));
 }
@@ -424,7 +416,7 @@ fn zero_lambda_adds_nothing_and_zero_matrix_is_safe() {
     let mut off = MockPlugin::create::<Spectral>(&cfg(0.0, 2.0, 1, "norm")).unwrap();
     off.on_model_built(&mut host).unwrap();
     off.after_backward(&mut host, 0.0).unwrap();
-    assert!(grads(&host).iter().flatten().all(|&g| g == 0.0));
+    assert!(host.grads().iter().flatten().all(|&g| g == 0.0));
 
     // W = 0 and b = 0: σ = 0, no gradient, no NaN.
     for p in &mut host.state_mut().params {
@@ -433,7 +425,7 @@ fn zero_lambda_adds_nothing_and_zero_matrix_is_safe() {
     let mut plugin = MockPlugin::create::<Spectral>(&cfg(1.0, 0.5, 1, "norm")).unwrap();
     plugin.on_model_built(&mut host).unwrap();
     plugin.after_backward(&mut host, 0.0).unwrap();
-    assert!(grads(&host).iter().flatten().all(|&g| g == 0.0));
+    assert!(host.grads().iter().flatten().all(|&g| g == 0.0));
 }
 
 #[test]
@@ -464,10 +456,10 @@ fn state_round_trip_and_errors() {
     // Both continue identically from the saved singular vectors.
     zero_grads(&mut host);
     plugin.after_backward(&mut host, 0.0).unwrap();
-    let g1 = grads(&host);
+    let g1 = host.grads();
     zero_grads(&mut host);
     fresh.after_backward(&mut host, 0.0).unwrap();
-    assert_eq!(grads(&host), g1);
+    assert_eq!(host.grads(), g1);
 
     assert!(fresh
         .load_state(&mut host, &saved[..saved.len() - 1])
