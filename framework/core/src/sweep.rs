@@ -176,6 +176,10 @@ pub fn execute(
         }
     });
     overall.finish_and_clear();
+    // Drop the checkpoint directory once no trial needs it (it stays while it holds any).
+    if let Some(dir) = store.checkpoint_path("").parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
     match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         Some(e) => Err(e),
         None => Ok(stats),
