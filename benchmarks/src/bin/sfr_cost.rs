@@ -121,32 +121,29 @@ fn main() -> anyhow::Result<()> {
                 seed: 0,
             };
             let mask = sc.train_mask(t);
-            let start = Instant::now();
-            for _ in 0..args.steps {
-                ctx.net.params_mut().zero_grads();
-                ctx.net.loss_backward(
-                    Inputs::new(&bx, batch, d)?,
-                    &by,
-                    mask.as_deref(),
-                    &mut logits,
-                )?;
-                ctx.optimizer.step(ctx.net.params_mut());
+            for regularise in [false, true] {
+                let start = Instant::now();
+                for _ in 0..args.steps {
+                    ctx.net.params_mut().zero_grads();
+                    ctx.net.loss_backward(
+                        Inputs::new(&bx, batch, d)?,
+                        &by,
+                        mask.as_deref(),
+                        &mut logits,
+                    )?;
+                    if regularise {
+                        sfr.after_backward(&mut ctx, 0.0)
+                            .map_err(|e| anyhow::anyhow!("after_backward: {e}"))?;
+                    }
+                    ctx.optimizer.step(ctx.net.params_mut());
+                }
+                let per_step = start.elapsed().as_secs_f64() / args.steps as f64;
+                if regularise {
+                    reg.push(per_step);
+                } else {
+                    plain.push(per_step);
+                }
             }
-            plain.push(start.elapsed().as_secs_f64() / args.steps as f64);
-            let start = Instant::now();
-            for _ in 0..args.steps {
-                ctx.net.params_mut().zero_grads();
-                ctx.net.loss_backward(
-                    Inputs::new(&bx, batch, d)?,
-                    &by,
-                    mask.as_deref(),
-                    &mut logits,
-                )?;
-                sfr.after_backward(&mut ctx, 0.0)
-                    .map_err(|e| anyhow::anyhow!("after_backward: {e}"))?;
-                ctx.optimizer.step(ctx.net.params_mut());
-            }
-            reg.push(start.elapsed().as_secs_f64() / args.steps as f64);
         }
         step_rows.push((t, median(plain), median(reg)));
         if t + 1 == sc.tasks.len() {

@@ -141,7 +141,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         ),
         Command::Validate { config, plugin_dir } => {
             let (cfg, provider) = load_config(&config, &plugin_dir)?;
-            let plan = prepare(&cfg, &provider)?;
+            let plan = runner::validate(&cfg, &provider)?;
             let tune = plan.tune_trials().len();
             // Evaluation trials: one per protocol, setting, strategy and seed (protocols that
             // choose the same values share theirs, so with tuning this is an upper bound).
@@ -243,15 +243,6 @@ fn load_config(path: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<(Config, 
     Ok((cfg, provider))
 }
 
-/// Checks the config's data, scenarios, search spaces and leakage; config errors carry the
-/// file and line.
-fn prepare<'a>(
-    cfg: &'a Config,
-    provider: &PluginStrategies,
-) -> anyhow::Result<clef_core::protocol::Plan<'a>> {
-    runner::validate(cfg, provider)
-}
-
 fn run(
     config_path: &Path,
     out: Option<PathBuf>,
@@ -259,7 +250,7 @@ fn run(
     plugin_dirs: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let (cfg, provider) = load_config(config_path, plugin_dirs)?;
-    let plan = prepare(&cfg, &provider)?;
+    let plan = runner::validate(&cfg, &provider)?;
     let out = out.unwrap_or_else(|| Path::new("results").join(cfg.name()));
     let dir = ResultsDir::create(&out)?;
     let outcome = runner::run_plan(&plan, &provider, &dir, opts)?;

@@ -471,7 +471,7 @@ impl Loop<'_> {
                 }
             }
             if ti + 1 < sc.tasks.len() {
-                self.checkpoint(ti + 1, step, net, opt, experts, rng, strategy, out);
+                self.checkpoint(ti + 1, step, &**net, opt, experts, rng, strategy, out);
             }
         }
         Ok(())
@@ -561,7 +561,7 @@ impl Loop<'_> {
         &mut self,
         tasks_done: usize,
         step: u64,
-        net: &mut Box<dyn Network>,
+        net: &dyn Network,
         opt: &Optimizer,
         experts: &Experts,
         rng: &ChaCha8Rng,
