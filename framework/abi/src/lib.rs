@@ -99,6 +99,9 @@ pub const CLEF_HPARAM_CHOICE: u32 = 3;
 
 /// Flag: search this hyperparameter on a log scale (e.g. regularisation strengths).
 pub const CLEF_HPARAM_LOG_SCALE: u32 = 1;
+/// Flag: the parameter only acts once a task has ended (e.g. a penalty towards past tasks):
+/// first-task tuning needs `tune_tasks >= 2`.
+pub const CLEF_HPARAM_NEEDS_PAST_TASKS: u32 = 2;
 
 /// One hyperparameter of a plugin's schema. The host validates the strategy's config section
 /// against the schema (unknown key, wrong type, out of range) before calling `create`, fills in

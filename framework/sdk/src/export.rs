@@ -16,13 +16,16 @@ use std::sync::{Once, OnceLock};
 use clef_abi::{
     ClefCtx, ClefHost, ClefHparam, ClefPluginDescriptor, ClefTaskInfo, ClefWriteFn, CLEF_ABI_MAJOR,
     CLEF_ABI_MINOR, CLEF_ERROR, CLEF_HOST_SIZE_V1_0, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
-    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_LOG_ERROR, CLEF_OK, CLEF_PANIC,
+    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_HPARAM_NEEDS_PAST_TASKS,
+    CLEF_LOG_ERROR, CLEF_OK, CLEF_PANIC,
 };
 
+use crate::checkpoint::StateMode;
 use crate::ctx::{Ctx, TaskInfo};
 use crate::error::{Error, Result};
 use crate::hparam::{validate_schema, HParamKind};
 use crate::logging::{self, CallGuard, Current};
+use crate::values::{HParams, Values};
 use crate::Strategy;
 
 // ---- descriptor ------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
     let version = keep(S::VERSION.unwrap_or(crate_version));
     let description = keep(S::DESCRIPTION);
 
-    let schema = S::hparams();
+    let schema = S::Config::schema();
     let mut choices_store: Vec<Vec<*const c_char>> = Vec::new();
     let mut hparams = Vec::with_capacity(schema.len());
     for h in &schema {
@@ -128,6 +131,10 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
                 CLEF_HPARAM_LOG_SCALE
             } else {
                 0
+            } | if h.is_needs_past_tasks() {
+                CLEF_HPARAM_NEEDS_PAST_TASKS
+            } else {
+                0
             },
             default_value,
             min,
@@ -163,8 +170,18 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
         on_task_end: Some(on_task_end::<S>),
         before_eval: Some(before_eval::<S>),
         after_eval: Some(after_eval::<S>),
-        save_state: Some(save_state::<S>),
-        load_state: Some(load_state::<S>),
+        // Only a strategy that declares its state exports these: without them the host turns
+        // checkpoints off for the trial (with a warning) instead of losing the state.
+        save_state: if <S::State as StateMode<S>>::EXPORTED {
+            Some(save_state::<S>)
+        } else {
+            None
+        },
+        load_state: if <S::State as StateMode<S>>::EXPORTED {
+            Some(load_state::<S>)
+        } else {
+            None
+        },
     };
     Exported {
         desc,
@@ -338,7 +355,8 @@ pub unsafe extern "C" fn create<S: Strategy>(
         // From here on, logs (e.g. in `S::new`) reach the host.
         let _host_guard = CallGuard::enter(Current { host, ..current });
 
-        validate_schema(S::NAME, &S::hparams())?;
+        let schema = S::Config::schema();
+        validate_schema(S::NAME, &schema)?;
         if config_toml.is_null() {
             return Err(Error::msg("create: the config string is null"));
         }
@@ -346,13 +364,9 @@ pub unsafe extern "C" fn create<S: Strategy>(
         let text = unsafe { CStr::from_ptr(config_toml) }
             .to_str()
             .map_err(|e| Error::msg(format!("the config is not valid UTF-8: {e}")))?;
-        let config: S::Config = toml::from_str(text).map_err(|e| {
-            Error::msg(format!(
-                "invalid hparams for strategy `{}`: {}",
-                S::NAME,
-                e.message()
-            ))
-        })?;
+        let config = Values::from_toml(&schema, text)
+            .and_then(|values| S::Config::from_values(&values))
+            .map_err(|e| e.context(format!("invalid hparams for strategy `{}`", S::NAME)))?;
         let strategy = S::new(config)?;
         let instance = Box::new(Instance {
             strategy,
@@ -578,8 +592,8 @@ pub unsafe extern "C" fn after_eval<S: Strategy>(inst: *mut c_void, ctx: *mut Cl
     unsafe { hook::<S>(inst, ctx, |s, c| s.after_eval(c)) }
 }
 
-/// `save_state` hook: passes the strategy's bytes to `write(writer, ..)` in one call (none if
-/// the state is empty).
+/// `save_state` hook: passes the strategy's state, in the SDK's envelope
+/// ([`crate::state::seal`]), to `write(writer, ..)` in one call.
 ///
 /// # Safety
 /// As for every hook; `write` and `writer` valid during the call.
@@ -590,10 +604,9 @@ pub unsafe extern "C" fn save_state<S: Strategy>(
     writer: *mut c_void,
 ) -> i32 {
     let f = move |s: &mut S, c: &mut Ctx<'_>| {
-        let bytes = s.save_state(c)?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
+        let payload = <S::State as StateMode<S>>::save(s, c)
+            .map_err(|e| e.context(format!("saving the state of `{}`", S::NAME)))?;
+        let bytes = crate::state::seal(S::NAME, S::STATE_VERSION, &payload);
         // SAFETY: the host's writer callback and sink are valid during the hook; `bytes`
         // is live for the call.
         let status = unsafe { write(writer, bytes.as_ptr(), bytes.len()) };
@@ -630,7 +643,9 @@ pub unsafe extern "C" fn load_state<S: Strategy>(
             // SAFETY: `len` readable bytes, host-owned, valid during the hook (caller).
             unsafe { std::slice::from_raw_parts(data, len) }
         };
-        s.load_state(c, bytes)
+        let payload = crate::state::open(S::NAME, S::STATE_VERSION, bytes)?;
+        <S::State as StateMode<S>>::load(s, c, payload)
+            .map_err(|e| e.context(format!("loading the state of `{}`", S::NAME)))
     };
     // SAFETY: forwarded from the caller.
     unsafe { hook::<S>(inst, ctx, f) }

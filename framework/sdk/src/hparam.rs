@@ -4,13 +4,13 @@
 //! The schema goes into the plugin's descriptor; the host validates the strategy's config
 //! section against it (unknown key, wrong type, out of range), fills in defaults, builds search
 //! spaces from it, and hands the plugin the complete table as TOML, which the SDK deserialises
-//! into [`Strategy::Config`](crate::Strategy::Config).
+//! into [`Strategy::Config`](crate::Strategy::Config). Plugins usually derive the schema with
+//! `#[derive(HParams)]` (see [`HParams`](crate::HParams)) rather than building it by hand.
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
-
 use crate::error::{Error, Result};
+use crate::values::Value;
 
 /// One hyperparameter: name, type with default and range, doc, and search-scale flag.
 ///
@@ -31,6 +31,7 @@ pub struct HParam {
     kind: HParamKind,
     doc: String,
     log_scale: bool,
+    needs_past_tasks: bool,
 }
 
 /// The type of a hyperparameter with its default and bounds (inclusive).
@@ -104,6 +105,64 @@ impl HParam {
             kind,
             doc: doc.to_owned(),
             log_scale: false,
+            needs_past_tasks: false,
+        }
+    }
+
+    /// Marks a hyperparameter that only acts once a task has ended (e.g. the strength of a
+    /// penalty towards past tasks): tuning it on the first task alone cannot work, and clef
+    /// refuses a `first-task` search of it with `tune_tasks = 1` (ABI flag
+    /// `CLEF_HPARAM_NEEDS_PAST_TASKS`).
+    pub fn needs_past_tasks(mut self) -> Self {
+        self.needs_past_tasks = true;
+        self
+    }
+
+    /// Whether the hyperparameter only acts once a task has ended.
+    pub fn is_needs_past_tasks(&self) -> bool {
+        self.needs_past_tasks
+    }
+
+    /// The default as a [`Value`].
+    pub fn default_value(&self) -> Value {
+        match &self.kind {
+            HParamKind::Float { default, .. } => Value::Float(*default),
+            HParamKind::Int { default, .. } => Value::Int(*default),
+            HParamKind::Bool { default } => Value::Bool(*default),
+            HParamKind::Choice { default, .. } => Value::Choice(default.clone()),
+        }
+    }
+
+    /// The range or the choices as shown in docs: `[0, 1]`, `>= 1`, `"a" \| "b"`, ...
+    pub fn range_text(&self) -> String {
+        let num = |v: f64| {
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                format!("{}", v as i64)
+            } else {
+                format!("{v}")
+            }
+        };
+        let bounds = |min: f64, max: f64| match (min.is_finite(), max.is_finite()) {
+            (true, true) => format!("[{}, {}]", num(min), num(max)),
+            (true, false) => format!(">= {}", num(min)),
+            (false, true) => format!("<= {}", num(max)),
+            (false, false) => "any".to_owned(),
+        };
+        match &self.kind {
+            HParamKind::Float { min, max, .. } => bounds(*min, *max),
+            HParamKind::Int { min, max, .. } => {
+                let f = |v: i64, unbounded: f64| match v {
+                    i64::MIN | i64::MAX => unbounded,
+                    v => v as f64,
+                };
+                bounds(f(*min, f64::NEG_INFINITY), f(*max, f64::INFINITY))
+            }
+            HParamKind::Bool { .. } => "true \\| false".to_owned(),
+            HParamKind::Choice { choices, .. } => choices
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" \\| "),
         }
     }
 
@@ -246,15 +305,27 @@ pub fn validate_schema(name: &str, hparams: &[HParam]) -> Result<()> {
     Ok(())
 }
 
-/// The `Config` of a strategy without hyperparameters: accepts only an empty table.
-///
-/// ```
-/// use clef_sdk::NoConfig;
-/// # fn main() -> Result<(), toml::de::Error> {
-/// let _: NoConfig = toml::from_str("")?;
-/// assert!(toml::from_str::<NoConfig>("lr = 0.1").is_err());
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoConfig {}
+/// The schema as a Markdown table (`| hyperparameter | type | default | range | |`), the form
+/// `docs/strategies.md` shows and [`standard_tests!`](crate::standard_tests) checks.
+pub fn markdown_table(schema: &[HParam]) -> String {
+    let mut out =
+        String::from("| hyperparameter | type | default | range | |\n|---|---|---|---|---|\n");
+    for h in schema {
+        let (kind, default) = match h.kind() {
+            HParamKind::Float { default, .. } => ("float", format!("{default:?}")),
+            HParamKind::Int { default, .. } => ("int", default.to_string()),
+            HParamKind::Bool { default } => ("bool", default.to_string()),
+            HParamKind::Choice { default, .. } => ("choice", format!("`{default}`")),
+        };
+        let mut range = h.range_text();
+        if h.is_log_scale() {
+            range.push_str(", log scale");
+        }
+        let doc = h.doc().replace('|', "\\|");
+        out.push_str(&format!(
+            "| `{}` | {kind} | {default} | {range} | {doc} |\n",
+            h.name()
+        ));
+    }
+    out
+}

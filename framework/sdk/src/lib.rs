@@ -2,35 +2,44 @@
 //!
 //! A clef strategy plugin is a shared library (`cdylib`) that the `clef` host loads at run time
 //! through a versioned C ABI (the `clef-abi` crate, re-exported as [`abi`]). This crate hides
-//! that ABI: implement [`Strategy`] and call [`export_plugin!`] once; the macro exports
-//! `clef_plugin_entry_v1` with a descriptor (name, version, description, hyperparameter schema)
-//! and one `extern "C"` function per hook. Plugins depend on this crate only, never on the
-//! host's crates, so they do not need the host's `rustc` version.
+//! that ABI: declare your hyperparameters with `#[derive(HParams)]`, implement [`Strategy`],
+//! say how your state is checkpointed (`type State`), and call [`export_plugin!`] once. Plugins
+//! depend on this crate only, never on the host's crates, so they do not need the host's
+//! `rustc` version. `docs/plugin-guide.md` walks through a plugin step by step.
 //!
 //! What the SDK does for you:
 //!
-//! * **Config.** The host validates the strategy's `hparams` table against
-//!   [`Strategy::hparams`] (unknown key, wrong type, out of range), fills in defaults, and passes
-//!   the complete table as TOML; the SDK deserialises it into [`Strategy::Config`] and calls
-//!   [`Strategy::new`]. Mark your config `#[serde(deny_unknown_fields)]`.
+//! * **Hyperparameters, declared once.** `#[derive(HParams)]` on your config struct generates
+//!   the schema (name, type, default, range, log scale, choices, help from the doc comment)
+//!   that the host validates configs against, builds search spaces from and lists in
+//!   `clef plugins`; the SDK checks the values once more before [`Strategy::new`], so `new`
+//!   never re-checks ranges. See [`HParams`].
+//! * **State.** `type State = SerdeState` checkpoints the whole strategy struct through serde,
+//!   in an envelope with the plugin's name, [`Strategy::STATE_VERSION`] and a checksum;
+//!   [`NoState`], [`CustomState`] and [`NotCheckpointed`] are the alternatives (see
+//!   [`checkpoint`]).
 //! * **Errors.** Hooks return [`Result`]; an [`Error`] becomes `CLEF_ERROR` with the error's
 //!   whole chain (`"outer: inner"`) as the message the host reports.
 //! * **Panics.** Every exported function runs inside `catch_unwind`: a panic becomes
 //!   `CLEF_PANIC` with `panicked at <file:line:col>: <message>` as the message, also sent to the
 //!   host's log at error level; a quiet panic hook keeps it off stderr. The process never
 //!   aborts (unless the plugin is built with `panic = "abort"`: don't).
-//! * **Logging.** Use the [`tracing`] macros (re-exported): the SDK installs, in the plugin's
-//!   own copy of `tracing`, a subscriber that forwards events to the host's log as
-//!   `"<plugin name>: <message> key=value ..."` (levels up to `debug`; set `CLEF_PLUGIN_LOG`
-//!   to change that).
+//! * **Logging.** Use the [`tracing`] macros (re-exported): the SDK forwards events to the
+//!   host's log as `"<plugin name>: <message> key=value ..."` (levels up to `debug`; set
+//!   `CLEF_PLUGIN_LOG` to change that).
 //! * **Host services.** Each hook gets a [`Ctx`]: parameter, gradient and optimizer-state views
-//!   as `&mut [f32]` into host memory, `forward`, `features`, `vjp`, `ntk_gram` on inputs you
-//!   choose, the training batch (`before_batch`), stored samples of past tasks, task masks, a
-//!   seeded RNG, and expert networks. Host refusals become errors naming the service.
+//!   into host memory, `forward`, `features`, `vjp`, `ntk_gram` on inputs you choose, the
+//!   training batch (`before_batch`), stored samples of past tasks, task masks, a seeded RNG
+//!   ([`rng::SplitMix64`] on top of it), and expert networks. Host refusals become errors
+//!   naming the service.
+//! * **Tests.** With the `testing` feature, [`testing::MockHost`] runs your plugin through its
+//!   C entry points on a small linear model, and [`standard_tests!`] adds the tests every
+//!   plugin needs (schema, defaults, out-of-range values refused, state round trip,
+//!   determinism, the docs' table).
 //!
 //! # A complete plugin
 //!
-//! `Cargo.toml`:
+//! `Cargo.toml` (or run `clef new-plugin NAME`, which writes all of this):
 //!
 //! ```toml
 //! [package]
@@ -44,26 +53,28 @@
 //! [dependencies]
 //! clef-sdk = { path = "../../framework/sdk" }
 //! serde = { version = "1", features = ["derive"] }
+//!
+//! [dev-dependencies]
+//! clef-sdk = { path = "../../framework/sdk", features = ["testing"] }
 //! ```
 //!
-//! `src/lib.rs` (an L2 penalty pulling the weights back to their values at the start of
-//! training):
+//! `src/lib.rs`, an L2 penalty pulling the weights back to their initial values:
 //!
 //! ```
-//! use clef_sdk::tracing::info;
-//! use clef_sdk::{ensure, Ctx, HParam, Result, Strategy, TaskInfo};
-//! use serde::Deserialize;
+//! use clef_sdk::prelude::*;
 //!
-//! /// The validated `hparams` table (every key of the schema is present).
-//! #[derive(Deserialize)]
-//! #[serde(deny_unknown_fields)]
+//! #[derive(HParams)]
 //! pub struct Config {
-//!     lambda: f64,
+//!     /// Penalty strength λ in (λ/2)·Σ(θ − θ0)².
+//!     #[hparam(default = 0.01, range = 0.0..=1e3, log)]
+//!     pub lambda: f64,
 //! }
 //!
+//! #[derive(Serialize, Deserialize)]
 //! pub struct L2Init {
 //!     lambda: f32,
 //!     /// Initial values of every parameter tensor.
+//!     #[serde(with = "clef_sdk::state::tensors")]
 //!     init: Vec<Vec<f32>>,
 //! }
 //!
@@ -71,103 +82,74 @@
 //!     const NAME: &'static str = "l2-init";
 //!     const DESCRIPTION: &'static str = "L2 penalty towards the initial weights";
 //!     type Config = Config;
-//!
-//!     fn hparams() -> Vec<HParam> {
-//!         vec![HParam::float("lambda", 0.01, 0.0, 1e3, "penalty strength").log_scale()]
-//!     }
+//!     type State = SerdeState;
 //!
 //!     fn new(config: Config) -> Result<Self> {
-//!         ensure!(config.lambda.is_finite(), "lambda must be finite");
 //!         Ok(Self { lambda: config.lambda as f32, init: Vec::new() })
 //!     }
 //!
 //!     fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-//!         self.init = (0..ctx.param_count())
-//!             .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
-//!             .collect::<Result<_>>()?;
-//!         Ok(())
-//!     }
-//!
-//!     fn on_task_start(&mut self, _ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {
-//!         info!(task = task.task, "starting");
+//!         self.init = clef_sdk::anchor::capture(ctx)?;
 //!         Ok(())
 //!     }
 //!
 //!     fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
-//!         for (i, w0) in self.init.iter().enumerate() {
-//!             let (w, g) = ctx.values_and_grads(i)?;
-//!             for ((g, w), w0) in g.iter_mut().zip(w).zip(w0) {
-//!                 *g += self.lambda * (w - w0);
-//!             }
-//!         }
-//!         Ok(())
-//!     }
-//!
-//!     fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-//!         let mut out = Vec::new();
-//!         for tensor in &self.init {
-//!             out.extend((tensor.len() as u64).to_le_bytes());
-//!             out.extend(tensor.iter().flat_map(|v| v.to_le_bytes()));
-//!         }
-//!         Ok(out)
-//!     }
-//!
-//!     fn load_state(&mut self, _ctx: &mut Ctx<'_>, mut state: &[u8]) -> Result<()> {
-//!         self.init.clear();
-//!         while !state.is_empty() {
-//!             ensure!(state.len() >= 8, "truncated state");
-//!             let (len, rest) = state.split_at(8);
-//!             let n = u64::from_le_bytes(len.try_into()?) as usize;
-//!             ensure!(rest.len() >= 4 * n, "truncated state");
-//!             let (values, rest) = rest.split_at(4 * n);
-//!             self.init.push(
-//!                 values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-//!             );
-//!             state = rest;
-//!         }
-//!         Ok(())
+//!         clef_sdk::anchor::add_pull(ctx, &self.init, self.lambda, "θ0")
 //!     }
 //! }
 //!
 //! clef_sdk::export_plugin!(L2Init);
 //!
-//! // A unit test worth having in every plugin: the schema is valid and its defaults
-//! // deserialise into `Config`.
-//! clef_sdk::validate::<L2Init>().unwrap();
+//! // In `#[cfg(test)] mod tests { ... }`: schema, defaults, ranges, state, determinism.
+//! // clef_sdk::standard_tests!(L2Init);
+//! # fn main() {}
 //! ```
 //!
 //! Build it with `cargo build --release`; point clef at `target/release/libclef_plugin_l2_init.so`.
-//!
-//! # Testing a plugin
-//!
-//! With the `testing` feature (`clef-sdk = { ..., features = ["testing"] }` under
-//! `[dev-dependencies]`), the `clef_sdk::testing` module provides an in-process mock host (a
-//! linear model over `Vec` buffers) that drives your plugin through its C entry points; see
-//! `plugins/finetune` and `plugins/fixtures/*` for examples.
+//! Signatures and every host service: `cargo doc -p clef-sdk --open`.
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The derive macros name `::clef_sdk`; this makes that path work inside the SDK too.
+extern crate self as clef_sdk;
+
 pub mod anchor;
+pub mod checkpoint;
 mod ctx;
 mod error;
 mod export;
 mod hparam;
+#[cfg(any(test, feature = "testing"))]
+pub mod kit;
 mod logging;
+pub mod rng;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
-
-use serde::de::DeserializeOwned;
+mod values;
 
 pub use clef_abi as abi;
+pub use clef_sdk_derive::{HParamChoice, HParams};
 pub use tracing;
 
+pub use checkpoint::{CustomState, NoState, NotCheckpointed, SerdeState};
 pub use ctx::{Activation, BatchView, Ctx, LogLevel, ParamInfo, Role, Setting, Split, TaskInfo};
 pub use error::{Context, Error, HostStatus, Result};
-pub use hparam::{validate_schema, HParam, HParamKind, NoConfig};
+pub use hparam::{markdown_table, validate_schema, HParam, HParamKind};
+pub use values::{HParamChoice, HParams, NoConfig, Value, Values};
+
+/// What a plugin's `lib.rs` usually needs: `use clef_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::tracing::{debug, info, warn};
+    pub use crate::{
+        bail, ensure, Context, Ctx, CustomState, HParamChoice, HParams, NoConfig, NoState,
+        NotCheckpointed, Result, SerdeState, Setting, Strategy, TaskInfo,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
 
 /// Implementation details used by [`export_plugin!`]; not a stable API.
 #[doc(hidden)]
@@ -196,15 +178,17 @@ pub trait Strategy: Sized + Send + 'static {
     /// One-line description.
     const DESCRIPTION: &'static str = "";
 
-    /// The hyperparameters, deserialised from the validated `hparams` table (every key of
-    /// [`hparams`](Strategy::hparams) present). Use `#[serde(deny_unknown_fields)]`, and
+    /// The hyperparameters: a struct deriving [`HParams`] (its schema is the plugin's), or
     /// [`NoConfig`] when there are none.
-    type Config: DeserializeOwned;
+    type Config: HParams;
 
-    /// The hyperparameter schema (default: none).
-    fn hparams() -> Vec<HParam> {
-        Vec::new()
-    }
+    /// How the state reaches checkpoints: [`SerdeState`], [`NoState`], [`CustomState`] or
+    /// [`NotCheckpointed`] (see [`checkpoint`]).
+    type State: checkpoint::StateMode<Self>;
+
+    /// Version of the saved state's format; bump it when a change to the state would make
+    /// older checkpoints load wrongly (they are then refused with a clear error).
+    const STATE_VERSION: u32 = 1;
 
     /// Creates an instance (once per trial).
     fn new(config: Self::Config) -> Result<Self>;
@@ -251,14 +235,23 @@ pub trait Strategy: Sized + Send + 'static {
         Ok(())
     }
 
-    /// The instance's private state for a checkpoint (default: empty).
+    /// With `type State = CustomState`: the instance's private state for a checkpoint. Runs
+    /// outside training: every host service but `log` is refused.
     fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        Ok(Vec::new())
+        bail!(
+            "`{}` declares `type State = CustomState` but does not implement save_state",
+            Self::NAME
+        )
     }
 
-    /// Restores state written by [`save_state`](Strategy::save_state).
+    /// With `type State = CustomState`: restores what [`save_state`](Strategy::save_state)
+    /// wrote, on a fresh instance (after `new`, before any other hook). Runs outside training:
+    /// every host service but `log` is refused.
     fn load_state(&mut self, _ctx: &mut Ctx<'_>, _state: &[u8]) -> Result<()> {
-        Ok(())
+        bail!(
+            "`{}` declares `type State = CustomState` but does not implement load_state",
+            Self::NAME
+        )
     }
 }
 
@@ -286,30 +279,18 @@ macro_rules! export_plugin {
 /// The TOML `hparams` table with every hyperparameter at its default: what the host passes to
 /// `create` when the config sets none.
 pub fn default_config_toml<S: Strategy>() -> String {
-    let mut table = toml::Table::new();
-    for h in S::hparams() {
-        let value = match h.kind() {
-            HParamKind::Float { default, .. } => toml::Value::Float(*default),
-            HParamKind::Int { default, .. } => toml::Value::Integer(*default),
-            HParamKind::Bool { default } => toml::Value::Boolean(*default),
-            HParamKind::Choice { default, .. } => toml::Value::String(default.clone()),
-        };
-        table.insert(h.name().to_owned(), value);
-    }
-    table.to_string()
+    Values::defaults(&S::Config::schema()).to_toml()
 }
 
 /// Checks a strategy's static description: its name and schema (see [`validate_schema`]), and
-/// that the schema's defaults deserialise into [`Strategy::Config`] (catching a config field
-/// missing from the schema, or a mistyped name). Call it from a unit test.
+/// that the schema's defaults build its [`Strategy::Config`]. [`standard_tests!`] calls it.
 pub fn validate<S: Strategy>() -> Result<()> {
-    validate_schema(S::NAME, &S::hparams())?;
-    let defaults = default_config_toml::<S>();
-    toml::from_str::<S::Config>(&defaults).map_err(|e| {
-        Error::msg(format!(
-            "the schema defaults of `{}` do not deserialise into its Config: {}",
-            S::NAME,
-            e.message()
+    let schema = S::Config::schema();
+    validate_schema(S::NAME, &schema)?;
+    S::Config::from_values(&Values::defaults(&schema)).map_err(|e| {
+        e.context(format!(
+            "the schema defaults of `{}` do not build its Config",
+            S::NAME
         ))
     })?;
     Ok(())

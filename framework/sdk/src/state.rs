@@ -1,4 +1,30 @@
-//! Little-endian binary encoding of a plugin's private checkpoint state.
+//! A plugin's private checkpoint state: the SDK's envelope ([`seal`] / [`open`]: plugin name,
+//! state version, checksum), serde helpers for compact fields ([`bits`], [`tensor`],
+//! [`tensors`]), and a hand-written little-endian encoding ([`Writer`] / [`Reader`]) for
+//! strategies that choose `type State = Custom`.
+//!
+//! # Serde helpers
+//!
+//! With `type State = Serde` the whole strategy struct goes through serde (postcard). Plain
+//! fields need nothing; large boolean masks and float tensors are smaller or faster with a
+//! helper:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize, PartialEq, Debug)]
+//! struct Masks {
+//!     #[serde(with = "clef_sdk::state::bits")]
+//!     keep: Vec<bool>,          // 8 flags per byte
+//!     #[serde(with = "clef_sdk::state::tensors")]
+//!     anchor: Vec<Vec<f32>>,    // raw little-endian bytes per tensor
+//! }
+//! let m = Masks { keep: vec![true, false, true], anchor: vec![vec![1.5, -2.0]] };
+//! let blob = clef_sdk::state::seal("demo", 1, &postcard::to_allocvec(&m).unwrap());
+//! let back: Masks = postcard::from_bytes(clef_sdk::state::open("demo", 1, &blob).unwrap()).unwrap();
+//! assert_eq!(back, m);
+//! ```
+//!
+//! # The hand-written encoding
 //!
 //! Layout: an 8-byte magic tag, a `u32` format version, then the fields in the order the
 //! plugin writes them. Integers are `u64`, floats are IEEE-754 little-endian, a float vector
@@ -184,6 +210,251 @@ impl<'a> Reader<'a> {
             self.rest.len()
         );
         Ok(())
+    }
+}
+
+// ---- the envelope ---------------------------------------------------------------------------
+
+/// First bytes of every state blob the SDK writes.
+const ENVELOPE_MAGIC: &[u8; 8] = b"CLEFSTAT";
+
+/// Wraps a strategy's state `payload` in the SDK's envelope: magic, the plugin's name, its
+/// state version, the payload's length and CRC-32. [`open`] checks all of them, so a blob of
+/// another plugin, of another state version, truncated or corrupted, is a clear error.
+pub fn seal(plugin: &str, version: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + plugin.len() + 32);
+    out.extend_from_slice(ENVELOPE_MAGIC);
+    out.extend_from_slice(&(plugin.len() as u32).to_le_bytes());
+    out.extend_from_slice(plugin.as_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks a blob [`seal`] wrote for `plugin` at state `version` and returns its payload.
+pub fn open<'a>(plugin: &str, version: u32, blob: &'a [u8]) -> Result<&'a [u8]> {
+    fn take<'b>(rest: &mut &'b [u8], n: usize, what: &str) -> Result<&'b [u8]> {
+        ensure!(
+            rest.len() >= n,
+            "the state is truncated (missing its {what}): not a checkpoint this plugin wrote"
+        );
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn u32_at(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    let mut rest = blob;
+    let magic = take(&mut rest, 8, "header")?;
+    ensure!(
+        magic == ENVELOPE_MAGIC,
+        "the state does not start with the SDK's header: written by another SDK version or \
+         not a plugin state (checkpoints of older clef builds cannot be resumed)"
+    );
+    let name_len = u32_at(take(&mut rest, 4, "plugin name")?) as usize;
+    let name = take(&mut rest, name_len, "plugin name")?;
+    ensure!(
+        name == plugin.as_bytes(),
+        "the state belongs to plugin `{}`, not `{plugin}`",
+        String::from_utf8_lossy(name)
+    );
+    let found = u32_at(take(&mut rest, 4, "state version")?);
+    ensure!(
+        found == version,
+        "the state of `{plugin}` has state version {found}, but this build of the plugin reads \
+         version {version}: the checkpoint was written by another version of the plugin"
+    );
+    let len_bytes = take(&mut rest, 8, "length")?;
+    let len = u64::from_le_bytes(len_bytes.try_into().map_err(|_| Error::msg("length"))?);
+    let crc = u32_at(take(&mut rest, 4, "checksum")?);
+    ensure!(
+        rest.len() as u64 == len,
+        "the state of `{plugin}` is truncated or padded: {} payload bytes, expected {len}",
+        rest.len()
+    );
+    ensure!(
+        crc32fast::hash(rest) == crc,
+        "the state of `{plugin}` is corrupt (checksum mismatch)"
+    );
+    Ok(rest)
+}
+
+// ---- serde helpers ----------------------------------------------------------------------------
+
+/// `#[serde(with = "clef_sdk::state::bits")]` on a `Vec<bool>`: its length, then the flags
+/// packed 8 per byte (least significant bit first).
+pub mod bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serialises the flags bit-packed.
+    pub fn serialize<S: Serializer>(v: &[bool], s: S) -> Result<S::Ok, S::Error> {
+        let mut packed = vec![0u8; v.len().div_ceil(8)];
+        for (i, _) in v.iter().enumerate().filter(|(_, &b)| b) {
+            packed[i / 8] |= 1 << (i % 8);
+        }
+        (v.len() as u64, serde_bytes_ref(&packed)).serialize(s)
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<bool>, D::Error> {
+        let (len, packed): (u64, ByteBuf) = Deserialize::deserialize(d)?;
+        let len = usize::try_from(len).map_err(serde::de::Error::custom)?;
+        if packed.0.len() != len.div_ceil(8) {
+            return Err(serde::de::Error::custom(format!(
+                "bit-packed flags: {} bytes for {len} flags",
+                packed.0.len()
+            )));
+        }
+        Ok((0..len)
+            .map(|i| packed.0[i / 8] >> (i % 8) & 1 == 1)
+            .collect())
+    }
+
+    pub(super) fn serde_bytes_ref(b: &[u8]) -> Bytes<'_> {
+        Bytes(b)
+    }
+
+    /// Borrowed bytes serialised with `serialize_bytes`.
+    pub(super) struct Bytes<'a>(pub(super) &'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    /// Owned bytes read with `deserialize_byte_buf`.
+    pub(super) struct ByteBuf(pub(super) Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ByteBuf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = ByteBuf;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v.to_vec()))
+                }
+                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                    Ok(ByteBuf(v))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<ByteBuf, A::Error> {
+                    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                    while let Some(b) = seq.next_element()? {
+                        out.push(b);
+                    }
+                    Ok(ByteBuf(out))
+                }
+            }
+            d.deserialize_byte_buf(Visitor)
+        }
+    }
+}
+
+/// `#[serde(with = "clef_sdk::state::tensor")]` on a `Vec<f32>`: the values as one byte
+/// string of little-endian floats (bit-exact, NaN payloads included; much faster than one
+/// serde call per float).
+pub mod tensor {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::bits::{ByteBuf, Bytes};
+
+    /// Serialises the floats as little-endian bytes.
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Bytes(&bytes).serialize(s)
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        let ByteBuf(bytes) = ByteBuf::deserialize(d)?;
+        if bytes.len() % 4 != 0 {
+            return Err(serde::de::Error::custom(format!(
+                "float tensor: {} bytes is not a multiple of 4",
+                bytes.len()
+            )));
+        }
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+/// `#[serde(with = "clef_sdk::state::tensors")]` on a `Vec<Vec<f32>>` (e.g. an
+/// [`anchor::Tensors`](crate::anchor::Tensors)): each tensor as in [`tensor`].
+pub mod tensors {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Wraps one tensor for [`super::tensor`].
+    struct One<'a>(&'a [f32]);
+
+    impl serde::Serialize for One<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::tensor::serialize(self.0, s)
+        }
+    }
+
+    /// Owned tensor read by [`super::tensor`].
+    struct Owned(Vec<f32>);
+
+    impl<'de> Deserialize<'de> for Owned {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            super::tensor::deserialize(d).map(Owned)
+        }
+    }
+
+    /// Serialises the tensors.
+    pub fn serialize<S: Serializer>(v: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for t in v {
+            seq.serialize_element(&One(t))?;
+        }
+        seq.end()
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f32>>, D::Error> {
+        let v: Vec<Owned> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(|o| o.0).collect())
+    }
+}
+
+/// `#[serde(with = "clef_sdk::state::opt_tensors")]` on an `Option<Vec<Vec<f32>>>`.
+pub mod opt_tensors {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Owned tensor list read by [`super::tensors`].
+    #[derive(Deserialize)]
+    struct W(#[serde(with = "super::tensors")] Vec<Vec<f32>>);
+
+    /// Borrowed tensor list written by [`super::tensors`].
+    struct Ref<'a>(&'a [Vec<f32>]);
+
+    impl Serialize for Ref<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::tensors::serialize(self.0, s)
+        }
+    }
+
+    /// Serialises the optional tensors.
+    #[allow(clippy::ref_option)]
+    pub fn serialize<S: Serializer>(v: &Option<Vec<Vec<f32>>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(Ref).serialize(s)
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<f32>>>, D::Error> {
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
     }
 }
 

@@ -3,23 +3,28 @@
 use std::ffi::{c_void, CStr, CString};
 use std::ptr;
 
-use serde::Deserialize;
-
 use crate::abi::*;
 use crate::testing::{describe, descriptor_of, global_logs, MockHost, MockPlugin, Phase};
 use crate::{
-    bail, ensure, format_err, validate, Context, Ctx, Error, HParam, HostStatus, NoConfig, Result,
-    Role, Setting, Split, Strategy, TaskInfo,
+    bail, ensure, format_err, validate, Context, Ctx, CustomState, Error, HParam, HParams,
+    HostStatus, NoConfig, NoState, Result, Role, Setting, Split, Strategy, TaskInfo, Values,
 };
 
 // ---- a strategy that exercises every service ----------------------------------------------
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, crate::HParams)]
 struct ProbeConfig {
+    /// a rate
+    #[hparam(default = 0.1, range = 0.0..=10.0, log)]
     lr: f64,
+    /// a count
+    #[hparam(default = 5, range = 1..)]
     steps: i64,
+    /// a flag
+    #[hparam(default = true)]
     verbose: bool,
+    /// what to do
+    #[hparam(default = "ok", choices = ["ok", "error", "panic"])]
     mode: String,
 }
 
@@ -34,15 +39,7 @@ impl Strategy for Probe {
     const NAME: &'static str = "probe";
     const DESCRIPTION: &'static str = "exercises the SDK";
     type Config = ProbeConfig;
-
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::float("lr", 0.1, 0.0, 10.0, "a rate").log_scale(),
-            HParam::int("steps", 5, 1, i64::MAX, "a count"),
-            HParam::bool("verbose", true, "a flag"),
-            HParam::choice("mode", "ok", &["ok", "error", "panic"], "what to do"),
-        ]
-    }
+    type State = CustomState;
 
     fn new(config: ProbeConfig) -> Result<Self> {
         ensure!(config.lr != 7.0, "lr 7 is unlucky");
@@ -221,6 +218,7 @@ impl Strategy for Versioned {
     const NAME: &'static str = "versioned";
     const VERSION: Option<&'static str> = Some("9.9.9");
     type Config = NoConfig;
+    type State = NoState;
     fn new(_: NoConfig) -> Result<Self> {
         Ok(Self)
     }
@@ -253,6 +251,7 @@ struct CrateVersion;
 impl Strategy for CrateVersion {
     const NAME: &'static str = "crate-version";
     type Config = NoConfig;
+    type State = NoState;
     fn new(_: NoConfig) -> Result<Self> {
         Ok(Self)
     }
@@ -293,10 +292,31 @@ fn create_failures_leave_a_thread_error() {
         err.message.contains("invalid hparams for strategy `probe`"),
         "{err}"
     );
-    assert!(err.message.contains("unknown field `extra`"), "{err}");
+    assert!(
+        err.message.contains("unknown hyperparameter `extra`"),
+        "{err}"
+    );
 
-    let err = MockPlugin::create::<Probe>("lr = 0.5").unwrap_err();
-    assert!(err.message.contains("missing field `steps`"), "{err}");
+    // Missing keys take their defaults; values outside the schema never reach `new`.
+    let plugin = MockPlugin::create::<Probe>("lr = 0.5").unwrap();
+    assert_eq!(strategy_of::<Probe>(&plugin).config.steps, 5);
+    for (bad, what) in [
+        ("lr = 11.0", "hyperparameter `lr` is out of range"),
+        ("lr = nan", "hyperparameter `lr` must be a finite number"),
+        ("steps = 0", "hyperparameter `steps` is out of range"),
+        (
+            "steps = 1.5",
+            "hyperparameter `steps` must be a whole number",
+        ),
+        (
+            "verbose = 1",
+            "hyperparameter `verbose` must be true or false",
+        ),
+        ("mode = \"okay\"", "hyperparameter `mode` must be one of"),
+    ] {
+        let err = MockPlugin::create::<Probe>(bad).unwrap_err();
+        assert!(err.message.contains(what), "{bad}: {err}");
+    }
 
     let err = MockPlugin::create::<Probe>(&PROBE_OK.replace("0.5", "7.0")).unwrap_err();
     assert_eq!(
@@ -503,7 +523,11 @@ fn save_and_load_round_trip_through_the_writer() {
     let mut plugin = probe("ok");
     plugin.on_model_built(&mut host).unwrap();
     let bytes = plugin.save_state(&mut host).unwrap();
-    assert_eq!(&bytes[..4], &[0, 0, 0, 0]);
+    // The SDK's envelope around the strategy's own bytes.
+    let payload = crate::state::open("probe", 1, &bytes).unwrap();
+    assert_eq!(&payload[..4], &[0, 0, 0, 0]);
+    assert!(crate::state::open("probe", 2, &bytes).is_err());
+    assert!(crate::state::open("other", 1, &bytes).is_err());
 
     let mut other = probe("ok");
     other.load_state(&mut host, &bytes).unwrap();
@@ -512,7 +536,14 @@ fn save_and_load_round_trip_through_the_writer() {
     assert_eq!(b.counter, 1);
 
     let err = other.load_state(&mut host, &[1, 2]).unwrap_err();
-    assert_eq!(err.message, "state too short: 2 bytes");
+    assert!(err.message.contains("the state is truncated"), "{err}");
+    // The strategy's own check still runs on a payload it did not write.
+    let short = crate::state::seal("probe", 1, &[1, 2]);
+    let err = other.load_state(&mut host, &short).unwrap_err();
+    assert_eq!(
+        err.message,
+        "loading the state of `probe`: state too short: 2 bytes"
+    );
     // An empty state with a null pointer is fine for the ABI, and reaches the strategy.
     let load = other.descriptor().load_state.unwrap();
     let (_, ctx) = host.raw();
@@ -538,7 +569,7 @@ fn a_failing_writer_fails_save_state() {
     let msg = unsafe { CStr::from_ptr(desc.last_error.unwrap()(plugin.instance())) };
     assert_eq!(
         msg.to_str().unwrap(),
-        "the host's state writer failed (status -1) on 4 bytes"
+        "the host's state writer failed (status -1) on 37 bytes"
     );
 }
 
@@ -576,6 +607,7 @@ fn with_ctx(host: &mut MockHost, f: Body) -> Result<(), String> {
     impl Strategy for Run {
         const NAME: &'static str = "run";
         type Config = NoConfig;
+        type State = NoState;
         fn new(_: NoConfig) -> Result<Self> {
             Ok(Run)
         }
@@ -721,32 +753,44 @@ fn events_outside_hooks_are_forwarded_with_a_null_context() {
 
 // ---- schema validation -------------------------------------------------------------------------
 
-struct BadSchema;
-impl Strategy for BadSchema {
-    const NAME: &'static str = "bad-schema";
-    type Config = NoConfig;
-    fn hparams() -> Vec<HParam> {
+/// A hand-written config whose schema's default is out of range.
+struct BadConfig;
+impl HParams for BadConfig {
+    fn schema() -> Vec<HParam> {
         vec![HParam::float("x", 5.0, 0.0, 1.0, "out of range")]
     }
-    fn new(_: NoConfig) -> Result<Self> {
+    fn from_values(_: &Values) -> Result<Self> {
         Ok(Self)
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OneField {
-    #[allow(dead_code)]
-    rate: f64,
+struct BadSchema;
+impl Strategy for BadSchema {
+    const NAME: &'static str = "bad-schema";
+    type Config = BadConfig;
+    type State = NoState;
+    fn new(_: BadConfig) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+/// A hand-written config that reads a key its schema misspells.
+struct OneField;
+impl HParams for OneField {
+    fn schema() -> Vec<HParam> {
+        vec![HParam::float("rte", 0.5, 0.0, 1.0, "typo")]
+    }
+    fn from_values(values: &Values) -> Result<Self> {
+        values.float("rate")?;
+        Ok(Self)
+    }
 }
 
 struct Mismatch;
 impl Strategy for Mismatch {
     const NAME: &'static str = "mismatch";
     type Config = OneField;
-    fn hparams() -> Vec<HParam> {
-        vec![HParam::float("rte", 0.5, 0.0, 1.0, "typo")]
-    }
+    type State = NoState;
     fn new(_: OneField) -> Result<Self> {
         Ok(Self)
     }
@@ -763,7 +807,10 @@ fn invalid_schemas_are_caught() {
     assert!(validate::<BadSchema>().is_err());
     assert!(validate::<Probe>().is_ok());
     let err = validate::<Mismatch>().unwrap_err();
-    assert!(format!("{err}").contains("unknown field `rte`"), "{err}");
+    assert!(
+        format!("{err:#}").contains("hyperparameter `rate` is not in the schema"),
+        "{err:#}"
+    );
 
     let check = |h: HParam| crate::validate_schema("s", &[h]).map_err(|e| format!("{e:#}"));
     assert!(check(HParam::choice("c", "z", &["a", "b"], "")).is_err());
@@ -792,7 +839,7 @@ fn invalid_schemas_are_caught() {
 #[test]
 fn default_config_toml_renders_every_kind() {
     let toml = crate::default_config_toml::<Probe>();
-    let parsed: ProbeConfig = toml::from_str(&toml).unwrap();
+    let parsed = ProbeConfig::from_toml(&toml).unwrap();
     assert_eq!(
         (
             parsed.lr,
@@ -857,6 +904,7 @@ struct Reporter;
 impl Strategy for Reporter {
     const NAME: &'static str = "reporter";
     type Config = NoConfig;
+    type State = CustomState;
 
     fn new(_: NoConfig) -> Result<Self> {
         Ok(Reporter)
@@ -931,4 +979,210 @@ fn plugins_load_in_a_1_0_host_and_report_is_unsupported_there() {
     assert!(host.state().reports.is_empty());
     // SAFETY: destroyed once.
     unsafe { (desc.destroy.unwrap())(inst) };
+}
+
+// ---- the test kit ------------------------------------------------------------------------------
+
+/// A small stateful strategy in the new style: the kit's tests run on it, and on two broken
+/// variants the kit must catch.
+mod kit {
+    use crate::prelude::*;
+
+    #[derive(HParams)]
+    pub struct DecayConfig {
+        /// Pull towards the weights at the last task end.
+        #[hparam(default = 0.5, range = 0.0..=10.0, log, needs_past_tasks)]
+        pub rate: f64,
+        /// Count steps.
+        #[hparam(default = 3, range = 1..=100)]
+        pub every: usize,
+        /// A choice.
+        #[hparam(default = "per-task")]
+        pub mode: Mode,
+    }
+
+    #[derive(HParamChoice, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    pub enum Mode {
+        PerTask,
+        #[choice(name = "all")]
+        Shared,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Decay {
+        rate: f32,
+        every: u64,
+        mode: Mode,
+        steps: u64,
+        #[serde(with = "crate::state::opt_tensors")]
+        anchor: Option<Vec<Vec<f32>>>,
+        #[serde(with = "crate::state::bits")]
+        seen: Vec<bool>,
+    }
+
+    impl Strategy for Decay {
+        const NAME: &'static str = "kit-decay";
+        type Config = DecayConfig;
+        type State = SerdeState;
+
+        fn new(c: DecayConfig) -> Result<Self> {
+            Ok(Self {
+                rate: c.rate as f32,
+                every: c.every as u64,
+                mode: c.mode,
+                steps: 0,
+                anchor: None,
+                seen: Vec::new(),
+            })
+        }
+
+        fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
+            self.steps += 1;
+            self.seen.push(self.steps.is_multiple_of(self.every));
+            let scale = match self.mode {
+                Mode::PerTask => self.steps as f32,
+                Mode::Shared => 1.0,
+            };
+            if let Some(a) = &self.anchor {
+                crate::anchor::add_pull(ctx, a, self.rate * scale, "the anchor")?;
+            }
+            Ok(())
+        }
+
+        fn on_task_end(&mut self, ctx: &mut Ctx<'_>, _task: &TaskInfo) -> Result<()> {
+            self.anchor = Some(crate::anchor::capture(ctx)?);
+            ctx.report("steps", self.steps as f64)
+        }
+    }
+
+    crate::standard_tests!(Decay, config = "rate = 2.0\nmode = \"all\"");
+
+    /// Forgets its anchor in checkpoints (`#[serde(skip)]`): the kit's round trip must fail.
+    #[derive(Serialize, Deserialize)]
+    pub struct Forgetful {
+        rate: f32,
+        #[serde(skip)]
+        anchor: Option<Vec<Vec<f32>>>,
+    }
+
+    impl Strategy for Forgetful {
+        const NAME: &'static str = "kit-forgetful";
+        type Config = DecayConfig;
+        type State = SerdeState;
+
+        fn new(c: DecayConfig) -> Result<Self> {
+            Ok(Self {
+                rate: c.rate as f32,
+                anchor: None,
+            })
+        }
+
+        fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
+            match &self.anchor {
+                Some(a) => crate::anchor::add_pull(ctx, a, self.rate, "the anchor"),
+                None => Ok(()),
+            }
+        }
+
+        fn on_task_end(&mut self, ctx: &mut Ctx<'_>, _task: &TaskInfo) -> Result<()> {
+            self.anchor = Some(crate::anchor::capture(ctx)?);
+            Ok(())
+        }
+    }
+
+    /// Draws from a process-global counter: not deterministic; the kit must notice.
+    pub struct Moody;
+
+    static MOOD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+    impl Strategy for Moody {
+        const NAME: &'static str = "kit-moody";
+        type Config = NoConfig;
+        type State = NotCheckpointed;
+
+        fn new(_: NoConfig) -> Result<Self> {
+            Ok(Self)
+        }
+
+        fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
+            let m = MOOD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as f32;
+            ctx.grads(0)?[0] += m;
+            Ok(())
+        }
+    }
+
+    fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let err = std::panic::catch_unwind(f).expect_err("the kit should have failed");
+        err.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| err.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_kit_catches_a_state_that_does_not_round_trip() {
+        let msg = panics(|| crate::kit::state_round_trips::<Forgetful>(""));
+        assert!(msg.contains("does not continue like the original"), "{msg}");
+    }
+
+    #[test]
+    fn the_kit_catches_a_nondeterministic_run() {
+        let msg = panics(|| crate::kit::short_run_is_deterministic::<Moody>(""));
+        assert!(msg.contains("two identical runs differ"), "{msg}");
+        // Not checkpointed: no state hooks exported, so the host turns checkpoints off.
+        let desc = crate::testing::descriptor_of::<Moody>();
+        assert!(desc.save_state.is_none() && desc.load_state.is_none());
+        crate::kit::state_round_trips::<Moody>("");
+    }
+
+    #[test]
+    fn the_docs_table_check_names_the_table_to_paste() {
+        let dir = std::env::temp_dir().join(format!("clef-kit-docs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let table = crate::markdown_table(&<DecayConfig as HParams>::schema());
+        std::fs::write(
+            dir.join("ok.md"),
+            format!("# x\n<!-- hparams:kit-decay -->\n{table}<!-- /hparams:kit-decay -->\n"),
+        )
+        .unwrap();
+        crate::kit::docs_table_matches::<Decay>(dir.to_str().unwrap(), "ok.md");
+        std::fs::write(
+            dir.join("stale.md"),
+            format!(
+                "<!-- hparams:kit-decay -->\n{}<!-- /hparams:kit-decay -->\n",
+                table.replace("0.5", "0.25")
+            ),
+        )
+        .unwrap();
+        let d = dir.clone();
+        let msg = panics(move || {
+            crate::kit::docs_table_matches::<Decay>(d.to_str().unwrap(), "stale.md")
+        });
+        assert!(
+            msg.contains("differs from its schema") && msg.contains(&table),
+            "{msg}"
+        );
+        assert!(
+            table.contains("| `rate` | float | 0.5 | [0, 10], log scale |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| `mode` | choice | `per-task` | `per-task` \\| `all` |"),
+            "{table}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_needs_past_tasks_flag_reaches_the_descriptor() {
+        let desc = crate::testing::descriptor_of::<Decay>();
+        // SAFETY: SDK-built descriptor.
+        let info = unsafe { crate::testing::describe(desc) };
+        assert_eq!(
+            info.hparams[0].flags,
+            crate::abi::CLEF_HPARAM_LOG_SCALE | crate::abi::CLEF_HPARAM_NEEDS_PAST_TASKS
+        );
+        assert_eq!(info.hparams[1].flags, 0);
+        assert_eq!(info.hparams[2].choices, ["per-task", "all"]);
+    }
 }
