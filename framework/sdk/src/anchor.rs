@@ -6,14 +6,57 @@
 //! gradient added to every parameter tensor:  coef · (θ − θ_anchor)
 //! ```
 //!
-//! [`encode`] / [`decode`] store an optional anchor in a plugin's checkpoint state
-//! ([`crate::state`] layout: a presence byte, then the tensor list).
+//! [`Anchor`] is the stored copy (serialisable: strategies with `type State = SerdeState`
+//! checkpoint it as raw float bytes); the free functions work on plain tensor lists.
 
-use crate::state::{Reader, Writer};
-use crate::{bail, ensure, Ctx, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::{ensure, Ctx, Result};
 
 /// A copy of every parameter tensor, in the host's parameter order.
 pub type Tensors = Vec<Vec<f32>>;
+
+/// A stored copy of every parameter tensor, and the pull towards it.
+///
+/// ```ignore
+/// self.anchor = Some(Anchor::capture(ctx)?);      // e.g. in on_task_end
+/// anchor.pull(ctx, lambda)?;                       // in after_backward: grad += λ·(θ − θ*)
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Anchor(#[serde(with = "crate::state::tensors")] pub Tensors);
+
+impl Anchor {
+    /// Copies every parameter tensor of the model.
+    pub fn capture(ctx: &Ctx<'_>) -> Result<Self> {
+        capture(ctx).map(Self)
+    }
+
+    /// Adds `coef · (θ − anchor)` to every parameter's gradient (see [`add_pull`]).
+    pub fn pull(&self, ctx: &mut Ctx<'_>, coef: f32) -> Result<()> {
+        add_pull(ctx, &self.0, coef, "the anchor")
+    }
+
+    /// The stored tensors.
+    pub fn tensors(&self) -> &Tensors {
+        &self.0
+    }
+}
+
+/// The pull of an anchor that may not exist yet (e.g. before the first task ends): `None`
+/// adds nothing.
+pub trait MaybePull {
+    /// Adds `coef · (θ − anchor)` to every parameter's gradient if there is an anchor.
+    fn pull(&self, ctx: &mut Ctx<'_>, coef: f32) -> Result<()>;
+}
+
+impl MaybePull for Option<Anchor> {
+    fn pull(&self, ctx: &mut Ctx<'_>, coef: f32) -> Result<()> {
+        match self {
+            Some(a) => a.pull(ctx, coef),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Copies every parameter tensor of the model.
 pub fn capture(ctx: &Ctx<'_>) -> Result<Tensors> {
@@ -61,34 +104,6 @@ pub fn squared_distance(params: &[Vec<f64>], anchor: &[Vec<f32>]) -> f64 {
         .sum()
 }
 
-/// Encodes an optional anchor as a state blob with the plugin's magic tag and version 1.
-pub fn encode(magic: &[u8; 8], anchor: Option<&[Vec<f32>]>) -> Vec<u8> {
-    let mut w = Writer::new(magic, 1);
-    match anchor {
-        None => w.u8(0),
-        Some(a) => {
-            w.u8(1);
-            w.tensors(a);
-        }
-    }
-    w.finish()
-}
-
-/// Decodes [`encode`]'s output; an empty blob is a fresh instance's state (`None`).
-pub fn decode(magic: &[u8; 8], bytes: &[u8]) -> Result<Option<Tensors>> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let mut r = Reader::new(bytes, magic, 1)?;
-    let anchor = match r.u8()? {
-        0 => None,
-        1 => Some(r.tensors()?),
-        other => bail!("invalid anchor flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(anchor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,22 +115,5 @@ mod tests {
         assert_eq!(g, vec![1.5, 0.0, -3.0]);
         let d = squared_distance(&[vec![2.0, 1.0], vec![0.0]], &[vec![1.0, 1.0], vec![4.0]]);
         assert_eq!(d, 17.0);
-    }
-
-    #[test]
-    fn state_round_trip_and_errors() {
-        let a = vec![vec![1.0, -2.0], vec![], vec![3.5]];
-        let blob = encode(b"testanch", Some(&a));
-        assert_eq!(decode(b"testanch", &blob).unwrap(), Some(a));
-        assert_eq!(
-            decode(b"testanch", &encode(b"testanch", None)).unwrap(),
-            None
-        );
-        assert_eq!(decode(b"testanch", &[]).unwrap(), None);
-        assert!(decode(b"otheranc", &blob).is_err());
-        assert!(decode(b"testanch", &blob[..blob.len() - 1]).is_err());
-        let mut bad = encode(b"testanch", None);
-        *bad.last_mut().unwrap() = 7;
-        assert!(decode(b"testanch", &bad).is_err());
     }
 }

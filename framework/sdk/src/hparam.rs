@@ -136,7 +136,9 @@ impl HParam {
     /// The range or the choices as shown in docs: `[0, 1]`, `>= 1`, `"a" \| "b"`, ...
     pub fn range_text(&self) -> String {
         let num = |v: f64| {
-            if v.fract() == 0.0 && v.abs() < 1e15 {
+            if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+                format!("{v:e}")
+            } else if v.fract() == 0.0 {
                 format!("{}", v as i64)
             } else {
                 format!("{v}")

@@ -119,6 +119,21 @@ pub fn trace(host: &MockHost) -> Trace {
     }
 }
 
+/// The strategy as its last checkpoint would restore it: `save_state` through the C entry
+/// point, then the envelope opened and the payload decoded (strategies with
+/// `type State = SerdeState`). Lets a test inspect private fields without unsafe code.
+pub fn saved<S>(plugin: &mut MockPlugin, host: &mut MockHost) -> S
+where
+    S: Strategy + serde::de::DeserializeOwned,
+{
+    let blob = plugin
+        .save_state(host)
+        .unwrap_or_else(|e| panic!("save_state of `{}`: {e}", S::NAME));
+    let payload =
+        crate::state::open(S::NAME, S::STATE_VERSION, &blob).unwrap_or_else(|e| panic!("{e:#}"));
+    postcard::from_bytes(payload).unwrap_or_else(|e| panic!("decoding `{}`: {e}", S::NAME))
+}
+
 fn create<S: Strategy>(config: &str) -> MockPlugin {
     MockPlugin::create::<S>(config)
         .unwrap_or_else(|e| panic!("`{}` refused the config {config:?}: {e}", S::NAME))

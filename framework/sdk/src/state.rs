@@ -429,6 +429,42 @@ pub mod tensors {
     }
 }
 
+/// A boolean mask that serialises bit-packed (as [`bits`]), usable anywhere in a serde
+/// state (`Vec<Bits>`, `Option<Bits>`, map values ...); derefs to `Vec<bool>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bits(#[serde(with = "bits")] pub Vec<bool>);
+
+impl std::ops::Deref for Bits {
+    type Target = Vec<bool>;
+    fn deref(&self) -> &Vec<bool> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bits {
+    fn deref_mut(&mut self) -> &mut Vec<bool> {
+        &mut self.0
+    }
+}
+
+/// A float tensor that serialises as raw little-endian bytes (as [`tensor`]), usable anywhere
+/// in a serde state; derefs to `Vec<f32>`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Floats(#[serde(with = "tensor")] pub Vec<f32>);
+
+impl std::ops::Deref for Floats {
+    type Target = Vec<f32>;
+    fn deref(&self) -> &Vec<f32> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Floats {
+    fn deref_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.0
+    }
+}
+
 /// `#[serde(with = "clef_sdk::state::opt_tensors")]` on an `Option<Vec<Vec<f32>>>`.
 pub mod opt_tensors {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -531,5 +567,52 @@ mod tests {
             .unwrap()
             .bools()
             .is_err());
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct S {
+        masks: Vec<Bits>,
+        w: Option<Floats>,
+        #[serde(with = "tensors")]
+        t: Vec<Vec<f32>>,
+    }
+
+    #[test]
+    fn compact_helpers_round_trip_bit_exactly_and_stay_small() {
+        let s = S {
+            masks: vec![Bits(vec![true; 17]), Bits(vec![])],
+            w: Some(Floats(vec![f32::NAN, -0.0, 1.5, f32::INFINITY])),
+            t: vec![vec![1.0; 100], vec![]],
+        };
+        let blob = postcard::to_allocvec(&s).unwrap();
+        let back: S = postcard::from_bytes(&blob).unwrap();
+        assert_eq!(back.masks, s.masks);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(back.w.as_ref().unwrap()), bits(s.w.as_ref().unwrap()));
+        assert_eq!(back.t, s.t);
+        // 17 flags in 3 bytes; 104 floats in 416 bytes; a little framing.
+        assert!(blob.len() < 3 + 416 + 24, "{} bytes", blob.len());
+        // Truncation is an error, not a panic.
+        assert!(postcard::from_bytes::<S>(&blob[..blob.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn the_envelope_refuses_foreign_old_and_corrupt_states() {
+        let blob = seal("ewc", 2, b"payload");
+        assert_eq!(open("ewc", 2, &blob).unwrap(), b"payload");
+        let msg = |r: Result<&[u8]>| format!("{:#}", r.unwrap_err());
+        assert!(msg(open("l2", 2, &blob)).contains("belongs to plugin `ewc`, not `l2`"));
+        assert!(msg(open("ewc", 3, &blob)).contains("has state version 2"));
+        let mut bad = blob.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(msg(open("ewc", 2, &bad)).contains("checksum"));
+        assert!(msg(open("ewc", 2, &blob[..blob.len() - 1])).contains("truncated"));
+        assert!(msg(open("ewc", 2, b"clefl2\0\0\x01\0\0\0")).contains("header"));
+        assert!(open("ewc", 2, &[]).is_err());
     }
 }
