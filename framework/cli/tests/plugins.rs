@@ -33,6 +33,7 @@ const PLUGIN_CRATES: &[&str] = &[
     "clef-plugin-fixture-panicking",
     "clef-plugin-fixture-erroring",
     "clef-plugin-fixture-hparams",
+    "clef-plugin-fixture-unsaved",
 ];
 
 fn repo_root() -> PathBuf {
@@ -1476,4 +1477,94 @@ hparams = {{ memory_size = 200 }}
     // Checkpoints are removed once their trials are stored.
     let left = std::fs::read_dir(&ckpts).map_or(0, |d| d.count());
     assert_eq!(left, 0, "checkpoints left behind");
+}
+
+#[test]
+fn a_killed_trial_of_a_plugin_without_saved_state_restarts_with_a_warning_and_the_same_result() {
+    // `fixture-unsaved` keeps an anchor between tasks but declares `NotCheckpointed`: the SDK
+    // exports no save_state, so the host must turn checkpoints off for the trial (with a
+    // warning) instead of resuming it with the anchor silently gone.
+    use std::io::{BufRead, BufReader};
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"name = "unsaved"
+seeds = [3]
+settings = ["class-il"]
+plugin_dirs = [{:?}]
+
+[data]
+dataset = "mnist-5k"
+
+[scenario]
+kind = "class-split"
+tasks = 5
+classes_per_task = 2
+
+[model]
+hidden = [128, 128]
+
+[train]
+optimizer = "sgd"
+lr = 0.05
+iterations = 600
+batch_size = 32
+
+[[strategy]]
+name = "fixture-unsaved"
+hparams = {{ lambda = 1.0 }}
+"#,
+        p.rust.display().to_string()
+    );
+    let cfg = tmp.path().join("unsaved.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let whole = tmp.path().join("whole");
+    let (o, _) = run(&cfg, &whole, "warn");
+    assert!(o.status.success(), "{}", show(&o));
+    let warning = "no more checkpoints for this trial";
+    assert!(text(&o.stderr).contains(warning), "{}", show(&o));
+
+    // Kill (SIGKILL) the trial right after its first task, when the host has given up on
+    // checkpointing it.
+    let killed = tmp.path().join("killed");
+    let mut child = clef()
+        .args(["run", "--no-progress", "--jobs", "1", "--out"])
+        .arg(&killed)
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(warning) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains(warning), "no warning before the kill:\n{seen}");
+    assert!(
+        seen.contains("does not save its state"),
+        "the warning does not say why:\n{seen}"
+    );
+    assert_eq!(
+        std::fs::read_dir(killed.join("trials")).map_or(0, |d| d.count()),
+        0,
+        "killed after the trial finished"
+    );
+
+    // The re-run starts the trial afresh (nothing to resume) and ends with the same record.
+    let (o, _) = run(&cfg, &killed, "info");
+    assert!(o.status.success(), "{}", show(&o));
+    let log = text(&o.stderr);
+    assert!(!log.contains("resuming the trial"), "resumed without state:\n{log}");
+    assert_eq!(
+        results_without_timings(&killed),
+        results_without_timings(&whole)
+    );
 }

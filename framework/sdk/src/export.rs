@@ -604,8 +604,7 @@ pub unsafe extern "C" fn save_state<S: Strategy>(
     writer: *mut c_void,
 ) -> i32 {
     let f = move |s: &mut S, c: &mut Ctx<'_>| {
-        let payload = <S::State as StateMode<S>>::save(s, c)
-            .map_err(|e| e.context(format!("saving the state of `{}`", S::NAME)))?;
+        let payload = <S::State as StateMode<S>>::save(s, c)?;
         let bytes = crate::state::seal(S::NAME, S::STATE_VERSION, &payload);
         // SAFETY: the host's writer callback and sink are valid during the hook; `bytes`
         // is live for the call.
@@ -645,7 +644,6 @@ pub unsafe extern "C" fn load_state<S: Strategy>(
         };
         let payload = crate::state::open(S::NAME, S::STATE_VERSION, bytes)?;
         <S::State as StateMode<S>>::load(s, c, payload)
-            .map_err(|e| e.context(format!("loading the state of `{}`", S::NAME)))
     };
     // SAFETY: forwarded from the caller.
     unsafe { hook::<S>(inst, ctx, f) }

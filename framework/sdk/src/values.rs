@@ -51,7 +51,7 @@ use crate::hparam::{HParam, HParamKind};
 /// Attributes of `#[hparam(...)]`: `default = <literal>` (required), `range = a..=b` (or `a..`,
 /// `..=b`; float and integer fields), `log` (searched on a log scale), `needs_past_tasks` (the
 /// value only acts once a task has ended, e.g. a penalty towards past tasks: clef refuses to
-/// tune it on the first task alone), `choices = ["a", "b"]` (for a `String` field; an enum that
+/// tune it on the first task alone), `choices = ["a", "b"]` or `choices = SOME_CONST` (a `&[&str]`; for a `String` field; an enum that
 /// derives [`HParamChoice`](crate::HParamChoice) lists its own). Field types: `f64`, `f32`,
 /// `i64`, `i32`, `u64`, `u32`, `usize`, `bool`, `String` with `choices`, or a
 /// [`HParamChoice`](crate::HParamChoice) enum.

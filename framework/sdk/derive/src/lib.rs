@@ -58,7 +58,7 @@ struct FieldAttrs {
     range: Option<ExprRange>,
     log: bool,
     needs_past_tasks: bool,
-    choices: Option<Vec<LitStr>>,
+    choices: Option<Expr>,
 }
 
 fn field_attrs(field: &syn::Field) -> syn::Result<FieldAttrs> {
@@ -77,22 +77,7 @@ fn field_attrs(field: &syn::Field) -> syn::Result<FieldAttrs> {
             } else if meta.path.is_ident("needs_past_tasks") {
                 out.needs_past_tasks = true;
             } else if meta.path.is_ident("choices") {
-                let arr: syn::ExprArray = meta.value()?.parse()?;
-                let mut list = Vec::new();
-                for e in arr.elems {
-                    match e {
-                        Expr::Lit(ExprLit {
-                            lit: Lit::Str(s), ..
-                        }) => list.push(s),
-                        other => {
-                            return Err(syn::Error::new(
-                                other.span(),
-                                "choices must be string literals",
-                            ))
-                        }
-                    }
-                }
-                out.choices = Some(list);
+                out.choices = Some(meta.value()?.parse()?);
             } else {
                 return Err(meta.error(
                     "unknown hparam attribute (expected default, range, log, \
@@ -235,7 +220,12 @@ fn hparams(input: &DeriveInput) -> syn::Result<Tokens> {
                     ));
                 };
                 build.push(quote!(#ident: values.choice(#key)?.to_owned()));
-                quote!(::clef_sdk::HParam::choice(#key, #default, &[#(#choices),*], #doc))
+                // An array literal, or a path to a `&[&str]` constant.
+                let choices = match choices {
+                    Expr::Array(a) => quote!(&#a),
+                    other => quote!(#other),
+                };
+                quote!(::clef_sdk::HParam::choice(#key, #default, #choices, #doc))
             }
             Kind::Choice => {
                 build.push(quote!(#ident: values.choice_of::<#ty>(#key)?));
