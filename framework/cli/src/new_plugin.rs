@@ -94,6 +94,7 @@ crate-type = ["cdylib", "rlib"]
 
 [dependencies]
 clef-sdk = {{ path = {sdk} }}
+# The state is saved through serde (`type State = SerdeState`).
 serde = {{ version = "1", features = ["derive"] }}
 
 [dev-dependencies]
@@ -112,66 +113,54 @@ fn lib_rs(name: &str) -> String {
         r#"//! `{name}`: a clef strategy plugin.
 //!
 //! As generated, an L2 pull towards the weights each task started from:
-//! `grad += lambda * (w - w_task_start)`. Replace it with your strategy; the hooks available
-//! are those of `clef_sdk::Strategy` (on_model_built, on_task_start, before_batch,
-//! after_backward, after_step, on_task_end, before_eval, after_eval, save_state, load_state).
+//! `grad += lambda * (w - w_task_start)`. Replace it with your strategy: the hooks are those of
+//! `clef_sdk::Strategy` (on_model_built, on_task_start, before_batch, after_backward,
+//! after_step, on_task_end, before_eval, after_eval); `cargo doc -p clef-sdk --open` documents
+//! them and every host service of `Ctx`.
 //!
 //! Build: `cargo build --release`; run: `clef run config.toml --plugin-dir target/release`
 //! with `[[strategy]] name = "{name}"` (and `hparams = {{ lambda = 0.1 }}`) in the config.
 
-use clef_sdk::tracing::info;
-use clef_sdk::{{Ctx, HParam, Result, Strategy, TaskInfo}};
-use serde::Deserialize;
+use clef_sdk::anchor::Anchor;
+use clef_sdk::prelude::*;
 
-/// The validated `hparams` table: every key of the schema is present.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The hyperparameters: each field is one, its doc comment the help `clef plugins` shows.
+#[derive(HParams)]
 pub struct Config {{
-    lambda: f64,
+    /// strength of the pull towards the task's starting weights
+    #[hparam(default = 0.0, range = 0.0..=1e4, log)]
+    pub lambda: f64,
 }}
 
-/// The strategy's state.
+/// The strategy. `type State = SerdeState` below: the whole struct is its checkpoint state.
+#[derive(Serialize, Deserialize)]
 pub struct {ty} {{
     lambda: f32,
     /// Parameter values at the start of the current task.
-    anchor: Vec<Vec<f32>>,
+    anchor: Anchor,
 }}
 
 impl Strategy for {ty} {{
     const NAME: &'static str = "{name}";
     const DESCRIPTION: &'static str = "L2 pull towards the weights at the start of each task";
     type Config = Config;
-
-    fn hparams() -> Vec<HParam> {{
-        vec![HParam::float("lambda", 0.0, 0.0, 1e4, "strength of the pull").log_scale()]
-    }}
+    type State = SerdeState;
 
     fn new(config: Config) -> Result<Self> {{
         Ok(Self {{
             lambda: config.lambda as f32,
-            anchor: Vec::new(),
+            anchor: Anchor::default(),
         }})
     }}
 
     fn on_task_start(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {{
         info!(task = task.task, "anchoring the weights");
-        self.anchor = (0..ctx.param_count())
-            .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
-            .collect::<Result<_>>()?;
+        self.anchor = Anchor::capture(ctx)?;
         Ok(())
     }}
 
     fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {{
-        if self.lambda == 0.0 {{
-            return Ok(());
-        }}
-        for (i, anchor) in self.anchor.iter().enumerate() {{
-            let (w, g) = ctx.values_and_grads(i)?;
-            for ((g, w), a) in g.iter_mut().zip(w).zip(anchor) {{
-                *g += self.lambda * (w - a);
-            }}
-        }}
-        Ok(())
+        self.anchor.pull(ctx, self.lambda)
     }}
 }}
 
@@ -181,10 +170,8 @@ clef_sdk::export_plugin!({ty});
 mod tests {{
     use clef_sdk::testing::{{MockHost, MockPlugin}};
 
-    #[test]
-    fn schema_is_valid_and_defaults_deserialise() {{
-        clef_sdk::validate::<super::{ty}>().unwrap();
-    }}
+    // Schema, defaults, out-of-range values refused, state round trip, determinism.
+    clef_sdk::standard_tests!(super::{ty}, config = "lambda = 0.5");
 
     #[test]
     fn pulls_gradients_towards_the_task_start_weights() {{

@@ -675,7 +675,7 @@ fn new_plugin_template_builds_and_loads() {
         .output()
         .unwrap();
     assert!(build.status.success(), "{}", show(&build));
-    // Its own tests (schema, and the gradient on the SDK's mock host) pass as generated.
+    // Its own tests (the SDK kit's five and the gradient on the mock host) pass as generated.
     let test = Command::new(env!("CARGO"))
         .arg("test")
         .arg("--manifest-path")
@@ -685,7 +685,7 @@ fn new_plugin_template_builds_and_loads() {
         .output()
         .unwrap();
     assert!(test.status.success(), "{}", show(&test));
-    assert!(text(&test.stdout).contains("2 passed"), "{}", show(&test));
+    assert!(text(&test.stdout).contains("6 passed"), "{}", show(&test));
     let lib = target
         .join("debug")
         .join(clef_core::plugin::file_name("l2-anchor"));

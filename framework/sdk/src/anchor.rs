@@ -31,8 +31,12 @@ impl Anchor {
         capture(ctx).map(Self)
     }
 
-    /// Adds `coef · (θ − anchor)` to every parameter's gradient (see [`add_pull`]).
+    /// Adds `coef · (θ − anchor)` to every parameter's gradient (see [`add_pull`]); an empty
+    /// anchor (`Anchor::default()`, nothing captured yet) adds nothing.
     pub fn pull(&self, ctx: &mut Ctx<'_>, coef: f32) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
         add_pull(ctx, &self.0, coef, "the anchor")
     }
 
