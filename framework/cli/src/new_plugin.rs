@@ -121,7 +121,7 @@ fn lib_rs(name: &str) -> String {
 //! Build: `cargo build --release`; run: `clef run config.toml --plugin-dir target/release`
 //! with `[[strategy]] name = "{name}"` (and `hparams = {{ lambda = 0.1 }}`) in the config.
 
-use clef_sdk::anchor::Anchor;
+use clef_sdk::anchor;
 use clef_sdk::prelude::*;
 
 /// The hyperparameters: each field is one, its doc comment the help `clef plugins` shows.
@@ -137,7 +137,7 @@ pub struct Config {{
 pub struct {ty} {{
     lambda: f32,
     /// Parameter values at the start of the current task.
-    anchor: Anchor,
+    anchor: anchor::Anchor,
 }}
 
 impl Strategy for {ty} {{
@@ -149,13 +149,13 @@ impl Strategy for {ty} {{
     fn new(config: Config) -> Result<Self> {{
         Ok(Self {{
             lambda: config.lambda as f32,
-            anchor: Anchor::default(),
+            anchor: anchor::Anchor::default(),
         }})
     }}
 
     fn on_task_start(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {{
         info!(task = task.task, "anchoring the weights");
-        self.anchor = Anchor::capture(ctx)?;
+        self.anchor = anchor::Anchor::capture(ctx)?;
         Ok(())
     }}
 
