@@ -1547,7 +1547,10 @@ hparams = {{ lambda = 1.0 }}
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen.contains(warning), "no warning before the kill:\n{seen}");
+    assert!(
+        seen.contains(warning),
+        "no warning before the kill:\n{seen}"
+    );
     assert!(
         seen.contains("does not save its state"),
         "the warning does not say why:\n{seen}"
@@ -1562,7 +1565,10 @@ hparams = {{ lambda = 1.0 }}
     let (o, _) = run(&cfg, &killed, "info");
     assert!(o.status.success(), "{}", show(&o));
     let log = text(&o.stderr);
-    assert!(!log.contains("resuming the trial"), "resumed without state:\n{log}");
+    assert!(
+        !log.contains("resuming the trial"),
+        "resumed without state:\n{log}"
+    );
     assert_eq!(
         results_without_timings(&killed),
         results_without_timings(&whole)

@@ -134,6 +134,55 @@ where
     postcard::from_bytes(payload).unwrap_or_else(|e| panic!("decoding `{}`: {e}", S::NAME))
 }
 
+/// The host's parameters in f64 (the point at which a penalty is checked).
+pub fn theta(host: &MockHost) -> Vec<Vec<f64>> {
+    host.values()
+        .iter()
+        .map(|t| t.iter().map(|&v| f64::from(v)).collect())
+        .collect()
+}
+
+/// Checks a gradient a plugin added against central finite differences of `loss` (an
+/// independent f64 implementation of what the plugin claims to minimise) at `theta`:
+/// `after - before` (the host's gradients around the hook) must match
+/// `(loss(θ + h e_ij) − loss(θ − h e_ij)) / 2h` for every entry, within `rtol` relative to
+/// `max(|fd|, 1e-2)`. Also fails if the added gradient is zero everywhere (a vacuous check).
+/// Returns the number of entries checked.
+pub fn assert_grad_matches_fd(
+    theta: &[Vec<f64>],
+    before: &[Vec<f32>],
+    after: &[Vec<f32>],
+    loss: impl Fn(&[Vec<f64>]) -> f64,
+    h: f64,
+    rtol: f64,
+) -> usize {
+    let mut checked = 0;
+    let mut largest = 0.0f64;
+    let mut point = theta.to_vec();
+    for i in 0..theta.len() {
+        for j in 0..theta[i].len() {
+            let added = f64::from(after[i][j]) - f64::from(before[i][j]);
+            point[i][j] = theta[i][j] + h;
+            let plus = loss(&point);
+            point[i][j] = theta[i][j] - h;
+            let minus = loss(&point);
+            point[i][j] = theta[i][j];
+            let fd = (plus - minus) / (2.0 * h);
+            assert!(
+                (added - fd).abs() <= rtol * fd.abs().max(1e-2),
+                "parameter {i}[{j}]: the plugin added {added}, finite differences give {fd}"
+            );
+            largest = largest.max(added.abs());
+            checked += 1;
+        }
+    }
+    assert!(
+        largest > 1e-6,
+        "the added gradient is zero: the check is vacuous"
+    );
+    checked
+}
+
 fn create<S: Strategy>(config: &str) -> MockPlugin {
     MockPlugin::create::<S>(config)
         .unwrap_or_else(|e| panic!("`{}` refused the config {config:?}: {e}", S::NAME))
