@@ -4,7 +4,7 @@
 //!
 //! | `type State =` | exported hooks | on resume |
 //! |---|---|---|
-//! | [`SerdeState`] | `save_state`, `load_state` | the whole strategy struct, through serde (postcard) |
+//! | [`SerdeState`] | `save_state`, `load_state` | the whole strategy struct, through serde ([`crate::state::encode`]) |
 //! | [`NoState`] | `save_state`, `load_state` | nothing to restore: the strategy keeps nothing between hooks that a checkpoint would lose |
 //! | [`CustomState`] | `save_state`, `load_state` | [`Strategy::save_state`] / [`Strategy::load_state`], hand-written bytes |
 //! | [`NotCheckpointed`] | none | the host turns checkpoints off for the trial, with a warning; a killed trial restarts from task 0 |
@@ -16,7 +16,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{ensure, Context, Ctx, Result, Strategy};
+use crate::{ensure, Ctx, Result, Strategy};
 
 /// A way of saving a strategy's state; see the [module docs](self). Implemented by the four
 /// marker types of this module only.
@@ -49,11 +49,11 @@ impl<S: Strategy + Serialize + DeserializeOwned> StateMode<S> for SerdeState {
     const EXPORTED: bool = true;
 
     fn save(strategy: &mut S, _: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        postcard::to_allocvec(strategy).context("encoding the state")
+        crate::state::encode(strategy)
     }
 
     fn load(strategy: &mut S, _: &mut Ctx<'_>, payload: &[u8]) -> Result<()> {
-        *strategy = postcard::from_bytes(payload).context("decoding the state")?;
+        *strategy = crate::state::decode(payload)?;
         Ok(())
     }
 }

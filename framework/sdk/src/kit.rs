@@ -131,7 +131,7 @@ where
         .unwrap_or_else(|e| panic!("save_state of `{}`: {e}", S::NAME));
     let payload =
         crate::state::open(S::NAME, S::STATE_VERSION, &blob).unwrap_or_else(|e| panic!("{e:#}"));
-    postcard::from_bytes(payload).unwrap_or_else(|e| panic!("decoding `{}`: {e}", S::NAME))
+    crate::state::decode(payload).unwrap_or_else(|e| panic!("decoding `{}`: {e:#}", S::NAME))
 }
 
 /// The host's parameters in f64 (the point at which a penalty is checked).

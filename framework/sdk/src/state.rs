@@ -5,7 +5,8 @@
 //!
 //! # Serde helpers
 //!
-//! With `type State = Serde` the whole strategy struct goes through serde (postcard). Plain
+//! With `type State = SerdeState` the whole strategy struct goes through serde ([`encode`] /
+//! [`decode`]: MessagePack, structs as arrays). Plain
 //! fields need nothing; large boolean masks and float tensors are smaller or faster with a
 //! helper:
 //!
@@ -19,8 +20,9 @@
 //!     anchor: Vec<Vec<f32>>,    // raw little-endian bytes per tensor
 //! }
 //! let m = Masks { keep: vec![true, false, true], anchor: vec![vec![1.5, -2.0]] };
-//! let blob = clef_sdk::state::seal("demo", 1, &postcard::to_allocvec(&m).unwrap());
-//! let back: Masks = postcard::from_bytes(clef_sdk::state::open("demo", 1, &blob).unwrap()).unwrap();
+//! let blob = clef_sdk::state::seal("demo", 1, &clef_sdk::state::encode(&m).unwrap());
+//! let payload = clef_sdk::state::open("demo", 1, &blob).unwrap();
+//! let back: Masks = clef_sdk::state::decode(payload).unwrap();
 //! assert_eq!(back, m);
 //! ```
 //!
@@ -211,6 +213,19 @@ impl<'a> Reader<'a> {
         );
         Ok(())
     }
+}
+
+// ---- serde encoding -------------------------------------------------------------------------
+
+/// Encodes a serde value as the SDK stores states (MessagePack, structs as arrays).
+pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec(value).map_err(|e| Error::msg(format!("encoding the state: {e}")))
+}
+
+/// Decodes what [`encode`] wrote. A `Deserialize` impl's own error (e.g. a consistency check
+/// with `#[serde(try_from = ...)]`) keeps its message.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::msg(format!("decoding the state: {e}")))
 }
 
 // ---- the envelope ---------------------------------------------------------------------------
@@ -589,8 +604,8 @@ mod serde_tests {
             w: Some(Floats(vec![f32::NAN, -0.0, 1.5, f32::INFINITY])),
             t: vec![vec![1.0; 100], vec![]],
         };
-        let blob = postcard::to_allocvec(&s).unwrap();
-        let back: S = postcard::from_bytes(&blob).unwrap();
+        let blob = encode(&s).unwrap();
+        let back: S = decode(&blob).unwrap();
         assert_eq!(back.masks, s.masks);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(back.w.as_ref().unwrap()), bits(s.w.as_ref().unwrap()));
@@ -598,7 +613,30 @@ mod serde_tests {
         // 17 flags in 3 bytes; 104 floats in 416 bytes; a little framing.
         assert!(blob.len() < 3 + 416 + 24, "{} bytes", blob.len());
         // Truncation is an error, not a panic.
-        assert!(postcard::from_bytes::<S>(&blob[..blob.len() - 3]).is_err());
+        assert!(decode::<S>(&blob[..blob.len() - 3]).is_err());
+    }
+
+    /// A checked type: its own error message must reach the user.
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    #[serde(try_from = "u32")]
+    struct Even(u32);
+
+    impl TryFrom<u32> for Even {
+        type Error = String;
+        fn try_from(v: u32) -> std::result::Result<Self, String> {
+            if v % 2 == 0 {
+                Ok(Even(v))
+            } else {
+                Err(format!("{v} is odd"))
+            }
+        }
+    }
+
+    #[test]
+    fn a_deserialize_impls_message_survives() {
+        let err = decode::<Even>(&encode(&3u32).unwrap()).unwrap_err();
+        assert!(format!("{err:#}").contains("3 is odd"), "{err:#}");
+        assert_eq!(decode::<Even>(&encode(&4u32).unwrap()).unwrap().0, 4);
     }
 
     #[test]

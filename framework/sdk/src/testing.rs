@@ -26,6 +26,7 @@
 //! impl Strategy for Decay {
 //!     const NAME: &'static str = "decay";
 //!     type Config = NoConfig;
+//!     type State = clef_sdk::NoState;
 //!     fn new(_: NoConfig) -> Result<Self> {
 //!         Ok(Decay)
 //!     }
