@@ -57,24 +57,7 @@ pub fn choose_subset(n: usize, k: usize, mut below: impl FnMut(usize) -> usize) 
 mod tests {
     use super::*;
 
-    /// splitmix64, for deterministic test randomness.
-    pub(crate) struct SplitMix(pub u64);
-
-    impl SplitMix {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        pub(crate) fn below(&mut self, n: usize) -> usize {
-            ((u128::from(self.next()) * n as u128) >> 64) as usize
-        }
-        pub(crate) fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use clef_sdk::rng::SplitMix64;
 
     #[test]
     fn masked_softmax_ignores_other_units_and_is_stable() {
@@ -102,11 +85,11 @@ mod tests {
         // Rounding leftovers never pick a zero-probability unit.
         assert_eq!(sample_categorical(&[0.5, 0.49999, 0.0], 0.999999), 1);
         // Empirical frequencies match.
-        let mut rng = SplitMix(7);
+        let mut rng = SplitMix64::new(7);
         let mut counts = [0usize; 4];
         let n = 200_000;
         for _ in 0..n {
-            counts[sample_categorical(&p, rng.unit())] += 1;
+            counts[sample_categorical(&p, rng.f64())] += 1;
         }
         for (c, &p) in counts.iter().zip(&p) {
             let sd = (n as f64 * p * (1.0 - p)).sqrt();
@@ -119,7 +102,7 @@ mod tests {
 
     #[test]
     fn subsets_are_distinct_sorted_in_range_and_uniform() {
-        let mut rng = SplitMix(3);
+        let mut rng = SplitMix64::new(3);
         assert_eq!(choose_subset(5, 9, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
         assert_eq!(choose_subset(5, 5, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
         assert!(choose_subset(5, 0, |m| rng.below(m)).is_empty());

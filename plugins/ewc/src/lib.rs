@@ -40,12 +40,9 @@
 //!
 //! # Hyperparameters
 //!
-//! | key | default | range | meaning |
-//! |---|---|---|---|
-//! | `lambda` | 100 | [0, 1e12], log | penalty strength λ |
-//! | `gamma` | 1.0 | [0, 1] | decay of the accumulated Fisher (1 = plain sum over tasks) |
-//! | `fisher_samples` | 500 | [0, 10⁹] | samples per task for the Fisher; 0 = all of them |
-//! | `fisher` | `"empirical"` | `empirical`, `expected`, `exact` | label weights (above) |
+//! `lambda` (λ), `gamma` (γ), `fisher_samples` and `fisher` (the label weights above): table
+//! in `docs/strategies.md`. None of them acts before the first task has ended, so all four are
+//! flagged `needs_past_tasks`.
 //!
 //! Sources of the defaults: λ = 100 is Hsu et al. 2018's split-MNIST coefficient for EWC
 //! (task-IL) and online EWC (class-IL); their penalty omits the ½ (`reg_coef · Σ F (θ−θ*)²`) and
@@ -62,20 +59,18 @@
 //! rate η, momentum β) it diverges once `η·λ·max F > 2(1 + β)`; the plugin logs `max_fisher`
 //! after every task to check this (Adam is far less sensitive).
 //!
-//! State (`save_state`): the number of consolidated tasks, `F` and `θ*`.
+//! State: the whole strategy through serde: the hyperparameters, the number of consolidated
+//! tasks, `F` and `θ*` (raw floats; their shapes are checked on load).
 
 pub mod fisher;
 
-use clef_sdk::tracing::{info, warn};
-use clef_sdk::{bail, ensure, Context, Ctx, HParam, Result, Setting, Split, Strategy, TaskInfo};
-use serde::Deserialize;
+use clef_sdk::prelude::*;
+use clef_sdk::{Setting, Split};
 
-use clef_sdk::state::{Reader, Writer};
 use fisher::{choose_subset, masked_softmax, sample_categorical};
 
 /// How the labels of the Fisher's log-likelihood gradients are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum FisherKind {
     /// The sample's true label ("empirical Fisher").
     Empirical,
@@ -85,29 +80,66 @@ pub enum FisherKind {
     Exact,
 }
 
-/// The validated `hparams` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `hparams` table.
+#[derive(HParams)]
 pub struct Config {
-    /// Penalty strength λ (≥ 0).
+    /// penalty strength λ in (λ/2)·Σ F(θ−θ*)² (Hsu et al. 2018 split MNIST: 100)
+    #[hparam(default = 100.0, range = 0.0..=1e12, log, needs_past_tasks)]
     pub lambda: f64,
-    /// Fisher decay γ in [0, 1].
+    /// decay of the accumulated Fisher: F ← γF + F_t (1 = sum over tasks)
+    #[hparam(default = 1.0, range = 0.0..=1.0, needs_past_tasks)]
     pub gamma: f64,
-    /// Samples per task for the Fisher (0 = all).
+    /// training samples per task for the Fisher (0 = all)
+    #[hparam(default = 500, range = 0..=1_000_000_000, needs_past_tasks)]
     pub fisher_samples: usize,
-    /// Label weighting of the Fisher.
+    /// Fisher labels: true label, one label sampled from the model, or all labels
+    /// weighted by the model's probabilities
+    #[hparam(default = "empirical", needs_past_tasks)]
     pub fisher: FisherKind,
 }
 
 /// What the plugin keeps after a task ends.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredConsolidated")]
 pub struct Consolidated {
     /// Number of tasks folded into `fisher`.
     pub tasks: u64,
     /// Accumulated diagonal Fisher `F`, one vector per parameter tensor.
+    #[serde(with = "clef_sdk::state::tensors")]
     pub fisher: Vec<Vec<f32>>,
     /// Anchor `θ*`: the parameters at the end of the last consolidated task.
+    #[serde(with = "clef_sdk::state::tensors")]
     pub anchor: Vec<Vec<f32>>,
+}
+
+/// [`Consolidated`] as read from a checkpoint, before its shape check.
+#[derive(Deserialize)]
+struct StoredConsolidated {
+    tasks: u64,
+    #[serde(with = "clef_sdk::state::tensors")]
+    fisher: Vec<Vec<f32>>,
+    #[serde(with = "clef_sdk::state::tensors")]
+    anchor: Vec<Vec<f32>>,
+}
+
+impl TryFrom<StoredConsolidated> for Consolidated {
+    type Error = &'static str;
+
+    fn try_from(s: StoredConsolidated) -> std::result::Result<Self, Self::Error> {
+        if s.fisher.len() != s.anchor.len()
+            || s.fisher
+                .iter()
+                .zip(&s.anchor)
+                .any(|(f, a)| f.len() != a.len())
+        {
+            return Err("the Fisher and the anchor have different shapes in the state");
+        }
+        Ok(Self {
+            tasks: s.tasks,
+            fisher: s.fisher,
+            anchor: s.anchor,
+        })
+    }
 }
 
 impl Consolidated {
@@ -125,7 +157,7 @@ impl Consolidated {
 }
 
 /// The online EWC strategy.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Ewc {
     lambda: f32,
     gamma: f64,
@@ -134,51 +166,8 @@ pub struct Ewc {
     state: Option<Consolidated>,
 }
 
-const MAGIC: &[u8; 8] = b"clefewc\0";
-const VERSION: u32 = 1;
 /// Rows fetched and forwarded at once while estimating the Fisher.
 const CHUNK: usize = 64;
-
-/// Encodes the plugin state.
-pub fn encode_state(state: Option<&Consolidated>) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    match state {
-        None => w.u8(0),
-        Some(s) => {
-            w.u8(1);
-            w.u64(s.tasks);
-            w.tensors(&s.fisher);
-            w.tensors(&s.anchor);
-        }
-    }
-    w.finish()
-}
-
-/// Decodes [`encode_state`]'s output (also used by tests to inspect `F` and `θ*`).
-pub fn decode_state(bytes: &[u8]) -> Result<Option<Consolidated>> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let state = match r.u8()? {
-        0 => None,
-        1 => {
-            let tasks = r.u64()?;
-            let fisher = r.tensors()?;
-            let anchor = r.tensors()?;
-            ensure!(
-                fisher.len() == anchor.len()
-                    && fisher.iter().zip(&anchor).all(|(f, a)| f.len() == a.len()),
-                "the Fisher and the anchor have different shapes in the state"
-            );
-            Some(Consolidated {
-                tasks,
-                fisher,
-                anchor,
-            })
-        }
-        other => bail!("invalid flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(state)
-}
 
 /// Output units of task `task`'s training softmax (what the trainer's loss uses).
 pub fn training_units(
@@ -341,52 +330,9 @@ impl Strategy for Ewc {
     const DESCRIPTION: &'static str =
         "online EWC: (lambda/2)·Σ F(θ−θ*)² with a diagonal Fisher F ← γF + F_t accumulated over tasks";
     type Config = Config;
-
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::float(
-                "lambda",
-                100.0,
-                0.0,
-                1e12,
-                "penalty strength λ in (λ/2)·Σ F(θ−θ*)² (Hsu et al. 2018 split MNIST: 100)",
-            )
-            .log_scale(),
-            HParam::float(
-                "gamma",
-                1.0,
-                0.0,
-                1.0,
-                "decay of the accumulated Fisher: F ← γF + F_t (1 = sum over tasks)",
-            ),
-            HParam::int(
-                "fisher_samples",
-                500,
-                0,
-                1_000_000_000,
-                "training samples per task for the Fisher (0 = all)",
-            ),
-            HParam::choice(
-                "fisher",
-                "empirical",
-                &["empirical", "expected", "exact"],
-                "Fisher labels: true label, one label sampled from the model, or all labels \
-                 weighted by the model's probabilities",
-            ),
-        ]
-    }
+    type State = SerdeState;
 
     fn new(config: Config) -> Result<Self> {
-        ensure!(
-            config.lambda.is_finite() && config.lambda >= 0.0,
-            "lambda must be finite and >= 0, got {}",
-            config.lambda
-        );
-        ensure!(
-            (0.0..=1.0).contains(&config.gamma),
-            "gamma must be in [0, 1], got {}",
-            config.gamma
-        );
         Ok(Self {
             lambda: config.lambda as f32,
             gamma: config.gamma,
@@ -486,20 +432,6 @@ impl Strategy for Ewc {
             fisher,
             anchor,
         });
-        Ok(())
-    }
-
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        Ok(encode_state(self.state.as_ref()))
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        // An empty blob is a fresh instance's state.
-        self.state = if state.is_empty() {
-            None
-        } else {
-            decode_state(state)?
-        };
         Ok(())
     }
 }

@@ -2,62 +2,24 @@
 //! `z = W x + b`, so per-sample gradients have a closed form the tests compute by hand).
 
 use super::*;
-use clef_sdk::abi::{
-    ClefTaskInfo, CLEF_OK, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL,
-};
-use clef_sdk::testing::{describe, MockHost, MockPlugin, Phase};
+use clef_sdk::abi::{CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL};
+use clef_sdk::kit;
+use clef_sdk::testing::{MockHost, MockPlugin};
 
-/// Runs `on_task_end` for the host's current task with gradient access.
-///
-/// The SDK's `MockHost` only hands out writable gradients and `vjp` in `after_backward`
-/// (`MockPlugin::on_task_end` runs in `Phase::TaskEnd`), while the real clef host allows both
-/// in every hook (docs/abi.md), which is what the Fisher estimate relies on. So this helper
-/// calls the plugin's exported `on_task_end` directly, with the mock in the phase that allows
-/// them.
+clef_sdk::standard_tests!(
+    Ewc,
+    config = "lambda = 50.0\ngamma = 0.5\nfisher_samples = 5\nfisher = \"expected\"",
+    docs = "../../docs/strategies.md"
+);
+
+/// Runs `on_task_end` for the host's current task (the mock, like the real host, allows
+/// gradient access and `vjp` there, which the Fisher estimate relies on).
 fn task_end(plugin: &mut MockPlugin, host: &mut MockHost) -> std::result::Result<(), String> {
-    let f = plugin
-        .descriptor()
-        .on_task_end
-        .ok_or("the plugin exports no on_task_end")?;
-    let s = host.state();
-    let task = &s.tasks[s.task];
-    let units: Vec<i64> = task.units.iter().map(|&u| u as i64).collect();
-    let info = ClefTaskInfo {
-        struct_size: std::mem::size_of::<ClefTaskInfo>() as u32,
-        setting: s.setting,
-        task: s.task as i64,
-        num_tasks: s.tasks.len() as i64,
-        train_samples: task.train_y.len() as i64,
-        test_samples: task.test_y.len() as i64,
-        input_dim: s.input_dim as i64,
-        num_outputs: s.num_outputs as i64,
-        feature_dim: s.input_dim as i64,
-        units: units.as_ptr(),
-        n_units: units.len() as i64,
-        num_threads: 1,
-        seed: s.seed,
-    };
-    host.state_mut().phase = Phase::AfterBackward;
-    let (_, ctx) = host.raw();
-    // SAFETY: the plugin's own descriptor and live instance, the mock host's context (valid
-    // while `host` is borrowed here), and a task info whose `units` outlive the call.
-    let status = unsafe { f(plugin.instance(), ctx, &info) };
-    host.state_mut().phase = Phase::Idle;
-    if status == CLEF_OK {
-        return Ok(());
-    }
-    let message = match plugin.descriptor().last_error {
-        // SAFETY: our instance, right after the failing call; the string is NUL-terminated.
-        Some(last) => unsafe { std::ffi::CStr::from_ptr(last(plugin.instance())) }
-            .to_string_lossy()
-            .into_owned(),
-        None => String::new(),
-    };
-    Err(format!("status {status}: {message}"))
+    plugin.on_task_end(host).map_err(|e| e.to_string())
 }
 
 fn state_of(plugin: &mut MockPlugin, host: &mut MockHost) -> Option<Consolidated> {
-    decode_state(&plugin.save_state(host).unwrap()).unwrap()
+    kit::saved::<Ewc>(plugin, host).state
 }
 
 /// A model with clearly non-uniform predictions (the mock's default weights are ~0.1).
@@ -147,31 +109,6 @@ fn close(got: &[Vec<f32>], want: &[Vec<f64>], rel: f64) -> bool {
 
 fn all_zero(t: &[Vec<f32>]) -> bool {
     t.iter().flatten().all(|&v| v == 0.0)
-}
-
-#[test]
-fn schema_is_valid() {
-    clef_sdk::validate::<Ewc>().unwrap();
-    // SAFETY: the descriptor the export macro built.
-    let info = unsafe { describe(clef_plugin_entry_v1()) };
-    assert_eq!(info.name, "ewc");
-    let names: Vec<&str> = info.hparams.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(names, ["lambda", "gamma", "fisher_samples", "fisher"]);
-}
-
-#[test]
-fn rejects_bad_config() {
-    let ok = "lambda = 1.0\ngamma = 1.0\nfisher_samples = 0\nfisher = \"empirical\"";
-    MockPlugin::create::<Ewc>(ok).unwrap();
-    for bad in [
-        ok.replace("gamma = 1.0", "gamma = 1.5"),
-        ok.replace("lambda = 1.0", "lambda = -2.0"),
-        ok.replace("fisher_samples = 0", "fisher_samples = -1"),
-        ok.replace("empirical", "diagonal"),
-        format!("{ok}\nextra = 1"),
-    ] {
-        assert!(MockPlugin::create::<Ewc>(&bad).is_err(), "accepted {bad}");
-    }
 }
 
 fn config(lambda: f64, gamma: f64, samples: usize, fisher: &str) -> String {
@@ -420,36 +357,53 @@ fn penalty_gradient_matches_finite_differences() {
 }
 
 #[test]
-fn state_round_trip() {
+fn the_restored_state_applies_the_same_penalty() {
     let mut host = MockHost::new(3, 4, 2);
     sharpen(&mut host);
     let mut plugin = MockPlugin::create::<Ewc>(&config(10.0, 1.0, 0, "empirical")).unwrap();
-    let empty = plugin.save_state(&mut host).unwrap();
-    assert_eq!(decode_state(&empty).unwrap(), None);
+    assert_eq!(state_of(&mut plugin, &mut host), None);
     task_end(&mut plugin, &mut host).unwrap();
     let saved = plugin.save_state(&mut host).unwrap();
 
     let mut fresh = MockPlugin::create::<Ewc>(&config(10.0, 1.0, 0, "empirical")).unwrap();
     fresh.load_state(&mut host, &saved).unwrap();
-    assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
+    assert_eq!(
+        state_of(&mut fresh, &mut host),
+        state_of(&mut plugin, &mut host)
+    );
 
     // The restored instance applies the same penalty.
     host.perturb(0.1);
     host.seed_grads();
+    let g0 = host.grads();
     plugin.after_backward(&mut host, 0.0).unwrap();
     let g1 = host.grads();
+    assert_ne!(g1, g0, "vacuous: no penalty");
     host.seed_grads();
     fresh.after_backward(&mut host, 0.0).unwrap();
     assert_eq!(host.grads(), g1);
+}
 
+#[test]
+fn a_saved_fisher_and_anchor_of_different_shapes_are_refused() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = MockPlugin::create::<Ewc>(&config(10.0, 1.0, 0, "empirical")).unwrap();
+    task_end(&mut plugin, &mut host).unwrap();
+    let saved = plugin.save_state(&mut host).unwrap();
+    let payload = clef_sdk::state::open("ewc", 1, &saved).unwrap().to_vec();
+    // The payload ends with θ*: its last tensor is the 4 biases, after their byte length 16.
+    let n = payload.len();
+    assert_eq!(payload[n - 17], 16, "layout changed: adapt the test");
+    // Drop the last bias of θ*: byte length 12 and 4 bytes fewer.
+    let mut bad = payload[..n - 4].to_vec();
+    bad[n - 17] = 12;
+    let mut fresh = MockPlugin::create::<Ewc>(&config(10.0, 1.0, 0, "empirical")).unwrap();
     assert!(fresh
-        .load_state(&mut host, &saved[..saved.len() - 3])
+        .load_state(&mut host, &clef_sdk::state::seal("ewc", 1, &bad))
         .is_err());
-    assert!(fresh
-        .load_state(&mut host, b"clefl2\0\0\x01\0\0\0\0")
-        .is_err());
-    fresh.load_state(&mut host, &[]).unwrap();
-    assert_eq!(fresh.save_state(&mut host).unwrap(), empty);
+    fresh
+        .load_state(&mut host, &clef_sdk::state::seal("ewc", 1, &payload))
+        .unwrap();
 }
 
 #[test]

@@ -5,9 +5,9 @@
 //! Every hook is the SDK's default no-op, so this plugin also shows the smallest complete
 //! plugin: a `Strategy` impl and one `export_plugin!`.
 
-use clef_sdk::{NoConfig, Result, Strategy};
+use clef_sdk::prelude::*;
 
-/// Plain fine-tuning: no hyperparameters, no hooks.
+/// Plain fine-tuning: no hyperparameters, no hooks, nothing to checkpoint.
 #[derive(Debug, Default)]
 pub struct Finetune;
 
@@ -16,6 +16,7 @@ impl Strategy for Finetune {
     const DESCRIPTION: &'static str =
         "plain fine-tuning: each task trains on its own loss only (lower reference)";
     type Config = NoConfig;
+    type State = NoState;
 
     fn new(_config: NoConfig) -> Result<Self> {
         Ok(Finetune)
@@ -29,10 +30,7 @@ mod tests {
     use super::*;
     use clef_sdk::testing::{describe, MockHost, MockPlugin};
 
-    #[test]
-    fn schema_is_valid() {
-        clef_sdk::validate::<Finetune>().unwrap();
-    }
+    clef_sdk::standard_tests!(Finetune);
 
     #[test]
     fn descriptor() {
@@ -64,8 +62,8 @@ mod tests {
         plugin.on_task_end(&mut host).unwrap();
         plugin.before_eval(&mut host, Some(0)).unwrap();
         plugin.after_eval(&mut host).unwrap();
-        assert!(plugin.save_state(&mut host).unwrap().is_empty());
-        plugin.load_state(&mut host, &[]).unwrap();
+        let saved = plugin.save_state(&mut host).unwrap();
+        plugin.load_state(&mut host, &saved).unwrap();
         let after: Vec<(Vec<f32>, Vec<f32>)> = host
             .state()
             .params
@@ -74,11 +72,5 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         assert!(host.state().appended.is_empty());
-    }
-
-    #[test]
-    fn rejects_unknown_hparams() {
-        let err = MockPlugin::create::<Finetune>("lr = 0.1").unwrap_err();
-        assert!(err.message.contains("unknown field `lr`"), "{err}");
     }
 }

@@ -32,116 +32,69 @@
 //!
 //! # Hyperparameters
 //!
-//! | key | default | range | meaning |
-//! |---|---|---|---|
-//! | `alpha` | 1.0 | [0, 1e6], log | weight α of the distillation loss (Li & Hoiem's λ_o = 1) |
-//! | `temperature` | 2.0 | [0.01, 100] | distillation temperature T (Li & Hoiem use T = 2) |
-//! | `t_squared` | false | bool | multiply by T² (Hinton et al. 2015) |
-//!
-//! The defaults reproduce Li & Hoiem's loss: the plain cross-entropy at T = 2 with weight 1 and
-//! no T² factor. van de Ven et al.'s code (the §7.1 reference numbers) does the same: its
+//! `alpha`, `temperature` and `t_squared`: table and sources in `docs/strategies.md`. The
+//! defaults reproduce Li & Hoiem's loss: the plain cross-entropy at T = 2 with weight 1 and
+//! no T² factor. van de Ven et al.'s code (Three types of incremental learning, Nature
+//! Machine Intelligence 2022; github.com/GMvandeVen/continual-learning) does the same: its
 //! `loss_fn_kd` multiplies by T² only with `norm=True`, which its callers do not pass.
 //! `t_squared = true` gives Hinton et al.'s scaling, which keeps the gradient magnitude
 //! independent of T (useful when searching T). Summing (not averaging) over old heads follows
 //! Li & Hoiem's multi-task formulation.
 //!
-//! State (`save_state`): the old model and the old heads (the copied batch is transient).
+//! State: the whole strategy through serde: the hyperparameters, the old model (raw floats)
+//! and the old heads; the copied batch and the loss log are transient (`#[serde(skip)]`).
 
 pub mod kd;
 
-use clef_sdk::tracing::info;
-use clef_sdk::{bail, ensure, Context, Ctx, Error, HParam, Result, Setting, Strategy, TaskInfo};
-use serde::Deserialize;
+use clef_sdk::prelude::*;
+use clef_sdk::Error;
 
-use clef_sdk::state::{Reader, Writer};
-
-/// The validated `hparams` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `hparams` table.
+#[derive(HParams)]
 pub struct Config {
-    /// Weight α of the distillation loss.
+    /// weight α of the distillation loss (Li & Hoiem 2017: 1)
+    #[hparam(default = 1.0, range = 0.0..=1e6, log, needs_past_tasks)]
     pub alpha: f64,
-    /// Temperature T.
+    /// distillation temperature T (Li & Hoiem 2017: 2)
+    #[hparam(default = 2.0, range = 0.01..=100.0, needs_past_tasks)]
     pub temperature: f64,
-    /// Multiply the loss by T².
+    /// multiply the distillation loss by T² (Hinton et al. 2015; Li & Hoiem 2017: no)
+    #[hparam(default = false, needs_past_tasks)]
     pub t_squared: bool,
 }
 
 /// The old model: parameters and heads at the start of the current task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Teacher {
     /// The task whose training it regularises (the old model is from the end of `task − 1`).
     pub task: u64,
     /// Every parameter tensor of the old model.
+    #[serde(with = "clef_sdk::state::tensors")]
     pub params: Vec<Vec<f32>>,
     /// The old heads (sets of output units), one softmax each.
     pub heads: Vec<Vec<usize>>,
 }
 
 /// The LwF strategy.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Lwf {
     alpha: f64,
     temperature: f64,
     t_squared: bool,
     teacher: Option<Teacher>,
     /// Inputs of the current-task rows of the batch (copied in `before_batch`).
+    #[serde(skip)]
     x: Vec<f32>,
+    #[serde(skip)]
     rows: usize,
     /// The current parameters while the teacher's are in the views.
+    #[serde(skip)]
     stash: Vec<Vec<f32>>,
     /// Distillation loss summed over the task's steps, and the step count (for the log).
+    #[serde(skip)]
     loss_sum: f64,
+    #[serde(skip)]
     steps: u64,
-}
-
-const MAGIC: &[u8; 8] = b"cleflwf\0";
-const VERSION: u32 = 1;
-
-/// Encodes the plugin state.
-pub fn encode_state(teacher: Option<&Teacher>) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    match teacher {
-        None => w.u8(0),
-        Some(t) => {
-            w.u8(1);
-            w.u64(t.task);
-            w.tensors(&t.params);
-            w.usize(t.heads.len());
-            for h in &t.heads {
-                w.usize(h.len());
-                h.iter().for_each(|&u| w.usize(u));
-            }
-        }
-    }
-    w.finish()
-}
-
-/// Decodes [`encode_state`]'s output.
-pub fn decode_state(bytes: &[u8]) -> Result<Option<Teacher>> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let teacher = match r.u8()? {
-        0 => None,
-        1 => {
-            let task = r.u64()?;
-            let params = r.tensors()?;
-            let n = r.usize()?;
-            let mut heads = Vec::new();
-            for _ in 0..n {
-                let m = r.usize()?;
-                let head = (0..m).map(|_| r.usize()).collect::<Result<Vec<_>>>()?;
-                heads.push(head);
-            }
-            Some(Teacher {
-                task,
-                params,
-                heads,
-            })
-        }
-        other => bail!("invalid flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(teacher)
 }
 
 /// The softmax groups of the tasks before `task` (see the crate docs).
@@ -240,43 +193,9 @@ impl Strategy for Lwf {
     const DESCRIPTION: &'static str =
         "Learning without Forgetting: distil the previous model's old-head outputs on the new data";
     type Config = Config;
-
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::float(
-                "alpha",
-                1.0,
-                0.0,
-                1e6,
-                "weight α of the distillation loss (Li & Hoiem 2017: 1)",
-            )
-            .log_scale(),
-            HParam::float(
-                "temperature",
-                2.0,
-                0.01,
-                100.0,
-                "distillation temperature T (Li & Hoiem 2017: 2)",
-            ),
-            HParam::bool(
-                "t_squared",
-                false,
-                "multiply the distillation loss by T² (Hinton et al. 2015; Li & Hoiem 2017: no)",
-            ),
-        ]
-    }
+    type State = SerdeState;
 
     fn new(config: Config) -> Result<Self> {
-        ensure!(
-            config.alpha.is_finite() && config.alpha >= 0.0,
-            "alpha must be finite and >= 0, got {}",
-            config.alpha
-        );
-        ensure!(
-            config.temperature.is_finite() && config.temperature > 0.0,
-            "temperature must be finite and > 0, got {}",
-            config.temperature
-        );
         Ok(Self {
             alpha: config.alpha,
             temperature: config.temperature,
@@ -372,21 +291,6 @@ impl Strategy for Lwf {
                 "task done"
             );
         }
-        Ok(())
-    }
-
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        Ok(encode_state(self.teacher.as_ref()))
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        // An empty blob is a fresh instance's state.
-        self.teacher = if state.is_empty() {
-            None
-        } else {
-            decode_state(state)?
-        };
-        self.rows = 0;
         Ok(())
     }
 }

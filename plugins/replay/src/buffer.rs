@@ -1,8 +1,7 @@
 //! The reservoir-sampled replay memory (Vitter's Algorithm R), independent of the host.
 
 use clef_sdk::{ensure, Result};
-
-use clef_sdk::state::{Reader, Writer};
+use serde::{Deserialize, Serialize};
 
 /// Where Algorithm R puts the next item of the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +37,82 @@ pub fn reservoir_slot(seen: u64, capacity: usize, below: impl FnOnce(usize) -> u
 
 /// A fixed-capacity memory of samples (inputs, target, task), filled by reservoir sampling.
 ///
-/// Storage is flat: `capacity × dim` floats at most.
-#[derive(Debug, Clone, PartialEq)]
+/// Storage is flat: `capacity × dim` floats at most. Serialisable (the inputs as raw floats);
+/// deserialising checks that the fields agree with each other ([`Stored`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Stored")]
 pub struct ReplayBuffer {
     capacity: usize,
     dim: usize,
     /// Items offered so far (the reservoir counter).
     seen: u64,
+    #[serde(with = "clef_sdk::state::tensor")]
     x: Vec<f32>,
     targets: Vec<usize>,
     tasks: Vec<usize>,
+}
+
+/// A [`ReplayBuffer`] as read from a checkpoint, before its consistency checks (same fields,
+/// same order, same encoding).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Stored {
+    /// Maximum number of samples.
+    pub capacity: usize,
+    /// Features per sample.
+    pub dim: usize,
+    /// Items offered so far.
+    pub seen: u64,
+    /// Inputs, `len × dim`, row-major.
+    #[serde(with = "clef_sdk::state::tensor")]
+    pub x: Vec<f32>,
+    /// Target of each held sample.
+    pub targets: Vec<usize>,
+    /// Task of each held sample.
+    pub tasks: Vec<usize>,
+}
+
+impl TryFrom<Stored> for ReplayBuffer {
+    type Error = String;
+
+    /// Accepts a memory whose sizes agree: at most `capacity` samples, as many targets as
+    /// tasks and `dim` inputs each, and a counter consistent with Algorithm R (every offered
+    /// sample kept until the memory is full).
+    fn try_from(s: Stored) -> std::result::Result<Self, String> {
+        let len = s.targets.len();
+        if s.tasks.len() != len {
+            return Err(format!(
+                "replay state: {len} targets but {} task ids",
+                s.tasks.len()
+            ));
+        }
+        if len > s.capacity {
+            return Err(format!(
+                "replay state: {len} samples in a memory of {}",
+                s.capacity
+            ));
+        }
+        if s.seen < len as u64 || (len != s.capacity && s.seen != len as u64) {
+            return Err(format!(
+                "replay state: {len} samples held after {} offered (capacity {})",
+                s.seen, s.capacity
+            ));
+        }
+        if Some(s.x.len()) != len.checked_mul(s.dim) {
+            return Err(format!(
+                "replay state: {} input values for {len} samples of {} features",
+                s.x.len(),
+                s.dim
+            ));
+        }
+        Ok(Self {
+            capacity: s.capacity,
+            dim: s.dim,
+            seen: s.seen,
+            x: s.x,
+            targets: s.targets,
+            tasks: s.tasks,
+        })
+    }
 }
 
 impl ReplayBuffer {
@@ -156,74 +221,13 @@ impl ReplayBuffer {
         idx.truncate(k);
         idx
     }
-
-    /// Appends the memory to a state blob.
-    pub fn encode(&self, w: &mut Writer) {
-        w.usize(self.capacity);
-        w.usize(self.dim);
-        w.u64(self.seen);
-        w.usize(self.len());
-        for (&t, &task) in self.targets.iter().zip(&self.tasks) {
-            w.usize(t);
-            w.usize(task);
-        }
-        w.f32s(&self.x);
-    }
-
-    /// Reads a memory written by [`encode`](Self::encode), checking its consistency.
-    pub fn decode(r: &mut Reader<'_>) -> Result<Self> {
-        let capacity = r.usize()?;
-        let dim = r.usize()?;
-        let seen = r.u64()?;
-        let len = r.usize()?;
-        ensure!(
-            len <= capacity,
-            "replay state: {len} samples in a memory of {capacity}"
-        );
-        ensure!(
-            seen >= len as u64 && (len == capacity || seen == len as u64),
-            "replay state: {len} samples held after {seen} offered (capacity {capacity})"
-        );
-        let mut targets = Vec::with_capacity(len.min(1 << 20));
-        let mut tasks = Vec::with_capacity(len.min(1 << 20));
-        for _ in 0..len {
-            targets.push(r.usize()?);
-            tasks.push(r.usize()?);
-        }
-        let x = r.f32s()?;
-        ensure!(
-            Some(x.len()) == len.checked_mul(dim),
-            "replay state: {} input values for {len} samples of {dim} features",
-            x.len()
-        );
-        Ok(Self {
-            capacity,
-            dim,
-            seen,
-            x,
-            targets,
-            tasks,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// splitmix64 with Lemire's multiply-shift: deterministic test randomness.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((u128::from(z) * n as u128) >> 64) as usize
-        }
-    }
+    use clef_sdk::rng::SplitMix64 as SplitMix;
 
     #[test]
     fn algorithm_r_draws_from_zero_to_n_inclusive() {
@@ -249,7 +253,7 @@ mod tests {
 
     #[test]
     fn keeps_exactly_capacity_samples_once_the_stream_is_longer() {
-        let mut rng = SplitMix(1);
+        let mut rng = SplitMix::new(1);
         let mut buf = ReplayBuffer::new(10, 2);
         for i in 0..35 {
             buf.offer(&[i as f32, -(i as f32)], i, i / 10, |n| rng.below(n))
@@ -273,7 +277,7 @@ mod tests {
         // is deterministic): each position's inclusion count is Binomial(R, M/N) with mean 100
         // and sd ≈ 9.75.
         let (n, m, runs) = (2000usize, 100usize, 2000usize);
-        let mut rng = SplitMix(0x5EED);
+        let mut rng = SplitMix::new(0x5EED);
         let mut counts = vec![0usize; n];
         for _ in 0..runs {
             let mut buf = ReplayBuffer::new(m, 1);
@@ -309,7 +313,7 @@ mod tests {
 
     #[test]
     fn sampling_is_without_replacement_and_uniform() {
-        let mut rng = SplitMix(9);
+        let mut rng = SplitMix::new(9);
         let mut buf = ReplayBuffer::new(8, 1);
         for i in 0..8 {
             buf.offer(&[i as f32], i, 0, |n| rng.below(n)).unwrap();
@@ -336,39 +340,49 @@ mod tests {
         assert!(ReplayBuffer::new(4, 1).sample(3, |_| 0).is_empty());
     }
 
+    fn stored(buf: &ReplayBuffer) -> Stored {
+        Stored {
+            capacity: buf.capacity,
+            dim: buf.dim,
+            seen: buf.seen,
+            x: buf.x.clone(),
+            targets: buf.targets.clone(),
+            tasks: buf.tasks.clone(),
+        }
+    }
+
     #[test]
-    fn encode_decode_round_trip_and_validation() {
-        let mut rng = SplitMix(2);
+    fn a_consistent_memory_is_accepted_and_inconsistent_ones_are_refused() {
+        let mut rng = SplitMix::new(2);
         let mut buf = ReplayBuffer::new(5, 3);
         for i in 0..12 {
             buf.offer(&[i as f32, 0.5, -1.0], i % 4, i / 6, |n| rng.below(n))
                 .unwrap();
         }
-        let mut w = Writer::new(b"testbuf\0", 1);
-        buf.encode(&mut w);
-        let bytes = w.finish();
-        let mut r = Reader::new(&bytes, b"testbuf\0", 1).unwrap();
-        assert_eq!(ReplayBuffer::decode(&mut r).unwrap(), buf);
-        r.finish().unwrap();
+        assert_eq!(ReplayBuffer::try_from(stored(&buf)).unwrap(), buf);
 
-        // Inconsistent headers are rejected.
+        // Inconsistent counts are rejected: (capacity, held, offered).
         for (capacity, len, seen) in [(5usize, 6usize, 12u64), (5, 3, 12), (5, 5, 4)] {
-            let mut w = Writer::new(b"testbuf\0", 1);
-            w.usize(capacity);
-            w.usize(1);
-            w.u64(seen);
-            w.usize(len);
-            for _ in 0..len {
-                w.usize(0);
-                w.usize(0);
-            }
-            w.f32s(&vec![0.0; len]);
-            let bytes = w.finish();
-            let mut r = Reader::new(&bytes, b"testbuf\0", 1).unwrap();
+            let s = Stored {
+                capacity,
+                dim: 1,
+                seen,
+                x: vec![0.0; len],
+                targets: vec![0; len],
+                tasks: vec![0; len],
+            };
             assert!(
-                ReplayBuffer::decode(&mut r).is_err(),
+                ReplayBuffer::try_from(s).is_err(),
                 "{capacity} {len} {seen}"
             );
         }
+        let mut s = stored(&buf);
+        s.x.pop();
+        assert!(ReplayBuffer::try_from(s)
+            .unwrap_err()
+            .contains("input values"));
+        let mut s = stored(&buf);
+        s.tasks.pop();
+        assert!(ReplayBuffer::try_from(s).unwrap_err().contains("task ids"));
     }
 }

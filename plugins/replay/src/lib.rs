@@ -27,78 +27,51 @@
 //!
 //! # Hyperparameters
 //!
-//! | key | default | range | meaning |
-//! |---|---|---|---|
-//! | `memory_size` | 500 | [0, 10⁸] | capacity of the memory in samples (0 = no replay) |
-//! | `replay_batch_size` | 0 | [0, 10⁶] | replayed rows per batch; 0 = as many as the batch's current-task rows |
+//! `memory_size` and `replay_batch_size`: table in `docs/strategies.md`. Sources: Chaudhry et
+//! al. 2019 sample the memory minibatch with the same size as the incoming batch (hence the
+//! default 0 = "same size"); 500 is one of the standard buffer sizes of Buzzega et al. 2020
+//! (200 / 500 / 5120) and of the same order as the split-MNIST memories of Hsu et al. 2018
+//! ("Re-evaluating continual learning scenarios", 1100 samples) and van de Ven et al. 2022
+//! ("Three types of incremental learning", 100 per class).
 //!
-//! Sources: Chaudhry et al. 2019 sample the memory minibatch with the same size as the
-//! incoming batch (hence the default 0 = "same size"); 500 is one of the standard buffer sizes
-//! of Buzzega et al. 2020 (200 / 500 / 5120) and of the same order as the split-MNIST memories
-//! of §7.1 (Hsu et al. 2018: 1100; van de Ven et al. 2022: 100 per class).
-//!
-//! Memory cost: `memory_size × input_dim` floats plus two integers per sample. State
-//! (`save_state`): the memory and its reservoir counter.
+//! Memory cost: `memory_size × input_dim` floats plus two integers per sample. State: the
+//! whole strategy through serde: the hyperparameters, the memory (inputs as raw floats) and
+//! its reservoir counter; the task-mask cache and the copied batch are rebuilt
+//! (`#[serde(skip)]`).
 
 pub mod buffer;
 
-use clef_sdk::tracing::info;
-use clef_sdk::{bail, ensure, Context, Ctx, HParam, Result, Setting, Strategy, TaskInfo};
-use serde::Deserialize;
+use clef_sdk::prelude::*;
 
 use buffer::ReplayBuffer;
-use clef_sdk::state::{Reader, Writer};
 
-/// The validated `hparams` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `hparams` table.
+#[derive(HParams)]
 pub struct Config {
-    /// Capacity of the memory (samples).
+    /// capacity of the replay memory in samples (reservoir sampling)
+    #[hparam(default = 500, range = 0..=100_000_000)]
     pub memory_size: usize,
-    /// Replayed rows per batch (0 = the batch's current-task row count).
+    /// replayed rows per batch; 0 = as many as the batch's current-task rows
+    #[hparam(default = 0, range = 0..=1_000_000)]
     pub replay_batch_size: usize,
 }
 
 /// The experience-replay strategy.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Replay {
     memory_size: usize,
     replay_batch_size: usize,
-    /// Created at the first batch (when the input width is known) or by `load_state`.
+    /// Created at the first batch (when the input width is known).
     memory: Option<ReplayBuffer>,
-    /// Task-IL class masks by task id (`task_mask` results; static for a trial).
+    /// Task-IL class masks by task id (`task_mask` results; static for a trial, refetched
+    /// after a resume).
+    #[serde(skip)]
     masks: Vec<Option<Vec<bool>>>,
     /// The batch's current-task rows, copied out of the batch view.
+    #[serde(skip)]
     incoming_x: Vec<f32>,
+    #[serde(skip)]
     incoming_y: Vec<usize>,
-}
-
-const MAGIC: &[u8; 8] = b"clefrply";
-const VERSION: u32 = 1;
-
-/// Encodes the plugin state.
-pub fn encode_state(memory: Option<&ReplayBuffer>) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    match memory {
-        None => w.u8(0),
-        Some(m) => {
-            w.u8(1);
-            m.encode(&mut w);
-        }
-    }
-    w.finish()
-}
-
-/// Decodes [`encode_state`]'s output.
-pub fn decode_state(bytes: &[u8]) -> Result<Option<ReplayBuffer>> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let memory = match r.u8()? {
-        0 => None,
-        1 => Some(ReplayBuffer::decode(&mut r)?),
-        other => bail!("invalid flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(memory)
 }
 
 /// Task `task`'s head mask, fetched once and cached.
@@ -122,25 +95,7 @@ impl Strategy for Replay {
     const DESCRIPTION: &'static str =
         "experience replay: append rows drawn from a reservoir-sampled memory to every batch";
     type Config = Config;
-
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::int(
-                "memory_size",
-                500,
-                0,
-                100_000_000,
-                "capacity of the replay memory in samples (reservoir sampling)",
-            ),
-            HParam::int(
-                "replay_batch_size",
-                0,
-                0,
-                1_000_000,
-                "replayed rows per batch; 0 = as many as the batch's current-task rows",
-            ),
-        ]
-    }
+    type State = SerdeState;
 
     fn new(config: Config) -> Result<Self> {
         Ok(Self {
@@ -232,29 +187,6 @@ impl Strategy for Replay {
                 "replay memory"
             );
         }
-        Ok(())
-    }
-
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        Ok(encode_state(self.memory.as_ref()))
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        // An empty blob is a fresh instance's state.
-        let memory = if state.is_empty() {
-            None
-        } else {
-            decode_state(state)?
-        };
-        if let Some(m) = &memory {
-            ensure!(
-                m.capacity() == self.memory_size,
-                "the saved replay memory has capacity {}, but memory_size is {}",
-                m.capacity(),
-                self.memory_size
-            );
-        }
-        self.memory = memory;
         Ok(())
     }
 }
