@@ -1,5 +1,7 @@
-//! `par`: task-difficulty-aware parameter allocation and regularisation (Wang, Hu, Chen, Zhang;
-//! CVPR 2023), over the host's expert pool (ABI 1.2).
+//! `par`: task-difficulty-aware parameter allocation and regularisation (Wang, Hu, Chen, Zhang,
+//! "Task Difficulty Aware Parameter Allocation & Regularization for Lifelong Learning", CVPR
+//! 2023, arXiv 2304.05288; official code `github.com/WenjinW/PAR`, approach `par_v2`), over the
+//! host's expert pool (ABI 1.2).
 //!
 //! # What it does (task-IL only)
 //!
@@ -39,61 +41,138 @@
 //! every old task, `score.expert<e>` for every expert, `arch.depth`, `arch.width`,
 //! `arch.activation` (0 relu, 1 tanh, 2 sigmoid), `experts` (experts in use) and
 //! `params.total` (the pool's parameters at the end of the task, from `expert_params`).
+//!
+//! Hyperparameters: [`Config`]; the table, defaults and their sources are in
+//! `docs/strategies.md` (`par`).
+//!
+//! # Checkpoints
+//!
+//! `type State = NotCheckpointed`: PAR's experts (their weights, heads and optimizer state) live
+//! in the host's expert pool, which trial checkpoints do not hold, and `load_state` would have
+//! no expert services to rebuild them. The plugin therefore exports no `save_state` /
+//! `load_state`: the host turns checkpoints off for its trials (with a warning), and a killed
+//! trial starts again from its first task instead of resuming with a pool that no longer
+//! exists.
 
 pub mod kd;
 pub mod relatedness;
 pub mod search;
 
-use clef_sdk::{bail, ensure, Activation, Ctx, HParam, Result, Setting, Split, Strategy, TaskInfo};
-use serde::Deserialize;
+use clef_sdk::prelude::*;
+use clef_sdk::{Activation, Split};
 
 use relatedness::{Aggregate, Decision, Prototypes};
 use search::{Arch, Multinomial, Space};
 
-/// The validated `hparams` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// PAR's decision rule, or the expert-per-task reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
+pub enum Policy {
+    /// Relatedness-driven reuse, transfer or allocation.
+    Par,
+    /// A new expert with the configured architecture for every task.
+    NewExpert,
+}
+
+/// The fixed feature extractor of the prototypes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
+pub enum Features {
+    /// The raw inputs.
+    Raw,
+    /// A fixed Gaussian random projection to `projection_dim` dimensions.
+    Projection,
+    /// The penultimate features of the first task's expert, frozen after task 0.
+    Expert,
+}
+
+/// Activation of the new-expert policy's experts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
+pub enum BaseActivation {
+    /// ReLU.
+    Relu,
+    /// tanh.
+    Tanh,
+    /// Logistic sigmoid.
+    Sigmoid,
+}
+
+impl BaseActivation {
+    /// The SDK's activation.
+    pub fn activation(self) -> Activation {
+        match self {
+            BaseActivation::Relu => Activation::Relu,
+            BaseActivation::Tanh => Activation::Tanh,
+            BaseActivation::Sigmoid => Activation::Sigmoid,
+        }
+    }
+}
+
+/// The hyperparameters (table and sources: `docs/strategies.md`). Those marked
+/// `needs_past_tasks` only act from the second task on (relatedness to old tasks,
+/// distillation towards old heads): the first task always runs the search (or, with
+/// `policy = "new-expert"`, the base architecture).
+#[derive(Debug, Clone, HParams)]
 pub struct Config {
-    /// `par` or `new-expert`.
-    pub policy: String,
-    /// `raw`, `projection` or `expert`.
-    pub features: String,
-    /// Width of the random projection.
-    pub projection_dim: i64,
-    /// Fraction of a task's training samples used for prototypes.
+    /// PAR's decision rule, or a new base-architecture expert for every task
+    #[hparam(default = "par")]
+    pub policy: Policy,
+    /// fixed feature extractor of the prototypes: raw inputs, a Gaussian random projection, or
+    /// the first expert frozen after task 0
+    #[hparam(default = "raw", needs_past_tasks)]
+    pub features: Features,
+    /// width of the random projection
+    #[hparam(default = 64, range = 1..=65_536, needs_past_tasks)]
+    pub projection_dim: usize,
+    /// fraction of a task's training samples used for prototypes (PAR: a 10% validation split)
+    #[hparam(default = 0.1, range = 1e-6..=1.0, needs_past_tasks)]
     pub proto_fraction: f64,
-    /// Regularisation threshold α.
+    /// regularisation threshold on the relatedness score S
+    #[hparam(default = 0.5, range = 0.0..=1.0, needs_past_tasks)]
     pub alpha: f64,
-    /// New-expert-with-related-architecture threshold β.
+    /// reuse-architecture threshold (alpha < S <= beta)
+    #[hparam(default = 0.75, range = 0.0..=1.0, needs_past_tasks)]
     pub beta: f64,
-    /// `mean`, `min` or `max`.
-    pub aggregate: String,
-    /// Direct reuse below this fraction of the expert's largest task.
+    /// expert score from its tasks' scores
+    #[hparam(default = "mean", needs_past_tasks)]
+    pub aggregate: Aggregate,
+    /// direct reuse (head only) below this fraction of the expert's largest task
+    #[hparam(default = 0.5, range = 0.0..=1e6, needs_past_tasks)]
     pub reuse_ratio: f64,
-    /// Weight of each distillation term.
+    /// weight of each old head's distillation term
+    #[hparam(default = 1.0, range = 0.0..=1e6, needs_past_tasks)]
     pub kd_weight: f64,
-    /// Distillation temperature.
+    /// distillation temperature
+    #[hparam(default = 2.0, range = 0.01..=100.0, needs_past_tasks)]
     pub kd_temperature: f64,
-    /// Search rounds.
-    pub search_epochs: i64,
-    /// SGD steps per search round.
-    pub search_steps: i64,
-    /// Rows per search step.
-    pub search_batch: i64,
-    /// SGD learning rate of the search.
+    /// architecture search rounds (sampled architectures)
+    #[hparam(default = 8, range = 1..=100_000)]
+    pub search_epochs: usize,
+    /// SGD steps per search round
+    #[hparam(default = 50, range = 0..=10_000_000)]
+    pub search_steps: usize,
+    /// rows per search step
+    #[hparam(default = 64, range = 1..=1_000_000)]
+    pub search_batch: usize,
+    /// SGD learning rate of the search
+    #[hparam(default = 0.05, range = 0.0..=100.0)]
     pub search_lr: f64,
-    /// MdeNAS learning rate of the probabilities.
+    /// MdeNAS learning rate of the option probabilities
+    #[hparam(default = 0.01, range = 0.0..=100.0)]
     pub lr_search: f64,
-    /// Training samples used by the search (half train, half validation).
-    pub search_subset: i64,
-    /// Largest depth of the search space.
-    pub max_depth: i64,
-    /// Smallest width (powers of two from here to `max_width`).
-    pub min_width: i64,
-    /// Largest width.
-    pub max_width: i64,
-    /// Activation of new-expert-policy experts.
-    pub base_activation: String,
+    /// training samples the search uses (half train, half validation)
+    #[hparam(default = 2000, range = 2..=100_000_000)]
+    pub search_subset: usize,
+    /// depths 1..=max_depth
+    #[hparam(default = 3, range = 1..=16)]
+    pub max_depth: usize,
+    /// smallest width (powers of two up to max_width)
+    #[hparam(default = 64, range = 1..=65_536)]
+    pub min_width: usize,
+    /// largest width
+    #[hparam(default = 256, range = 1..=65_536)]
+    pub max_width: usize,
+    /// activation of the new-expert policy's experts
+    #[hparam(default = "relu")]
+    pub base_activation: BaseActivation,
 }
 
 /// What the plugin knows about one expert it routed tasks to.
@@ -127,7 +206,6 @@ struct Extractor {
 #[derive(Debug)]
 pub struct Par {
     cfg: Config,
-    aggregate: Aggregate,
     space: Space,
     base: Option<Arch>,
     /// Expert id → record.
@@ -205,10 +283,10 @@ impl Par {
         rows: usize,
         input: usize,
     ) -> Result<Option<(Vec<f32>, usize)>> {
-        Ok(match self.cfg.features.as_str() {
-            "raw" => Some((x.to_vec(), input)),
-            "projection" => {
-                let k = self.cfg.projection_dim as usize;
+        Ok(match self.cfg.features {
+            Features::Raw => Some((x.to_vec(), input)),
+            Features::Projection => {
+                let k = self.cfg.projection_dim;
                 if self.projection.is_none() {
                     let scale = 1.0 / (k as f64).sqrt();
                     let m: Vec<f32> = (0..k * input)
@@ -232,7 +310,7 @@ impl Par {
                 }
                 Some((out, k))
             }
-            _ => self.extractor.as_ref().map(|e| {
+            Features::Expert => self.extractor.as_ref().map(|e| {
                 let f = e.features(x, rows, input);
                 let d = e.arch.feature_dim(input);
                 (f, d)
@@ -260,7 +338,7 @@ impl Par {
 
     /// The architecture search on the current task (see the crate docs).
     fn search(&mut self, ctx: &mut Ctx<'_>, info: &TaskInfo) -> Result<Arch> {
-        let n = info.train_samples.min(self.cfg.search_subset as usize);
+        let n = info.train_samples.min(self.cfg.search_subset);
         ensure!(
             n >= 2,
             "strategy `par`: task {} has {n} training samples, the search needs 2",
@@ -275,7 +353,7 @@ impl Par {
         let k = info.num_outputs;
         let mut mn = Multinomial::uniform(&self.space.sizes());
         let mut cache: Vec<(Vec<usize>, usize)> = Vec::new();
-        let b = (self.cfg.search_batch as usize).min(half).max(1);
+        let b = self.cfg.search_batch.min(half).max(1);
         for _ in 0..self.cfg.search_epochs {
             let u = [ctx.rng_f64(), ctx.rng_f64(), ctx.rng_f64()];
             let choice = mn.sample(&u);
@@ -353,47 +431,12 @@ impl Par {
     }
 }
 
-fn parse_activation(name: &str) -> Result<Activation> {
-    Ok(match name {
-        "relu" => Activation::Relu,
-        "tanh" => Activation::Tanh,
-        "sigmoid" => Activation::Sigmoid,
-        other => {
-            bail!("strategy `par`: hparam `base_activation` = {other:?} (relu, tanh, sigmoid)")
-        }
-    })
-}
-
 impl Strategy for Par {
     const NAME: &'static str = "par";
     const DESCRIPTION: &'static str =
         "relatedness-driven expert reuse, distillation and architecture search (Wang et al. 2023)";
     type Config = Config;
-
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::choice("policy", "par", &["par", "new-expert"], "PAR's decision rule, or a new base-architecture expert for every task"),
-            HParam::choice("features", "raw", &["raw", "projection", "expert"], "fixed feature extractor of the prototypes: raw inputs, a Gaussian random projection, or the first expert frozen after task 0"),
-            HParam::int("projection_dim", 64, 1, 65_536, "width of the random projection"),
-            HParam::float("proto_fraction", 0.1, 1e-6, 1.0, "fraction of a task's training samples used for prototypes (PAR: a 10% validation split)"),
-            HParam::float("alpha", 0.5, 0.0, 1.0, "regularisation threshold on the relatedness score S"),
-            HParam::float("beta", 0.75, 0.0, 1.0, "reuse-architecture threshold (alpha < S <= beta)"),
-            HParam::choice("aggregate", "mean", &["mean", "min", "max"], "expert score from its tasks' scores"),
-            HParam::float("reuse_ratio", 0.5, 0.0, 1e6, "direct reuse (head only) below this fraction of the expert's largest task"),
-            HParam::float("kd_weight", 1.0, 0.0, 1e6, "weight of each old head's distillation term"),
-            HParam::float("kd_temperature", 2.0, 0.01, 100.0, "distillation temperature"),
-            HParam::int("search_epochs", 8, 1, 100_000, "architecture search rounds (sampled architectures)"),
-            HParam::int("search_steps", 50, 0, 10_000_000, "SGD steps per search round"),
-            HParam::int("search_batch", 64, 1, 1_000_000, "rows per search step"),
-            HParam::float("search_lr", 0.05, 0.0, 100.0, "SGD learning rate of the search"),
-            HParam::float("lr_search", 0.01, 0.0, 100.0, "MdeNAS learning rate of the option probabilities"),
-            HParam::int("search_subset", 2000, 2, 100_000_000, "training samples the search uses (half train, half validation)"),
-            HParam::int("max_depth", 3, 1, 16, "depths 1..=max_depth"),
-            HParam::int("min_width", 64, 1, 65_536, "smallest width (powers of two up to max_width)"),
-            HParam::int("max_width", 256, 1, 65_536, "largest width"),
-            HParam::choice("base_activation", "relu", &["relu", "tanh", "sigmoid"], "activation of the new-expert policy's experts"),
-        ]
-    }
+    type State = NotCheckpointed;
 
     fn new(cfg: Config) -> Result<Self> {
         ensure!(
@@ -408,26 +451,19 @@ impl Strategy for Par {
             cfg.min_width,
             cfg.max_width
         );
-        let aggregate = match cfg.aggregate.as_str() {
-            "min" => Aggregate::Min,
-            "max" => Aggregate::Max,
-            _ => Aggregate::Mean,
-        };
         let mut widths = Vec::new();
-        let mut w = cfg.min_width as usize;
-        while w <= cfg.max_width as usize {
+        let mut w = cfg.min_width;
+        while w <= cfg.max_width {
             widths.push(w);
             w *= 2;
         }
         let space = Space {
-            depths: (1..=cfg.max_depth as usize).collect(),
+            depths: (1..=cfg.max_depth).collect(),
             widths,
             activations: vec![Activation::Relu, Activation::Tanh],
         };
-        parse_activation(&cfg.base_activation)?;
         Ok(Par {
             cfg,
-            aggregate,
             space,
             base: None,
             experts: Vec::new(),
@@ -453,7 +489,7 @@ impl Strategy for Par {
         let hidden = weights[..weights.len().saturating_sub(1)].to_vec();
         self.base = Some(Arch {
             hidden,
-            activation: parse_activation(&self.cfg.base_activation)?,
+            activation: self.cfg.base_activation.activation(),
         });
         Ok(())
     }
@@ -499,13 +535,13 @@ impl Strategy for Par {
             if s.is_empty() {
                 continue;
             }
-            let score = self.aggregate.apply(&s);
+            let score = self.cfg.aggregate.apply(&s);
             scores.push((*e, score));
             if best.is_none_or(|(_, b)| score < b) {
                 best = Some((*e, score));
             }
         }
-        let decision = if self.cfg.policy == "new-expert" {
+        let decision = if self.cfg.policy == Policy::NewExpert {
             Decision::NewBase
         } else {
             let largest = best.and_then(|(e, _)| self.rec(e)).map_or(0, |r| r.largest);
@@ -677,34 +713,12 @@ impl Strategy for Par {
         Ok(())
     }
 
-    /// PAR's state lives mostly in the host's expert pool, which host checkpoints do not hold
-    /// (and `load_state` cannot rebuild it: no expert services there). An empty state is
-    /// written before the first expert exists; afterwards checkpointing is refused loudly
-    /// rather than resuming with a pool that no longer exists.
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        ensure!(
-            self.experts.is_empty(),
-            "strategy `par` cannot be checkpointed after its first task: its experts live in the \
-             host's expert pool, which checkpoints do not include"
-        );
-        Ok(Vec::new())
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        ensure!(
-            state.is_empty(),
-            "strategy `par`: load_state got {} bytes, but par never writes a non-empty state",
-            state.len()
-        );
-        Ok(())
-    }
-
     fn on_task_end(&mut self, ctx: &mut Ctx<'_>, info: &TaskInfo) -> Result<()> {
         if let Some(e) = self.frozen.take() {
             ctx.expert_freeze(e, false)?;
         }
         self.transfer = None;
-        if self.cfg.features == "expert" && self.extractor.is_none() {
+        if self.cfg.features == Features::Expert && self.extractor.is_none() {
             // The first task's expert, frozen from now on as the feature extractor.
             let id = self.routes.get(info.task).copied().flatten();
             let arch = id.and_then(|e| self.rec(e)).map(|r| r.arch.clone());

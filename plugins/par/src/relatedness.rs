@@ -1,6 +1,6 @@
 //! Class prototypes, the nearest-prototype divergence estimate and its mapping to relatedness,
-//! and PAR's decision rule (`shared/notes/methods.md` §2b, steps 1 to 3, as in the official
-//! code `par_v2.py`).
+//! and PAR's decision rule, as in the official code (`github.com/WenjinW/PAR`,
+//! `src/approaches/par_v2.py`; Wang et al., CVPR 2023, arXiv 2304.05288).
 
 /// Smallest distance used in the log-ratio (a sample exactly on a prototype would give a
 /// division by zero or `log 0`; the original code has no guard).
@@ -90,8 +90,9 @@ pub fn relatedness(d: f64) -> f64 {
     }
 }
 
-/// How an expert's score aggregates its tasks' relatedness scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an expert's score aggregates its tasks' relatedness scores (hyperparameter
+/// `aggregate`: `mean`, `min` or `max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clef_sdk::HParamChoice)]
 pub enum Aggregate {
     /// Mean (the code's default).
     Mean,

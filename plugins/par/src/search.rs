@@ -1,5 +1,6 @@
 //! The MLP search space, parameter accounting, and the MdeNAS multinomial distribution
-//! learning update (`shared/notes/methods.md` §2b step 5, `automl/mdenas_search.py`).
+//! learning update of the official PAR code (`github.com/WenjinW/PAR`,
+//! `src/automl/mdenas_search.py`).
 //!
 //! The space has three decisions ("edges"): depth, width (shared by every hidden layer) and
 //! activation. Each has a probability vector, initially uniform. After an architecture is

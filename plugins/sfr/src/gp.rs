@@ -20,6 +20,7 @@
 use clef_sdk::{bail, ensure, Result};
 use faer::linalg::solvers::{Llt, Solve};
 use faer::{Accum, Mat, MatRef, Par, Side};
+use serde::{Deserialize, Serialize};
 
 /// Cholesky attempts before giving up (the jitter grows 4× each time: up to 4⁹ × the start).
 const CHOLESKY_TRIES: usize = 10;
@@ -114,8 +115,9 @@ pub fn row_major(m: MatRef<'_, f64>) -> Vec<f64> {
     out
 }
 
-/// The function-space summary of one output unit at `M` inducing points.
-#[derive(Debug, Clone, PartialEq)]
+/// The function-space summary of one output unit at `M` inducing points (part of the
+/// plugin's checkpoint state, every `f64` saved bit for bit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputSummary {
     /// Number of inducing points.
     pub m: usize,

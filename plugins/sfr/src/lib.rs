@@ -1,6 +1,8 @@
 //! `sfr`: the function-space regulariser of SFR (Scannell, Mereu, Chang, Tamir, Pajarinen &
 //! Solin, "Function-space Parameterization of Neural Networks for Sequential Learning", ICLR
-//! 2024), following the official continual-learning code (`/work/shared/notes/methods.md` §4).
+//! 2024, arXiv 2403.10929), following the official continual-learning code
+//! (`github.com/AaltoML/sfr-experiments`, `experiments/cl/models/sfr.py`, built on Mammoth; the
+//! clean library is `github.com/AaltoML/sfr`, `sfr.py`).
 //!
 //! # What it does
 //!
@@ -36,16 +38,7 @@
 //!
 //! # Hyperparameters
 //!
-//! | key | default | range | meaning |
-//! |---|---|---|---|
-//! | `tau` | 1.0 | [0, 1e12], log | regulariser strength τ |
-//! | `prior_precision` | 1e-4 | [1e-12, 1e12], log | δ in the kernel scaling `1/(δ N_t (t+1))` |
-//! | `inducing_points` | 200 | [1, 100000] | M per task |
-//! | `no_covariance` | false | bool | Λ = I (function-space L2 on stored logits) |
-//! | `jitter` | 1e-6 | [0, 1] | diagonal added to `K_zz` before the Cholesky |
-//! | `bu_jitter` | 1e-6 | [0, 1] | diagonal added to `B_u` in `Λ = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹` (the official code adds its jitter; 0 = the paper's formula) |
-//! | `dual_batch_size` | 1000 | [1, 10⁶] | rows per chunk when summing over the task's data |
-//!
+//! [`Config`]; the table, defaults and their sources are in `docs/strategies.md` (`sfr`).
 //! Defaults are the official code's split-FMNIST settings (τ = 1, δ = 1e-4, 200 points per task,
 //! dual batch 1000, jitter 1e-6). The training objective of the paper also has `δ/2 ‖θ‖²`
 //! (MAP); clef's `[train] weight_decay` adds exactly that gradient, so set it to δ. Without the
@@ -53,48 +46,59 @@
 //! penalises changes along the directions where `K_zz` is small, so the official kernel
 //! scale `1/(δ N_t (t+1))` matters.
 //!
-//! State (`save_state`): every task summary (inducing inputs, old logits, `Λ` and the GP
-//! summary per unit).
+//! # State
+//!
+//! `type State = SerdeState`: the config and every task summary (inducing inputs, old logits,
+//! kernel scale, `Λ` and the GP summary per unit, every float bit for bit). The concatenation
+//! of the inducing inputs is a cache, rebuilt from the summaries by the next `after_backward`.
 
 pub mod gp;
 
 use std::time::Instant;
 
-use clef_sdk::state::{Reader, Writer};
-use clef_sdk::tracing::info;
-use clef_sdk::{bail, ensure, Context, Ctx, HParam, Result, Setting, Split, Strategy, TaskInfo};
-use serde::Deserialize;
+use clef_sdk::prelude::*;
+use clef_sdk::Split;
 
 use gp::{softmax_dual, OutputSummary};
 
-/// The validated `hparams` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The hyperparameters (table and sources: `docs/strategies.md`). Every one acts only through
+/// the summaries built at task ends: nothing happens during the first task.
+#[derive(Debug, Clone, HParams, Serialize, Deserialize)]
 pub struct Config {
-    /// Regulariser strength τ.
+    /// regulariser strength τ (official split-FMNIST: 1.0)
+    #[hparam(default = 1.0, range = 0.0..=1e12, log, needs_past_tasks)]
     pub tau: f64,
-    /// Prior precision δ (kernel scaling).
+    /// prior precision δ: kernel scale 1/(δ N_t (t+1)) (official: 1e-4)
+    #[hparam(default = 1e-4, range = 1e-12..=1e12, log, needs_past_tasks)]
     pub prior_precision: f64,
-    /// Inducing points per task (M).
+    /// inducing points M per task (official: 200)
+    #[hparam(default = 200, range = 1..=100_000, needs_past_tasks)]
     pub inducing_points: usize,
-    /// Λ = I for every unit.
+    /// Λ = I: function-space L2 on the stored logits (ablation)
+    #[hparam(default = false, needs_past_tasks)]
     pub no_covariance: bool,
-    /// Cholesky jitter.
+    /// diagonal added to K_zz before the Cholesky (×4 on failure)
+    #[hparam(default = 1e-6, range = 0.0..=1.0, needs_past_tasks)]
     pub jitter: f64,
-    /// Diagonal added to `B_u` when forming `Λ`.
+    /// diagonal added to B_u in Λ = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹ (official code: its
+    /// jitter, 1e-6; the paper's formula: 0)
+    #[hparam(default = 1e-6, range = 0.0..=1.0, needs_past_tasks)]
     pub bu_jitter: f64,
-    /// Rows per chunk over the task's data.
+    /// rows per chunk when summing over the task's data
+    #[hparam(default = 1000, range = 1..=1_000_000, needs_past_tasks)]
     pub dual_batch_size: usize,
 }
 
 /// The summary of one finished task.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSummary {
     /// Task index.
     pub task: usize,
     /// Inducing inputs, `M × input_dim` row-major.
+    #[serde(with = "clef_sdk::state::tensor")]
     pub z: Vec<f32>,
     /// Logits at `z` when the task ended, `M × num_outputs`.
+    #[serde(with = "clef_sdk::state::tensor")]
     pub f_old: Vec<f32>,
     /// Kernel scale `1 / (δ N_t (t + 1))` applied to the NTK.
     pub scale: f64,
@@ -278,11 +282,13 @@ pub fn training_units(
 }
 
 /// The SFR strategy.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Sfr {
     config: Config,
     tasks: Vec<TaskSummary>,
-    /// Inducing inputs of every stored task, concatenated (rebuilt when `tasks` changes).
+    /// Inducing inputs of every stored task, concatenated: a cache of `tasks`, rebuilt by
+    /// [`Sfr::refresh`] (and by `after_backward` when it is stale, e.g. after a resume).
+    #[serde(skip)]
     z_all: Vec<f32>,
 }
 
@@ -389,215 +395,14 @@ impl Sfr {
     }
 }
 
-const MAGIC: &[u8; 8] = b"clefsfr\0";
-const VERSION: u32 = 2;
-
-fn f64s(w: &mut Writer, v: &[f64]) {
-    w.usize(v.len());
-    for x in v {
-        w.u64(x.to_bits());
-    }
-}
-
-fn read_f64s(r: &mut Reader<'_>) -> Result<Vec<f64>> {
-    let n = r.usize()?;
-    (0..n).map(|_| r.u64().map(f64::from_bits)).collect()
-}
-
-/// Encodes the stored summaries.
-pub fn encode_state(tasks: &[TaskSummary]) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    w.usize(tasks.len());
-    for s in tasks {
-        w.usize(s.task);
-        w.f32s(&s.z);
-        w.f32s(&s.f_old);
-        w.u64(s.scale.to_bits());
-        w.usize(s.lambda.len());
-        for (l, g) in s.lambda.iter().zip(&s.gp) {
-            match l {
-                None => w.u8(0),
-                Some(l) => {
-                    w.u8(1);
-                    f64s(&mut w, l);
-                }
-            }
-            match g {
-                None => w.u8(0),
-                Some(g) => {
-                    w.u8(1);
-                    w.usize(g.m);
-                    f64s(&mut w, &g.kzz);
-                    f64s(&mut w, &g.bu);
-                    f64s(&mut w, &g.yu);
-                    w.u64(g.jitter.to_bits());
-                    w.u64(g.bu_jitter.to_bits());
-                }
-            }
-        }
-    }
-    w.finish()
-}
-
-/// Decodes [`encode_state`]'s output.
-pub fn decode_state(bytes: &[u8]) -> Result<Vec<TaskSummary>> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let n = r.usize()?;
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let task = r.usize()?;
-        let z = r.f32s()?;
-        let f_old = r.f32s()?;
-        let scale = f64::from_bits(r.u64()?);
-        let k = r.usize()?;
-        ensure!(
-            k > 0 && f_old.len() % k == 0,
-            "inconsistent logits in the state"
-        );
-        let m = f_old.len() / k;
-        ensure!(
-            m > 0 && z.len() % m == 0,
-            "inconsistent inducing inputs in the state"
-        );
-        let (mut lambda, mut gp) = (Vec::new(), Vec::new());
-        for _ in 0..k {
-            lambda.push(match r.u8()? {
-                0 => None,
-                1 => {
-                    let l = read_f64s(&mut r)?;
-                    ensure!(l.len() == m * m, "Λ of the wrong size in the state");
-                    Some(l)
-                }
-                f => bail!("invalid flag {f} in the state"),
-            });
-            gp.push(match r.u8()? {
-                0 => None,
-                1 => {
-                    let gm = r.usize()?;
-                    let kzz = read_f64s(&mut r)?;
-                    let bu = read_f64s(&mut r)?;
-                    let yu = read_f64s(&mut r)?;
-                    let jitter = f64::from_bits(r.u64()?);
-                    let bu_jitter = f64::from_bits(r.u64()?);
-                    ensure!(
-                        gm == m && kzz.len() == m * m && bu.len() == m * m && yu.len() == m,
-                        "GP summary of the wrong size in the state"
-                    );
-                    Some(OutputSummary {
-                        m,
-                        kzz,
-                        bu,
-                        yu,
-                        jitter,
-                        bu_jitter,
-                    })
-                }
-                f => bail!("invalid flag {f} in the state"),
-            });
-        }
-        tasks.push(TaskSummary {
-            task,
-            z,
-            f_old,
-            scale,
-            lambda,
-            gp,
-        });
-    }
-    r.finish()?;
-    Ok(tasks)
-}
-
 impl Strategy for Sfr {
     const NAME: &'static str = "sfr";
     const DESCRIPTION: &'static str =
         "SFR: function-space regulariser τ/2·Σ (1/M)(f(Z)−f_old(Z))ᵀΛ(f(Z)−f_old(Z)) with Λ from a sparse NTK-GP";
     type Config = Config;
-
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::float(
-                "tau",
-                1.0,
-                0.0,
-                1e12,
-                "regulariser strength τ (official split-FMNIST: 1.0)",
-            )
-            .log_scale(),
-            HParam::float(
-                "prior_precision",
-                1e-4,
-                1e-12,
-                1e12,
-                "prior precision δ: kernel scale 1/(δ N_t (t+1)) (official: 1e-4)",
-            )
-            .log_scale(),
-            HParam::int(
-                "inducing_points",
-                200,
-                1,
-                100_000,
-                "inducing points M per task (official: 200)",
-            ),
-            HParam::bool(
-                "no_covariance",
-                false,
-                "Λ = I: function-space L2 on the stored logits (ablation)",
-            ),
-            HParam::float(
-                "jitter",
-                1e-6,
-                0.0,
-                1.0,
-                "diagonal added to K_zz before the Cholesky (×4 on failure)",
-            ),
-            HParam::float(
-                "bu_jitter",
-                1e-6,
-                0.0,
-                1.0,
-                "diagonal added to B_u in Λ = K_zz⁻¹ (B_u + bu_jitter·I) K_zz⁻¹ (official code: \
-                 its jitter, 1e-6; the paper's formula: 0)",
-            ),
-            HParam::int(
-                "dual_batch_size",
-                1000,
-                1,
-                1_000_000,
-                "rows per chunk when summing over the task's data",
-            ),
-        ]
-    }
+    type State = SerdeState;
 
     fn new(config: Config) -> Result<Self> {
-        ensure!(
-            config.tau.is_finite() && config.tau >= 0.0,
-            "sfr: `tau` must be finite and >= 0, got {}",
-            config.tau
-        );
-        ensure!(
-            config.prior_precision.is_finite() && config.prior_precision > 0.0,
-            "sfr: `prior_precision` must be finite and > 0, got {}",
-            config.prior_precision
-        );
-        ensure!(
-            config.inducing_points > 0,
-            "sfr: `inducing_points` must be >= 1, got 0"
-        );
-        ensure!(
-            config.jitter.is_finite() && config.jitter >= 0.0,
-            "sfr: `jitter` must be finite and >= 0, got {}",
-            config.jitter
-        );
-        ensure!(
-            config.bu_jitter.is_finite() && config.bu_jitter >= 0.0,
-            "sfr: `bu_jitter` must be finite and >= 0, got {}",
-            config.bu_jitter
-        );
-        ensure!(
-            config.dual_batch_size > 0,
-            "sfr: `dual_batch_size` must be >= 1, got 0"
-        );
         Ok(Self {
             config,
             tasks: Vec::new(),
@@ -608,6 +413,9 @@ impl Strategy for Sfr {
     fn after_backward(&mut self, ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
         if self.tasks.is_empty() || self.config.tau == 0.0 {
             return Ok(());
+        }
+        if self.z_all.len() != self.tasks.iter().map(|s| s.z.len()).sum::<usize>() {
+            self.refresh(); // a resumed instance: the cache is not part of the state
         }
         let rows: usize = self.tasks.iter().map(|s| s.f_old.len()).sum::<usize>();
         let k = self.tasks[0].lambda.len();
@@ -636,20 +444,6 @@ impl Strategy for Sfr {
             "task boundary"
         );
         self.tasks.push(summary);
-        self.refresh();
-        Ok(())
-    }
-
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        Ok(encode_state(&self.tasks))
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        self.tasks = if state.is_empty() {
-            Vec::new()
-        } else {
-            decode_state(state)?
-        };
         self.refresh();
         Ok(())
     }

@@ -1,9 +1,11 @@
-//! Tests: schema and errors, Λ against an independent computation (symmetric, PSD,
-//! `(K_zz + jI) Λ (K_zz + jI) = B_u + bu_jitter·I`), the regulariser's gradient against finite differences of
-//! an f64 penalty, the dual update and predictive moments against an exact Bayesian refit, state
-//! round trip and determinism.
+//! Tests: the SDK kit's (schema, bad values refused, state round trip, determinism, the docs'
+//! table), Λ against an independent computation (symmetric, PSD,
+//! `(K_zz + jI) Λ (K_zz + jI) = B_u + bu_jitter·I`), the regulariser's gradient against finite
+//! differences of an f64 penalty, the dual update and predictive moments against an exact
+//! Bayesian refit, and the inducing-input cache after a resume.
 
 use clef_sdk::abi::CLEF_SETTING_CLASS_IL;
+use clef_sdk::kit;
 use clef_sdk::testing::{MockHost, MockPlugin};
 use faer::{Mat, Side};
 
@@ -32,8 +34,16 @@ fn host(d: usize) -> MockHost {
     h
 }
 
+clef_sdk::standard_tests!(
+    Sfr,
+    config = "tau = 2.0\nprior_precision = 0.01\ninducing_points = 5\nbu_jitter = 0.01\n\
+              dual_batch_size = 3",
+    docs = "../../docs/strategies.md"
+);
+
+/// The task summaries as the plugin's checkpoint holds them.
 fn state_of(plugin: &mut MockPlugin, h: &mut MockHost) -> Vec<TaskSummary> {
-    decode_state(&plugin.save_state(h).unwrap()).unwrap()
+    kit::saved::<Sfr>(plugin, h).tasks
 }
 
 /// Linear logits `W x + b` of the mock model in f64.
@@ -80,24 +90,6 @@ fn penalty(tasks: &[TaskSummary], h: &MockHost, tau: f64, w_delta: Option<(usize
         }
     }
     total
-}
-
-#[test]
-fn schema_is_valid_and_bad_values_name_the_key() {
-    clef_sdk::validate::<Sfr>().unwrap();
-    let bad = toml(-1.0, 4, false);
-    let e = MockPlugin::create::<Sfr>(&bad).err().unwrap();
-    assert!(
-        e.message.contains("sfr") && e.message.contains("tau"),
-        "{}",
-        e.message
-    );
-    let bad = toml(1.0, 4, false).replace("prior_precision = 0.01", "prior_precision = 0.0");
-    let e = MockPlugin::create::<Sfr>(&bad).err().unwrap();
-    assert!(e.message.contains("prior_precision"), "{}", e.message);
-    let bad = toml(1.0, 0, false);
-    let e = MockPlugin::create::<Sfr>(&bad).err().unwrap();
-    assert!(e.message.contains("inducing_points"), "{}", e.message);
 }
 
 #[test]
@@ -363,25 +355,6 @@ fn dual_update_matches_a_full_refit_on_linear_regression() {
 }
 
 #[test]
-fn same_seed_same_summary_and_state_round_trips() {
-    let run = || {
-        let mut h = host(4);
-        let mut p = MockPlugin::create::<Sfr>(&toml(1.0, 6, false)).unwrap();
-        p.on_task_start(&mut h).unwrap();
-        p.on_task_end(&mut h).unwrap();
-        p.save_state(&mut h).unwrap()
-    };
-    let (a, b) = (run(), run());
-    assert_eq!(a, b);
-    let mut h = host(4);
-    let mut p = MockPlugin::create::<Sfr>(&toml(1.0, 6, false)).unwrap();
-    p.load_state(&mut h, &a).unwrap();
-    assert_eq!(p.save_state(&mut h).unwrap(), a);
-    assert!(p.load_state(&mut h, &a[..a.len() - 3]).is_err());
-    assert!(p.load_state(&mut h, b"garbage!garbage!").is_err());
-}
-
-#[test]
 fn the_last_task_is_not_summarised() {
     let mut h = host(3);
     let mut p = MockPlugin::create::<Sfr>(&toml(1.0, 3, false)).unwrap();
@@ -421,9 +394,7 @@ impl Strategy for ProbeStrategy {
     const NAME: &'static str = "sfr-probe";
     const DESCRIPTION: &'static str = "test probe";
     type Config = Config;
-    fn hparams() -> Vec<HParam> {
-        Sfr::hparams()
-    }
+    type State = NotCheckpointed;
     fn new(config: Config) -> Result<Self> {
         Ok(Self(Sfr::new(config)?))
     }
