@@ -6,7 +6,7 @@ use clef_sdk::prelude::*;
 
 #[derive(HParams, Serialize, Deserialize)]
 pub struct Config {
-    /// Penalty strength λ in (λ/2)·Σ(θ−θ*)² (Hsu et al. 2018 split-MNIST TIL: 0.01)
+    /// penalty strength λ in (λ/2)·Σ(θ−θ*)² (Hsu et al. 2018 split-MNIST TIL: 0.01)
     #[hparam(default = 0.01, range = 0.0..=1e12, log, needs_past_tasks)]
     pub lambda: f64,
 }
