@@ -44,6 +44,11 @@
 //! 5. **End.** The trained values are consolidated, the mask joins the frozen set, and the
 //!    plugin reports per-layer and total density, reuse and free weights
 //!    (`strategy_metrics` in `results.jsonl`).
+//!
+//! Hyperparameters, their defaults and sources: `docs/strategies.md`. Checkpoint state
+//! (`SerdeState`): the whole strategy but the evaluation buffer; a task's working mask fields
+//! are emptied at its end, so the checkpoints taken between tasks hold θ0, θ̄, the frozen set,
+//! the finished tasks' masks and biases.
 
 pub mod sparsity;
 pub mod topology;

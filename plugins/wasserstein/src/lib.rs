@@ -28,7 +28,7 @@
 //! they come from: `docs/strategies.md`.
 //!
 //! Choices where the sources are silent: the 1/n normalisation is unconfirmed, so `sum` (the
-//! form in our method notes, with λ on the same scale as L2 Init's) is the default; only weight
+//! formula `R_W = Σ_l Σ_i (…)²`, with λ on the same scale as L2 Init's) is the default; only weight
 //! matrices are regularised by default, because biases start at zero in clef (their initial
 //! distribution is a point mass, so the penalty on them would be a plain `λ‖b‖²`).
 //!
