@@ -44,53 +44,71 @@
 //! 5. **End.** The trained values are consolidated, the mask joins the frozen set, and the
 //!    plugin reports per-layer and total density, reuse and free weights
 //!    (`strategy_metrics` in `results.jsonl`).
+//!
+//! Hyperparameters, their defaults and sources: `docs/strategies.md`. Checkpoint state
+//! (`SerdeState`): the whole strategy but the evaluation buffer; a task's working mask fields
+//! are emptied at its end, so the checkpoints taken between tasks hold θ0, θ̄, the frozen set,
+//! the finished tasks' masks and biases.
 
-pub mod checkpoint;
 pub mod sparsity;
 pub mod topology;
 
 #[cfg(test)]
 mod tests;
 
+use clef_sdk::prelude::*;
+use clef_sdk::rng::SplitMix64;
+use clef_sdk::state::{Bits, Floats};
 use clef_sdk::tracing::{info, warn};
-use clef_sdk::{bail, ensure, Ctx, HParam, Result, Role, Setting, Strategy, TaskInfo};
-use serde::Deserialize;
+use clef_sdk::Role;
 
-use sparsity::{erk_densities, sample_mask, uniform_densities, Rng, Sampling};
+use sparsity::{erk_densities, sample_mask, uniform_densities, Sampling};
 use topology::{drop_fraction, update_layer, FrozenGrowth, Growth, LayerView};
 
-/// The validated `hparams` table (every key present; choices already checked by the host).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The hyperparameters (`docs/strategies.md` has the table, with sources).
+#[derive(Debug, Clone, HParams, Serialize, Deserialize)]
 pub struct Config {
-    /// Fraction of each task's weights that are zero (global).
+    /// fraction of zero weights per task mask
+    #[hparam(default = 0.9, range = 0.0..=0.999)]
     pub sparsity: f64,
-    /// `uniform` or `erk`.
-    pub init: String,
-    /// `random`, `unfired`, `gradient` or `momentum`.
-    pub growth: String,
-    /// Steps between topology updates.
-    pub update_every: i64,
-    /// Optimizer steps per task (the cosine schedule's length).
-    pub task_steps: i64,
-    /// Drop fraction at the start of a task.
+    /// per-layer densities: uniform or Erdős–Rényi-Kernel
+    #[hparam(default = "uniform")]
+    pub init: MaskInit,
+    /// regrowth criterion (momentum needs Adam)
+    #[hparam(default = "random")]
+    pub growth: Growth,
+    /// steps between topology updates
+    #[hparam(default = 100, range = 1..)]
+    pub update_every: usize,
+    /// optimizer steps per task, for the cosine drop schedule (required)
+    #[hparam(default = 0, range = 0..)]
+    pub task_steps: usize,
+    /// drop fraction at the start of a task
+    #[hparam(default = 0.5, range = 0.0..=1.0)]
     pub drop_start: f64,
-    /// Drop fraction at the end of a task.
+    /// drop fraction at the end of a task
+    #[hparam(default = 0.005, range = 0.0..=1.0)]
     pub drop_end: f64,
-    /// `exact` or `bernoulli`.
-    pub sampling: String,
-    /// `init` or `zero`.
-    pub new_weights: String,
-    /// `zero` or `init`.
-    pub grow_init: String,
-    /// `reuse`, `exclude` or `original`.
-    pub frozen_growth: String,
-    /// `per-task` or `shared`.
-    pub bias: String,
+    /// mask sampling: exactly round(d*N) positions, or Bernoulli(d) each (original)
+    #[hparam(default = "exact")]
+    pub sampling: Sampling,
+    /// free weights of a new task's mask start at their initial value or at 0 (original)
+    #[hparam(default = "init")]
+    pub new_weights: NewWeights,
+    /// grown free weights start at 0 (original, RigL) or at their initial value
+    #[hparam(default = "zero")]
+    pub grow_init: GrowInit,
+    /// growth into earlier tasks' frozen weights: reuse their value, never, or as the
+    /// original code (0 in training, the frozen value at evaluation)
+    #[hparam(default = "reuse")]
+    pub frozen_growth: FrozenGrowth,
+    /// biases: one trained copy per task (isolated) or shared by every task
+    #[hparam(default = "per-task")]
+    pub bias: Bias,
 }
 
-/// How a layer's per-task densities are set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a layer's per-task densities are set (`init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum MaskInit {
     /// Every layer at the global density.
     Uniform,
@@ -98,127 +116,39 @@ pub enum MaskInit {
     Erk,
 }
 
-/// Starting value of a free weight entering a mask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// Its value at initialisation (θ0).
+/// Starting value of the free weights of a new task's mask (`new_weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
+pub enum NewWeights {
+    /// Their value at initialisation (θ0).
     Init,
-    /// Zero.
+    /// Zero for tasks ≥ 1 (the original code).
     Zero,
 }
 
-/// The parsed configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    density: f64,
-    init: MaskInit,
-    growth: Growth,
-    update_every: usize,
-    task_steps: usize,
-    drop_start: f64,
-    drop_end: f64,
-    sampling: Sampling,
-    new_weights: Start,
-    grow_init: Start,
-    frozen_growth: FrozenGrowth,
-    per_task_bias: bool,
+/// Starting value of a grown free weight (`grow_init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
+pub enum GrowInit {
+    /// Zero (RigL, the original code).
+    Zero,
+    /// Its value at initialisation (θ0).
+    Init,
 }
 
-fn choice<T: Copy>(key: &str, value: &str, options: &[(&str, T)]) -> Result<T> {
-    match options.iter().find(|(name, _)| *name == value) {
-        Some((_, v)) => Ok(*v),
-        None => {
-            let names: Vec<&str> = options.iter().map(|o| o.0).collect();
-            bail!(
-                "strategy `dst`: hparam `{key}` is {value:?}; expected one of {}",
-                names.join(", ")
-            )
-        }
-    }
-}
-
-impl Settings {
-    /// Checks and parses a config; errors name the plugin and the key.
-    pub fn parse(c: &Config) -> Result<Self> {
-        ensure!(
-            c.sparsity.is_finite() && (0.0..1.0).contains(&c.sparsity),
-            "strategy `dst`: hparam `sparsity` is {}; it must be in [0, 1)",
-            c.sparsity
-        );
-        ensure!(
-            c.update_every >= 1,
-            "strategy `dst`: hparam `update_every` is {}; it must be at least 1",
-            c.update_every
-        );
-        ensure!(
-            c.task_steps >= 1,
-            "strategy `dst`: hparam `task_steps` must be set to the number of optimizer steps \
-             per task (epochs × ceil(train samples / batch_size), e.g. 5 × ceil(12000 / 128) = \
-             470 for split Fashion-MNIST with 5 epochs of batch 128): the drop fraction is \
-             cosine-annealed over it (got {})",
-            c.task_steps
-        );
-        for (key, v) in [("drop_start", c.drop_start), ("drop_end", c.drop_end)] {
-            ensure!(
-                v.is_finite() && (0.0..=1.0).contains(&v),
-                "strategy `dst`: hparam `{key}` is {v}; it must be in [0, 1]"
-            );
-        }
-        Ok(Self {
-            density: 1.0 - c.sparsity,
-            init: choice(
-                "init",
-                &c.init,
-                &[("uniform", MaskInit::Uniform), ("erk", MaskInit::Erk)],
-            )?,
-            growth: choice(
-                "growth",
-                &c.growth,
-                &[
-                    ("random", Growth::Random),
-                    ("unfired", Growth::Unfired),
-                    ("gradient", Growth::Gradient),
-                    ("momentum", Growth::Momentum),
-                ],
-            )?,
-            update_every: c.update_every as usize,
-            task_steps: c.task_steps as usize,
-            drop_start: c.drop_start,
-            drop_end: c.drop_end,
-            sampling: choice(
-                "sampling",
-                &c.sampling,
-                &[
-                    ("exact", Sampling::Exact),
-                    ("bernoulli", Sampling::Bernoulli),
-                ],
-            )?,
-            new_weights: choice(
-                "new_weights",
-                &c.new_weights,
-                &[("init", Start::Init), ("zero", Start::Zero)],
-            )?,
-            grow_init: choice(
-                "grow_init",
-                &c.grow_init,
-                &[("zero", Start::Zero), ("init", Start::Init)],
-            )?,
-            frozen_growth: choice(
-                "frozen_growth",
-                &c.frozen_growth,
-                &[
-                    ("reuse", FrozenGrowth::Reuse),
-                    ("exclude", FrozenGrowth::Exclude),
-                    ("original", FrozenGrowth::Original),
-                ],
-            )?,
-            per_task_bias: choice("bias", &c.bias, &[("per-task", true), ("shared", false)])?,
-        })
-    }
+/// Whether every task trains its own copy of the biases (`bias`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
+pub enum Bias {
+    /// One trained copy per task, restored at its evaluation (isolated).
+    PerTask,
+    /// One copy trained by every task.
+    Shared,
 }
 
 /// One masked weight tensor.
-#[derive(Debug, Clone)]
+///
+/// Between tasks only `param`, `name`, `shape`, `init`, `consolidated`, `frozen` and
+/// `task_masks` hold data; the working fields (`mask`, `fired`, `trainable`, `fixed`) live from
+/// `on_task_start` to `on_task_end`, so the checkpoints taken between tasks do not carry them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Layer {
     /// Parameter index.
     pub param: usize,
@@ -227,21 +157,28 @@ pub struct Layer {
     /// Shape `[out, in]`.
     pub shape: Vec<usize>,
     /// Values at initialisation (θ0).
+    #[serde(with = "clef_sdk::state::tensor")]
     pub init: Vec<f32>,
     /// Consolidated values θ̄: meaningful at frozen positions.
+    #[serde(with = "clef_sdk::state::tensor")]
     pub consolidated: Vec<f32>,
     /// Positions used by an earlier task.
+    #[serde(with = "clef_sdk::state::bits")]
     pub frozen: Vec<bool>,
     /// The current task's mask.
+    #[serde(with = "clef_sdk::state::bits")]
     pub mask: Vec<bool>,
     /// Positions ever active in the current task.
+    #[serde(with = "clef_sdk::state::bits")]
     pub fired: Vec<bool>,
     /// Positions the current task trains (`mask && !frozen`).
+    #[serde(with = "clef_sdk::state::bits")]
     pub trainable: Vec<bool>,
     /// The value of every position the task does not train.
+    #[serde(with = "clef_sdk::state::tensor")]
     pub fixed: Vec<f32>,
     /// Masks of the finished tasks.
-    pub task_masks: Vec<Vec<bool>>,
+    pub task_masks: Vec<Bits>,
 }
 
 impl Layer {
@@ -264,24 +201,27 @@ impl Layer {
 /// Optimizer state slot names the SDK knows.
 const SLOTS: [&str; 3] = ["momentum", "exp_avg", "exp_avg_sq"];
 
-/// The strategy.
-#[derive(Debug)]
+/// The strategy. Its checkpoint state is the whole struct (`SerdeState`) but the buffer of
+/// `before_eval`.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Dst {
-    s: Settings,
+    cfg: Config,
     layers: Vec<Layer>,
     /// Target density per layer (same order as `layers`).
     densities: Vec<f64>,
     /// Bias parameter indices and their values at initialisation.
-    biases: Vec<(usize, Vec<f32>)>,
+    biases: Vec<(usize, Floats)>,
     /// Per finished task: its bias values (`bias = "per-task"`).
-    task_biases: Vec<Vec<Vec<f32>>>,
+    task_biases: Vec<Vec<Floats>>,
     /// Optimizer state slots present (`momentum` or `exp_avg` + `exp_avg_sq`).
-    slots: Vec<&'static str>,
+    slots: Vec<String>,
     /// The task being trained (set by `on_task_start`, cleared by `on_task_end`).
     training: Option<usize>,
     steps_in_task: usize,
     updates_in_task: usize,
-    /// Values swapped out by `before_eval`: `(param, values)`.
+    /// Values swapped out by `before_eval`: `(param, values)`; empty outside an evaluation,
+    /// so never part of a checkpoint.
+    #[serde(skip)]
     saved: Vec<(usize, Vec<f32>)>,
 }
 
@@ -294,6 +234,34 @@ impl Dst {
     /// Target densities per masked layer.
     pub fn densities(&self) -> &[f64] {
         &self.densities
+    }
+
+    /// Tasks consolidated so far.
+    fn finished_tasks(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.task_masks.len())
+    }
+
+    /// Checks that the masked layers and biases (restored from a checkpoint, perhaps) have
+    /// the sizes of the model's parameters.
+    fn check_layout(&self, ctx: &Ctx<'_>) -> Result<()> {
+        let params = self
+            .layers
+            .iter()
+            .map(|l| (l.param, l.numel()))
+            .chain(self.biases.iter().map(|(p, v)| (*p, v.len())));
+        for (param, n) in params {
+            let found = ctx.values_ref(param).map(<[f32]>::len);
+            ensure!(
+                matches!(found, Ok(m) if m == n),
+                "strategy `dst`: the state holds {n} values for parameter {param}, but the \
+                 model {}: the state (a checkpoint?) belongs to another model",
+                match found {
+                    Ok(m) => format!("has {m}"),
+                    Err(e) => format!("does not give them ({e})"),
+                }
+            );
+        }
+        Ok(())
     }
 
     fn zero_state(&self, ctx: &mut Ctx<'_>, param: usize, positions: &[usize]) -> Result<()> {
@@ -319,7 +287,7 @@ impl Dst {
 
     /// Growth scores of a layer for `gradient` / `momentum`.
     fn scores(&self, ctx: &mut Ctx<'_>, param: usize) -> Result<Option<Vec<f32>>> {
-        Ok(match self.s.growth {
+        Ok(match self.cfg.growth {
             Growth::Gradient => Some(ctx.grads_ref(param)?.to_vec()),
             Growth::Momentum => {
                 let Some(m) = ctx.optimizer_state("exp_avg", param)?.map(|m| m.to_vec()) else {
@@ -343,17 +311,17 @@ impl Dst {
     fn update_topology(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
         let p = drop_fraction(
             self.steps_in_task,
-            self.s.task_steps,
-            self.s.drop_start,
-            self.s.drop_end,
+            self.cfg.task_steps,
+            self.cfg.drop_start,
+            self.cfg.drop_end,
         );
-        let mut rng = Rng::new(ctx.rng_u64());
+        let mut rng = SplitMix64::from_ctx(ctx);
         let (mut dropped, mut grown) = (0usize, 0usize);
         for li in 0..self.layers.len() {
             let param = self.layers[li].param;
             let scores = self.scores(ctx, param)?;
             let values = ctx.values_ref(param)?.to_vec();
-            let s = &self.s;
+            let s = &self.cfg;
             let layer = &mut self.layers[li];
             let change = update_layer(
                 LayerView {
@@ -384,8 +352,8 @@ impl Dst {
                     layer.trainable[i] = true;
                     layer.fixed[i] = 0.0;
                     w[i] = match s.grow_init {
-                        Start::Zero => 0.0,
-                        Start::Init => layer.init[i],
+                        GrowInit::Zero => 0.0,
+                        GrowInit::Init => layer.init[i],
                     };
                 }
             }
@@ -422,92 +390,20 @@ impl Strategy for Dst {
         "dynamic sparse training with per-task masks and frozen weights (Yildirim et al. 2024)";
     type Config = Config;
 
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::float(
-                "sparsity",
-                0.9,
-                0.0,
-                0.999,
-                "fraction of zero weights per task mask",
-            ),
-            HParam::choice(
-                "init",
-                "uniform",
-                &["uniform", "erk"],
-                "per-layer densities: uniform or Erdős–Rényi-Kernel",
-            ),
-            HParam::choice(
-                "growth",
-                "random",
-                &["random", "unfired", "gradient", "momentum"],
-                "regrowth criterion (momentum needs Adam)",
-            ),
-            HParam::int(
-                "update_every",
-                100,
-                1,
-                i64::MAX,
-                "steps between topology updates",
-            ),
-            HParam::int(
-                "task_steps",
-                0,
-                0,
-                i64::MAX,
-                "optimizer steps per task, for the cosine drop schedule (required)",
-            ),
-            HParam::float(
-                "drop_start",
-                0.5,
-                0.0,
-                1.0,
-                "drop fraction at the start of a task",
-            ),
-            HParam::float(
-                "drop_end",
-                0.005,
-                0.0,
-                1.0,
-                "drop fraction at the end of a task",
-            ),
-            HParam::choice(
-                "sampling",
-                "exact",
-                &["exact", "bernoulli"],
-                "mask sampling: exactly round(d*N) positions, or Bernoulli(d) each (original)",
-            ),
-            HParam::choice(
-                "new_weights",
-                "init",
-                &["init", "zero"],
-                "free weights of a new task's mask start at their initial value or at 0 (original)",
-            ),
-            HParam::choice(
-                "grow_init",
-                "zero",
-                &["zero", "init"],
-                "grown free weights start at 0 (original, RigL) or at their initial value",
-            ),
-            HParam::choice(
-                "frozen_growth",
-                "reuse",
-                &["reuse", "exclude", "original"],
-                "growth into earlier tasks' frozen weights: reuse their value, never, or as the \
-                 original code (0 in training, the frozen value at evaluation)",
-            ),
-            HParam::choice(
-                "bias",
-                "per-task",
-                &["per-task", "shared"],
-                "biases: one trained copy per task (isolated) or shared by every task",
-            ),
-        ]
-    }
+    type State = SerdeState;
 
-    fn new(config: Config) -> Result<Self> {
+    fn new(cfg: Config) -> Result<Self> {
+        // The schema's default 0 stands for "not set": the schedule needs the real length.
+        ensure!(
+            cfg.task_steps >= 1,
+            "strategy `dst`: hparam `task_steps` must be set to the number of optimizer steps \
+             per task (epochs × ceil(train samples / batch_size), e.g. 5 × ceil(12000 / 128) = \
+             470 for split Fashion-MNIST with 5 epochs of batch 128): the drop fraction is \
+             cosine-annealed over it (got {})",
+            cfg.task_steps
+        );
         Ok(Self {
-            s: Settings::parse(&config)?,
+            cfg,
             layers: Vec::new(),
             densities: Vec::new(),
             biases: Vec::new(),
@@ -527,23 +423,21 @@ impl Strategy for Dst {
         for (i, p) in ctx.params()?.into_iter().enumerate() {
             let values = ctx.values_ref(i)?.to_vec();
             match p.role {
-                Role::Weight => {
-                    let n = values.len();
-                    self.layers.push(Layer {
-                        param: i,
-                        name: p.name,
-                        shape: p.shape,
-                        consolidated: values.clone(),
-                        init: values,
-                        frozen: vec![false; n],
-                        mask: vec![false; n],
-                        fired: vec![false; n],
-                        trainable: vec![false; n],
-                        fixed: vec![0.0; n],
-                        task_masks: Vec::new(),
-                    })
-                }
-                _ => self.biases.push((i, values)),
+                Role::Weight => self.layers.push(Layer {
+                    param: i,
+                    name: p.name,
+                    shape: p.shape,
+                    frozen: vec![false; values.len()],
+                    consolidated: values.clone(),
+                    init: values,
+                    // The working fields are set by on_task_start.
+                    mask: Vec::new(),
+                    fired: Vec::new(),
+                    trainable: Vec::new(),
+                    fixed: Vec::new(),
+                    task_masks: Vec::new(),
+                }),
+                _ => self.biases.push((i, Floats(values))),
             }
         }
         ensure!(
@@ -551,18 +445,18 @@ impl Strategy for Dst {
             "strategy `dst`: the network has no weight tensors to mask"
         );
         let shapes: Vec<Vec<usize>> = self.layers.iter().map(|l| l.shape.clone()).collect();
-        self.densities = match self.s.init {
-            MaskInit::Uniform => uniform_densities(&shapes, self.s.density),
-            MaskInit::Erk => erk_densities(&shapes, self.s.density),
+        self.densities = match self.cfg.init {
+            MaskInit::Uniform => uniform_densities(&shapes, 1.0 - self.cfg.sparsity),
+            MaskInit::Erk => erk_densities(&shapes, 1.0 - self.cfg.sparsity),
         };
         let param = self.layers[0].param;
         self.slots.clear();
         for slot in SLOTS {
             if ctx.optimizer_state(slot, param)?.is_some() {
-                self.slots.push(slot);
+                self.slots.push(slot.to_owned());
             }
         }
-        if self.s.growth == Growth::Momentum && !self.slots.contains(&"exp_avg") {
+        if self.cfg.growth == Growth::Momentum && !self.slots.iter().any(|s| s == "exp_avg") {
             bail!(momentum_needs_adam());
         }
         for (l, d) in self.layers.iter().zip(&self.densities) {
@@ -583,25 +477,28 @@ impl Strategy for Dst {
             "strategy `dst`: on_task_start before on_model_built"
         );
         let t = task.task;
-        let done = self.layers[0].task_masks.len();
+        let done = self.finished_tasks();
         ensure!(
             t == done,
             "strategy `dst`: task {t} starts but {done} tasks were consolidated (tasks must \
              run in order, each ending with on_task_end)"
         );
-        let mut rng = Rng::new(ctx.rng_u64());
+        self.check_layout(ctx)?;
+        let mut rng = SplitMix64::from_ctx(ctx);
         for li in 0..self.layers.len() {
             let d = self.densities[li];
             let layer = &mut self.layers[li];
-            layer.mask = sample_mask(layer.numel(), d, self.s.sampling, &mut rng);
+            layer.mask = sample_mask(layer.numel(), d, self.cfg.sampling, &mut rng);
             layer.fired.clone_from(&layer.mask);
+            layer.trainable = vec![false; layer.numel()];
+            layer.fixed = vec![0.0; layer.numel()];
             let w = ctx.values(layer.param)?;
             for (i, w) in w.iter_mut().enumerate() {
                 let (trainable, value) = if !layer.mask[i] {
                     (false, 0.0)
                 } else if layer.frozen[i] {
                     (false, layer.consolidated[i])
-                } else if t == 0 || self.s.new_weights == Start::Init {
+                } else if t == 0 || self.cfg.new_weights == NewWeights::Init {
                     (true, layer.init[i])
                 } else {
                     (true, 0.0)
@@ -613,7 +510,7 @@ impl Strategy for Dst {
             let param = self.layers[li].param;
             self.clear_state(ctx, param)?;
         }
-        if self.s.per_task_bias {
+        if self.cfg.bias == Bias::PerTask {
             for (param, init) in &self.biases {
                 ctx.values(*param)?.copy_from_slice(init);
             }
@@ -632,7 +529,7 @@ impl Strategy for Dst {
             layer.apply(ctx.values(layer.param)?);
         }
         self.steps_in_task += 1;
-        if self.steps_in_task.is_multiple_of(self.s.update_every) {
+        if self.steps_in_task.is_multiple_of(self.cfg.update_every) {
             self.update_topology(ctx)?;
         }
         Ok(())
@@ -644,14 +541,14 @@ impl Strategy for Dst {
             "strategy `dst`: on_task_end for task {} without its on_task_start",
             task.task
         );
-        if self.steps_in_task != self.s.task_steps {
+        if self.steps_in_task != self.cfg.task_steps {
             warn!(
                 task = task.task,
                 steps = self.steps_in_task,
-                task_steps = self.s.task_steps,
+                task_steps = self.cfg.task_steps,
                 "the task took a different number of steps than `task_steps`: the drop schedule \
                  was {}",
-                if self.steps_in_task < self.s.task_steps {
+                if self.steps_in_task < self.cfg.task_steps {
                     "cut short"
                 } else {
                     "held at drop_end at the end"
@@ -678,17 +575,22 @@ impl Strategy for Dst {
             let u = layer.frozen.iter().filter(|&&f| f).count();
             reports.push((format!("density.{}", layer.name), a as f64 / n as f64));
             reports.push((format!("free.{}", layer.name), (n - u) as f64));
-            layer.task_masks.push(layer.mask.clone());
+            // The working fields are dead until the next on_task_start: keep them out of the
+            // checkpoints taken between tasks.
+            layer.task_masks.push(Bits(std::mem::take(&mut layer.mask)));
+            layer.fired = Vec::new();
+            layer.trainable = Vec::new();
+            layer.fixed = Vec::new();
             active += a;
             reused += r;
             total += n;
             used += u;
         }
-        if self.s.per_task_bias {
+        if self.cfg.bias == Bias::PerTask {
             let biases = self
                 .biases
                 .iter()
-                .map(|(p, _)| ctx.values_ref(*p).map(<[f32]>::to_vec))
+                .map(|(p, _)| ctx.values_ref(*p).map(|v| Floats(v.to_vec())))
                 .collect::<Result<Vec<_>>>()?;
             self.task_biases.push(biases);
         }
@@ -732,15 +634,16 @@ impl Strategy for Dst {
         self.saved.clear();
         let Some(j) = task else { return Ok(()) };
         // Tasks not trained yet have no mask: they see the network as it is.
-        if j >= self.layers[0].task_masks.len() {
+        if j >= self.finished_tasks() {
             return Ok(());
         }
+        self.check_layout(ctx)?;
         for layer in &self.layers {
             let w = ctx.values(layer.param)?;
             self.saved.push((layer.param, w.to_vec()));
             for ((w, &m), &c) in w
                 .iter_mut()
-                .zip(&layer.task_masks[j])
+                .zip(layer.task_masks[j].iter())
                 .zip(&layer.consolidated)
             {
                 *w = if m { c } else { 0.0 };
@@ -760,80 +663,6 @@ impl Strategy for Dst {
         for (param, values) in std::mem::take(&mut self.saved) {
             ctx.values(param)?.copy_from_slice(&values);
         }
-        Ok(())
-    }
-
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        if let Some(t) = self.training {
-            bail!(
-                "strategy `dst`: save_state during task {t}: dst checkpoints are taken between \
-                 tasks (after on_task_end)"
-            );
-        }
-        Ok(checkpoint::encode(
-            &self.layers,
-            &self.biases,
-            &self.task_biases,
-        ))
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        // An empty blob is a fresh instance's state.
-        if state.is_empty() {
-            return Ok(());
-        }
-        let saved = checkpoint::decode(state)?;
-        if saved.layers.is_empty() {
-            return Ok(());
-        }
-        ensure!(
-            !self.layers.is_empty(),
-            "strategy `dst`: load_state before on_model_built (the host builds the model and \
-             calls on_model_built before restoring a checkpoint)"
-        );
-        let layout = |l: &Layer| (l.param, l.numel());
-        let model: Vec<_> = self.layers.iter().map(layout).collect();
-        let file: Vec<_> = saved
-            .layers
-            .iter()
-            .map(|l| (l.param, l.init.len()))
-            .collect();
-        ensure!(
-            model == file,
-            "strategy `dst`: the checkpoint's masked layers (parameter, size) {file:?} do not \
-             match the model's {model:?}"
-        );
-        let model: Vec<_> = self.biases.iter().map(|(p, v)| (*p, v.len())).collect();
-        let file: Vec<_> = saved.biases.iter().map(|(p, v)| (*p, v.len())).collect();
-        ensure!(
-            model == file,
-            "strategy `dst`: the checkpoint's biases (parameter, size) {file:?} do not match \
-             the model's {model:?}"
-        );
-        let tasks = saved.layers[0].task_masks.len();
-        let expected = if self.s.per_task_bias { tasks } else { 0 };
-        ensure!(
-            saved.task_biases.len() == expected
-                && saved
-                    .task_biases
-                    .iter()
-                    .all(|t| t.len() == self.biases.len()
-                        && t.iter().zip(&self.biases).all(|(v, (_, b))| v.len() == b.len())),
-            "strategy `dst`: the checkpoint holds biases of {} tasks; with bias = {:?} and {tasks} \
-             finished tasks {expected} sets of this model's biases were expected",
-            saved.task_biases.len(),
-            if self.s.per_task_bias { "per-task" } else { "shared" }
-        );
-        for (layer, s) in self.layers.iter_mut().zip(saved.layers) {
-            layer.init = s.init;
-            layer.consolidated = s.consolidated;
-            layer.frozen = s.frozen;
-            layer.task_masks = s.task_masks;
-        }
-        self.biases = saved.biases;
-        self.task_biases = saved.task_biases;
-        self.training = None;
-        self.saved.clear();
         Ok(())
     }
 }

@@ -1,55 +1,10 @@
-//! Per-layer densities (uniform and Erdős–Rényi-Kernel), mask sampling, and the plugin's
-//! deterministic random stream.
+//! Per-layer densities (uniform and Erdős–Rényi-Kernel) and mask sampling. Randomness comes
+//! from [`SplitMix64`], seeded from the host's per-trial RNG at each use, so runs depend only
+//! on the trial seed.
 
-/// SplitMix64: a small, fast, reproducible stream, seeded from the host's RNG
-/// (`Ctx::rng_u64`) at each use so runs depend only on the trial seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A stream starting at `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in `0..n` (`n > 0`), without modulo bias.
-    pub fn below(&mut self, n: usize) -> usize {
-        debug_assert!(n > 0);
-        let n = n as u64;
-        let threshold = n.wrapping_neg() % n;
-        loop {
-            let m = u128::from(self.next_u64()) * u128::from(n);
-            if (m as u64) >= threshold {
-                return (m >> 64) as usize;
-            }
-        }
-    }
-
-    /// `k` distinct elements of `pool` drawn uniformly (partial Fisher–Yates; `pool` is
-    /// reordered). Returns all of `pool` if `k >= pool.len()`.
-    pub fn choose(&mut self, pool: &mut [usize], k: usize) -> Vec<usize> {
-        let k = k.min(pool.len());
-        for i in 0..k {
-            let j = i + self.below(pool.len() - i);
-            pool.swap(i, j);
-        }
-        pool[..k].to_vec()
-    }
-}
+use clef_sdk::rng::SplitMix64;
+use clef_sdk::HParamChoice;
+use serde::{Deserialize, Serialize};
 
 /// Erdős–Rényi-Kernel raw score of a tensor: `sum(shape) / prod(shape)`, e.g.
 /// `(n_out + n_in) / (n_out * n_in)` for a dense layer (RigL's `erk_power_scale` = 1).
@@ -127,8 +82,8 @@ pub fn exact_count(d: f64, numel: usize) -> usize {
     ((d * numel as f64).round() as usize).min(numel)
 }
 
-/// How a mask is drawn from a layer density.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a mask is drawn from a layer density (`sampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum Sampling {
     /// Exactly `round(d·N)` positions, uniformly without replacement.
     Exact,
@@ -137,7 +92,7 @@ pub enum Sampling {
 }
 
 /// A random mask of `numel` positions at density `d`.
-pub fn sample_mask(numel: usize, d: f64, sampling: Sampling, rng: &mut Rng) -> Vec<bool> {
+pub fn sample_mask(numel: usize, d: f64, sampling: Sampling, rng: &mut SplitMix64) -> Vec<bool> {
     let mut mask = vec![false; numel];
     match sampling {
         Sampling::Exact => {

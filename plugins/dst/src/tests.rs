@@ -3,10 +3,12 @@
 //! SDK's mock host.
 
 use clef_sdk::abi::{CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL};
+use clef_sdk::kit;
+use clef_sdk::rng::SplitMix64;
 use clef_sdk::testing::{MockHost, MockParam, MockPlugin};
 
 use crate::sparsity::{
-    erk_densities, erk_score, exact_count, sample_mask, uniform_densities, Rng, Sampling,
+    erk_densities, erk_score, exact_count, sample_mask, uniform_densities, Sampling,
 };
 use crate::topology::{drop_fraction, update_layer, Change, FrozenGrowth, Growth, LayerView};
 use crate::Dst;
@@ -42,9 +44,41 @@ fn close(a: f64, b: f64) -> bool {
 
 // ---- densities ------------------------------------------------------------------------------
 
+// The kit's tests (`clef_sdk::standard_tests!` but `defaults_build`): dst has no usable
+// default for `task_steps` (0 stands for "not set", and `new` refuses it with a message saying
+// how to set it, see `bad_hyperparameters_name_the_plugin_and_the_key`), so an empty config
+// cannot build.
+const KIT_CONFIG: &str =
+    "task_steps = 3\nupdate_every = 2\nsparsity = 0.5\ngrowth = \"gradient\"\ninit = \"erk\"";
+
 #[test]
-fn schema_is_valid_and_defaults_deserialise() {
-    clef_sdk::validate::<Dst>().unwrap();
+fn kit_schema_is_valid() {
+    kit::schema_is_valid::<Dst>();
+}
+
+#[test]
+fn kit_config_builds() {
+    MockPlugin::create::<Dst>(KIT_CONFIG).unwrap();
+}
+
+#[test]
+fn kit_out_of_range_values_are_refused() {
+    kit::out_of_range_values_are_refused::<Dst>();
+}
+
+#[test]
+fn kit_state_round_trips() {
+    kit::state_round_trips::<Dst>(KIT_CONFIG);
+}
+
+#[test]
+fn kit_short_run_is_deterministic() {
+    kit::short_run_is_deterministic::<Dst>(KIT_CONFIG);
+}
+
+#[test]
+fn kit_docs_table_matches_the_schema() {
+    kit::docs_table_matches::<Dst>(env!("CARGO_MANIFEST_DIR"), "../../docs/strategies.md");
 }
 
 #[test]
@@ -92,7 +126,7 @@ fn erk_without_dense_layers_and_total_density_on_the_mlp() {
                 .map(|(d, s)| d * (s[0] * s[1]) as f64)
                 .sum();
             assert!((expected / total as f64 - target).abs() < 1e-12, "{d:?}");
-            let mut rng = Rng::new(5);
+            let mut rng = SplitMix64::new(5);
             let active: usize = d
                 .iter()
                 .zip(&shapes)
@@ -124,7 +158,7 @@ fn uniform_gives_every_layer_the_target() {
 
 #[test]
 fn bernoulli_sampling_hits_the_density_in_expectation() {
-    let mut rng = Rng::new(1);
+    let mut rng = SplitMix64::new(1);
     let m = sample_mask(100_000, 0.1, Sampling::Bernoulli, &mut rng);
     let n = m.iter().filter(|&&b| b).count() as f64;
     // sd = sqrt(1e5 · 0.1 · 0.9) ≈ 95.
@@ -186,7 +220,7 @@ fn run(e: &mut Example, fraction: f64, growth: Growth, frozen: FrozenGrowth, see
         fraction,
         growth,
         frozen,
-        &mut Rng::new(seed),
+        &mut SplitMix64::new(seed),
     )
 }
 
@@ -574,18 +608,16 @@ fn momentum_growth_needs_adam_and_reads_its_moments() {
 }
 
 #[test]
-fn bad_hyperparameters_name_the_plugin_and_the_key() {
-    let err = MockPlugin::create::<Dst>(&config(&[("task_steps", "0")])).unwrap_err();
-    assert!(
-        err.message.contains("strategy `dst`") && err.message.contains("`task_steps`"),
-        "{err}"
-    );
-    let err = MockPlugin::create::<Dst>(&config(&[("growth", "\"magic\"")])).unwrap_err();
-    assert!(err.message.contains("`growth`"), "{err}");
-    let err = MockPlugin::create::<Dst>(&config(&[("sparsity", "1.0")])).unwrap_err();
-    assert!(err.message.contains("`sparsity`"), "{err}");
-    let err = MockPlugin::create::<Dst>(&config(&[("update_every", "0")])).unwrap_err();
-    assert!(err.message.contains("`update_every`"), "{err}");
+fn unset_task_steps_and_a_hidden_task_id_are_refused() {
+    // `task_steps` has no usable default: an empty config, or 0, is refused with the fix.
+    for text in [String::new(), config(&[("task_steps", "0")])] {
+        let err = MockPlugin::create::<Dst>(&text).unwrap_err();
+        assert!(
+            err.message.contains("strategy `dst`")
+                && err.message.contains("`task_steps` must be set"),
+            "{err}"
+        );
+    }
     // Task id hidden: refused with a clear message.
     let mut h = host(6, 4, 2);
     h.state_mut().setting = CLEF_SETTING_CLASS_IL;
@@ -735,43 +767,95 @@ fn a_checkpoint_between_tasks_resumes_bit_identically() {
 }
 
 #[test]
-fn bad_checkpoints_are_refused_with_a_reason() {
+fn the_state_is_small_between_tasks_and_complete_within_one() {
+    // Between tasks the state holds no working mask (the checkpoints the host takes).
+    let mut h = host(12, 6, 3);
+    let mut p = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    p.on_model_built(&mut h).unwrap();
+    train_task(&mut p, &mut h, 0, 3);
+    let between = kit::saved::<Dst>(&mut p, &mut h);
+    assert_eq!(between.training, None);
+    for l in &between.layers {
+        assert!(l.mask.is_empty() && l.fired.is_empty() && l.fixed.is_empty());
+        assert_eq!(l.task_masks.len(), 1);
+        assert_eq!(l.task_masks[0].iter().filter(|&&m| m).count(), 36);
+    }
+    assert_eq!(between.task_biases.len(), 1);
+
+    // A state saved within a task (after 2 of 5 steps, across a topology update) also resumes
+    // bit-identically: it holds the task's working mask, fixed values and step count.
+    let mut a = host(12, 6, 3);
+    let mut pa = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    pa.on_model_built(&mut a).unwrap();
+    train_task(&mut pa, &mut a, 0, 3);
+    for plugin_host in [(&mut p, &mut h), (&mut pa, &mut a)] {
+        let (plugin, host) = plugin_host;
+        host.state_mut().task = 1;
+        plugin.on_task_start(host).unwrap();
+        for s in 0..2 {
+            perturb(host, 0.01 * (s + 11) as f32);
+            plugin.after_backward(host, 1.0).unwrap();
+            plugin.after_step(host).unwrap();
+        }
+    }
+    let within = kit::saved::<Dst>(&mut p, &mut h);
+    assert_eq!((within.training, within.steps_in_task), (Some(1), 2));
+    assert_eq!(within.updates_in_task, 1);
+    let blob = p.save_state(&mut h).unwrap();
+    drop(p);
+    let mut resumed = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    resumed.on_model_built(&mut h).unwrap();
+    resumed.load_state(&mut h, &blob).unwrap();
+    for (plugin, host) in [(&mut resumed, &mut h), (&mut pa, &mut a)] {
+        for s in 2..5 {
+            perturb(host, 0.01 * (s + 11) as f32);
+            plugin.after_backward(host, 1.0).unwrap();
+            plugin.after_step(host).unwrap();
+        }
+        plugin.on_task_end(host).unwrap();
+    }
+    assert_eq!(h.values(), a.values());
+    for j in 0..2 {
+        assert_eq!(
+            eval_logits(&mut resumed, &mut h, j),
+            eval_logits(&mut pa, &mut a, j),
+            "task {j}"
+        );
+    }
+    assert_eq!(
+        h.reported(1, "reused_weights"),
+        a.reported(1, "reused_weights")
+    );
+}
+
+#[test]
+fn a_state_of_another_model_is_refused_with_a_reason() {
     let mut h = host(12, 6, 3);
     let mut p = MockPlugin::create::<Dst>(&config(&[])).unwrap();
     p.on_model_built(&mut h).unwrap();
     train_task(&mut p, &mut h, 0, 3);
     let blob = p.save_state(&mut h).unwrap();
-    // Mid-task saves are refused.
-    h.state_mut().task = 1;
-    p.on_task_start(&mut h).unwrap();
-    let err = p.save_state(&mut h).unwrap_err();
-    assert!(err.message.contains("between tasks"), "{}", err.message);
-    // Truncated, or another plugin's blob.
-    let mut fresh = MockPlugin::create::<Dst>(&config(&[])).unwrap();
-    fresh.on_model_built(&mut h).unwrap();
-    for cut in [0, 5, 20, blob.len() / 2, blob.len() - 1] {
-        if cut == 0 {
-            continue; // an empty blob is a fresh state
-        }
-        assert!(fresh.load_state(&mut h, &blob[..cut]).is_err(), "cut {cut}");
-    }
-    // Before on_model_built.
-    let mut early = MockPlugin::create::<Dst>(&config(&[])).unwrap();
-    let err = early.load_state(&mut h, &blob).unwrap_err();
-    assert!(
-        err.message.contains("before on_model_built"),
-        "{}",
-        err.message
-    );
-    // Another model.
+    // A model with 10 inputs: the state loads (it cannot see the model), but the next task
+    // and the evaluation of a finished one refuse it instead of indexing out of bounds.
     let mut other = host(10, 6, 3);
     let mut p2 = MockPlugin::create::<Dst>(&config(&[])).unwrap();
     p2.on_model_built(&mut other).unwrap();
-    let err = p2.load_state(&mut other, &blob).unwrap_err();
-    assert!(err.message.contains("do not match"), "{}", err.message);
-    // Per-task biases saved, shared expected.
-    let mut p3 = MockPlugin::create::<Dst>(&config(&[("bias", "\"shared\"")])).unwrap();
-    p3.on_model_built(&mut h).unwrap();
-    let err = p3.load_state(&mut h, &blob).unwrap_err();
-    assert!(err.message.contains("bias"), "{}", err.message);
+    p2.load_state(&mut other, &blob).unwrap();
+    let err = p2.before_eval(&mut other, Some(0)).unwrap_err();
+    assert!(
+        err.message.contains("72 values for parameter 0")
+            && err.message.contains("has 60")
+            && err.message.contains("another model"),
+        "{}",
+        err.message
+    );
+    other.state_mut().task = 1;
+    let err = p2.on_task_start(&mut other).unwrap_err();
+    assert!(err.message.contains("another model"), "{}", err.message);
+    // Truncated, or another plugin's blob.
+    let mut fresh = MockPlugin::create::<Dst>(&config(&[])).unwrap();
+    fresh.on_model_built(&mut h).unwrap();
+    for cut in [5, 20, blob.len() / 2, blob.len() - 1] {
+        assert!(fresh.load_state(&mut h, &blob[..cut]).is_err(), "cut {cut}");
+    }
 }

@@ -3,10 +3,12 @@
 
 use std::f64::consts::PI;
 
-use crate::sparsity::Rng;
+use clef_sdk::rng::SplitMix64;
+use clef_sdk::HParamChoice;
+use serde::{Deserialize, Serialize};
 
-/// The growth criterion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The growth criterion (`growth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum Growth {
     /// Uniformly among the candidates.
     Random,
@@ -19,8 +21,8 @@ pub enum Growth {
     Momentum,
 }
 
-/// May growth pick positions frozen by earlier tasks?
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// May growth pick positions frozen by earlier tasks? (`frozen_growth`)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum FrozenGrowth {
     /// Yes; the position then reuses the earlier task's value (readable, never trained), in
     /// training and evaluation alike.
@@ -74,7 +76,7 @@ pub fn update_layer(
     fraction: f64,
     growth: Growth,
     frozen: FrozenGrowth,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> Change {
     let mut active: Vec<usize> = (0..v.mask.len()).filter(|&i| v.mask[i]).collect();
     let k = ((fraction * active.len() as f64).ceil() as usize).min(active.len());

@@ -30,12 +30,8 @@
 //! constant 1) and regularises its largest singular value to 1, with no separate bias term.
 //! `"none"` leaves biases alone.
 //!
-//! | hyperparameter | default | range | |
-//! |---|---|---|---|
-//! | `lambda` | 0.01 | [0, 1e12], log scale | penalty strength λ |
-//! | `k` | 2 | [0.05, 10] | exponent k of `σ^k` |
-//! | `power_iterations` | 1 | [1, 1000] | power-iteration steps per optimizer step |
-//! | `bias` | `"norm"` | `norm` / `augmented` / `none` | the bias term |
+//! Hyperparameters (`lambda`, `k`, `power_iterations`, `bias`), their defaults and where they
+//! come from: `docs/strategies.md`.
 //!
 //! Edge cases: when `Wᵀu = 0` (e.g. `W = 0`) `u` is kept, `σ = 0` and no gradient is
 //! added; likewise the bias gradient is 0 at `b = 0`. Non-finite weights are an error.
@@ -43,17 +39,15 @@
 //! Cost per step and layer: two matrix-vector products and one rank-1 update of the gradient,
 //! `O(out·in)` each; no allocation.
 //!
-//! State (`save_state`): the layer layout and each layer's `u`, `v` and last `σ`.
+//! Checkpoint state (`SerdeState`): the configuration, the layer layout and each layer's `u`,
+//! `v` and last `σ`, so a restored instance continues the power iteration where it stopped.
 
+use clef_sdk::prelude::*;
 use clef_sdk::tracing::{info, warn};
-use clef_sdk::{bail, ensure, Ctx, HParam, Result, Role, Strategy, TaskInfo};
-use serde::Deserialize;
-
-use clef_sdk::state::{Reader, Writer};
+use clef_sdk::Role;
 
 /// What the bias term is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum BiasMode {
     /// `λ (‖b‖^k)²`: the bias as a one-column matrix, pulled to 0.
     Norm,
@@ -63,22 +57,25 @@ pub enum BiasMode {
     None,
 }
 
-/// The validated `hparams` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The hyperparameters (`docs/strategies.md` has the table, with sources).
+#[derive(Debug, Clone, HParams)]
 pub struct Config {
-    /// Penalty strength λ (≥ 0).
+    /// penalty strength λ in λ·Σ_l (σ_l^k − 1)² (+ bias term)
+    #[hparam(default = 0.01, range = 0.0..=1e12, log)]
     pub lambda: f64,
-    /// Exponent k (> 0).
+    /// exponent k of σ^k (paper default: 2)
+    #[hparam(default = 2.0, range = 0.05..=10.0)]
     pub k: f64,
-    /// Power-iteration steps per optimizer step (≥ 1).
+    /// power-iteration steps per optimizer step (singular vectors persist between steps)
+    #[hparam(default = 1, range = 1..=1000)]
     pub power_iterations: usize,
-    /// The bias term.
+    /// bias term: norm = λ(‖b‖^k)², augmented = σ_max([W | b]), none
+    #[hparam(default = "norm")]
     pub bias: BiasMode,
 }
 
 /// Power-iteration state of one weight matrix.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Layer {
     /// Parameter index of the weight.
     pub weight: usize,
@@ -89,8 +86,10 @@ pub struct Layer {
     /// Columns of the weight (`in`), without the bias column.
     pub cols: usize,
     /// Left singular vector estimate, `rows` long, unit norm.
+    #[serde(with = "clef_sdk::state::tensor")]
     pub u: Vec<f32>,
     /// Right singular vector estimate, `cols` (+ 1 when augmented) long.
+    #[serde(with = "clef_sdk::state::tensor")]
     pub v: Vec<f32>,
     /// The last estimate of the largest singular value.
     pub sigma: f32,
@@ -233,8 +232,9 @@ pub fn add_rank_one(c: f32, u: &[f32], v: &[f32], cols: usize, grad: &mut [f32])
     }
 }
 
-/// The spectral regularisation strategy.
-#[derive(Debug)]
+/// The spectral regularisation strategy; its checkpoint state is the whole struct but the
+/// scratch buffers.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Spectral {
     lambda: f64,
     k: f64,
@@ -244,98 +244,12 @@ pub struct Spectral {
     layers: Option<Vec<Layer>>,
     /// Biases with the `‖b‖^(2k)` term.
     norm_biases: Vec<usize>,
-    /// `rows` floats for `power_step`.
+    /// `rows` floats for `power_step` (overwritten before every read).
+    #[serde(skip)]
     scratch: Vec<f32>,
-    /// A copy of the bias of an augmented layer.
+    /// A copy of the bias of an augmented layer (refilled before every use).
+    #[serde(skip)]
     extra: Vec<f32>,
-}
-
-const MAGIC: &[u8; 8] = b"clefspec";
-const VERSION: u32 = 1;
-const NO_INDEX: u64 = u64::MAX;
-
-/// Encodes the plugin state.
-pub fn encode_state(layers: Option<&[Layer]>, norm_biases: &[usize]) -> Vec<u8> {
-    let mut w = Writer::new(MAGIC, VERSION);
-    match layers {
-        None => w.u8(0),
-        Some(layers) => {
-            w.u8(1);
-            w.usize(layers.len());
-            for l in layers {
-                w.usize(l.weight);
-                w.u64(l.augment.map_or(NO_INDEX, |b| b as u64));
-                w.usize(l.rows);
-                w.usize(l.cols);
-                w.f32s(&l.u);
-                w.f32s(&l.v);
-                w.f32s(&[l.sigma]);
-            }
-            w.usize(norm_biases.len());
-            for &b in norm_biases {
-                w.usize(b);
-            }
-        }
-    }
-    w.finish()
-}
-
-/// Decoded state: the layers (if set up) and the biases with the norm term.
-pub type State = Option<(Vec<Layer>, Vec<usize>)>;
-
-/// Decodes [`encode_state`]'s output, checking that the shapes are consistent.
-pub fn decode_state(bytes: &[u8]) -> Result<State> {
-    let mut r = Reader::new(bytes, MAGIC, VERSION)?;
-    let state = match r.u8()? {
-        0 => None,
-        1 => {
-            let n = r.usize()?;
-            ensure!(
-                n <= bytes.len() / 32,
-                "spectral: corrupt layer count {n} in the state"
-            );
-            let mut layers = Vec::with_capacity(n);
-            for _ in 0..n {
-                let weight = r.usize()?;
-                let augment = match r.u64()? {
-                    NO_INDEX => None,
-                    b => Some(usize::try_from(b).map_err(|_| {
-                        clef_sdk::Error::msg(format!("spectral: corrupt bias index {b}"))
-                    })?),
-                };
-                let rows = r.usize()?;
-                let cols = r.usize()?;
-                let u = r.f32s()?;
-                let v = r.f32s()?;
-                let sigma = r.f32s()?;
-                ensure!(
-                    u.len() == rows
-                        && v.len().checked_sub(usize::from(augment.is_some())) == Some(cols)
-                        && sigma.len() == 1,
-                    "spectral: inconsistent singular vectors of parameter {weight} in the state"
-                );
-                layers.push(Layer {
-                    weight,
-                    augment,
-                    rows,
-                    cols,
-                    u,
-                    v,
-                    sigma: sigma[0],
-                });
-            }
-            let nb = r.usize()?;
-            ensure!(
-                nb <= bytes.len() / 8,
-                "spectral: corrupt bias count {nb} in the state"
-            );
-            let norm_biases = (0..nb).map(|_| r.usize()).collect::<Result<_>>()?;
-            Some((layers, norm_biases))
-        }
-        other => bail!("spectral: invalid flag {other} in the state"),
-    };
-    r.finish()?;
-    Ok(state)
 }
 
 impl Spectral {
@@ -415,49 +329,9 @@ impl Strategy for Spectral {
         "Spectral regularisation (Lewandowski et al. 2025): lambda·Σ_l (σ_max(W_l)^k − 1)² + bias term, by power iteration";
     type Config = Config;
 
-    fn hparams() -> Vec<HParam> {
-        vec![
-            HParam::float(
-                "lambda",
-                0.01,
-                0.0,
-                1e12,
-                "penalty strength λ in λ·Σ_l (σ_l^k − 1)² (+ bias term)",
-            )
-            .log_scale(),
-            HParam::float("k", 2.0, 0.05, 10.0, "exponent k of σ^k (paper default: 2)"),
-            HParam::int(
-                "power_iterations",
-                1,
-                1,
-                1000,
-                "power-iteration steps per optimizer step (singular vectors persist between steps)",
-            ),
-            HParam::choice(
-                "bias",
-                "norm",
-                &["norm", "augmented", "none"],
-                "bias term: norm = λ(‖b‖^k)², augmented = σ_max([W | b]), none",
-            ),
-        ]
-    }
+    type State = SerdeState;
 
     fn new(config: Config) -> Result<Self> {
-        ensure!(
-            config.lambda.is_finite() && config.lambda >= 0.0,
-            "spectral: hyperparameter `lambda` must be finite and >= 0, got {}",
-            config.lambda
-        );
-        ensure!(
-            config.k.is_finite() && config.k > 0.0,
-            "spectral: hyperparameter `k` must be finite and > 0, got {}",
-            config.k
-        );
-        ensure!(
-            config.power_iterations >= 1,
-            "spectral: hyperparameter `power_iterations` must be >= 1, got {}",
-            config.power_iterations
-        );
         Ok(Self {
             lambda: config.lambda,
             k: config.k,
@@ -510,6 +384,14 @@ impl Strategy for Spectral {
                 extra.clear();
                 extra.extend_from_slice(bias);
             }
+            ensure!(
+                layer.u.len() == layer.rows
+                    && layer.v.len() == layer.cols + usize::from(layer.augment.is_some()),
+                "spectral: the singular vectors of parameter {} do not fit its {} x {} layout",
+                layer.weight,
+                layer.rows,
+                layer.cols
+            );
             scratch.resize(layer.rows, 0.0);
             let (w, g) = ctx.values_and_grads(layer.weight)?;
             ensure!(
@@ -569,29 +451,6 @@ impl Strategy for Spectral {
                     sigma = l.sigma,
                     "largest singular value"
                 );
-            }
-        }
-        Ok(())
-    }
-
-    fn save_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>> {
-        Ok(encode_state(self.layers.as_deref(), &self.norm_biases))
-    }
-
-    fn load_state(&mut self, _ctx: &mut Ctx<'_>, state: &[u8]) -> Result<()> {
-        let decoded = if state.is_empty() {
-            None
-        } else {
-            decode_state(state)?
-        };
-        match decoded {
-            None => {
-                self.layers = None;
-                self.norm_biases.clear();
-            }
-            Some((layers, biases)) => {
-                self.layers = Some(layers);
-                self.norm_biases = biases;
             }
         }
         Ok(())

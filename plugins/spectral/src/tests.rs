@@ -1,25 +1,35 @@
 //! Tests of the spectral plugin: hand-computed values, finite differences of the penalty on a
 //! two-layer model (the surrogate with the plugin's own `u`, `v`, and the exact penalty with
-//! σ from a full SVD), power-iteration convergence against `faer`'s SVD, state and errors.
+//! σ from a full SVD), power-iteration convergence against `faer`'s SVD, errors; the kit's
+//! standard tests.
 
 use super::*;
 use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT};
-use clef_sdk::testing::{describe, MockHost, MockParam, MockPlugin};
+use clef_sdk::kit;
+use clef_sdk::rng::SplitMix64;
+use clef_sdk::testing::{MockHost, MockParam, MockPlugin};
 use std::ffi::CString;
+
+clef_sdk::standard_tests!(
+    Spectral,
+    config = "lambda = 0.5\nk = 1.5\npower_iterations = 2\nbias = \"augmented\"",
+    docs = "../../docs/strategies.md"
+);
 
 fn cfg(lambda: f64, k: f64, iters: usize, bias: &str) -> String {
     format!("lambda = {lambda:?}\nk = {k:?}\npower_iterations = {iters}\nbias = \"{bias}\"")
 }
 
-/// Deterministic pseudo-random values in [-1, 1).
+/// Deterministic pseudo-random values in [-1, 1): the first draw of a SplitMix64 stream
+/// seeded from `i` (the stream adds its increment γ before drawing, so this is
+/// `mix(i·γ + 0x1234_5678)`).
 fn noise(i: u64) -> f64 {
-    let mut z = i
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    let seed = i
+        .wrapping_sub(1)
+        .wrapping_mul(GAMMA)
         .wrapping_add(0x1234_5678);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    SplitMix64::new(seed).f64() * 2.0 - 1.0
 }
 
 /// A parameter tensor with pseudo-random values, built from the mock's own tensor (so that
@@ -83,10 +93,10 @@ fn zero_grads(host: &mut MockHost) {
     }
 }
 
+/// The layers and norm-term biases as the plugin's checkpoint holds them.
 fn layers(plugin: &mut MockPlugin, host: &mut MockHost) -> (Vec<Layer>, Vec<usize>) {
-    decode_state(&plugin.save_state(host).unwrap())
-        .unwrap()
-        .expect("set up")
+    let saved = kit::saved::<Spectral>(plugin, host);
+    (saved.layers.expect("set up"), saved.norm_biases)
 }
 
 /// Largest singular value of a row-major `rows x cols` f64 matrix, by a full SVD.
@@ -185,34 +195,6 @@ fn check_fd(
         }
     }
     nonzero
-}
-
-#[test]
-fn schema_is_valid() {
-    clef_sdk::validate::<Spectral>().unwrap();
-    // SAFETY: the descriptor the export macro built.
-    let info = unsafe { describe(clef_plugin_entry_v1()) };
-    assert_eq!(info.name, "spectral");
-    assert_eq!(info.hparams.len(), 4);
-}
-
-#[test]
-fn rejects_bad_config_naming_plugin_and_key() {
-    for (text, key) in [
-        (cfg(-1.0, 2.0, 1, "norm"), "`lambda`"),
-        (cfg(1.0, 2.0, 1, "norm").replace("1.0", "nan"), "`lambda`"),
-        (cfg(1.0, 0.0, 1, "norm"), "`k`"),
-        (cfg(1.0, -2.0, 1, "norm"), "`k`"),
-        (cfg(1.0, 2.0, 0, "norm"), "`power_iterations`"),
-    ] {
-        let err = MockPlugin::create::<Spectral>(&text).unwrap_err();
-        assert!(
-            err.message.contains("spectral") && err.message.contains(key),
-            "{text}: {err}"
-        );
-    }
-    assert!(MockPlugin::create::<Spectral>(&cfg(1.0, 2.0, 1, "column")).is_err());
-    assert!(MockPlugin::create::<Spectral>("lambda = 1.0").is_err());
 }
 
 #[test]
@@ -439,54 +421,29 @@ fn non_finite_weights_are_an_error_not_a_panic() {
 }
 
 #[test]
-fn state_round_trip_and_errors() {
+fn not_set_up_or_another_models_state_is_an_error_not_a_panic() {
     let mut host = tiny_host();
     let mut plugin = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, "augmented")).unwrap();
-    let empty = plugin.save_state(&mut host).unwrap();
-    assert_eq!(decode_state(&empty).unwrap(), None);
     let err = plugin.after_backward(&mut host, 0.0).unwrap_err();
     assert!(err.message.contains("not set up"), "{err}");
-    plugin.on_model_built(&mut host).unwrap();
-    plugin.after_backward(&mut host, 0.0).unwrap();
-    let saved = plugin.save_state(&mut host).unwrap();
+    assert!(kit::saved::<Spectral>(&mut plugin, &mut host)
+        .layers
+        .is_none());
 
-    let mut fresh = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, "augmented")).unwrap();
-    fresh.load_state(&mut host, &saved).unwrap();
-    assert_eq!(fresh.save_state(&mut host).unwrap(), saved);
-    // Both continue identically from the saved singular vectors.
-    zero_grads(&mut host);
-    plugin.after_backward(&mut host, 0.0).unwrap();
-    let g1 = host.grads();
-    zero_grads(&mut host);
-    fresh.after_backward(&mut host, 0.0).unwrap();
-    assert_eq!(host.grads(), g1);
-
-    assert!(fresh
-        .load_state(&mut host, &saved[..saved.len() - 1])
-        .is_err());
-    assert!(fresh.load_state(&mut host, b"garbage!garbage!").is_err());
-    // A layout that does not fit the model is an error, not a panic.
-    let (mut ls, biases) = decode_state(&saved).unwrap().unwrap();
-    ls[0].rows = 2;
-    ls[0].u.truncate(2);
-    fresh
-        .load_state(&mut host, &encode_state(Some(&ls), &biases))
-        .unwrap();
-    assert!(fresh.after_backward(&mut host, 0.0).is_err());
-    ls[0].weight = 17;
-    fresh
-        .load_state(&mut host, &encode_state(Some(&ls), &biases))
-        .unwrap();
-    assert!(fresh.after_backward(&mut host, 0.0).is_err());
-    // Inconsistent vector lengths (or an absurd width) are refused at load time.
-    ls[0].v.push(0.0);
-    assert!(fresh
-        .load_state(&mut host, &encode_state(Some(&ls), &biases))
-        .is_err());
-    ls[0].cols = usize::MAX;
-    assert!(fresh
-        .load_state(&mut host, &encode_state(Some(&ls), &biases))
-        .is_err());
-    fresh.load_state(&mut host, &[]).unwrap();
-    assert_eq!(fresh.save_state(&mut host).unwrap(), empty);
+    // The state of a model with other shapes (a 2 -> 3 linear model) loaded for the 5-4-3 model.
+    for bias in ["augmented", "none"] {
+        let mut small = MockHost::new(2, 3, 1);
+        let mut other = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, bias)).unwrap();
+        other.on_model_built(&mut small).unwrap();
+        other.after_backward(&mut small, 0.0).unwrap();
+        let blob = other.save_state(&mut small).unwrap();
+        let mut fresh = MockPlugin::create::<Spectral>(&cfg(0.5, 2.0, 1, bias)).unwrap();
+        fresh.on_model_built(&mut host).unwrap();
+        fresh.load_state(&mut host, &blob).unwrap();
+        let err = fresh.after_backward(&mut host, 0.0).unwrap_err();
+        assert!(
+            err.message.starts_with("spectral:") && err.message.contains("expected"),
+            "{bias}: {err}"
+        );
+    }
 }
