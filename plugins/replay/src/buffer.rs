@@ -54,7 +54,7 @@ pub struct ReplayBuffer {
 
 /// A [`ReplayBuffer`] as read from a checkpoint, before its consistency checks (same fields,
 /// same order, same encoding).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
     /// Maximum number of samples.
     pub capacity: usize,

@@ -260,17 +260,21 @@ fn an_inconsistent_saved_memory_is_refused_on_load() {
     }
     let saved = plugin.save_state(&mut host).unwrap();
     let payload = clef_sdk::state::open("replay", 1, &saved).unwrap().to_vec();
-    // postcard varints: memory_size 7, replay_batch_size 0, Some, capacity 7, dim 3, seen 20.
-    assert_eq!(payload[..6], [7, 0, 1, 7, 3, 20]);
-    let mut bad = payload.clone();
-    bad[5] = 3; // 7 samples held after 3 offered
+    // The strategy's fields in order: memory_size, replay_batch_size, the memory (unchecked).
+    type Raw = (usize, usize, Option<crate::buffer::Stored>);
+    let mut raw: Raw = clef_sdk::state::decode(&payload).unwrap();
+    let memory = raw.2.as_mut().expect("a memory after five batches");
+    assert_eq!((raw.0, memory.capacity, memory.dim, memory.seen), (7, 7, 3, 20));
+    memory.seen = 3; // 7 samples held after 3 offered
+    let bad = clef_sdk::state::encode(&raw).unwrap();
     let mut fresh = MockPlugin::create::<Replay>(&config(7, 0)).unwrap();
     let err = fresh
         .load_state(&mut host, &clef_sdk::state::seal("replay", 1, &bad))
         .unwrap_err();
-    // postcard drops the message of a custom deserialisation error; the buffer's own message
-    // is checked in `buffer::tests`.
-    assert!(err.message.contains("decoding the state"), "{err}");
+    assert!(
+        err.message.contains("replay state: 7 samples held after 3 offered (capacity 7)"),
+        "{err}"
+    );
     fresh
         .load_state(&mut host, &clef_sdk::state::seal("replay", 1, &payload))
         .unwrap();
