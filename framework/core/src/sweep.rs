@@ -272,6 +272,7 @@ fn base_record(plan: &Plan<'_>, t: &PlannedTrial, scenario: &Scenario) -> TrialR
         phase: t.phase.as_str().to_string(),
         data_fingerprint: plan.data(t.data).fingerprint.clone(),
         strategy_version: t.version.clone(),
+        strategy_library_hash: t.library_hash.clone(),
         hparams: serde_json::to_value(&t.strategy.hparams).unwrap_or_default(),
         status: "completed".into(),
         error: None,

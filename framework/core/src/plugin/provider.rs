@@ -154,6 +154,7 @@ impl StrategyProvider for PluginStrategies {
             Resolved::Builtin => BuiltinStrategies.schema(index, cfg),
             Resolved::Plugin(p) => Ok(StrategySchema {
                 version: p.info.version.clone(),
+                library_hash: Some(p.library_hash.clone()),
                 hparams: p.info.hparams.clone(),
             }),
         }
