@@ -348,8 +348,8 @@ fn run(
     let failed = records.iter().filter(|r| r.status != "completed").count();
     if failed > 0 {
         eprintln!(
-            "{failed} of {} evaluation trial(s) did not complete; see summary.md (exit status \
-             {EXIT_TRIALS_INCOMPLETE})",
+            "{failed} trial(s) did not complete (of {} evaluation trial(s)); see summary.md \
+             (exit status {EXIT_TRIALS_INCOMPLETE})",
             records.len()
         );
         return Ok(ExitCode::from(EXIT_TRIALS_INCOMPLETE));

@@ -199,7 +199,7 @@ fn failed_evaluation_trials_exit_2_and_keep_the_records() {
     let out = run(&cfg, &out_dir);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
-        text(&out.stderr).contains("1 of 1 evaluation trial(s) did not complete"),
+        text(&out.stderr).contains("1 trial(s) did not complete (of 1 evaluation trial(s))"),
         "{}",
         show(&out)
     );
@@ -250,8 +250,8 @@ fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_
     }
     // The evaluation table: one row per protocol, each with the shared trial once.
     for row in [
-        "| task-il | conventional | l2 | 1 |",
-        "| task-il | first-task | l2 | 1 |",
+        "| task-il | l2 | conventional | 1 |",
+        "| task-il | l2 | first-task | 1 |",
     ] {
         assert!(summary.contains(row), "{row:?} not in:\n{summary}");
     }
@@ -380,7 +380,7 @@ fn clef_is_quiet_by_default_and_verbose_on_request() {
     };
     let (stdout, quiet) = go(None, "quiet");
     assert!(!quiet.contains("INFO"), "{quiet}");
-    assert!(stdout.contains("| task-il | run | joint | 1 |"), "{stdout}");
+    assert!(stdout.contains("| task-il | joint | run | 1 |"), "{stdout}");
     let (_, info) = go(Some("-v"), "info");
     assert!(
         info.contains("INFO") && info.contains("starting run") && !info.contains("DEBUG"),

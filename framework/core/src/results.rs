@@ -250,7 +250,7 @@ pub fn results_table(selections: &[Selection], records: &[TrialRecord]) -> Strin
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| setting | protocol | strategy | seeds | ACC | BWT | FWT | forgetting | learning acc. | avg. incr. acc. | intransigence | samples/s |"
+        "| setting | strategy | protocol | seeds | ACC | BWT | FWT | forgetting | learning acc. | avg. incr. acc. | intransigence | samples/s |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for sel in order {
@@ -282,8 +282,8 @@ pub fn results_table(selections: &[Selection], records: &[TrialRecord]) -> Strin
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             sel.setting,
-            sel.protocol,
             sel.strategy,
+            sel.protocol,
             seeds,
             pick(&|m| Some(m.acc)),
             pick(&|m| m.bwt),
@@ -475,7 +475,7 @@ pub(crate) mod tests {
         );
         // mean 0.6, sample std sqrt(0.02) = 0.141
         assert!(
-            t.contains("| class-il | run | a | 2 | 0.600 ± 0.141 |"),
+            t.contains("| class-il | a | run | 2 | 0.600 ± 0.141 |"),
             "{t}"
         );
     }
@@ -495,11 +495,11 @@ pub(crate) mod tests {
         ];
         let t = results_table(&sels, &recs);
         assert!(
-            t.contains("| class-il | conventional | a | 2 | 0.600 ± 0.141 |"),
+            t.contains("| class-il | a | conventional | 2 | 0.600 ± 0.141 |"),
             "{t}"
         );
         assert!(
-            t.contains("| class-il | first-task | a | 2 | 0.900 ± 0.000 |"),
+            t.contains("| class-il | a | first-task | 2 | 0.900 ± 0.000 |"),
             "{t}"
         );
         // Two protocols whose choices coincide share their evaluation trials: each row shows
@@ -510,11 +510,11 @@ pub(crate) mod tests {
         ];
         let t = results_table(&sels, &recs);
         assert!(
-            t.contains("| class-il | conventional | a | 2 | 0.600 ± 0.141 |"),
+            t.contains("| class-il | a | conventional | 2 | 0.600 ± 0.141 |"),
             "{t}"
         );
         assert!(
-            t.contains("| class-il | first-task | a | 2 | 0.600 ± 0.141 |"),
+            t.contains("| class-il | a | first-task | 2 | 0.600 ± 0.141 |"),
             "{t}"
         );
         let md = summary_markdown("x", &sels, &recs);

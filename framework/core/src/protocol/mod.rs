@@ -788,7 +788,7 @@ batch_size = 16
             library_hash: "aaaa",
         };
         let c = cfg("kinds = [\"conventional\", \"first-task\"]", SEARCH);
-        let e = runner::prepare(&c, &past).err().expect("refused");
+        let e = runner::prepare(&c, &past).expect_err("refused");
         let e = e.to_string();
         assert!(
             e.contains("`strategy[0].search.lambda`")
