@@ -197,7 +197,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .collect();
             let search = match (cfg.protocol.tunes(), searched.len()) {
                 (false, _) => "no hyperparameter search (protocol `run`)".to_string(),
-                (true, 0) => "no hyperparameter search (no strategy has a `search` table)".into(),
+                (true, 0) => {
+                    "no hyperparameter search (no strategy has two or more values to try)".into()
+                }
                 (true, 1) => format!("{} search candidates for 1 strategy", searched[0]),
                 (true, n) => format!(
                     "{} search candidates for {n} strategies",
