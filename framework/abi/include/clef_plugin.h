@@ -59,6 +59,9 @@ extern "C" {
 #define CLEF_HPARAM_BOOL 2u
 #define CLEF_HPARAM_CHOICE 3u
 #define CLEF_HPARAM_LOG_SCALE 1u
+/* the parameter only acts once a task has ended, e.g. a penalty towards past tasks:
+   first-task tuning needs tune_tasks >= 2 */
+#define CLEF_HPARAM_NEEDS_PAST_TASKS 2u
 
 /* settings, parameter roles, splits */
 #define CLEF_SETTING_TASK_IL 0
@@ -73,7 +76,7 @@ extern "C" {
 typedef struct clef_hparam {
     const char *name;           /* key in the config's hparams table */
     uint32_t kind;              /* CLEF_HPARAM_* */
-    uint32_t flags;             /* CLEF_HPARAM_LOG_SCALE ... */
+    uint32_t flags;             /* CLEF_HPARAM_LOG_SCALE | CLEF_HPARAM_NEEDS_PAST_TASKS */
     double default_value;       /* float, int, bool (0/1) or choice index */
     double min;                 /* inclusive lower bound (-inf = none) */
     double max;                 /* inclusive upper bound (+inf = none) */

@@ -103,6 +103,11 @@ pub const CLEF_HPARAM_LOG_SCALE: u32 = 1;
 /// first-task tuning needs `tune_tasks >= 2`.
 pub const CLEF_HPARAM_NEEDS_PAST_TASKS: u32 = 2;
 
+/// Flag: the parameter only acts once a task has ended, e.g. a penalty towards past tasks:
+/// first-task tuning needs `tune_tasks >= 2` (the host refuses to search it with
+/// `tune_tasks = 1`).
+pub const CLEF_HPARAM_NEEDS_PAST_TASKS: u32 = 2;
+
 /// One hyperparameter of a plugin's schema. The host validates the strategy's config section
 /// against the schema (unknown key, wrong type, out of range) before calling `create`, fills in
 /// defaults, and builds search spaces from it.
@@ -113,7 +118,7 @@ pub struct ClefHparam {
     pub name: *const c_char,
     /// One of the `CLEF_HPARAM_*` kinds.
     pub kind: u32,
-    /// Bit set of `CLEF_HPARAM_LOG_SCALE` ...
+    /// Bit set of `CLEF_HPARAM_LOG_SCALE`, `CLEF_HPARAM_NEEDS_PAST_TASKS`.
     pub flags: u32,
     /// Default (float, int, bool as 0/1, or choice index).
     pub default_value: f64,

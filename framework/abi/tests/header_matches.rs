@@ -149,6 +149,7 @@ fn expected() -> Vec<(String, i128)> {
         CLEF_HPARAM_BOOL,
         CLEF_HPARAM_CHOICE,
         CLEF_HPARAM_LOG_SCALE,
+        CLEF_HPARAM_NEEDS_PAST_TASKS,
         CLEF_SETTING_TASK_IL,
         CLEF_SETTING_CLASS_IL,
         CLEF_SETTING_DOMAIN_IL,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use clef_core::config::{self, Config};
-use clef_core::plugin::{HParamKind, PluginSearch, PluginStrategies};
+use clef_core::plugin::{is_fixture, HParamKind, PluginSearch, PluginStrategies};
 use clef_core::results::{results_table, ResultsDir};
 use clef_core::runner::{self, RunOptions, StrategyProvider};
 use clef_core::store::TrialStore;
@@ -19,17 +19,34 @@ use clef_core::sweep::Shard;
 #[command(
     name = "clef",
     version,
-    about = "Continual-learning evaluation framework"
+    about = "Continual-learning evaluation framework",
+    after_help = "Logging: warnings and errors by default (plus progress bars and tables); -v \
+                  shows info lines (per-trial and plugin logs), -vv debug, -vvv trace. \
+                  RUST_LOG (e.g. RUST_LOG=clef_core=debug) overrides -v."
 )]
 struct Cli {
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (default: warnings only;
+    /// RUST_LOG, when set, takes precedence).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
+
+/// Exit status of `clef run` when evaluation trials did not complete (failed or diverged):
+/// their records and the views are written all the same.
+const EXIT_TRIALS_INCOMPLETE: u8 = 2;
 
 #[derive(Subcommand)]
 enum Command {
     /// Run every trial of a config's protocols and write the results. Trials already in the
     /// results directory's store are skipped, so a killed run resumes where it stopped.
+    ///
+    /// Exit status: 0 when every evaluation trial completed; 2 when some evaluation trial
+    /// failed or diverged (its record, results.jsonl and summary.md are written all the same,
+    /// so scripts and Slurm notice); 1 on an error (bad config, unwritable output ...). A
+    /// tuning candidate that fails or diverges is a normal outcome of a search and does not
+    /// change the status.
     Run {
         /// The TOML config.
         config: PathBuf,
@@ -80,11 +97,17 @@ enum Command {
     },
     /// List the strategy plugins found (name, version, ABI, file, hooks, hyperparameters).
     ///
-    /// Searched: --dir paths, $CLEF_PLUGIN_PATH, then the directory of the `clef` executable.
+    /// Searched: --plugin-dir paths, $CLEF_PLUGIN_PATH, then the directory of the `clef`
+    /// executable. clef's own test fixtures (`fixture-*` plugins, broken on purpose for its
+    /// tests, which a workspace build puts next to `clef`) are hidden unless --all is given or
+    /// CLEF_SHOW_FIXTURES=1.
     Plugins {
         /// Also search this directory, or load this library file (repeatable).
-        #[arg(long, value_name = "PATH")]
-        dir: Vec<PathBuf>,
+        #[arg(long = "plugin-dir", alias = "dir", value_name = "PATH")]
+        plugin_dir: Vec<PathBuf>,
+        /// Also list clef's test fixtures (`fixture-*`).
+        #[arg(long)]
+        all: bool,
     },
     /// Create a new strategy plugin crate (a cdylib on the clef SDK) from a template.
     NewPlugin {
@@ -101,16 +124,32 @@ enum Command {
     },
 }
 
+/// The log filter: `RUST_LOG` if set, else warnings, or more with `-v`.
+fn log_filter(verbose: u8) -> tracing_subscriber::EnvFilter {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&v).unwrap_or_else(|e| {
+                eprintln!("warning: ignoring RUST_LOG={v:?} ({e}); logging {level}");
+                tracing_subscriber::EnvFilter::new(level)
+            })
+        }
+        _ => tracing_subscriber::EnvFilter::new(level),
+    }
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(cli.verbose))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -149,10 +188,27 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 * cfg.settings.len()
                 * cfg.strategy.len()
                 * cfg.seeds.len();
-            let candidates: usize = plan.strategies.iter().map(|s| s.candidates.len()).sum();
+            // Only strategies with a search space have candidates to compare.
+            let searched: Vec<usize> = plan
+                .strategies
+                .iter()
+                .map(|s| s.candidates.len())
+                .filter(|&n| n > 1)
+                .collect();
+            let search = match (cfg.protocol.tunes(), searched.len()) {
+                (false, _) => "no hyperparameter search (protocol `run`)".to_string(),
+                (true, 0) => {
+                    "no hyperparameter search (no strategy has two or more values to try)".into()
+                }
+                (true, 1) => format!("{} search candidates for 1 strategy", searched[0]),
+                (true, n) => format!(
+                    "{} search candidates for {n} strategies",
+                    searched.iter().sum::<usize>()
+                ),
+            };
             println!(
-                "{}: ok ({} trials: {} tuning, {}{} evaluation; protocols {}; {} search \
-                 candidates; data {} with {} training and {} test samples, fingerprint {})",
+                "{}: ok ({} trials: {} tuning, {}{} evaluation; protocols {}; {}; data {} with \
+                 {} training and {} test samples, fingerprint {})",
                 config.display(),
                 tune + eval,
                 tune,
@@ -164,7 +220,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .map(|k| k.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                candidates,
+                search,
                 plan.eval_data.data.train.name,
                 plan.eval_data.data.train.len(),
                 plan.eval_data.data.test.len(),
@@ -213,8 +269,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plugins { dir } => {
-            list_plugins(&PluginSearch::standard(&dir, &[]));
+        Command::Plugins { plugin_dir, all } => {
+            list_plugins(
+                &PluginSearch::standard(&plugin_dir, &[]),
+                all || clef_core::plugin::show_fixtures(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::NewPlugin { name, dir, sdk } => {
@@ -280,25 +339,38 @@ fn run(
         let cmp = clef_core::report::compare(&outcome.selections, &by_id);
         println!("{}", clef_core::report::markdown(&cmp));
     } else {
-        println!("{}", results_table(&records));
+        println!("{}", results_table(&outcome.selections, &records));
     }
     println!(
         "results: {}  summary: {}",
         dir.jsonl_path().display(),
         dir.path().join("summary.md").display()
     );
+    // Only evaluation trials count: a tuning candidate that diverges is a result of the search.
     let failed = records.iter().filter(|r| r.status != "completed").count();
     if failed > 0 {
-        eprintln!("{failed} trial(s) did not complete; see summary.md");
-        return Ok(ExitCode::from(2));
+        eprintln!(
+            "{failed} trial(s) did not complete (of {} evaluation trial(s)); see summary.md \
+             (exit status {EXIT_TRIALS_INCOMPLETE})",
+            records.len()
+        );
+        return Ok(ExitCode::from(EXIT_TRIALS_INCOMPLETE));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_plugins(search: &PluginSearch) {
+/// Prints every plugin of `search`; clef's test fixtures only with `fixtures` (or when given
+/// as explicit files).
+fn list_plugins(search: &PluginSearch, fixtures: bool) {
     let found = search.list();
     let mut shown = 0;
+    let mut hidden = 0;
     for f in &found {
+        let explicit = search.files.contains(&f.path);
+        if !fixtures && !explicit && is_fixture(&f.path, f.plugin.as_ref().ok().copied()) {
+            hidden += 1;
+            continue;
+        }
         let p = match &f.plugin {
             Ok(p) => p,
             Err(e) => {
@@ -362,6 +434,12 @@ fn list_plugins(search: &PluginSearch) {
     }
     if shown == 0 {
         println!("no plugins found");
+    }
+    if hidden > 0 {
+        println!(
+            "{hidden} test fixture(s) hidden (`fixture-*` plugins, broken on purpose for clef's \
+             tests); list them with --all or CLEF_SHOW_FIXTURES=1"
+        );
     }
     println!("searched: {}", search.describe());
     println!(

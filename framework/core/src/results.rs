@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
+use crate::protocol::Selection;
 
 /// One finished trial, as stored in `results.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,9 @@ pub struct TrialRecord {
     /// Version of the strategy plugin (`builtin` for built-in strategies).
     #[serde(default)]
     pub strategy_version: String,
+    /// Hash of the plugin's library file the trial ran (absent for built-in strategies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy_library_hash: Option<String>,
     /// Strategy hyperparameters as given in the config.
     pub hparams: serde_json::Value,
     /// `completed`, `diverged` or `failed`.
@@ -233,26 +237,31 @@ fn fmt_stat(xs: &[f64]) -> String {
     }
 }
 
-/// The comparison table: one row per (setting, strategy), metrics as mean ± std over seeds.
-pub fn results_table(records: &[TrialRecord]) -> String {
-    let mut groups: BTreeMap<(String, String), Vec<&TrialRecord>> = BTreeMap::new();
-    let mut order: Vec<(String, String)> = Vec::new();
-    for r in records {
-        let key = (r.setting.clone(), r.strategy.clone());
-        if !groups.contains_key(&key) {
-            order.push(key.clone());
-        }
-        groups.entry(key).or_default().push(r);
-    }
-    order.sort_by(|a, b| a.0.cmp(&b.0));
+/// The comparison table: one row per selection, i.e. per (protocol, setting, strategy), with
+/// that selection's evaluation trials (`eval_trials`) found in `records`; metrics as mean ± std
+/// over seeds. Trials of different protocols are never averaged into one row (an evaluation
+/// trial that two protocols share appears in both rows), and records no selection names are
+/// not shown. Rows are sorted by setting, then in selection order.
+pub fn results_table(selections: &[Selection], records: &[TrialRecord]) -> String {
+    let by_id: BTreeMap<&str, &TrialRecord> =
+        records.iter().map(|r| (r.trial_id.as_str(), r)).collect();
+    let mut order: Vec<&Selection> = selections.iter().collect();
+    order.sort_by(|a, b| a.setting.cmp(&b.setting));
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| setting | strategy | seeds | ACC | BWT | FWT | forgetting | learning acc. | avg. incr. acc. | intransigence | samples/s |"
+        "| setting | strategy | protocol | seeds | ACC | BWT | FWT | forgetting | learning acc. | avg. incr. acc. | intransigence | samples/s |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for key in order {
-        let rs = &groups[&key];
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for sel in order {
+        let rs: Vec<&TrialRecord> = sel
+            .eval_trials
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        if rs.is_empty() {
+            continue;
+        }
         let ok: Vec<&&TrialRecord> = rs.iter().filter(|r| r.metrics.is_some()).collect();
         let pick = |f: &dyn Fn(&Metrics) -> Option<f64>| -> String {
             let xs: Vec<f64> = ok
@@ -271,9 +280,10 @@ pub fn results_table(records: &[TrialRecord]) -> String {
         let (sps_mean, _) = mean_std(&sps);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            key.0,
-            key.1,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            sel.setting,
+            sel.strategy,
+            sel.protocol,
             seeds,
             pick(&|m| Some(m.acc)),
             pick(&|m| m.bwt),
@@ -292,11 +302,23 @@ pub fn results_table(records: &[TrialRecord]) -> String {
     s
 }
 
-/// `summary.md`: the comparison table, failures, and every accuracy matrix.
-pub fn summary_markdown(config_name: &str, records: &[TrialRecord]) -> String {
+/// `summary.md`: the comparison table ([`results_table`]), then the failures and accuracy
+/// matrices of the records the selections name (the others are only counted).
+pub fn summary_markdown(
+    config_name: &str,
+    selections: &[Selection],
+    records: &[TrialRecord],
+) -> String {
+    let named: std::collections::BTreeSet<&str> = selections
+        .iter()
+        .flat_map(|sel| sel.eval_trials.iter().map(String::as_str))
+        .collect();
+    let (shown, stale): (Vec<&TrialRecord>, Vec<&TrialRecord>) = records
+        .iter()
+        .partition(|r| named.contains(r.trial_id.as_str()));
     let mut s = String::new();
     let _ = writeln!(s, "# clef results: {config_name}\n");
-    if let Some(r) = records.first() {
+    if let Some(r) = shown.first() {
         let _ = writeln!(
             s,
             "Scenario: {} ({} tasks), backend {}.\n",
@@ -309,8 +331,17 @@ pub fn summary_markdown(config_name: &str, records: &[TrialRecord]) -> String {
         s,
         "Metrics are mean ± sample standard deviation over seeds; definitions in docs/metrics.md.\n"
     );
-    s.push_str(&results_table(records));
-    let bad: Vec<&TrialRecord> = records.iter().filter(|r| r.status != "completed").collect();
+    s.push_str(&results_table(selections, records));
+    if !stale.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{} stored evaluation trial(s) belong to no selection of this run (an earlier \
+             config, or an earlier build of a plugin): they are in results.jsonl but not in the \
+             tables of this summary.",
+            stale.len()
+        );
+    }
+    let bad: Vec<&&TrialRecord> = shown.iter().filter(|r| r.status != "completed").collect();
     if !bad.is_empty() {
         let _ = writeln!(s, "\n## Trials that did not complete\n");
         for r in bad {
@@ -329,7 +360,7 @@ pub fn summary_markdown(config_name: &str, records: &[TrialRecord]) -> String {
         s,
         "\n## Accuracy matrices\n\nRow i = after training task i; column j = task j.\n"
     );
-    for r in records {
+    for r in &shown {
         let _ = writeln!(s, "### {} / {} / seed {}\n", r.setting, r.strategy, r.seed);
         let _ = writeln!(s, "```");
         for row in &r.accuracy_matrix {
@@ -358,6 +389,7 @@ pub(crate) mod tests {
             phase: "eval".into(),
             data_fingerprint: "f".into(),
             strategy_version: "builtin".into(),
+            strategy_library_hash: None,
             hparams: serde_json::json!({}),
             status: "completed".into(),
             error: None,
@@ -415,11 +447,82 @@ pub(crate) mod tests {
         );
     }
 
+    /// A selection of `protocol` naming the evaluation trials `ids`.
+    fn selection(protocol: &str, strategy: &str, ids: &[&str]) -> Selection {
+        Selection {
+            protocol: protocol.into(),
+            setting: "class-il".into(),
+            strategy: strategy.into(),
+            hparams: serde_json::json!({}),
+            chosen_in_phase: "tune".into(),
+            tuned_on: None,
+            selection_metric: None,
+            score: None,
+            candidates: 2,
+            tune_trials: Vec::new(),
+            all_tune_trials: Vec::new(),
+            eval_trials: ids.iter().map(|s| s.to_string()).collect(),
+            tied: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     #[test]
     fn table_shows_mean_and_std_over_seeds() {
-        let t = results_table(&[record("a", 0, 0.5), record("a", 1, 0.7)]);
+        let t = results_table(
+            &[selection("run", "a", &["a-0", "a-1"])],
+            &[record("a", 0, 0.5), record("a", 1, 0.7)],
+        );
         // mean 0.6, sample std sqrt(0.02) = 0.141
-        assert!(t.contains("| class-il | a | 2 | 0.600 ± 0.141 |"), "{t}");
+        assert!(
+            t.contains("| class-il | a | run | 2 | 0.600 ± 0.141 |"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_table_never_averages_two_protocols_into_one_row() {
+        // Two protocols chose different values: their evaluation trials (same strategy,
+        // setting and seeds) stay in separate rows.
+        let mut other = record("a", 0, 0.9);
+        other.trial_id = "b-0".into();
+        let mut other1 = record("a", 1, 0.9);
+        other1.trial_id = "b-1".into();
+        let recs = [record("a", 0, 0.5), record("a", 1, 0.7), other, other1];
+        let sels = [
+            selection("conventional", "a", &["a-0", "a-1"]),
+            selection("first-task", "a", &["b-0", "b-1"]),
+        ];
+        let t = results_table(&sels, &recs);
+        assert!(
+            t.contains("| class-il | a | conventional | 2 | 0.600 ± 0.141 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| class-il | a | first-task | 2 | 0.900 ± 0.000 |"),
+            "{t}"
+        );
+        // Two protocols whose choices coincide share their evaluation trials: each row shows
+        // them once (2 seeds, not 4), and a record no selection names is not averaged in.
+        let sels = [
+            selection("conventional", "a", &["a-0", "a-1"]),
+            selection("first-task", "a", &["a-0", "a-1"]),
+        ];
+        let t = results_table(&sels, &recs);
+        assert!(
+            t.contains("| class-il | a | conventional | 2 | 0.600 ± 0.141 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| class-il | a | first-task | 2 | 0.600 ± 0.141 |"),
+            "{t}"
+        );
+        let md = summary_markdown("x", &sels, &recs);
+        assert!(
+            md.contains("2 stored evaluation trial(s) belong to no selection"),
+            "{md}"
+        );
+        assert_eq!(md.matches("### class-il / a / seed").count(), 2, "{md}");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub use crate::plugin::PluginStrategies;
 pub struct StrategySchema {
     /// Plugin version (`builtin` for built-in strategies); part of every trial's identity.
     pub version: String,
+    /// Hash of the plugin's library file (`None` for built-ins); part of every trial's
+    /// identity, so a rebuilt plugin's trials run again.
+    pub library_hash: Option<String>,
     /// Hyperparameter schema (empty for built-ins).
     pub hparams: Vec<crate::plugin::HParamSpec>,
 }
@@ -77,6 +80,7 @@ impl StrategyProvider for BuiltinStrategies {
         self.validate(index, cfg)?;
         Ok(StrategySchema {
             version: "builtin".into(),
+            library_hash: None,
             hparams: Vec::new(),
         })
     }
@@ -169,6 +173,7 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
         provider.validate(i, s)?;
         let schema = provider.schema(i, s)?;
         let space = protocol::search::space(i, s, &schema.hparams)?;
+        refuse_untunable_first_task(cfg, i, s, &schema)?;
         let fixed = provider.resolve_hparams(i, s)?;
         let mut candidates = Vec::new();
         for c in protocol::search::candidates(&cfg.protocol, s, &space) {
@@ -178,6 +183,7 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
         }
         strategies.push(StrategyPlan {
             version: schema.version,
+            library_hash: schema.library_hash,
             fixed,
             candidates,
         });
@@ -228,6 +234,40 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
         }
     }
     Ok(plan)
+}
+
+/// Refuses a `first-task` search, on one tuning task, of a hyperparameter that only acts once
+/// a task has ended (its schema entry has `needs_past_tasks`): every candidate would give the
+/// same result, so the search could not choose.
+fn refuse_untunable_first_task(
+    cfg: &Config,
+    index: usize,
+    s: &StrategyConfig,
+    schema: &StrategySchema,
+) -> Result<(), Invalid> {
+    if !cfg.protocol.kinds.contains(&ProtocolKind::FirstTask) || cfg.protocol.tune_tasks() != 1 {
+        return Ok(());
+    }
+    for k in s.search.keys() {
+        if schema
+            .hparams
+            .iter()
+            .any(|h| &h.name == k && h.needs_past_tasks)
+        {
+            return Err(Invalid::new(
+                format!("strategy[{index}].search.{k}"),
+                format!(
+                    "`{k}` of strategy `{}` only acts once a task has ended (e.g. a penalty \
+                     towards past tasks), so protocol `first-task` tuning on 1 task \
+                     (protocol.tune_tasks = 1, the default) cannot tune it: every candidate \
+                     would give the same result. Set protocol.tune_tasks >= 2, or drop \
+                     `first-task` from protocol.kinds",
+                    s.label()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the config without training (see [`prepare`]); a config problem names the file,
@@ -320,6 +360,18 @@ pub fn run_plan(
     let stored = store.load_all()?;
     let (mut selections, missing) = plan.select(&stored);
     outcome.pending_tune_trials = missing;
+    if missing == 0 {
+        for sel in &selections {
+            for w in &sel.warnings {
+                tracing::warn!(
+                    "protocol `{}`, {}, strategy `{}`: {w}",
+                    sel.protocol,
+                    sel.setting,
+                    sel.strategy
+                );
+            }
+        }
+    }
     if missing > 0 {
         tracing::warn!(
             missing,

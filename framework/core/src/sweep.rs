@@ -240,7 +240,15 @@ fn run_one(
         strategy.data_mode(),
     )));
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>32} {bar:30} {pos}/{len} steps {per_sec}")
+        ProgressStyle::with_template("{prefix:>32} {bar:30} {pos}/{len} steps {rate}")
+            .map(|s| {
+                s.with_key(
+                    "rate",
+                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&format_rate(st.per_sec()));
+                    },
+                )
+            })
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_prefix(format!(
@@ -258,6 +266,28 @@ fn run_one(
     Ok(rec)
 }
 
+/// A rate for people: `317/s`, `4.2/s`, `1.2k/s`, `46k/s`, `1.5M/s` (three significant
+/// digits at most; `0/s` for a rate not measured yet).
+pub fn format_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        return "0/s".into();
+    }
+    let short = |x: f64, unit: &str| {
+        if x < 9.95 {
+            format!("{x:.1}{unit}/s")
+        } else {
+            format!("{x:.0}{unit}/s")
+        }
+    };
+    if per_sec < 999.5 {
+        short(per_sec, "")
+    } else if per_sec < 999_500.0 {
+        short(per_sec / 1e3, "k")
+    } else {
+        short(per_sec / 1e6, "M")
+    }
+}
+
 fn base_record(plan: &Plan<'_>, t: &PlannedTrial, scenario: &Scenario) -> TrialRecord {
     let cfg: &Config = plan.cfg;
     TrialRecord {
@@ -272,6 +302,7 @@ fn base_record(plan: &Plan<'_>, t: &PlannedTrial, scenario: &Scenario) -> TrialR
         phase: t.phase.as_str().to_string(),
         data_fingerprint: plan.data(t.data).fingerprint.clone(),
         strategy_version: t.version.clone(),
+        strategy_library_hash: t.library_hash.clone(),
         hparams: serde_json::to_value(&t.strategy.hparams).unwrap_or_default(),
         status: "completed".into(),
         error: None,
@@ -348,6 +379,23 @@ mod tests {
             assert_eq!(all.len(), plan.len(), "n = {n}");
             all.sort();
             assert_eq!(all, plan);
+        }
+    }
+
+    #[test]
+    fn rates_are_short() {
+        for (x, s) in [
+            (316.8059, "317/s"),
+            (4.237, "4.2/s"),
+            (0.0, "0/s"),
+            (f64::NAN, "0/s"),
+            (999.4, "999/s"),
+            (999.7, "1.0k/s"),
+            (1234.5, "1.2k/s"),
+            (45_678.0, "46k/s"),
+            (1.5e6, "1.5M/s"),
+        ] {
+            assert_eq!(format_rate(x), s, "{x}");
         }
     }
 

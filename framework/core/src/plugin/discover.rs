@@ -5,7 +5,7 @@
 //! what cargo produces for a `cdylib` crate named `clef-plugin-l2-init`. Directories are
 //! searched in this order, the first match winning:
 //!
-//! 1. explicit paths (`clef run --plugin-dir`, `clef plugins --dir`): directories, or library
+//! 1. explicit paths (`--plugin-dir` of `clef run`, `validate` and `plugins`): directories, or library
 //!    files loaded whatever their name;
 //! 2. the config's `plugin_dirs` (relative to the config file);
 //! 3. `$CLEF_PLUGIN_PATH` (colon-separated, like `PATH`);
@@ -41,6 +41,21 @@ pub fn name_from_file(path: &Path) -> Option<String> {
 /// True if `path`'s file name follows the plugin naming scheme.
 pub fn is_plugin_file(path: &Path) -> bool {
     name_from_file(path).is_some()
+}
+
+/// True if `path` (or the plugin it provides) is one of clef's own test fixtures: the
+/// `plugins/fixtures/` crates, broken on purpose for the host's tests, which a workspace build
+/// puts next to `clef`. Rule: the file name or the declared name starts with `fixture-`
+/// (`libclef_plugin_fixture_bad_abi.so`, plugin `fixture-panic`). Listings hide them unless
+/// asked ([`show_fixtures`]).
+pub fn is_fixture(path: &Path, plugin: Option<&LoadedPlugin>) -> bool {
+    name_from_file(path).is_some_and(|n| n.starts_with("fixture-"))
+        || plugin.is_some_and(|p| p.info.name.starts_with("fixture-"))
+}
+
+/// True if `CLEF_SHOW_FIXTURES=1`: listings show test fixtures too.
+pub fn show_fixtures() -> bool {
+    std::env::var_os("CLEF_SHOW_FIXTURES").is_some_and(|v| v == "1")
 }
 
 /// Where plugins are looked for.
@@ -198,6 +213,13 @@ mod tests {
         assert_eq!(name_from_file(Path::new(&f)).as_deref(), Some("l2-init"));
         assert_eq!(name_from_file(Path::new("libfoo.so")), None);
         assert_eq!(name_from_file(Path::new(&file_name(""))), None);
+    }
+
+    #[test]
+    fn fixtures_are_recognised_by_file_name() {
+        assert!(is_fixture(Path::new(&file_name("fixture-bad-abi")), None));
+        assert!(!is_fixture(Path::new(&file_name("ewc")), None));
+        assert!(!is_fixture(Path::new(&file_name("fixtures")), None));
     }
 
     #[test]

@@ -169,6 +169,7 @@ mod tests {
             name: name.into(),
             kind,
             log_scale: false,
+            needs_past_tasks: false,
             default,
             min,
             max,

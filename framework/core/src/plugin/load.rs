@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use clef_abi::{
     ClefEntryFn, ClefHparam, ClefPluginDescriptor, CLEF_ABI_MAJOR, CLEF_ABI_MINOR,
     CLEF_DESCRIPTOR_SIZE_V1_0, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
-    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE,
+    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_HPARAM_NEEDS_PAST_TASKS,
 };
 
 use super::discover::name_from_file;
@@ -162,6 +162,9 @@ pub struct HParamSpec {
     pub kind: HParamKind,
     /// Search on a log scale.
     pub log_scale: bool,
+    /// Acts only once a task has ended (`CLEF_HPARAM_NEEDS_PAST_TASKS`): `first-task` tuning
+    /// on one task cannot tune it.
+    pub needs_past_tasks: bool,
     /// Default value.
     pub default: HValue,
     /// Inclusive lower bound of a float/int (`-inf` = none).
@@ -225,6 +228,9 @@ impl PluginInfo {
 pub struct LoadedPlugin {
     /// What the plugin declares.
     pub info: PluginInfo,
+    /// Hash of the library file's bytes when it was loaded ([`library_hash`]): part of every
+    /// trial's identity, so a rebuilt plugin runs its trials again.
+    pub library_hash: String,
     pub(crate) desc: &'static ClefPluginDescriptor,
 }
 
@@ -232,6 +238,7 @@ impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
             .field("info", &self.info)
+            .field("library_hash", &self.library_hash)
             .finish_non_exhaustive()
     }
 }
@@ -341,7 +348,22 @@ fn load_uncached(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
     // whole `ClefPluginDescriptor` is readable; it is static data of a library never unloaded.
     let desc: &'static ClefPluginDescriptor = unsafe { &*desc_ptr };
     let info = read_info(path, desc)?;
-    Ok(Box::leak(Box::new(LoadedPlugin { info, desc })))
+    let library_hash = library_hash(path)?;
+    Ok(Box::leak(Box::new(LoadedPlugin {
+        info,
+        library_hash,
+        desc,
+    })))
+}
+
+/// A hash of the bytes of the library file at `path`: 16 hex digits of a SplitMix64 word hash
+/// ([`crate::protocol::word_hash`]; not cryptographic, milliseconds for a 10 MB library).
+pub fn library_hash(path: &Path) -> Result<String, LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::NotALibrary {
+        path: path.to_path_buf(),
+        message: format!("cannot read the file to hash it: {e}"),
+    })?;
+    Ok(format!("{:016x}", crate::protocol::word_hash(&bytes)))
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> LoadError {
@@ -545,6 +567,7 @@ fn read_hparam(path: &Path, i: usize, h: &ClefHparam) -> Result<HParamSpec, Load
         name,
         kind,
         log_scale: h.flags & CLEF_HPARAM_LOG_SCALE != 0,
+        needs_past_tasks: h.flags & CLEF_HPARAM_NEEDS_PAST_TASKS != 0,
         default,
         min,
         max,

@@ -24,7 +24,7 @@ mod instance;
 pub mod load;
 mod provider;
 
-pub use discover::{file_name, Found, PluginSearch};
+pub use discover::{file_name, is_fixture, show_fixtures, Found, PluginSearch};
 pub use instance::{PluginError, PluginStrategy};
 pub use load::{load, HParamKind, HParamSpec, HValue, LoadError, LoadedPlugin, PluginInfo};
 pub use provider::{inspect, PluginStrategies, Resolved};

@@ -101,7 +101,12 @@ impl PluginStrategies {
             .map(|s| s.to_string())
             .collect();
         let mut broken = Vec::new();
+        // clef's own test fixtures are not offered (unless the name asked for is one).
+        let fixtures = super::discover::show_fixtures() || name.starts_with("fixture-");
         for f in &found {
+            if !fixtures && super::discover::is_fixture(&f.path, f.plugin.as_ref().ok().copied()) {
+                continue;
+            }
             match &f.plugin {
                 Ok(p) if !names.contains(&p.info.name) => names.push(p.info.name.clone()),
                 Ok(_) => {}
@@ -154,6 +159,7 @@ impl StrategyProvider for PluginStrategies {
             Resolved::Builtin => BuiltinStrategies.schema(index, cfg),
             Resolved::Plugin(p) => Ok(StrategySchema {
                 version: p.info.version.clone(),
+                library_hash: Some(p.library_hash.clone()),
                 hparams: p.info.hparams.clone(),
             }),
         }

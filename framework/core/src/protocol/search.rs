@@ -264,6 +264,7 @@ mod tests {
             name: name.into(),
             kind,
             log_scale: log,
+            needs_past_tasks: false,
             default: HValue::Float(1.0),
             min,
             max,

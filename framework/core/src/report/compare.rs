@@ -214,8 +214,13 @@ pub fn hparams_text(v: &serde_json::Value) -> String {
 pub fn provenance(s: &Selection) -> String {
     match s.chosen_in_phase.as_str() {
         "tune" => format!(
-            "phase `tune`: best of {} candidates by mean {} = {} on {}; trials {}",
+            "phase `tune`: best of {} candidates{} by mean {} = {} on {}; trials {}",
             s.candidates,
+            if s.tied.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} tied, the earliest won)", s.tied.len())
+            },
             s.selection_metric.as_deref().unwrap_or("?"),
             s.score.map_or("n/a".into(), |v| format!("{v:.3}")),
             s.tuned_on.as_deref().unwrap_or("?"),
@@ -239,9 +244,11 @@ pub fn markdown(c: &Comparison) -> String {
          docs/protocols.md.\n"
     );
     let mut last: Option<(String, String)> = None;
+    let mut warnings: Vec<String> = Vec::new();
     for r in &c.rows {
         let key = (r.selection.protocol.clone(), r.selection.setting.clone());
         if last.as_ref() != Some(&key) {
+            write_warnings(&mut s, &mut warnings);
             let _ = writeln!(s, "\n## Protocol `{}`, {}\n", key.0, key.1);
             let _ = writeln!(
                 s,
@@ -276,7 +283,14 @@ pub fn markdown(c: &Comparison) -> String {
             hparams_text(&r.selection.hparams),
             provenance(&r.selection)
         );
+        warnings.extend(
+            r.selection
+                .warnings
+                .iter()
+                .map(|w| format!("`{}`: {w}", r.selection.strategy)),
+        );
     }
+    write_warnings(&mut s, &mut warnings);
     if !c.agreements.is_empty() {
         let _ = writeln!(s, "\n## Rankings across protocols\n");
         let _ = writeln!(s, "| setting | protocols | strategies | Kendall's tau |");
@@ -326,6 +340,18 @@ pub fn markdown(c: &Comparison) -> String {
     s
 }
 
+/// The tuning warnings of one protocol table (ties, edge winners, searches without effect),
+/// as a list under it; empties `warnings`.
+fn write_warnings(s: &mut String, warnings: &mut Vec<String>) {
+    if warnings.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n**Tuning warnings:**\n");
+    for w in warnings.drain(..) {
+        let _ = writeln!(s, "- ⚠ {w}");
+    }
+}
+
 /// Strategies x protocols table of ranks, per setting.
 fn rank_matrix(c: &Comparison) -> String {
     let mut protocols: Vec<String> = Vec::new();
@@ -372,7 +398,7 @@ fn num(v: Option<f64>) -> String {
 /// `report/protocols.csv`: one line per protocol, setting and strategy.
 pub fn protocols_csv(c: &Comparison) -> String {
     let mut s = String::from(
-        "protocol,setting,strategy,rank,seeds,not_completed,acc_mean,acc_std,acc_ci95,aia_mean,aia_std,bwt_mean,la_mean,hparams,chosen_in_phase,selection_metric,score,tuned_on,candidates,tune_trials,eval_trials\n",
+        "protocol,setting,strategy,rank,seeds,not_completed,acc_mean,acc_std,acc_ci95,aia_mean,aia_std,bwt_mean,la_mean,hparams,chosen_in_phase,selection_metric,score,tuned_on,candidates,tune_trials,eval_trials,warnings\n",
     );
     for r in &c.rows {
         let sel = &r.selection;
@@ -398,6 +424,7 @@ pub fn protocols_csv(c: &Comparison) -> String {
             sel.candidates.to_string(),
             sel.tune_trials.join(" "),
             sel.eval_trials.join(" "),
+            sel.warnings.join(" | "),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         let _ = writeln!(s, "{}", line.join(","));

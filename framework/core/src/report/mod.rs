@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-pub use compare::{compare, markdown, Comparison, ProtocolRow, RankAgreement};
+pub use compare::{compare, hparams_text, markdown, Comparison, ProtocolRow, RankAgreement};
 
 use crate::metrics;
 use crate::protocol::Selection;
@@ -97,6 +97,8 @@ fn implicit_selections(records: &[TrialRecord]) -> Vec<Selection> {
                 tune_trials: Vec::new(),
                 all_tune_trials: Vec::new(),
                 eval_trials: Vec::new(),
+                tied: Vec::new(),
+                warnings: Vec::new(),
             });
         s.eval_trials.push(r.trial_id.clone());
     }
@@ -180,7 +182,7 @@ pub fn write_views(
              above show evaluation trials only.\n"
         );
     }
-    text.push_str(&summary_markdown("", &eval).replacen(
+    text.push_str(&summary_markdown("", &selections, &eval).replacen(
         "# clef results: \n\n",
         "## Evaluation trials\n\n",
         1,

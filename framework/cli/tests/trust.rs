@@ -1,0 +1,391 @@
+//! Results you can trust, and the CLI's rough edges: a rebuilt plugin's trials run again, the
+//! exit status says whether evaluation trials completed, tuning warnings reach the summary and
+//! the log, `clef plugins` hides clef's test fixtures, `clef validate` counts search
+//! candidates only when there is a search, and `clef` is quiet by default.
+//!
+//! The plugins are built once per test binary by a nested `cargo build` into
+//! `<target dir>/plugin-tests` (as in `plugins.rs`, which shares that directory).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The plugin crates these tests need.
+const PLUGIN_CRATES: &[&str] = &[
+    "clef-plugin-l2",
+    "clef-plugin-fixture-erroring",
+    "clef-plugin-fixture-hparams",
+];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds the plugins once; returns the directory holding them.
+fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = Path::new(env!("CARGO_BIN_EXE_clef"));
+        let target = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|t| t.join("plugin-tests"))
+            .unwrap_or_else(|| repo_root().join("target/plugin-tests"));
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(repo_root())
+            .arg("build")
+            .arg("--target-dir")
+            .arg(&target);
+        for c in PLUGIN_CRATES {
+            cmd.args(["-p", c]);
+        }
+        let out = cmd.output().expect("run cargo build for the plugins");
+        assert!(
+            out.status.success(),
+            "building the plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("debug")
+    })
+}
+
+/// `clef` with warnings-only logging and no plugin path from the environment.
+fn clef() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
+    c.env("RUST_LOG", "warn")
+        .env_remove("CLEF_PLUGIN_PATH")
+        .env_remove("CLEF_SHOW_FIXTURES");
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// A small digits config (task-IL, 3 tasks, one seed) with the given plugin directories,
+/// `[protocol]` lines and `[[strategy]]` tables.
+fn config(dir: &Path, plugin_dirs: &[&Path], protocol: &str, strategies: &str) -> PathBuf {
+    let dirs: Vec<String> = plugin_dirs
+        .iter()
+        .map(|d| format!("{:?}", d.display().to_string()))
+        .collect();
+    let text = format!(
+        r#"name = "trust"
+seeds = [3]
+settings = ["task-il"]
+plugin_dirs = [{}]
+
+[protocol]
+{protocol}
+
+[data]
+dataset = "digits"
+test_fraction = 0.25
+
+[scenario]
+kind = "class-split"
+tasks = 3
+classes_per_task = 2
+
+[model]
+hidden = [32]
+
+[train]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+epochs = 1
+batch_size = 32
+{strategies}"#,
+        dirs.join(", ")
+    );
+    let path = dir.join("trust.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn run(cfg: &Path, out: &Path) -> Output {
+    clef()
+        .args(["run", "--no-progress", "--out"])
+        .arg(out)
+        .arg(cfg)
+        .output()
+        .expect("run clef")
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("results.jsonl"))
+        .expect("results.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+#[test]
+fn a_rebuilt_plugin_runs_its_trials_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join(clef_core::plugin::file_name("l2"));
+    std::fs::copy(plugin_dir().join(clef_core::plugin::file_name("l2")), &lib)
+        .expect("copy the l2 plugin");
+    let strategies = format!(
+        "\n[[strategy]]\nname = \"l2\"\npath = {:?}\nhparams = {{ lambda = 0.1 }}\n",
+        lib.display().to_string()
+    );
+    let cfg = config(tmp.path(), &[], "kinds = [\"run\"]", &strategies);
+    let out = tmp.path().join("out");
+    let first = run(&cfg, &out);
+    assert!(first.status.success(), "{}", show(&first));
+    assert!(
+        text(&first.stdout).contains("evaluation 1 run, 0 already stored"),
+        "{}",
+        show(&first)
+    );
+    let again = run(&cfg, &out);
+    assert!(
+        text(&again.stdout).contains("evaluation 0 run, 1 already stored"),
+        "{}",
+        show(&again)
+    );
+    // A "rebuild": same name, version and path, different bytes (an ELF file still loads with
+    // bytes appended).
+    let mut bytes = std::fs::read(&lib).unwrap();
+    bytes.extend_from_slice(b"rebuilt with a change");
+    std::fs::write(&lib, bytes).unwrap();
+    let rebuilt = run(&cfg, &out);
+    assert!(rebuilt.status.success(), "{}", show(&rebuilt));
+    assert!(
+        text(&rebuilt.stdout).contains("evaluation 1 run, 0 already stored"),
+        "the changed library was not run again:\n{}",
+        show(&rebuilt)
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let hashes: Vec<&str> = recs
+        .iter()
+        .map(|r| r["strategy_library_hash"].as_str().expect("library hash"))
+        .collect();
+    assert_ne!(hashes[0], hashes[1]);
+    assert!(hashes.iter().all(|h| h.len() == 16), "{hashes:?}");
+    // The summary shows the current build's trial and only counts the other.
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("1 stored evaluation trial(s) belong to no selection"),
+        "{summary}"
+    );
+    assert_eq!(summary.matches("### task-il / l2 / seed 3").count(), 1);
+}
+
+#[test]
+fn failed_evaluation_trials_exit_2_and_keep_the_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[plugin_dir()],
+        "kinds = [\"run\"]",
+        "\n[[strategy]]\nname = \"fixture-error\"\nhparams = { error_in = \"on_task_end\" }\n",
+    );
+    let out_dir = tmp.path().join("out");
+    let out = run(&cfg, &out_dir);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("1 trial(s) did not complete (of 1 evaluation trial(s))"),
+        "{}",
+        show(&out)
+    );
+    let recs = records(&out_dir);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["status"], "failed");
+    assert!(out_dir.join("summary.md").is_file());
+    // Re-running finds the failed record stored and says so again.
+    let again = run(&cfg, &out_dir);
+    assert_eq!(again.status.code(), Some(2), "{}", show(&again));
+}
+
+/// Two protocols: `conventional` (the diverging candidate λ = 1e12 loses) and `first-task` on
+/// one task, where `l2` has no effect (its penalty starts with the second task), so every
+/// candidate ties and the first (λ = 0.01) is taken: both protocols choose λ = 0.01 and share
+/// the evaluation trial.
+#[test]
+fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_fail_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[plugin_dir()],
+        "kinds = [\"conventional\", \"first-task\"]",
+        "\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.01, 1e12] }\n",
+    );
+    let out_dir = tmp.path().join("out");
+    let out = run(&cfg, &out_dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a diverged tuning candidate must not fail the run:\n{}",
+        show(&out)
+    );
+    let recs = records(&out_dir);
+    assert!(
+        recs.iter()
+            .any(|r| r["phase"] == "tune" && r["status"] == "diverged"),
+        "{recs:?}"
+    );
+    let summary = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
+    let err = text(&out.stderr);
+    for w in [
+        "NO EFFECT: all 2 candidates of `l2` gave the same mean acc",
+        "EDGE: `l2`'s lambda = 0.01 is the smallest value searched",
+    ] {
+        assert!(summary.contains(w), "{w:?} not in the summary:\n{summary}");
+        assert!(err.contains(w), "{w:?} not logged:\n{err}");
+    }
+    // The evaluation table: one row per protocol, each with the shared trial once.
+    for row in [
+        "| task-il | l2 | conventional | 1 |",
+        "| task-il | l2 | first-task | 1 |",
+    ] {
+        assert!(summary.contains(row), "{row:?} not in:\n{summary}");
+    }
+    let eval = recs.iter().filter(|r| r["phase"] == "eval").count();
+    assert_eq!(eval, 1, "the protocols share their evaluation trial");
+}
+
+#[test]
+fn plugins_hides_the_test_fixtures_unless_asked() {
+    let dir = plugin_dir();
+    let list = |extra: &[&str], show_env: bool| {
+        let mut c = clef();
+        c.args(["plugins"]).args(extra).arg(dir);
+        if show_env {
+            c.env("CLEF_SHOW_FIXTURES", "1");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        text(&out.stdout)
+    };
+    let plain = list(&["--plugin-dir"], false);
+    assert!(
+        plain.contains("\nl2 ") || plain.starts_with("l2 "),
+        "{plain}"
+    );
+    // No fixture is listed (by name or file); only the note says they are hidden.
+    assert!(
+        !plain.contains("fixture-hparams")
+            && !plain.contains("fixture-error")
+            && !plain.contains("clef_plugin_fixture_"),
+        "{plain}"
+    );
+    assert!(plain.contains("test fixture(s) hidden"), "{plain}");
+    // The old flag still works (hidden alias).
+    assert_eq!(list(&["--dir"], false), plain);
+    for shown in [
+        list(&["--all", "--plugin-dir"], false),
+        list(&["--plugin-dir"], true),
+    ] {
+        assert!(
+            shown.contains("fixture-hparams") && shown.contains("fixture-error"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hidden"), "{shown}");
+    }
+    let help = clef().args(["plugins", "--help"]).output().unwrap();
+    let help = text(&help.stdout);
+    assert!(
+        help.contains("--plugin-dir") && help.contains("--all") && help.contains("fixture"),
+        "{help}"
+    );
+    assert!(!help.contains("--dir"), "{help}");
+    let help = clef().args(["run", "--help"]).output().unwrap();
+    let help = text(&help.stdout);
+    assert!(
+        help.contains("Exit status") && help.contains("2 when"),
+        "{help}"
+    );
+}
+
+/// A config with built-in strategies only (no plugins needed).
+fn builtin_config(dir: &Path, protocol: &str) -> PathBuf {
+    config(
+        dir,
+        &[],
+        protocol,
+        "\n[[strategy]]\nname = \"joint\"\n\n[[strategy]]\nname = \"joint\"\nlabel = \"j2\"\n",
+    )
+}
+
+#[test]
+fn validate_counts_search_candidates_only_with_a_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    for protocol in ["kinds = [\"run\"]", "kinds = [\"conventional\"]"] {
+        let cfg = builtin_config(tmp.path(), protocol);
+        let out = clef().arg("validate").arg(&cfg).output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        let o = text(&out.stdout);
+        assert!(
+            o.contains("no hyperparameter search") && !o.contains("candidates"),
+            "{protocol}: {o}"
+        );
+    }
+}
+
+#[test]
+fn validate_counts_the_candidates_of_a_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[],
+        "kinds = [\"conventional\"]",
+        "\n[[strategy]]\nname = \"joint\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.1, 1.0, 10.0] }\n",
+    );
+    let out = clef()
+        .arg("validate")
+        .arg(&cfg)
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("3 search candidates for 1 strategy"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn clef_is_quiet_by_default_and_verbose_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = builtin_config(tmp.path(), "kinds = [\"run\"]");
+    let go = |v: Option<&str>, out: &str| {
+        let mut c = clef();
+        c.env_remove("RUST_LOG")
+            .args(["run", "--no-progress", "--out"])
+            .arg(tmp.path().join(out))
+            .arg(&cfg);
+        if let Some(v) = v {
+            c.arg(v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        (text(&o.stdout), text(&o.stderr))
+    };
+    let (stdout, quiet) = go(None, "quiet");
+    assert!(!quiet.contains("INFO"), "{quiet}");
+    assert!(stdout.contains("| task-il | joint | run | 1 |"), "{stdout}");
+    let (_, info) = go(Some("-v"), "info");
+    assert!(
+        info.contains("INFO") && info.contains("starting run") && !info.contains("DEBUG"),
+        "{info}"
+    );
+    let (_, debug) = go(Some("-vv"), "debug");
+    assert!(debug.contains("DEBUG"), "{debug}");
+}
