@@ -99,10 +99,6 @@ pub const CLEF_HPARAM_CHOICE: u32 = 3;
 
 /// Flag: search this hyperparameter on a log scale (e.g. regularisation strengths).
 pub const CLEF_HPARAM_LOG_SCALE: u32 = 1;
-/// Flag: the parameter only acts once a task has ended (e.g. a penalty towards past tasks):
-/// first-task tuning needs `tune_tasks >= 2`.
-pub const CLEF_HPARAM_NEEDS_PAST_TASKS: u32 = 2;
-
 /// Flag: the parameter only acts once a task has ended, e.g. a penalty towards past tasks:
 /// first-task tuning needs `tune_tasks >= 2` (the host refuses to search it with
 /// `tune_tasks = 1`).

@@ -1193,7 +1193,7 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
         .replace(
             "[data]",
             "[protocol]\nkinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
-         selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\n\n\
+         selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\ntune_tasks = 2\n\n\
          [protocol.tune_data]\ndataset = \"synthetic\"\nsynthetic_dim = 64\n\n[data]",
         );
     std::fs::write(
@@ -1260,7 +1260,11 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
                 }
                 "first-task" => {
                     assert_eq!(r["data_fingerprint"], eval_fp);
-                    assert_eq!(tasks, 1, "first-task tuned on more than the first task");
+                    // l2's lambda acts from the second task on: first-task tunes on two.
+                    assert_eq!(
+                        tasks, 2,
+                        "first-task tuned on other than the first two tasks"
+                    );
                 }
                 other => panic!("protocol {other}"),
             }

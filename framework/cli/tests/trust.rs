@@ -212,18 +212,20 @@ fn failed_evaluation_trials_exit_2_and_keep_the_records() {
     assert_eq!(again.status.code(), Some(2), "{}", show(&again));
 }
 
-/// Two protocols: `conventional` (the diverging candidate λ = 1e12 loses) and `first-task` on
-/// one task, where `l2` has no effect (its penalty starts with the second task), so every
-/// candidate ties and the first (λ = 0.01) is taken: both protocols choose λ = 0.01 and share
-/// the evaluation trial.
+/// Two protocols: `conventional` and `first-task` on two tasks (`l2`'s penalty acts from the
+/// second task on, so one task would be refused: see below). For `l2` the diverging candidate
+/// λ = 1e12 loses in both, so both choose λ = 0.01 (the smallest value searched) and share
+/// the evaluation trial; `fixture-hparams`' `rate` does nothing, so its candidates tie.
 #[test]
 fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_fail_the_run() {
     let tmp = tempfile::tempdir().unwrap();
+    let strategies = "\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.01, 1e12] }\n\n\
+                      [[strategy]]\nname = \"fixture-hparams\"\nsearch = { rate = [0.1, 10.0] }\n";
     let cfg = config(
         tmp.path(),
         &[plugin_dir()],
-        "kinds = [\"conventional\", \"first-task\"]",
-        "\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.01, 1e12] }\n",
+        "kinds = [\"conventional\", \"first-task\"]\ntune_tasks = 2",
+        strategies,
     );
     let out_dir = tmp.path().join("out");
     let out = run(&cfg, &out_dir);
@@ -242,7 +244,7 @@ fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_
     let summary = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
     let err = text(&out.stderr);
     for w in [
-        "NO EFFECT: all 2 candidates of `l2` gave the same mean acc",
+        "NO EFFECT: all 2 candidates of `fixture-hparams` gave the same mean acc",
         "EDGE: `l2`'s lambda = 0.01 is the smallest value searched",
     ] {
         assert!(summary.contains(w), "{w:?} not in the summary:\n{summary}");
@@ -255,8 +257,27 @@ fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_
     ] {
         assert!(summary.contains(row), "{row:?} not in:\n{summary}");
     }
-    let eval = recs.iter().filter(|r| r["phase"] == "eval").count();
-    assert_eq!(eval, 1, "the protocols share their evaluation trial");
+    let l2_eval = recs
+        .iter()
+        .filter(|r| r["phase"] == "eval" && r["strategy"] == "l2")
+        .count();
+    assert_eq!(l2_eval, 1, "the protocols share their evaluation trial");
+
+    // With the default `tune_tasks = 1`, first-task tuning of a parameter flagged
+    // `needs_past_tasks` (l2's lambda) is refused before anything runs.
+    let one = config(
+        tmp.path(),
+        &[plugin_dir()],
+        "kinds = [\"first-task\"]",
+        "\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.01, 1.0] }\n",
+    );
+    let refused = clef().args(["validate"]).arg(&one).output().unwrap();
+    assert!(!refused.status.success(), "{}", show(&refused));
+    assert!(
+        text(&refused.stderr).contains("strategy[0].search.lambda"),
+        "{}",
+        show(&refused)
+    );
 }
 
 #[test]

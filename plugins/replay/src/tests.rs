@@ -264,7 +264,10 @@ fn an_inconsistent_saved_memory_is_refused_on_load() {
     type Raw = (usize, usize, Option<crate::buffer::Stored>);
     let mut raw: Raw = clef_sdk::state::decode(&payload).unwrap();
     let memory = raw.2.as_mut().expect("a memory after five batches");
-    assert_eq!((raw.0, memory.capacity, memory.dim, memory.seen), (7, 7, 3, 20));
+    assert_eq!(
+        (raw.0, memory.capacity, memory.dim, memory.seen),
+        (7, 7, 3, 20)
+    );
     memory.seen = 3; // 7 samples held after 3 offered
     let bad = clef_sdk::state::encode(&raw).unwrap();
     let mut fresh = MockPlugin::create::<Replay>(&config(7, 0)).unwrap();
@@ -272,7 +275,8 @@ fn an_inconsistent_saved_memory_is_refused_on_load() {
         .load_state(&mut host, &clef_sdk::state::seal("replay", 1, &bad))
         .unwrap_err();
     assert!(
-        err.message.contains("replay state: 7 samples held after 3 offered (capacity 7)"),
+        err.message
+            .contains("replay state: 7 samples held after 3 offered (capacity 7)"),
         "{err}"
     );
     fresh
