@@ -165,6 +165,7 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
         after_eval: Some(after_eval::<S>),
         save_state: Some(save_state::<S>),
         load_state: Some(load_state::<S>),
+        create_typed: None,
     };
     Exported {
         desc,
