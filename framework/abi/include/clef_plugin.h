@@ -323,7 +323,7 @@ typedef struct clef_host {
 } clef_host;
 
 /* The plugin's static description and entry points (plugin-owned, static). Every hook is
- * nullable (NULL = no-op) except create; inst is what create wrote to *out. */
+ * nullable (NULL = no-op); create or create_typed must be set; inst is what it wrote to *out. */
 typedef struct clef_plugin_descriptor {
     uint16_t abi_major;      /* CLEF_ABI_MAJOR */
     uint16_t abi_minor;      /* CLEF_ABI_MINOR */
@@ -338,8 +338,9 @@ typedef struct clef_plugin_descriptor {
     /* Creates an instance from the validated hparams table: config_toml is a NUL-terminated
      * TOML document with every key of the schema (host-owned, valid during the call). Writes
      * the instance to *out. No ctx: only log(NULL, ...) may be called; keep host for the
-     * hooks. On failure return non-zero and leave a message for last_error(NULL). Required;
-     * a 1.3 host calls create_typed instead when it is set. */
+     * hooks. On failure return non-zero and leave a message for last_error(NULL). A 1.3 host
+     * calls create_typed instead when it is set; then create may be NULL (but hosts older than
+     * 1.3 refuse a plugin without create). */
     int32_t (*create)(const clef_host *host, const char *config_toml, void **out);
     /* Frees an instance (called once, never concurrently with its hooks). */
     void (*destroy)(void *inst);
@@ -379,8 +380,9 @@ typedef struct clef_plugin_descriptor {
     /* ABI 1.3 (read only when struct_size >= CLEF_DESCRIPTOR_SIZE_V1_3). create with the
      * hyperparameters also as typed values: values[n_values] (n_values == n_hparams) in schema
      * order, host-owned, valid during the call (NULL when n_values is 0); config_toml as for
-     * create. When set, the host calls it instead of create (set create too, for older
-     * hosts). Same rules and errors as create. */
+     * create. When set, the host calls it instead of create, which may then be NULL (set it
+     * too, parsing config_toml, only to also load in hosts older than 1.3). Same rules and
+     * errors as create. */
     int32_t (*create_typed)(const clef_host *host, const char *config_toml,
                             const clef_hparam_value *values, size_t n_values, void **out);
 } clef_plugin_descriptor;

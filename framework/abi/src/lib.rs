@@ -480,8 +480,9 @@ pub struct ClefPluginDescriptor {
     /// Creates an instance from the validated `hparams` table (a NUL-terminated TOML document
     /// with every key of the schema present, host-owned, valid during the call) and writes it
     /// to `*out`. On failure returns non-zero and leaves a message for `last_error(null)`.
-    /// Only `log` (with a null ctx) may be called during `create`. Required (the host refuses
-    /// a descriptor without it); a 1.3 plugin may also set `create_typed`.
+    /// Only `log` (with a null ctx) may be called during `create`. Required up to ABI 1.2 (the
+    /// host refuses a descriptor without `create` or `create_typed`); a 1.3 plugin may set
+    /// `create_typed` instead (then hosts older than 1.3 refuse it) or both.
     pub create: Option<
         unsafe extern "C" fn(
             host: *const ClefHost,
@@ -550,8 +551,8 @@ pub struct ClefPluginDescriptor {
     /// `values` holds `n_values` (= `n_hparams`) entries in schema order, host-owned and valid
     /// only during the call (copy what you keep; `values` is null when `n_values` is 0).
     /// `config_toml` is the same document `create` gets. When the descriptor covers this field
-    /// and it is non-null the host calls it **instead of** `create` (which must still be set,
-    /// for older hosts). Failure as for `create`.
+    /// and it is non-null the host calls it **instead of** `create`, which may then be null
+    /// (set it too to also load in hosts older than 1.3). Failure as for `create`.
     pub create_typed: Option<
         unsafe extern "C" fn(
             host: *const ClefHost,

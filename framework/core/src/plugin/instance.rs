@@ -196,9 +196,6 @@ impl PluginStrategy {
             status: CLEF_ERROR,
             message,
         };
-        let Some(create) = plugin.desc.create else {
-            return Err(fail("the plugin has no `create` function".into()));
-        };
         let text = CString::new(config_toml)
             .map_err(|_| fail("the hparams table contains a NUL byte".into()))?;
         let mut inst: *mut c_void = std::ptr::null_mut();
@@ -214,12 +211,16 @@ impl PluginStrategy {
             // SAFETY: as for `create` below; `ptr` is null or `values.len()` entries whose
             // choice strings (`_texts`) live until the end of this block.
             unsafe { create_typed(&HOST, text.as_ptr(), ptr, values.len(), &mut inst) }
-        } else {
+        } else if let Some(create) = plugin.desc.create {
             let _current = CurrentPlugin::enter(&plugin.info.name);
             // SAFETY: `HOST` is a static table valid forever; `text` is NUL-terminated and
             // lives for the call; `inst` is a writable out pointer. Plugins must not unwind
             // (the SDK catches panics).
             unsafe { create(&HOST, text.as_ptr(), &mut inst) }
+        } else {
+            return Err(fail(
+                "the plugin has no `create` function (nor `create_typed`)".into(),
+            ));
         };
         if status != CLEF_OK {
             return Err(status_error(
@@ -614,6 +615,8 @@ mod tests {
     #[test]
     fn create_typed_gets_the_values_in_schema_order() {
         let mut d = descriptor();
+        // `create` may be absent when `create_typed` is set.
+        d.create = None;
         d.create_typed = Some(recording_create_typed);
         let p = plugin(d);
         // The table's key order differs from the schema's: values follow the schema.

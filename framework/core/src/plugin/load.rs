@@ -461,10 +461,10 @@ fn read_info(path: &Path, desc: &'static ClefPluginDescriptor) -> Result<PluginI
     // SAFETY: as above.
     let description =
         unsafe { c_str(path, desc.description, "the description") }?.unwrap_or_default();
-    if desc.create.is_none() {
+    if desc.create.is_none() && desc.create_typed.is_none() {
         return Err(bad(
             path,
-            format!("plugin `{name}` has no `create` function"),
+            format!("plugin `{name}` has no `create` function (nor `create_typed`)"),
         ));
     }
     const MAX_HPARAMS: usize = 4096;
