@@ -484,10 +484,11 @@ mod tests {
     use super::super::load::{HParamSpec, HValue, PluginInfo};
     use super::*;
 
+    /// What the fake `create_typed` received: (TOML, [(number, text)]).
+    type Received = Option<(String, Vec<(f64, Option<String>)>)>;
+
     thread_local! {
-        /// What the fake `create_typed` received: (TOML, [(number, text)]).
-        static RECEIVED: RefCell<Option<(String, Vec<(f64, Option<String>)>)>> =
-            const { RefCell::new(None) };
+        static RECEIVED: RefCell<Received> = const { RefCell::new(None) };
         /// What the fake `last_error` returns: `None` = NULL.
         static ERROR_TEXT: RefCell<Option<&'static CStr>> = const { RefCell::new(None) };
     }

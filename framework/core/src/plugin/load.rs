@@ -314,43 +314,6 @@ unsafe fn copy_descriptor(
     Box::leak(Box::new(unsafe { copy.assume_init() }))
 }
 
-#[cfg(test)]
-mod descriptor_tests {
-    use super::*;
-
-    unsafe extern "C" fn never_called(
-        _host: *const clef_abi::ClefHost,
-        _toml: *const c_char,
-        _values: *const clef_abi::ClefHparamValue,
-        _n: usize,
-        _out: *mut *mut std::ffi::c_void,
-    ) -> i32 {
-        clef_abi::CLEF_ERROR
-    }
-
-    #[test]
-    fn older_descriptors_are_read_only_as_far_as_they_declare() {
-        assert_eq!(required_descriptor_size(0), CLEF_DESCRIPTOR_SIZE_V1_0);
-        assert_eq!(required_descriptor_size(2), CLEF_DESCRIPTOR_SIZE_V1_0);
-        assert_eq!(required_descriptor_size(3), CLEF_DESCRIPTOR_SIZE_V1_3);
-        assert!(CLEF_DESCRIPTOR_SIZE_V1_0 < CLEF_DESCRIPTOR_SIZE_V1_3);
-        // SAFETY: a zeroed descriptor is valid (integers, null pointers, `None`s).
-        let mut d: ClefPluginDescriptor = unsafe { std::mem::zeroed() };
-        d.abi_major = CLEF_ABI_MAJOR;
-        d.abi_minor = 2;
-        d.n_hparams = 7;
-        // Bytes past a 1.2 descriptor's end that happen to look like a hook.
-        d.create_typed = Some(never_called);
-        // SAFETY: `d` is a whole descriptor, so any prefix of it is readable.
-        let old = unsafe { copy_descriptor(&d, CLEF_DESCRIPTOR_SIZE_V1_0) };
-        assert!(old.create_typed.is_none());
-        assert_eq!((old.abi_minor, old.n_hparams), (2, 7));
-        // SAFETY: as above.
-        let new = unsafe { copy_descriptor(&d, CLEF_DESCRIPTOR_SIZE_V1_3) };
-        assert!(new.create_typed.is_some());
-    }
-}
-
 fn load_uncached(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
     // SAFETY: opening a library runs its initialisers. That is the point of a plugin system:
     // the user asked for this file to be loaded as a clef plugin and trusts its code.
@@ -622,4 +585,40 @@ fn read_hparam(path: &Path, i: usize, h: &ClefHparam) -> Result<HParamSpec, Load
 /// The ABI this host implements, as `major.minor`.
 pub fn host_abi() -> String {
     format!("{CLEF_ABI_MAJOR}.{CLEF_ABI_MINOR}")
+}
+
+#[cfg(test)]
+mod descriptor_tests {
+    use super::*;
+
+    unsafe extern "C" fn never_called(
+        _host: *const clef_abi::ClefHost,
+        _toml: *const c_char,
+        _values: *const clef_abi::ClefHparamValue,
+        _n: usize,
+        _out: *mut *mut std::ffi::c_void,
+    ) -> i32 {
+        clef_abi::CLEF_ERROR
+    }
+
+    #[test]
+    fn older_descriptors_are_read_only_as_far_as_they_declare() {
+        assert_eq!(required_descriptor_size(0), CLEF_DESCRIPTOR_SIZE_V1_0);
+        assert_eq!(required_descriptor_size(2), CLEF_DESCRIPTOR_SIZE_V1_0);
+        assert_eq!(required_descriptor_size(3), CLEF_DESCRIPTOR_SIZE_V1_3);
+        // SAFETY: a zeroed descriptor is valid (integers, null pointers, `None`s).
+        let mut d: ClefPluginDescriptor = unsafe { std::mem::zeroed() };
+        d.abi_major = CLEF_ABI_MAJOR;
+        d.abi_minor = 2;
+        d.n_hparams = 7;
+        // Bytes past a 1.2 descriptor's end that happen to look like a hook.
+        d.create_typed = Some(never_called);
+        // SAFETY: `d` is a whole descriptor, so any prefix of it is readable.
+        let old = unsafe { copy_descriptor(&d, CLEF_DESCRIPTOR_SIZE_V1_0) };
+        assert!(old.create_typed.is_none());
+        assert_eq!((old.abi_minor, old.n_hparams), (2, 7));
+        // SAFETY: as above.
+        let new = unsafe { copy_descriptor(&d, CLEF_DESCRIPTOR_SIZE_V1_3) };
+        assert!(new.create_typed.is_some());
+    }
 }
