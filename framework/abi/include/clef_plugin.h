@@ -42,7 +42,8 @@
  * NULL ctx returns CLEF_INVALID_ARGUMENT (log accepts NULL). "Hooks" below means the training
  * hooks on_model_built, on_task_start, before_batch, after_backward, after_step, on_task_end,
  * before_eval and after_eval; in save_state / load_state every service but log returns
- * CLEF_NOT_ALLOWED, and create has no ctx at all. A view stays valid until the hook that
+ * CLEF_NOT_ALLOWED, and create has no ctx at all (a refused rng_u64 returns 0, a refused
+ * param_count the negative status, get_extension NULL). A view stays valid until the hook that
  * obtained it returns; fetching one view never moves another (a tensor's values and gradient
  * may be held together); only expert_add / expert_select invalidate views. The detail of a
  * refused call is appended to the plugin's error message if the hook then fails.

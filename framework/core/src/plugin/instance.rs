@@ -105,7 +105,7 @@ fn status_error(
             let returned = match (plugin.desc.last_error.is_some(), got) {
                 (false, _) => "the plugin exports no last_error".to_string(),
                 (true, None) => format!("{call} returned NULL"),
-                (true, Some(_)) => format!("{call} returned an empty string"),
+                (true, Some(_)) => format!("{call} returned an empty message"),
             };
             let hint = if hook == "create" {
                 "; a failing create must leave its message for last_error(NULL)"
@@ -659,7 +659,7 @@ mod tests {
         let p = plugin(d);
         for (text, returned) in [
             (None, "last_error(NULL) returned NULL"),
-            (Some(c""), "last_error(NULL) returned an empty string"),
+            (Some(c" "), "last_error(NULL) returned an empty message"),
         ] {
             ERROR_TEXT.with(|e| *e.borrow_mut() = text);
             let e = PluginStrategy::create(p, TOML).unwrap_err().to_string();
