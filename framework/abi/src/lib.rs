@@ -9,7 +9,8 @@
 //! [`ClefEntryFn`]. It returns a pointer to a static [`ClefPluginDescriptor`] whose first three
 //! fields are `{abi_major, abi_minor, struct_size}`. The host reads those first and refuses the
 //! plugin unless `abi_major == CLEF_ABI_MAJOR` and `struct_size` covers every field of the
-//! plugin's declared minor version. Fields are append-only: a new minor version only adds fields
+//! plugin's declared minor version ([`CLEF_DESCRIPTOR_SIZE_V1_0`] up to 1.2,
+//! [`CLEF_DESCRIPTOR_SIZE_V1_3`] from 1.3). Fields are append-only: a new minor version only adds fields
 //! at the end of a struct, so an older plugin (smaller `struct_size`) still loads and a newer
 //! host treats the missing trailing hooks as absent.
 //!
@@ -25,6 +26,19 @@
 //! stub returning [`CLEF_UNSUPPORTED`]. A view (tensor, batch) stays valid until the hook that
 //! obtained it returns, and fetching one view never moves another (parameter values and
 //! gradients may be held at the same time); only `expert_add`/`expert_select` invalidate views.
+//! Services need the ctx of a training hook (`on_model_built` ... `after_eval`): during
+//! `create` only `log(null, ..)` works, and in `save_state`/`load_state` every service but
+//! `log` returns [`CLEF_NOT_ALLOWED`]. `include/clef_plugin.h` states, next to every service,
+//! its buffer lengths, ownership and the hooks it may be called from.
+//!
+//! # Gradients
+//! The trainer zeroes every gradient buffer once per step, after `before_batch` returns and
+//! before the batch's backward pass; the optimizer step right after `after_backward` uses
+//! whatever the buffers then hold. So gradients are meaningful only in `after_backward` (the
+//! batch's gradient; terms added there, directly or with `vjp`, are trained on) and, read
+//! only, in `after_step` (what the step used). In every other hook they are scratch: `vjp`
+//! *adds* into them and the host does not zero them for you (zero them first to read a
+//! `vjp` result alone), and whatever is left there is discarded by the next step's zeroing.
 //!
 //! # Threading
 //! One instance is used by one thread at a time (the trial's training thread); hooks of one
@@ -49,8 +63,9 @@ use core::ffi::{c_char, c_void};
 pub const CLEF_ABI_MAJOR: u16 = 1;
 /// ABI minor version: fields added at the end of structs. 1.1 appended `report` to
 /// [`ClefHost`]; 1.2 appended the expert-pool services (`expert_freeze`, `expert_params`,
-/// `head_forward`, `head_vjp`).
-pub const CLEF_ABI_MINOR: u16 = 2;
+/// `head_forward`, `head_vjp`); 1.3 appended `create_typed` to [`ClefPluginDescriptor`]
+/// (hyperparameters as typed values, [`ClefHparamValue`]).
+pub const CLEF_ABI_MINOR: u16 = 3;
 /// Name of the exported entry symbol (NUL-terminated).
 pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
 
@@ -130,6 +145,20 @@ pub struct ClefHparam {
     pub doc: *const c_char,
 }
 
+/// One hyperparameter value as `create_typed` receives it (ABI 1.3): `n_hparams` of them, in
+/// the order of the schema (`values[i]` is the value of `hparams[i]`), every one validated
+/// against its entry and defaults filled in. Host-owned, valid only during the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefHparamValue {
+    /// `CLEF_HPARAM_FLOAT`: the value; `_INT`: the whole number (exact up to 2^53); `_BOOL`:
+    /// 0 or 1; `_CHOICE`: the index of the chosen string in the entry's `choices`.
+    pub number: f64,
+    /// `CLEF_HPARAM_CHOICE`: the chosen string (NUL-terminated, equal to `choices[number]`);
+    /// null for every other kind.
+    pub text: *const c_char,
+}
+
 // ---- settings, roles ----------------------------------------------------------------------
 
 /// Task-incremental: the task id is known; logits are masked to the task's units.
@@ -143,6 +172,13 @@ pub const CLEF_SETTING_DOMAIN_IL: i32 = 2;
 pub const CLEF_ROLE_WEIGHT: i32 = 0;
 /// A dense layer's bias `[out]`.
 pub const CLEF_ROLE_BIAS: i32 = 1;
+
+/// ReLU hidden activation (`expert_add`).
+pub const CLEF_ACTIVATION_RELU: i32 = 0;
+/// Tanh hidden activation (`expert_add`).
+pub const CLEF_ACTIVATION_TANH: i32 = 1;
+/// Sigmoid hidden activation (`expert_add`).
+pub const CLEF_ACTIVATION_SIGMOID: i32 = 2;
 
 /// Training split of a task.
 pub const CLEF_SPLIT_TRAIN: i32 = 0;
@@ -359,7 +395,7 @@ pub struct ClefHost {
         unsafe extern "C" fn(ctx: *mut ClefCtx, task: i64, out: *mut u8, len: i64) -> i32,
 
     /// Adds an expert network to the trial's pool with the given hidden widths (`n_hidden`
-    /// entries, each > 0) and activation (0 relu, 1 tanh, 2 sigmoid) and writes its id (the
+    /// entries, each > 0) and activation (`CLEF_ACTIVATION_*`) and writes its id (the
     /// configured network is expert 0; new ids count up from 1). The expert has the task's
     /// input and output sizes and the configured initialisation. Task-IL only
     /// (`CLEF_NOT_ALLOWED` otherwise); `CLEF_UNSUPPORTED` on a host without an expert pool.
@@ -446,8 +482,11 @@ pub struct ClefPluginDescriptor {
     pub n_hparams: usize,
 
     /// Creates an instance from the validated `hparams` table (a NUL-terminated TOML document
-    /// with every key of the schema present). On failure returns non-zero and leaves the
-    /// message for `last_error(null)`.
+    /// with every key of the schema present, host-owned, valid during the call) and writes it
+    /// to `*out`. On failure returns non-zero and leaves a message for `last_error(null)`.
+    /// Only `log` (with a null ctx) may be called during `create`. Required up to ABI 1.2 (the
+    /// host refuses a descriptor without `create` or `create_typed`); a 1.3 plugin may set
+    /// `create_typed` instead (then hosts older than 1.3 refuse it) or both.
     pub create: Option<
         unsafe extern "C" fn(
             host: *const ClefHost,
@@ -510,6 +549,23 @@ pub struct ClefPluginDescriptor {
             len: usize,
         ) -> i32,
     >,
+
+    // ---- ABI 1.3 (present when `struct_size >= CLEF_DESCRIPTOR_SIZE_V1_3`) ----
+    /// Creates an instance like `create`, with the hyperparameters also as typed values:
+    /// `values` holds `n_values` (= `n_hparams`) entries in schema order, host-owned and valid
+    /// only during the call (copy what you keep; `values` is null when `n_values` is 0).
+    /// `config_toml` is the same document `create` gets. When the descriptor covers this field
+    /// and it is non-null the host calls it **instead of** `create`, which may then be null
+    /// (set it too to also load in hosts older than 1.3). Failure as for `create`.
+    pub create_typed: Option<
+        unsafe extern "C" fn(
+            host: *const ClefHost,
+            config_toml: *const c_char,
+            values: *const ClefHparamValue,
+            n_values: usize,
+            out: *mut *mut c_void,
+        ) -> i32,
+    >,
 }
 
 // SAFETY: the descriptor and schema are immutable static data owned by the plugin library,
@@ -520,8 +576,14 @@ unsafe impl Sync for ClefHparam {}
 // SAFETY: the host's service table holds only function pointers and integers.
 unsafe impl Sync for ClefHost {}
 
-/// Size of the descriptor of ABI 1.0 (every field up to and including `load_state`).
-pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize = core::mem::size_of::<ClefPluginDescriptor>();
+/// Size of the descriptor of ABI 1.0 to 1.2 (every field up to and including `load_state`):
+/// the smallest descriptor the host accepts.
+pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize =
+    core::mem::offset_of!(ClefPluginDescriptor, create_typed);
+
+/// Size of the descriptor of ABI 1.3 (up to and including `create_typed`): what a plugin
+/// declaring ABI 1.3 must provide.
+pub const CLEF_DESCRIPTOR_SIZE_V1_3: usize = core::mem::size_of::<ClefPluginDescriptor>();
 
 /// Size of the host service table of ABI 1.0 (every service up to and including
 /// `get_extension`): the smallest table a plugin must accept.

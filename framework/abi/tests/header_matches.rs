@@ -124,9 +124,11 @@ fn expected() -> Vec<(String, i128)> {
             before_eval,
             after_eval,
             save_state,
-            load_state
+            load_state,
+            create_typed
         ]
     );
+    layout!(ClefHparamValue, "clef_hparam_value", [number, text]);
     macro_rules! consts {
         ($($c:ident),* $(,)?) => { $( v.push((stringify!($c).to_string(), $c as i128)); )* };
     }
@@ -156,7 +158,12 @@ fn expected() -> Vec<(String, i128)> {
         CLEF_ROLE_WEIGHT,
         CLEF_ROLE_BIAS,
         CLEF_SPLIT_TRAIN,
-        CLEF_SPLIT_TEST
+        CLEF_SPLIT_TEST,
+        CLEF_ACTIVATION_RELU,
+        CLEF_ACTIVATION_TANH,
+        CLEF_ACTIVATION_SIGMOID,
+        CLEF_DESCRIPTOR_SIZE_V1_0,
+        CLEF_DESCRIPTOR_SIZE_V1_3
     );
     v
 }

@@ -80,7 +80,9 @@ fn plugins() -> &'static Plugins {
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let lib = c_dir.join(clef_core::plugin::file_name("c-minimal"));
         let out = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-std=c99", "-Wall", "-Wextra", "-I"])
+            .args([
+                "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I",
+            ])
             .arg(repo_root().join("framework/abi/include"))
             .arg("-o")
             .arg(&lib)
@@ -588,6 +590,13 @@ fn hyperparameters_are_checked_against_the_schema() {
     );
 }
 
+/// The `strategy_metrics` value `key` of task `task` in record `r`.
+fn metric(r: &Value, task: usize, key: &str) -> f64 {
+    r["strategy_metrics"][task][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no strategy_metrics[{task}].{key} in {r}"))
+}
+
 #[test]
 fn c_plugin_loads_lists_and_trains() {
     let p = plugins();
@@ -599,14 +608,15 @@ fn c_plugin_loads_lists_and_trains() {
     assert!(out.status.success(), "{}", show(&out));
     let listing = text(&out.stdout);
     for x in [
-        "c-minimal 0.1.0 (ABI 1.2)",
+        "c-minimal 0.2.0 (ABI 1.3)",
         "libclef_plugin_c_minimal",
-        "hooks:  on_task_start, after_backward",
-        "scale",
-        "float",
-        "default 0.0",
-        "range [0, 1000]",
-        "adds scale * w to every weight gradient",
+        "hooks:  on_model_built, on_task_start, after_backward, on_task_end",
+        "lambda",
+        "range [0, 10000], log scale",
+        "strength of the L2 pull towards the anchor weights",
+        r#"one of "previous-task" | "init""#,
+        "samples  int    default 16         range [1, 256]",
+        "biases   bool   default true",
     ] {
         assert!(listing.contains(x), "expected {x:?} in\n{listing}");
     }
@@ -615,31 +625,96 @@ fn c_plugin_loads_lists_and_trains() {
     let strategies = r#"
 [[strategy]]
 name = "c-minimal"
-label = "scale-0"
+label = "plain"
 
 [[strategy]]
 name = "c-minimal"
-label = "scale-0.5"
-hparams = { scale = 0.5 }
+label = "typed"
+hparams = { lambda = 0.5, anchor = "init", distill = 2, samples = 8, biases = false }
+
+[[strategy]]
+name = "c-minimal"
+label = "pull"
+hparams = { lambda = 1.0 }
+
+[[strategy]]
+name = "c-minimal"
+label = "distill"
+hparams = { distill = 1.0 }
 "#;
     let cfg = config(tmp.path(), &[&p.c], strategies);
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "info");
     assert!(out.status.success(), "{}", show(&out));
     let log = text(&out.stderr);
-    assert!(log.contains("c-minimal: task 0 of 5, scale 0.5"), "{log}");
+    assert!(
+        log.contains(
+            "c-minimal: task 0 of 5, lambda 0.5, anchor init, distill 2, samples 8, biases 0"
+        ),
+        "{log}"
+    );
+    // The plugin keeps state but has no save_state: checkpoints are off, with a warning, and
+    // the trials still complete.
+    assert!(
+        log.contains("no more checkpoints for this trial")
+            && log.contains(
+                "plugin `c-minimal` does not save its state (no save_state export): checkpoints \
+                 are off for this trial"
+            ),
+        "{log}"
+    );
     let builtin = builtin_finetune(&cfg, tmp.path());
     let raw = lines(&tmp.path().join("out"));
     for setting in ["task-il", "class-il"] {
+        // With lambda = distill = 0 it trains exactly as fine-tuning.
         assert_same_training(
-            line(&raw, "scale-0", setting),
+            line(&raw, "plain", setting),
             line(&builtin, "finetune", setting),
         );
-        let zero = find(&recs, "scale-0", setting);
-        let half = find(&recs, "scale-0.5", setting);
-        assert_eq!(half["status"], "completed");
-        assert_ne!(half["accuracy_matrix"], zero["accuracy_matrix"]);
-        assert_ne!(half["mean_loss"], zero["mean_loss"]);
+        // The typed values it received (reported in task 0) are the config's, in the kinds'
+        // encodings: numbers, the choice's index, the bool as 0/1; defaults filled in.
+        let typed = find(&recs, "typed", setting);
+        let plain = find(&recs, "plain", setting);
+        for (r, want) in [
+            (typed, [0.5, 1.0, 2.0, 8.0, 0.0]),
+            (plain, [0.0, 0.0, 0.0, 16.0, 1.0]),
+        ] {
+            assert_eq!(r["status"], "completed");
+            let got: Vec<f64> = ["lambda", "anchor", "distill", "samples", "biases"]
+                .iter()
+                .map(|k| metric(r, 0, &format!("hparam.{k}")))
+                .collect();
+            assert_eq!(got, want, "{}", r["strategy"]);
+        }
+        // The L2 pull keeps the weights closer to the previous task's: a smaller distance at
+        // every task end (tasks 1..4; the anchor exists from the end of task 0).
+        let pull = find(&recs, "pull", setting);
+        for t in 1..5 {
+            let (a, b) = (
+                metric(pull, t, "anchor_dist2"),
+                metric(plain, t, "anchor_dist2"),
+            );
+            assert!(a < b, "{setting} task {t}: pull {a} vs plain {b}");
+        }
+        // The distillation (forward + vjp) keeps the stored rows' logits closer to what they
+        // were at their task's end.
+        let distill = find(&recs, "distill", setting);
+        for t in 1..5 {
+            let (a, b) = (
+                metric(distill, t, "output_drift"),
+                metric(plain, t, "output_drift"),
+            );
+            assert!(a < b, "{setting} task {t}: distill {a} vs plain {b}");
+        }
+        assert_ne!(distill["accuracy_matrix"], plain["accuracy_matrix"]);
     }
+    // In class-IL, where fine-tuning forgets most, distillation forgets less.
+    let forgetting = |s: &str| find(&recs, s, "class-il")["metrics"]["forgetting"].as_f64();
+    assert!(
+        forgetting("distill") < forgetting("plain"),
+        "{:?} vs {:?}",
+        forgetting("distill"),
+        forgetting("plain")
+    );
 }
 
 #[test]
@@ -698,7 +773,7 @@ fn new_plugin_template_builds_and_loads() {
         .unwrap();
     let listing = text(&listing.stdout);
     assert!(
-        listing.contains("l2-anchor 0.1.0 (ABI 1.2)") && listing.contains("lambda"),
+        listing.contains("l2-anchor 0.1.0 (ABI 1.3)") && listing.contains("lambda"),
         "{listing}"
     );
 

@@ -182,6 +182,7 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
         } else {
             None
         },
+        create_typed: None,
     };
     Exported {
         desc,

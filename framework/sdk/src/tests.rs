@@ -179,7 +179,7 @@ fn descriptor_carries_name_version_and_schema() {
     let desc = descriptor_of::<Probe>();
     assert_eq!(desc.abi_major, CLEF_ABI_MAJOR);
     assert_eq!(desc.abi_minor, CLEF_ABI_MINOR);
-    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_0);
+    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_3);
     // SAFETY: an SDK-built descriptor.
     let info = unsafe { describe(desc) };
     assert_eq!(info.name, "probe");

@@ -12,8 +12,9 @@ use std::sync::{Mutex, OnceLock};
 
 use clef_abi::{
     ClefEntryFn, ClefHparam, ClefPluginDescriptor, CLEF_ABI_MAJOR, CLEF_ABI_MINOR,
-    CLEF_DESCRIPTOR_SIZE_V1_0, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
-    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_HPARAM_NEEDS_PAST_TASKS,
+    CLEF_DESCRIPTOR_SIZE_V1_0, CLEF_DESCRIPTOR_SIZE_V1_3, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL,
+    CLEF_HPARAM_CHOICE, CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE,
+    CLEF_HPARAM_NEEDS_PAST_TASKS,
 };
 
 use super::discover::name_from_file;
@@ -231,6 +232,7 @@ pub struct LoadedPlugin {
     /// Hash of the library file's bytes when it was loaded ([`library_hash`]): part of every
     /// trial's identity, so a rebuilt plugin runs its trials again.
     pub library_hash: String,
+    /// The host's copy of the descriptor (fields past the plugin's `struct_size` are null).
     pub(crate) desc: &'static ClefPluginDescriptor,
 }
 
@@ -287,10 +289,37 @@ struct DescriptorHead {
 }
 
 /// Bytes of the descriptor an ABI `1.minor` plugin must provide. Fields are append-only; ABI
-/// 1.0 is every field up to `load_state`. A plugin newer than this host (`minor >
-/// CLEF_ABI_MINOR`) is read as far as this host knows.
-fn required_descriptor_size(_minor: u16) -> usize {
-    CLEF_DESCRIPTOR_SIZE_V1_0
+/// 1.0 to 1.2 is every field up to `load_state`, 1.3 adds `create_typed`. A plugin newer than
+/// this host (`minor > CLEF_ABI_MINOR`) is read as far as this host knows.
+fn required_descriptor_size(minor: u16) -> usize {
+    if minor >= 3 {
+        CLEF_DESCRIPTOR_SIZE_V1_3
+    } else {
+        CLEF_DESCRIPTOR_SIZE_V1_0
+    }
+}
+
+/// The host's copy of a plugin's descriptor: the first `size` bytes of the plugin's, the fields
+/// past them (added by later minor versions) null, so an older plugin's missing trailing
+/// hooks read as absent. Leaked: it lives as long as the (never unloaded) library.
+///
+/// # Safety
+/// `desc_ptr` must point to at least `size` readable bytes of static plugin data, with
+/// `size <= size_of::<ClefPluginDescriptor>()`.
+unsafe fn copy_descriptor(
+    desc_ptr: *const ClefPluginDescriptor,
+    size: usize,
+) -> &'static ClefPluginDescriptor {
+    let mut copy = std::mem::MaybeUninit::<ClefPluginDescriptor>::zeroed();
+    // SAFETY: `size` readable bytes at `desc_ptr` (caller) and `size` writable bytes in
+    // `copy`, which is at most as large; the two do not overlap (`copy` is a local).
+    unsafe {
+        std::ptr::copy_nonoverlapping(desc_ptr.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), size)
+    };
+    // SAFETY: every field of the descriptor is an integer, a raw pointer or an
+    // `Option<extern fn>`, for which all-zero bytes are valid (0, null, `None`); the copied
+    // prefix holds the plugin's values of those fields.
+    Box::leak(Box::new(unsafe { copy.assume_init() }))
 }
 
 fn load_uncached(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
@@ -344,9 +373,11 @@ fn load_uncached(path: &Path) -> Result<&'static LoadedPlugin, LoadError> {
             required,
         });
     }
-    // SAFETY: the plugin declares ABI 1.x with a struct covering every field of ABI 1.0, so the
-    // whole `ClefPluginDescriptor` is readable; it is static data of a library never unloaded.
-    let desc: &'static ClefPluginDescriptor = unsafe { &*desc_ptr };
+    // Read only the bytes the plugin declares: a 1.0-1.2 descriptor ends before `create_typed`.
+    let size = (head.struct_size as usize).min(std::mem::size_of::<ClefPluginDescriptor>());
+    // SAFETY: the plugin declares `struct_size` bytes of static descriptor data (at least the
+    // size its minor version requires, checked above) in a library that is never unloaded.
+    let desc = unsafe { copy_descriptor(desc_ptr, size) };
     let info = read_info(path, desc)?;
     let library_hash = library_hash(path)?;
     Ok(Box::leak(Box::new(LoadedPlugin {
@@ -416,10 +447,10 @@ fn read_info(path: &Path, desc: &'static ClefPluginDescriptor) -> Result<PluginI
     // SAFETY: as above.
     let description =
         unsafe { c_str(path, desc.description, "the description") }?.unwrap_or_default();
-    if desc.create.is_none() {
+    if desc.create.is_none() && desc.create_typed.is_none() {
         return Err(bad(
             path,
-            format!("plugin `{name}` has no `create` function"),
+            format!("plugin `{name}` has no `create` function (nor `create_typed`)"),
         ));
     }
     const MAX_HPARAMS: usize = 4096;
@@ -578,4 +609,40 @@ fn read_hparam(path: &Path, i: usize, h: &ClefHparam) -> Result<HParamSpec, Load
 /// The ABI this host implements, as `major.minor`.
 pub fn host_abi() -> String {
     format!("{CLEF_ABI_MAJOR}.{CLEF_ABI_MINOR}")
+}
+
+#[cfg(test)]
+mod descriptor_tests {
+    use super::*;
+
+    unsafe extern "C" fn never_called(
+        _host: *const clef_abi::ClefHost,
+        _toml: *const c_char,
+        _values: *const clef_abi::ClefHparamValue,
+        _n: usize,
+        _out: *mut *mut std::ffi::c_void,
+    ) -> i32 {
+        clef_abi::CLEF_ERROR
+    }
+
+    #[test]
+    fn older_descriptors_are_read_only_as_far_as_they_declare() {
+        assert_eq!(required_descriptor_size(0), CLEF_DESCRIPTOR_SIZE_V1_0);
+        assert_eq!(required_descriptor_size(2), CLEF_DESCRIPTOR_SIZE_V1_0);
+        assert_eq!(required_descriptor_size(3), CLEF_DESCRIPTOR_SIZE_V1_3);
+        // SAFETY: a zeroed descriptor is valid (integers, null pointers, `None`s).
+        let mut d: ClefPluginDescriptor = unsafe { std::mem::zeroed() };
+        d.abi_major = CLEF_ABI_MAJOR;
+        d.abi_minor = 2;
+        d.n_hparams = 7;
+        // Bytes past a 1.2 descriptor's end that happen to look like a hook.
+        d.create_typed = Some(never_called);
+        // SAFETY: `d` is a whole descriptor, so any prefix of it is readable.
+        let old = unsafe { copy_descriptor(&d, CLEF_DESCRIPTOR_SIZE_V1_0) };
+        assert!(old.create_typed.is_none());
+        assert_eq!((old.abi_minor, old.n_hparams), (2, 7));
+        // SAFETY: as above.
+        let new = unsafe { copy_descriptor(&d, CLEF_DESCRIPTOR_SIZE_V1_3) };
+        assert!(new.create_typed.is_some());
+    }
 }
