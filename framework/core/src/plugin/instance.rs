@@ -579,6 +579,7 @@ mod tests {
             name: name.into(),
             kind,
             log_scale: false,
+            needs_past_tasks: false,
             default,
             min: f64::NEG_INFINITY,
             max: f64::INFINITY,
@@ -607,6 +608,7 @@ mod tests {
         };
         Box::leak(Box::new(LoadedPlugin {
             info,
+            library_hash: "0000000000000000".into(),
             desc: Box::leak(Box::new(desc)),
         }))
     }
