@@ -155,7 +155,7 @@ impl Strategy for {ty} {{
 
     fn on_task_start(&mut self, ctx: &mut Ctx<'_>, task: &TaskInfo) -> Result<()> {{
         info!(task = task.task, "anchoring the weights");
-        self.anchor = (0..ctx.param_count())
+        self.anchor = (0..ctx.param_count()?)
             .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
             .collect::<Result<_>>()?;
         Ok(())

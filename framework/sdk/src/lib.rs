@@ -82,7 +82,7 @@
 //!     }
 //!
 //!     fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-//!         self.init = (0..ctx.param_count())
+//!         self.init = (0..ctx.param_count()?)
 //!             .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
 //!             .collect::<Result<_>>()?;
 //!         Ok(())
