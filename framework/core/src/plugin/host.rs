@@ -30,7 +30,7 @@ use crate::config::Setting;
 use crate::strategy::{Batch, Ctx};
 
 /// One `batch_append` call: inputs, targets, and per-row masks (if given).
-pub(crate) type Appended = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
+pub type Appended = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
 
 /// The service table handed to every plugin's `create` (one static instance, valid forever).
 ///
@@ -38,17 +38,23 @@ pub(crate) type Appended = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
 /// only, and the services use a context only while the hook that received it runs.
 pub(crate) static HOST: ClefHost = clef_services::table::<CoreModel<'static, 'static>>();
 
+/// The real host's service table ([`HOST`]): what a plugin's `create` receives.
+pub fn host_table() -> &'static ClefHost {
+    &HOST
+}
+
 /// What `*mut ClefCtx` points to during one hook call: the shared layer's per-call context over
 /// the core's model (`repr(transparent)`, so the pointer is the [`HostCall`]'s, which the
-/// services of [`HOST`] expect).
+/// services of [`host_table`] expect). The plugin hooks build one per call; it is public so
+/// tests can call the real host's services as a plugin would (`tests/service_conformance.rs`).
 #[repr(transparent)]
-pub(crate) struct HostCtx<'a, 'c>(HostCall<CoreModel<'a, 'c>>);
+pub struct HostCtx<'a, 'c>(HostCall<CoreModel<'a, 'c>>);
 
 impl<'a, 'c> HostCtx<'a, 'c> {
     /// A context over the core's `ctx` (none in `save_state`/`load_state`) and the batch in
     /// `before_batch`. The batch is only read during the hook: rows the plugin appends are kept
     /// aside ([`HostCtx::take_appended`]) so the view `batch_get` handed out stays valid.
-    pub(crate) fn new(
+    pub fn new(
         plugin: &'static str,
         ctx: Option<&'a mut Ctx<'c>>,
         batch: Option<&'a mut Batch>,
@@ -62,8 +68,9 @@ impl<'a, 'c> HostCtx<'a, 'c> {
         }))
     }
 
-    /// The opaque pointer handed to the plugin.
-    pub(crate) fn as_raw(&mut self) -> *mut ClefCtx {
+    /// The opaque pointer handed to the plugin (valid while `self` is neither moved nor
+    /// dropped).
+    pub fn as_raw(&mut self) -> *mut ClefCtx {
         self.0.as_raw()
     }
 
@@ -73,7 +80,7 @@ impl<'a, 'c> HostCtx<'a, 'c> {
     }
 
     /// The last refused service of this call (`service: detail`), taken.
-    pub(crate) fn take_service_error(&mut self) -> Option<String> {
+    pub fn take_service_error(&mut self) -> Option<String> {
         self.0.take_service_error()
     }
 
@@ -83,13 +90,13 @@ impl<'a, 'c> HostCtx<'a, 'c> {
     }
 
     /// Values the plugin reported in this call (`report`), in call order, taken.
-    pub(crate) fn take_reports(&mut self) -> Vec<(String, f64)> {
+    pub fn take_reports(&mut self) -> Vec<(String, f64)> {
         std::mem::take(&mut self.0.model_mut().reports)
     }
 
     /// Rows the plugin appended in this call (`batch_append`), taken: merge them into the
     /// batch after the hook returns.
-    pub(crate) fn take_appended(&mut self) -> Vec<Appended> {
+    pub fn take_appended(&mut self) -> Vec<Appended> {
         std::mem::take(&mut self.0.model_mut().pending)
     }
 
