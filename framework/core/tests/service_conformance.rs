@@ -31,7 +31,7 @@ use clef_backend::{
 };
 use clef_core::config::{ScenarioConfig, ScenarioKind, Setting};
 use clef_core::experts::Experts;
-use clef_core::plugin::{host_table, HostCtx};
+use clef_core::plugin::{host_table, Appended, HostCtx};
 use clef_core::scenario::Scenario;
 use clef_core::strategy::{Batch, Ctx};
 use clef_sdk::testing::{MockHost, MockOptimizer, MockTask, Phase};
@@ -68,16 +68,15 @@ struct Env {
 
 type Call = fn(&ClefHost, *mut ClefCtx, Env) -> (i64, Vec<f64>);
 
+/// A call made by [`Side::call`]: status and numbers.
+type Body<'b> = &'b mut dyn FnMut(&ClefHost, *mut ClefCtx) -> (i64, Vec<f64>);
+
 /// A host under test.
 trait Side {
     /// Runs `f` with the host's table and a context of `hook`.
-    fn call(
-        &mut self,
-        hook: Hook,
-        f: &mut dyn FnMut(&ClefHost, *mut ClefCtx) -> (i64, Vec<f64>),
-    ) -> Outcome;
+    fn call(&mut self, hook: Hook, f: Body<'_>) -> Outcome;
     /// Rows appended so far: `(x, targets, masks)`.
-    fn appended(&self) -> Vec<(Vec<f32>, Vec<usize>, Option<Vec<bool>>)>;
+    fn appended(&self) -> Vec<Appended>;
     /// Values reported so far.
     fn reports(&self) -> Vec<(String, f64)>;
 }
@@ -90,7 +89,7 @@ struct Real {
     rng: ChaCha8Rng,
     batch: Batch,
     task: usize,
-    appended: Vec<(Vec<f32>, Vec<usize>, Option<Vec<bool>>)>,
+    appended: Vec<Appended>,
     reports: Vec<(String, f64)>,
 }
 
@@ -199,11 +198,7 @@ impl Real {
 }
 
 impl Side for Real {
-    fn call(
-        &mut self,
-        hook: Hook,
-        f: &mut dyn FnMut(&ClefHost, *mut ClefCtx) -> (i64, Vec<f64>),
-    ) -> Outcome {
+    fn call(&mut self, hook: Hook, f: Body<'_>) -> Outcome {
         let mut ctx = Ctx {
             net: &mut self.net,
             experts: &mut self.experts,
@@ -230,7 +225,7 @@ impl Side for Real {
         }
     }
 
-    fn appended(&self) -> Vec<(Vec<f32>, Vec<usize>, Option<Vec<bool>>)> {
+    fn appended(&self) -> Vec<Appended> {
         self.appended.clone()
     }
 
@@ -240,11 +235,7 @@ impl Side for Real {
 }
 
 impl Side for MockHost {
-    fn call(
-        &mut self,
-        hook: Hook,
-        f: &mut dyn FnMut(&ClefHost, *mut ClefCtx) -> (i64, Vec<f64>),
-    ) -> Outcome {
+    fn call(&mut self, hook: Hook, f: Body<'_>) -> Outcome {
         self.state_mut().phase = match hook {
             Hook::NoTraining => Phase::LoadState,
             Hook::Training => Phase::AfterBackward,
@@ -261,7 +252,7 @@ impl Side for MockHost {
         }
     }
 
-    fn appended(&self) -> Vec<(Vec<f32>, Vec<usize>, Option<Vec<bool>>)> {
+    fn appended(&self) -> Vec<Appended> {
         self.state()
             .appended
             .iter()

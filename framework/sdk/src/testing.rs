@@ -545,7 +545,9 @@ impl MockHost {
         let s = self.state_mut();
         let (d, k) = (s.input_dim, s.num_outputs);
         let train = training_mask(s);
-        let mut rows: Vec<(&[f32], usize, Option<&[bool]>)> = s
+        /// One row of the loss: inputs, target, class mask.
+        type Row<'r> = (&'r [f32], usize, Option<&'r [bool]>);
+        let mut rows: Vec<Row<'_>> = s
             .batch_x
             .chunks_exact(d.max(1))
             .zip(&s.batch_targets)
@@ -893,10 +895,11 @@ impl ServiceModel for MockModel {
         // Selecting resets the expert's optimizer state (as the real host does).
         s.steps = 0;
         for p in &mut s.params {
-            for slot in [&mut p.momentum, &mut p.exp_avg, &mut p.exp_avg_sq] {
-                if let Some(b) = slot {
-                    b.fill(0.0);
-                }
+            for b in [&mut p.momentum, &mut p.exp_avg, &mut p.exp_avg_sq]
+                .into_iter()
+                .flatten()
+            {
+                b.fill(0.0);
             }
         }
         Ok(())
