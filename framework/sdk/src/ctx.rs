@@ -295,6 +295,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// The next value of the instance's seeded random stream (reproducible per trial seed).
+    ///
+    /// The service has no status: where the host refuses it (`save_state`/`load_state`, which
+    /// run without a training context) the value is 0. Draw randomness in training hooks.
     pub fn rng_u64(&mut self) -> u64 {
         // SAFETY: see `Ctx::new`: valid table and context, on the hook's thread.
         unsafe { (self.host.rng_u64)(self.raw) }

@@ -425,3 +425,6 @@ pub trait ServiceModel {
         Err(ServiceError::unsupported("this host has no expert pool"))
     }
 }
+
+#[cfg(test)]
+mod tests;
