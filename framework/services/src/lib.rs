@@ -1,6 +1,6 @@
 //! The clef host services, written once.
 //!
-//! A plugin calls back into its host through the [`ClefHost`] table of `extern "C"` functions
+//! A plugin calls back into its host through the [`ClefHost`](clef_abi::ClefHost) table of `extern "C"` functions
 //! (`clef-abi`). Everything those functions do besides the model's own arithmetic lives here:
 //!
 //! - the **argument checks**: null or misaligned pointers, negative counts, length products

@@ -38,7 +38,7 @@ pub type Appended = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
 /// only, and the services use a context only while the hook that received it runs.
 pub(crate) static HOST: ClefHost = clef_services::table::<CoreModel<'static, 'static>>();
 
-/// The real host's service table ([`HOST`]): what a plugin's `create` receives.
+/// The real host's service table: what a plugin's `create` receives (one static table, valid forever).
 pub fn host_table() -> &'static ClefHost {
     &HOST
 }
