@@ -68,7 +68,7 @@ use clef_abi::{
 };
 use clef_services::{
     Access, Activation, BatchRef, Facts, HostCall, ParamFacts, Rows, ServiceError, ServiceModel,
-    ServiceResult, TaskFacts,
+    ServiceResult, TaskFacts, View, ViewOf,
 };
 
 use crate::export::{entry, DescriptorCell};
@@ -719,12 +719,14 @@ impl ServiceModel for MockModel {
         }
     }
 
-    fn param_values(&mut self, index: usize) -> &mut [f32] {
-        &mut self.state.params[index].values
+    fn param_values(&mut self, index: usize) -> View {
+        // `Vec::as_mut_ptr` (through `view`) creates no reference to the elements, so views
+        // the plugin already holds stay valid.
+        self.state.params[index].values.view()
     }
 
-    fn param_grads(&mut self, index: usize) -> &mut [f32] {
-        &mut self.state.params[index].grads
+    fn param_grads(&mut self, index: usize) -> View {
+        self.state.params[index].grads.view()
     }
 
     fn optimizer_slots(&self) -> Vec<&'static str> {
@@ -741,12 +743,12 @@ impl ServiceModel for MockModel {
         .collect()
     }
 
-    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<&mut [f32]> {
+    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<View> {
         let p = &mut self.state.params[index];
         match slot {
-            "momentum" => p.momentum.as_deref_mut(),
-            "exp_avg" => p.exp_avg.as_deref_mut(),
-            "exp_avg_sq" => p.exp_avg_sq.as_deref_mut(),
+            "momentum" => p.momentum.as_mut().map(ViewOf::view),
+            "exp_avg" => p.exp_avg.as_mut().map(ViewOf::view),
+            "exp_avg_sq" => p.exp_avg_sq.as_mut().map(ViewOf::view),
             _ => None,
         }
     }

@@ -278,11 +278,11 @@ pub(crate) fn shape4(shape: &[usize]) -> ServiceResult<(i32, [i64; 4])> {
     Ok((shape.len() as i32, s))
 }
 
-/// A writable view of `data` (made with `as_mut_ptr`).
-pub(crate) fn tensor(data: &mut [f32], shape: &[usize]) -> ServiceResult<ClefTensor> {
+/// A writable view of a host buffer.
+pub(crate) fn tensor(data: crate::View, shape: &[usize]) -> ServiceResult<ClefTensor> {
     let (ndim, shape) = shape4(shape)?;
     Ok(ClefTensor {
-        data: data.as_mut_ptr(),
+        data: data.cast::<f32>(),
         numel: data.len() as i64,
         ndim,
         writable: 1,

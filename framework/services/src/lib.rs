@@ -191,6 +191,25 @@ pub struct Rows {
     pub masks: Option<Vec<bool>>,
 }
 
+/// A host buffer handed out as a writable view: a raw slice pointer rather than a `&mut [f32]`,
+/// so that fetching a view does not invalidate the views of the same buffer a plugin already
+/// holds (under Rust's aliasing rules a fresh `&mut` to a buffer would). Build it without an
+/// intermediate reference where you can ([`ViewOf::view`] on a `Vec` uses `Vec::as_mut_ptr`); it must
+/// stay valid, and must not move, until the hook returns.
+pub type View = *mut [f32];
+
+/// Views of a `Vec`'s buffer without materialising a reference to its elements.
+pub trait ViewOf {
+    /// The buffer as a [`View`].
+    fn view(&mut self) -> View;
+}
+
+impl ViewOf for Vec<f32> {
+    fn view(&mut self) -> View {
+        std::ptr::slice_from_raw_parts_mut(self.as_mut_ptr(), self.len())
+    }
+}
+
 /// Activation of an expert network (`expert_add`'s `activation` code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -300,18 +319,21 @@ pub trait ServiceModel {
     /// Parameter tensor `index` (`index < param_count()`).
     fn param_info(&self, index: usize) -> ParamFacts<'_>;
 
-    /// The values of tensor `index` (`index < param_count()`).
-    fn param_values(&mut self, index: usize) -> &mut [f32];
+    /// The values of tensor `index` (`index < param_count()`), as a pointer to the buffer
+    /// that stays valid until the hook returns (see [`View`]).
+    fn param_values(&mut self, index: usize) -> View;
 
-    /// The gradient of tensor `index` (`index < param_count()`).
-    fn param_grads(&mut self, index: usize) -> &mut [f32];
+    /// The gradient of tensor `index` (`index < param_count()`), as [`param_values`].
+    ///
+    /// [`param_values`]: ServiceModel::param_values
+    fn param_grads(&mut self, index: usize) -> View;
 
     /// Names of the optimizer's state slots (for the error naming the slots that exist).
     fn optimizer_slots(&self) -> Vec<&'static str>;
 
     /// Optimizer state `slot` of tensor `index` (`index < param_count()`), `None` if the
     /// optimizer has no such slot.
-    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<&mut [f32]>;
+    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<View>;
 
     /// Logits of `rows >= 1` inputs (`x.len() == rows * input_dim`) into `out` (cleared or
     /// overwritten; must end with `rows * num_outputs` values). No gradients touched.

@@ -64,16 +64,16 @@ impl ServiceModel for Toy {
             numel: 2,
         }
     }
-    fn param_values(&mut self, _index: usize) -> &mut [f32] {
-        &mut self.values
+    fn param_values(&mut self, _index: usize) -> View {
+        self.values.view()
     }
-    fn param_grads(&mut self, _index: usize) -> &mut [f32] {
-        &mut self.values
+    fn param_grads(&mut self, _index: usize) -> View {
+        self.values.view()
     }
     fn optimizer_slots(&self) -> Vec<&'static str> {
         vec!["momentum"]
     }
-    fn optimizer_state(&mut self, _slot: &str, _index: usize) -> Option<&mut [f32]> {
+    fn optimizer_state(&mut self, _slot: &str, _index: usize) -> Option<View> {
         None
     }
     fn forward(&mut self, _x: &[f32], _rows: usize, _out: &mut Vec<f32>) -> ServiceResult {

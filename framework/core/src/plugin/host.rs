@@ -23,7 +23,7 @@ use clef_abi::{
 use clef_backend::{Inputs, Network, ParamRole};
 use clef_services::{
     Access, Activation, BatchRef, Facts, HostCall, ParamFacts, Rows, ServiceError, ServiceModel,
-    ServiceResult, TaskFacts,
+    ServiceResult, TaskFacts, View,
 };
 
 use crate::config::Setting;
@@ -243,11 +243,11 @@ impl ServiceModel for CoreModel<'_, '_> {
         }
     }
 
-    fn param_values(&mut self, index: usize) -> &mut [f32] {
+    fn param_values(&mut self, index: usize) -> View {
         self.ctx_mut().net.params_mut().value_mut(index)
     }
 
-    fn param_grads(&mut self, index: usize) -> &mut [f32] {
+    fn param_grads(&mut self, index: usize) -> View {
         self.ctx_mut().net.params_mut().grad_mut(index)
     }
 
@@ -255,8 +255,11 @@ impl ServiceModel for CoreModel<'_, '_> {
         self.ctx().optimizer.state_names().to_vec()
     }
 
-    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<&mut [f32]> {
-        self.ctx_mut().optimizer.state_mut(slot, index)
+    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<View> {
+        self.ctx_mut()
+            .optimizer
+            .state_mut(slot, index)
+            .map(|s| s as View)
     }
 
     fn forward(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> ServiceResult {
