@@ -13,7 +13,8 @@
 //! `feature_dim == input_dim`), `vjp` and `ntk_gram` give exact, checkable answers (the real
 //! host with an MLP without hidden layer gives the same numbers). Tests may replace
 //! [`MockState::params`] by any tensors (e.g. a deeper model's shapes): the views then work
-//! on them, and the model services answer `CLEF_UNSUPPORTED`.
+//! on them, `features` stays the identity, and `forward`, `vjp`, `ntk_gram` and the loss of
+//! [`MockPlugin::train_step`] answer `CLEF_UNSUPPORTED`.
 //!
 //! Expert pools are bookkeeping over the one linear model ([`MockState::experts`]): `expert_add`
 //! records the architecture, `expert_select` routes the current task (and resets the optimizer
