@@ -64,7 +64,7 @@ impl MaybePull for Option<Anchor> {
 
 /// Copies every parameter tensor of the model.
 pub fn capture(ctx: &Ctx<'_>) -> Result<Tensors> {
-    (0..ctx.param_count())
+    (0..ctx.param_count()?)
         .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
         .collect()
 }
@@ -80,10 +80,10 @@ pub fn add_pull_grad(coef: f32, values: &[f32], anchor: &[f32], grad: &mut [f32]
 /// the model's layout (else an error naming `what`, e.g. "θ0", and the mismatch).
 pub fn add_pull(ctx: &mut Ctx<'_>, anchor: &[Vec<f32>], coef: f32, what: &str) -> Result<()> {
     ensure!(
-        anchor.len() == ctx.param_count(),
+        anchor.len() == ctx.param_count()?,
         "{what} has {} tensors but the model has {}",
         anchor.len(),
-        ctx.param_count()
+        ctx.param_count()?
     );
     for (i, a) in anchor.iter().enumerate() {
         let (w, g) = ctx.values_and_grads(i)?;

@@ -295,6 +295,9 @@ impl<'a> Ctx<'a> {
     }
 
     /// The next value of the instance's seeded random stream (reproducible per trial seed).
+    ///
+    /// The service has no status: where the host refuses it (`save_state`/`load_state`, which
+    /// run without a training context) the value is 0. Draw randomness in training hooks.
     pub fn rng_u64(&mut self) -> u64 {
         // SAFETY: see `Ctx::new`: valid table and context, on the hook's thread.
         unsafe { (self.host.rng_u64)(self.raw) }
@@ -374,11 +377,17 @@ impl<'a> Ctx<'a> {
 
     // ---- parameters ----------------------------------------------------------------------
 
-    /// Number of parameter tensors.
-    pub fn param_count(&self) -> usize {
+    /// Number of parameter tensors. Fails where the host refuses it (e.g. in
+    /// `save_state`/`load_state`, which run without a training context).
+    pub fn param_count(&self) -> Result<usize> {
         // SAFETY: valid table and context (Ctx::new).
         let n = unsafe { (self.host.param_count)(self.raw) };
-        usize::try_from(n).unwrap_or(0)
+        if n >= 0 {
+            return count("param_count", "count", n);
+        }
+        // A negative count is a status code (the service's contract).
+        let status = i32::try_from(n).unwrap_or(clef_abi::CLEF_ERROR);
+        Err(Error::host("param_count", status))
     }
 
     /// Name, shape and role of parameter tensor `index`.
@@ -433,7 +442,7 @@ impl<'a> Ctx<'a> {
 
     /// Every parameter tensor's info, in index order.
     pub fn params(&self) -> Result<Vec<ParamInfo>> {
-        (0..self.param_count())
+        (0..self.param_count()?)
             .map(|i| self.param_info(i))
             .collect()
     }
@@ -460,16 +469,14 @@ impl<'a> Ctx<'a> {
         Ok(tensor)
     }
 
+    /// A writable view as `&mut [f32]`.
+    ///
     /// # Safety
     /// `tensor` must come from [`Ctx::view`] during this hook, and the returned slice must be
-    /// tied to a borrow of `self` that prevents any other view or service call meanwhile
-    /// (for `&mut` results) or any mutable view (for shared results).
-    unsafe fn slice_mut<'s>(
-        service: &str,
-        tensor: ClefTensor,
-        need_writable: bool,
-    ) -> Result<&'s mut [f32]> {
-        if need_writable && tensor.writable == 0 {
+    /// tied to a mutable borrow of `self`, which prevents any other view or service call while
+    /// it lives.
+    unsafe fn slice_mut<'s>(service: &str, tensor: ClefTensor) -> Result<&'s mut [f32]> {
+        if tensor.writable == 0 {
             return Err(Error::msg(format!(
                 "host service `{service}` returned a read-only view here (use the `_ref` \
                  variant to read it)"
@@ -478,10 +485,26 @@ impl<'a> Ctx<'a> {
         if tensor.numel == 0 {
             return Ok(&mut []);
         }
-        // SAFETY: the host guarantees `data` points to `numel` f32s valid (and, when writable,
-        // not aliased by any other mutable view) until the hook returns; the caller ties the
-        // slice to a borrow of the Ctx.
+        // SAFETY: the host guarantees `data` points to `numel` f32s valid, and not aliased by
+        // any other mutable view, until the hook returns; the caller ties the slice to a
+        // mutable borrow of the Ctx.
         Ok(unsafe { std::slice::from_raw_parts_mut(tensor.data, tensor.numel as usize) })
+    }
+
+    /// A read-only view as `&[f32]` (a shared slice, never a `&mut`, so several read-only
+    /// views of one tensor may coexist).
+    ///
+    /// # Safety
+    /// `tensor` must come from [`Ctx::view`] during this hook, and the returned slice must be
+    /// tied to a shared borrow of `self`, which prevents any mutable view while it lives.
+    unsafe fn slice_ref<'s>(tensor: ClefTensor) -> &'s [f32] {
+        if tensor.numel == 0 {
+            return &[];
+        }
+        // SAFETY: the host guarantees `data` points to `numel` f32s valid until the hook
+        // returns; no mutable view can coexist with the shared borrow of the Ctx the caller
+        // ties this slice to.
+        unsafe { std::slice::from_raw_parts(tensor.data.cast_const(), tensor.numel as usize) }
     }
 
     /// The values of parameter tensor `index`, writable (edits take effect at the next
@@ -492,7 +515,7 @@ impl<'a> Ctx<'a> {
             unsafe { (h.param_values)(c, to_i64(index), out) }
         })?;
         // SAFETY: the slice borrows `self` mutably (see `slice_mut`).
-        unsafe { Self::slice_mut("param_values", t, true) }
+        unsafe { Self::slice_mut("param_values", t) }
     }
 
     /// The values of parameter tensor `index`, read-only.
@@ -501,9 +524,9 @@ impl<'a> Ctx<'a> {
             // SAFETY: valid table and context (Ctx::new); `out` is a live ClefTensor.
             unsafe { (h.param_values)(c, to_i64(index), out) }
         })?;
-        // SAFETY: the slice is returned as shared and borrows `self`, so no mutable view (which
-        // needs `&mut self`) can coexist with it.
-        unsafe { Self::slice_mut("param_values", t, false) }.map(|s| &*s)
+        // SAFETY: the slice is shared and borrows `self`, so no mutable view (which needs
+        // `&mut self`) can coexist with it (see `slice_ref`).
+        Ok(unsafe { Self::slice_ref(t) })
     }
 
     /// The gradient of parameter tensor `index` (d loss / d param of the current batch),
@@ -514,7 +537,7 @@ impl<'a> Ctx<'a> {
             unsafe { (h.param_grads)(c, to_i64(index), out) }
         })?;
         // SAFETY: the slice borrows `self` mutably (see `slice_mut`).
-        unsafe { Self::slice_mut("param_grads", t, true) }
+        unsafe { Self::slice_mut("param_grads", t) }
     }
 
     /// The gradient of parameter tensor `index`, read-only (e.g. in `after_step`, where the
@@ -524,9 +547,9 @@ impl<'a> Ctx<'a> {
             // SAFETY: valid table and context (Ctx::new); `out` is a live ClefTensor.
             unsafe { (h.param_grads)(c, to_i64(index), out) }
         })?;
-        // SAFETY: the slice is returned as shared and borrows `self`, so no mutable view (which
-        // needs `&mut self`) can coexist with it.
-        unsafe { Self::slice_mut("param_grads", t, false) }.map(|s| &*s)
+        // SAFETY: the slice is shared and borrows `self`, so no mutable view (which needs
+        // `&mut self`) can coexist with it (see `slice_ref`).
+        Ok(unsafe { Self::slice_ref(t) })
     }
 
     /// The values (read-only) and the gradient (writable) of parameter tensor `index` at
@@ -541,11 +564,12 @@ impl<'a> Ctx<'a> {
             unsafe { (h.param_grads)(c, to_i64(index), out) }
         })?;
         // SAFETY: values and gradients are distinct host buffers (the host guarantees that no
-        // two mutable views alias); both slices borrow `self` mutably for their lifetime.
-        let values = unsafe { Self::slice_mut("param_values", values, false) }?;
+        // two mutable views alias); both slices borrow `self` mutably for their lifetime, and
+        // the values are only read (a shared slice).
+        let values = unsafe { Self::slice_ref(values) };
         // SAFETY: as above.
-        let grads = unsafe { Self::slice_mut("param_grads", grads, true) }?;
-        Ok((&*values, grads))
+        let grads = unsafe { Self::slice_mut("param_grads", grads) }?;
+        Ok((values, grads))
     }
 
     /// Optimizer state `slot` of parameter tensor `index` (`"momentum"` for SGD,
@@ -566,7 +590,7 @@ impl<'a> Ctx<'a> {
         check("optimizer_state", status)?;
         let t = Self::check_tensor("optimizer_state", tensor)?;
         // SAFETY: the slice borrows `self` mutably (see `slice_mut`).
-        unsafe { Self::slice_mut("optimizer_state", t, true) }.map(Some)
+        unsafe { Self::slice_mut("optimizer_state", t) }.map(Some)
     }
 
     // ---- model evaluation -------------------------------------------------------------------
@@ -821,6 +845,38 @@ impl<'a> Ctx<'a> {
             (self.host.task_mask)(self.raw, to_i64(task), out.as_mut_ptr(), to_i64(out.len()))
         })?;
         Ok(out.into_iter().map(|b| b != 0).collect())
+    }
+
+    /// The output units of task `task`'s training softmax as the trainer uses them: task-IL
+    /// the task's units; class-IL the units of tasks `0..=task`; domain-IL every output (in
+    /// ascending order, without duplicates). E.g. the classes a Fisher or a function-space
+    /// regulariser of task `task` sums over.
+    pub fn training_units(&mut self, task: usize) -> Result<Vec<usize>> {
+        let info = self.task_info()?;
+        let k = info.num_outputs;
+        let mask = match info.setting {
+            Setting::TaskIl => self.task_mask(task)?,
+            Setting::ClassIl => {
+                let mut union = vec![false; k];
+                for j in 0..=task {
+                    for (u, m) in union.iter_mut().zip(self.task_mask(j)?) {
+                        *u |= m;
+                    }
+                }
+                union
+            }
+            Setting::DomainIl => vec![true; k],
+            Setting::Other(code) => {
+                return Err(Error::msg(format!(
+                    "training_units: unknown evaluation setting (code {code})"
+                )))
+            }
+        };
+        Ok(mask
+            .iter()
+            .enumerate()
+            .filter_map(|(u, &m)| m.then_some(u))
+            .collect())
     }
 
     // ---- architecture ----------------------------------------------------------------------

@@ -43,8 +43,8 @@ pub fn host() -> MockHost {
 }
 
 /// Runs task `task` of the kit's script: the batch is the task's first 4 training rows;
-/// `on_task_start`, then per batch `before_batch` → seeded gradients → `after_backward` → a
-/// small deterministic parameter move (the "step") → `after_step`; `on_task_end`; then
+/// `on_task_start`, then [`MockPlugin::train_step`] per batch (`before_batch` → the batch's
+/// loss gradient → `after_backward` → the optimizer step → `after_step`); `on_task_end`; then
 /// `before_eval`/`after_eval` for every task so far.
 pub fn run_task(plugin: &mut MockPlugin, host: &mut MockHost, task: usize) {
     let ctx = |what: &str, e: crate::testing::HookError| -> ! {
@@ -61,24 +61,10 @@ pub fn run_task(plugin: &mut MockPlugin, host: &mut MockHost, task: usize) {
     plugin
         .on_task_start(host)
         .unwrap_or_else(|e| ctx("on_task_start", e));
-    for step in 0..STEPS {
+    for _ in 0..STEPS {
         plugin
-            .before_batch(host)
-            .unwrap_or_else(|e| ctx("before_batch", e));
-        host.seed_grads();
-        plugin
-            .after_backward(host, 1.0 / (1 + step) as f32)
-            .unwrap_or_else(|e| ctx("after_backward", e));
-        // The step: a small move along the (plugin-edited) gradient.
-        let s = host.state_mut();
-        for p in &mut s.params {
-            for (v, g) in p.values.iter_mut().zip(&p.grads) {
-                *v -= 0.1 * g;
-            }
-        }
-        plugin
-            .after_step(host)
-            .unwrap_or_else(|e| ctx("after_step", e));
+            .train_step(host)
+            .unwrap_or_else(|e| ctx("a training step", e));
     }
     plugin
         .on_task_end(host)

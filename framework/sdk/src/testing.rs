@@ -1,19 +1,31 @@
 //! An in-process mock host for unit-testing plugins through their C entry points (feature
 //! `testing`).
 //!
-//! [`MockHost`] implements every host service over `Vec` buffers. Its model is a single
-//! linear layer, `logits = W x + b` with `W = params[0]` (`[num_outputs, input_dim]`) and
-//! `b = params[1]`, so `forward`, `features` (the identity: `feature_dim == input_dim`), `vjp`
-//! and `ntk_gram` give exact, checkable answers. It enforces the real host's rules: the batch
-//! services only in `before_batch`, `task_samples` only for tasks up to the current one;
-//! gradients are writable and `vjp` is allowed in every hook (as in the real host).
+//! [`MockHost`] is a model of the `clef-services` service layer, the same layer the real host
+//! uses: every argument check, every "allowed in" rule (no training context in
+//! `save_state`/`load_state`, the batch services only in `before_batch`, `task_samples` only
+//! for tasks up to the current one and only from the training split, the expert services only
+//! in task-IL, ...), every error message and status code is the real host's by construction.
+//! `framework/core/tests/service_conformance.rs` runs the same calls against both.
+//!
+//! Its model is a single linear layer, `logits = W x + b` with `W = params[0]`
+//! (`[num_outputs, input_dim]`) and `b = params[1]`, so `forward`, `features` (the identity:
+//! `feature_dim == input_dim`), `vjp` and `ntk_gram` give exact, checkable answers (the real
+//! host with an MLP without hidden layer gives the same numbers). Tests may replace
+//! [`MockState::params`] by any tensors (e.g. a deeper model's shapes): the views then work
+//! on them, `features` stays the identity, and `forward`, `vjp`, `ntk_gram` and the loss of
+//! [`MockPlugin::train_step`] answer `CLEF_UNSUPPORTED`.
 //!
 //! Expert pools are bookkeeping over the one linear model ([`MockState::experts`]): `expert_add`
-//! records the architecture, `expert_select` routes the current task, `expert_freeze` marks it,
-//! and `expert_params` counts exactly as the real host (body plus `n_units * (feature_dim + 1)`
-//! per routed task; expert 0 is the linear model, whose body is empty). `head_forward` is
-//! `forward` and `head_vjp` adds nothing (the linear model has no body), after the same routing
-//! checks as the real host.
+//! records the architecture, `expert_select` routes the current task (and resets the optimizer
+//! state, as the real host does), `expert_freeze` marks it, and `expert_params` counts exactly
+//! as the real host (body plus `n_units * (feature_dim + 1)` per routed task; expert 0 is the
+//! linear model, whose body is empty; before the pool is used, the model's parameter count).
+//! `head_forward` is `forward` and `head_vjp` adds nothing (the linear model has no body).
+//!
+//! [`MockHost::step`] applies one optimizer step (SGD, or Adam after [`MockHost::use_adam`],
+//! with the update rules of the real host's optimizer), and [`MockPlugin::train_step`] runs a
+//! whole training step through the plugin's hooks, so `after_step` logic can be unit-tested.
 //!
 //! [`MockPlugin`] creates an instance from a descriptor and calls its hooks against a
 //! `MockHost`, turning non-zero statuses into [`HookError`]s with the plugin's `last_error`.
@@ -45,6 +57,7 @@
 //! ```
 
 use std::any::TypeId;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::fmt;
@@ -52,19 +65,22 @@ use std::ptr;
 use std::sync::Mutex;
 
 use clef_abi::{
-    ClefBatch, ClefCtx, ClefHost, ClefParamInfo, ClefPluginDescriptor, ClefTaskInfo, ClefTensor,
-    CLEF_ABI_MAJOR, CLEF_ABI_MINOR, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_NOT_ALLOWED, CLEF_OK,
-    CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_TASK_IL, CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN,
-    CLEF_UNSUPPORTED,
+    ClefCtx, ClefHost, ClefPluginDescriptor, ClefTaskInfo, CLEF_ERROR, CLEF_INVALID_ARGUMENT,
+    CLEF_OK, CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_TASK_IL, CLEF_UNSUPPORTED,
+};
+use clef_services::{
+    Access, Activation, BatchRef, Facts, HostCall, ParamFacts, Rows, ServiceError, ServiceModel,
+    ServiceResult, TaskFacts, View, ViewOf,
 };
 
 use crate::export::{entry, DescriptorCell};
 use crate::Strategy;
 
-/// The hook a [`MockPlugin`] is running (the mock host's services check it).
+/// The hook a [`MockPlugin`] is running (the service layer's rules depend on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// No hook is running.
+    /// No hook is running (services called directly through [`MockHost::raw`] behave as in a
+    /// training hook such as `after_backward`).
     Idle,
     /// `on_model_built`.
     ModelBuilt,
@@ -86,6 +102,17 @@ pub enum Phase {
     SaveState,
     /// `load_state`.
     LoadState,
+}
+
+impl Phase {
+    /// What the service layer allows in this phase.
+    fn access(self) -> Access {
+        match self {
+            Phase::SaveState | Phase::LoadState => Access::NoTraining,
+            Phase::BeforeBatch => Access::BeforeBatch,
+            _ => Access::Training,
+        }
+    }
 }
 
 /// One parameter tensor of the mock model.
@@ -137,6 +164,56 @@ pub struct AppendedRows {
     pub masks: Option<Vec<bool>>,
 }
 
+/// The mock's optimizer ([`MockHost::step`]): the real host's update rules (PyTorch's
+/// `torch.optim.SGD` with dampening 0, `torch.optim.Adam` with L2 weight decay added to the
+/// gradient).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MockOptimizer {
+    /// SGD with optional (Nesterov) momentum; state slot `momentum`.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum coefficient (0 = plain SGD).
+        momentum: f32,
+        /// L2 weight decay added to the gradient.
+        weight_decay: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// Adam; state slots `exp_avg`, `exp_avg_sq`.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator epsilon.
+        eps: f32,
+        /// L2 weight decay added to the gradient.
+        weight_decay: f32,
+    },
+}
+
+impl MockOptimizer {
+    /// The default of a new mock host: SGD, `lr = 0.1`, `momentum = 0.9`.
+    pub const SGD: MockOptimizer = MockOptimizer::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        nesterov: false,
+    };
+    /// What [`MockHost::use_adam`] selects: Adam with PyTorch's defaults (`lr = 1e-3`,
+    /// betas `(0.9, 0.999)`, `eps = 1e-8`).
+    pub const ADAM: MockOptimizer = MockOptimizer::Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+}
+
 /// Everything the mock host holds; public so tests can set up and inspect it.
 #[derive(Debug)]
 pub struct MockState {
@@ -179,15 +256,28 @@ pub struct MockState {
     pub active_expert: usize,
     /// Expert each task is routed to.
     pub routes: Vec<Option<usize>>,
+    /// The optimizer [`MockHost::step`] applies.
+    pub optimizer: MockOptimizer,
+    /// Optimizer steps since the start or the last `expert_select` (Adam's bias correction
+    /// and SGD's first momentum step depend on it).
+    pub steps: u64,
+    /// True once a plugin used the expert pool (`expert_params(-1)` then counts the pool).
+    pool_used: bool,
     rng: u64,
-    units_scratch: Vec<i64>,
-    targets_scratch: Vec<i64>,
 }
 
 /// A host implemented over `Vec` buffers; see the [module docs](self).
 pub struct MockHost {
-    state: Box<MockState>,
+    call: Box<HostCall<MockModel>>,
 }
+
+/// The mock's [`ServiceModel`]: the state, and nothing but the model's arithmetic.
+struct MockModel {
+    state: MockState,
+}
+
+/// The mock host's service table: the shared layer over [`MockModel`].
+static HOST_TABLE: ClefHost = clef_services::table::<MockModel>();
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
 fn noise(i: u64) -> f32 {
@@ -202,7 +292,7 @@ impl MockHost {
     /// A linear model `input_dim -> num_outputs` (small deterministic weights, zero gradients,
     /// zero momentum), and `num_tasks` task-IL tasks splitting the output units evenly, each
     /// with 8 training and 4 test samples. The current task is 0; the batch is the first 4
-    /// training samples of task 0.
+    /// training samples of task 0. The optimizer is [`MockOptimizer::SGD`].
     pub fn new(input_dim: usize, num_outputs: usize, num_tasks: usize) -> Self {
         let num_tasks = num_tasks.max(1);
         let weight: Vec<f32> = (0..num_outputs * input_dim)
@@ -259,38 +349,44 @@ impl MockHost {
             .collect();
         let batch_x = tasks[0].train_x[..4 * input_dim].to_vec();
         let batch_targets = tasks[0].train_y[..4].to_vec();
+        let state = MockState {
+            params,
+            setting: CLEF_SETTING_TASK_IL,
+            task: 0,
+            tasks,
+            input_dim,
+            num_outputs,
+            num_threads: 1,
+            seed: 42,
+            batch_x,
+            batch_targets,
+            batch_current_rows: 4,
+            appended: Vec::new(),
+            logs: Vec::new(),
+            ntk_supported: true,
+            reports: Vec::new(),
+            phase: Phase::Idle,
+            experts: vec![(Vec::new(), 0, false)],
+            active_expert: 0,
+            routes: vec![None; num_tasks],
+            optimizer: MockOptimizer::SGD,
+            steps: 0,
+            pool_used: false,
+            rng: 42,
+        };
         Self {
-            state: Box::new(MockState {
-                params,
-                setting: CLEF_SETTING_TASK_IL,
-                task: 0,
-                tasks,
-                input_dim,
-                num_outputs,
-                num_threads: 1,
-                seed: 42,
-                batch_x,
-                batch_targets,
-                batch_current_rows: 4,
-                appended: Vec::new(),
-                logs: Vec::new(),
-                ntk_supported: true,
-                reports: Vec::new(),
-                phase: Phase::Idle,
-                experts: vec![(Vec::new(), 0, false)],
-                active_expert: 0,
-                routes: vec![None; num_tasks],
-                rng: 42,
-                units_scratch: Vec::new(),
-                targets_scratch: Vec::new(),
-            }),
+            call: Box::new(HostCall::new(MockModel { state })),
         }
     }
 
-    /// Switches every parameter's optimizer state from SGD's `momentum` to Adam's `exp_avg`
-    /// and `exp_avg_sq` (zeros), as the real host does with `optimizer = "adam"`.
+    /// Switches to Adam ([`MockOptimizer::ADAM`]): every parameter's optimizer state changes
+    /// from SGD's `momentum` to Adam's `exp_avg` and `exp_avg_sq` (zeros), as the real host
+    /// does with `optimizer = "adam"`.
     pub fn use_adam(&mut self) {
-        for p in &mut self.state.params {
+        let s = self.state_mut();
+        s.optimizer = MockOptimizer::ADAM;
+        s.steps = 0;
+        for p in &mut s.params {
             p.momentum = None;
             p.exp_avg = Some(vec![0.0; p.values.len()]);
             p.exp_avg_sq = Some(vec![0.0; p.values.len()]);
@@ -299,7 +395,7 @@ impl MockHost {
 
     /// The last value reported for `key` in `task`, if any.
     pub fn reported(&self, task: usize, key: &str) -> Option<f64> {
-        self.state
+        self.state()
             .reports
             .iter()
             .rev()
@@ -309,38 +405,52 @@ impl MockHost {
 
     /// The host's state, to inspect.
     pub fn state(&self) -> &MockState {
-        &self.state
+        &self.call.model().state
     }
 
     /// The host's state, to set up (params, current task, batch, ...).
     pub fn state_mut(&mut self) -> &mut MockState {
-        &mut self.state
+        &mut self.call.model_mut().state
     }
 
     /// The service table (shared by every mock host) and this host's context, to call
-    /// services directly.
+    /// services directly (they then run with the rules of [`MockState::phase`]).
     pub fn raw(&mut self) -> (*const ClefHost, *mut ClefCtx) {
         (&HOST_TABLE, self.ctx())
     }
 
     fn ctx(&mut self) -> *mut ClefCtx {
-        (&mut *self.state as *mut MockState).cast()
+        self.call.as_raw()
+    }
+
+    /// The last service this host refused or failed (`service: detail`), taken: the message
+    /// the real host appends to a failing hook's error.
+    pub fn take_service_error(&mut self) -> Option<String> {
+        self.call.take_service_error()
     }
 
     /// A copy of every parameter tensor's values.
     pub fn values(&self) -> Vec<Vec<f32>> {
-        self.state.params.iter().map(|p| p.values.clone()).collect()
+        self.state()
+            .params
+            .iter()
+            .map(|p| p.values.clone())
+            .collect()
     }
 
     /// A copy of every parameter tensor's gradient.
     pub fn grads(&self) -> Vec<Vec<f32>> {
-        self.state.params.iter().map(|p| p.grads.clone()).collect()
+        self.state()
+            .params
+            .iter()
+            .map(|p| p.grads.clone())
+            .collect()
     }
 
     /// Sets deterministic non-zero gradients, `0.01·((7i + 3j) mod 5) − 0.02` for entry `j` of
     /// tensor `i` (so a test checks that a plugin *adds* to them, not overwrites them).
     pub fn seed_grads(&mut self) {
-        for (i, p) in self.state.params.iter_mut().enumerate() {
+        for (i, p) in self.state_mut().params.iter_mut().enumerate() {
             for (j, g) in p.grads.iter_mut().enumerate() {
                 *g = 0.01 * ((i * 7 + j * 3) % 5) as f32 - 0.02;
             }
@@ -350,17 +460,157 @@ impl MockHost {
     /// Moves every parameter deterministically: entry `j` of tensor `i` by
     /// `scale·((13i + 5j) mod 7 − 3)`.
     pub fn perturb(&mut self, scale: f32) {
-        for (i, p) in self.state.params.iter_mut().enumerate() {
+        for (i, p) in self.state_mut().params.iter_mut().enumerate() {
             for (j, v) in p.values.iter_mut().enumerate() {
                 *v += scale * (((i * 13 + j * 5) % 7) as f32 - 3.0);
             }
         }
     }
 
-    /// The current task's info as the host passes it to `on_task_start` (its `units` point
-    /// into this host and stay valid until the next call).
-    fn task_info_raw(&mut self) -> ClefTaskInfo {
-        fill_task_info(&mut self.state)
+    /// Sets every gradient to zero (what the trainer does before each batch's loss).
+    pub fn zero_grads(&mut self) {
+        for p in &mut self.state_mut().params {
+            p.grads.fill(0.0);
+        }
+    }
+
+    /// One optimizer step on every parameter tensor from its current gradient, with
+    /// [`MockState::optimizer`]'s rule (the real host's: PyTorch's SGD with dampening 0 —
+    /// the first momentum step stores the gradient itself — and Adam with bias correction).
+    /// A missing state slot starts at zero.
+    pub fn step(&mut self) {
+        let s = self.state_mut();
+        s.steps += 1;
+        let t = s.steps;
+        match s.optimizer {
+            MockOptimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => {
+                for p in &mut s.params {
+                    if momentum == 0.0 {
+                        for (w, &g) in p.values.iter_mut().zip(&p.grads) {
+                            *w -= lr * (g + weight_decay * *w);
+                        }
+                        continue;
+                    }
+                    let n = p.values.len();
+                    let m = p.momentum.get_or_insert_with(|| vec![0.0; n]);
+                    for ((w, &g), b) in p.values.iter_mut().zip(&p.grads).zip(m.iter_mut()) {
+                        let d = g + weight_decay * *w;
+                        *b = if t == 1 { d } else { momentum * *b + d };
+                        let step = if nesterov { d + momentum * *b } else { *b };
+                        *w -= lr * step;
+                    }
+                }
+            }
+            MockOptimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let ti = t.min(i32::MAX as u64) as i32;
+                let (bc1, bc2) = (1.0 - beta1.powi(ti), 1.0 - beta2.powi(ti));
+                for p in &mut s.params {
+                    let n = p.values.len();
+                    let m = p.exp_avg.get_or_insert_with(|| vec![0.0; n]);
+                    let v = p.exp_avg_sq.get_or_insert_with(|| vec![0.0; n]);
+                    for (((w, &g), m), v) in p
+                        .values
+                        .iter_mut()
+                        .zip(&p.grads)
+                        .zip(m.iter_mut())
+                        .zip(v.iter_mut())
+                    {
+                        let gk = g + weight_decay * *w;
+                        *m = beta1 * *m + (1.0 - beta1) * gk;
+                        *v = beta2 * *v + (1.0 - beta2) * gk * gk;
+                        let denom = (*v / bc2).sqrt() + eps;
+                        *w -= lr * (*m / bc1) / denom;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Zeroes the gradients and adds the gradient of the batch's loss, as the trainer does
+    /// before `after_backward`: the mean softmax cross-entropy of the linear model over the
+    /// batch ([`MockState::batch_x`], [`MockState::batch_targets`]) and the rows appended
+    /// since `appended[first_appended..]`, each row's softmax over its class mask (appended
+    /// rows with masks: theirs; the others: the current task's training units, as
+    /// [`Ctx::training_units`](crate::Ctx::training_units) gives them). Returns the loss.
+    pub fn loss_backward(&mut self, first_appended: usize) -> Result<f32, HookError> {
+        let s = self.state_mut();
+        let (d, k) = (s.input_dim, s.num_outputs);
+        let train = training_mask(s);
+        /// One row of the loss: inputs, target, class mask.
+        type Row<'r> = (&'r [f32], usize, Option<&'r [bool]>);
+        let mut rows: Vec<Row<'_>> = s
+            .batch_x
+            .chunks_exact(d.max(1))
+            .zip(&s.batch_targets)
+            .map(|(x, &t)| (x, t, train.as_deref()))
+            .collect();
+        for a in s.appended.iter().skip(first_appended) {
+            for (r, (x, &t)) in a.x.chunks_exact(d.max(1)).zip(&a.targets).enumerate() {
+                let mask = match &a.masks {
+                    Some(m) => m.get(r * k..(r + 1) * k),
+                    None => train.as_deref(),
+                };
+                rows.push((x, t, mask));
+            }
+        }
+        let unsupported = |message: String| HookError {
+            status: CLEF_UNSUPPORTED,
+            message,
+        };
+        let Some((w, b)) = linear(s) else {
+            return Err(unsupported(
+                "the mock's loss needs its linear model (params[0], params[1])".into(),
+            ));
+        };
+        let n = rows.len().max(1) as f32;
+        let mut gw = vec![0.0f32; k * d];
+        let mut gb = vec![0.0f32; k];
+        let mut loss = 0.0f32;
+        for (x, t, mask) in &rows {
+            let allowed = |o: usize| mask.is_none_or(|m| m.get(o).copied().unwrap_or(false));
+            if *t >= k || !allowed(*t) {
+                return Err(HookError {
+                    status: CLEF_INVALID_ARGUMENT,
+                    message: format!("target {t} is not in its row's class mask"),
+                });
+            }
+            let z: Vec<f32> = (0..k)
+                .map(|o| (0..d).map(|i| w[o * d + i] * x[i]).sum::<f32>() + b[o])
+                .collect();
+            let max = (0..k)
+                .filter(|&o| allowed(o))
+                .map(|o| z[o])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = (0..k)
+                .map(|o| if allowed(o) { (z[o] - max).exp() } else { 0.0 })
+                .collect();
+            let sum: f32 = e.iter().sum();
+            loss -= (e[*t] / sum).ln() / n;
+            for o in 0..k {
+                let dz = (e[o] / sum - f32::from(o == *t)) / n;
+                gb[o] += dz;
+                for i in 0..d {
+                    gw[o * d + i] += dz * x[i];
+                }
+            }
+        }
+        s.params[0].grads.copy_from_slice(&gw);
+        s.params[1].grads.copy_from_slice(&gb);
+        for p in s.params.iter_mut().skip(2) {
+            p.grads.fill(0.0);
+        }
+        Ok(loss)
     }
 }
 
@@ -371,192 +621,10 @@ pub fn global_logs() -> Vec<(i32, String)> {
 
 static GLOBAL_LOGS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
 
-fn fill_task_info(s: &mut MockState) -> ClefTaskInfo {
-    let task = &s.tasks[s.task.min(s.tasks.len() - 1)];
-    let units: Vec<i64> = task.units.iter().map(|&u| u as i64).collect();
-    // Keep the buffer (and pointers handed out earlier in the hook) when nothing changed.
-    if s.units_scratch != units {
-        s.units_scratch = units;
-    }
-    ClefTaskInfo {
-        struct_size: std::mem::size_of::<ClefTaskInfo>() as u32,
-        setting: s.setting,
-        task: s.task as i64,
-        num_tasks: s.tasks.len() as i64,
-        train_samples: task.train_y.len() as i64,
-        test_samples: task.test_y.len() as i64,
-        input_dim: s.input_dim as i64,
-        num_outputs: s.num_outputs as i64,
-        feature_dim: s.input_dim as i64,
-        units: s.units_scratch.as_ptr(),
-        n_units: s.units_scratch.len() as i64,
-        num_threads: s.num_threads,
-        seed: s.seed,
-    }
-}
-
-// ---- the service table -----------------------------------------------------------------------
-
-/// # Safety
-/// `ctx` must be the context of a live `MockHost` (what [`MockHost::raw`] returns), with no
-/// other reference to its state in use.
-unsafe fn state<'a>(ctx: *mut ClefCtx) -> &'a mut MockState {
-    // SAFETY: the caller passes a context made from `&mut MockState` by `MockHost::ctx`.
-    unsafe { &mut *ctx.cast::<MockState>() }
-}
-
-fn usize_arg(v: i64) -> Option<usize> {
-    usize::try_from(v).ok()
-}
-
-unsafe extern "C" fn svc_log(ctx: *mut ClefCtx, level: i32, msg: *const c_char) {
-    let text = if msg.is_null() {
-        String::new()
-    } else {
-        // SAFETY: the plugin passes a NUL-terminated string valid for the call.
-        unsafe { CStr::from_ptr(msg) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    if ctx.is_null() {
-        if let Ok(mut logs) = GLOBAL_LOGS.lock() {
-            logs.push((level, text));
-        }
-    } else {
-        // SAFETY: a non-null ctx is a live mock host's (services are only called in hooks).
-        unsafe { state(ctx) }.logs.push((level, text));
-    }
-}
-
-unsafe extern "C" fn svc_rng_u64(ctx: *mut ClefCtx) -> u64 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    // splitmix64
-    s.rng = s.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = s.rng;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-unsafe extern "C" fn svc_task_info(ctx: *mut ClefCtx, out: *mut ClefTaskInfo) -> i32 {
-    if out.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook); `out` is non-null and writable.
-    unsafe { *out = fill_task_info(state(ctx)) };
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_param_count(ctx: *mut ClefCtx) -> i64 {
-    // SAFETY: live mock host context (hook).
-    unsafe { state(ctx) }.params.len() as i64
-}
-
-unsafe extern "C" fn svc_param_info(ctx: *mut ClefCtx, index: i64, out: *mut ClefParamInfo) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let Some(p) = usize_arg(index).and_then(|i| s.params.get(i)) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if out.is_null() || p.shape.is_empty() || p.shape.len() > 4 {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    let mut shape = [1i64; 4];
-    for (d, &n) in shape.iter_mut().zip(&p.shape) {
-        *d = n as i64;
-    }
-    // SAFETY: `out` is non-null and writable.
-    unsafe {
-        *out = ClefParamInfo {
-            name: p.name.as_ptr(),
-            ndim: p.shape.len() as i32,
-            role: p.role,
-            shape,
-            numel: p.values.len() as i64,
-            layer: p.layer as i64,
-        };
-    }
-    CLEF_OK
-}
-
-/// A view of `buf` (made with `Vec::as_mut_ptr`, which creates no intermediate reference, so
-/// views the plugin already holds stay valid).
-fn tensor(buf: &mut Vec<f32>, shape: &[usize], writable: bool) -> ClefTensor {
-    let mut s = [1i64; 4];
-    for (d, &n) in s.iter_mut().zip(shape) {
-        *d = n as i64;
-    }
-    ClefTensor {
-        data: buf.as_mut_ptr(),
-        numel: buf.len() as i64,
-        ndim: shape.len().clamp(1, 4) as i32,
-        writable: i32::from(writable),
-        shape: s,
-    }
-}
-
-unsafe extern "C" fn svc_param_values(ctx: *mut ClefCtx, index: i64, out: *mut ClefTensor) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let Some(p) = usize_arg(index).and_then(|i| s.params.get_mut(i)) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if out.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: `out` is non-null and writable.
-    unsafe { *out = tensor(&mut p.values, &p.shape, true) };
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_param_grads(ctx: *mut ClefCtx, index: i64, out: *mut ClefTensor) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    // Like the real host: gradients are writable in every hook (they hold the batch gradient
-    // in `after_backward`; elsewhere strategies may use them as scratch, e.g. EWC's Fisher).
-    let writable = true;
-    let Some(p) = usize_arg(index).and_then(|i| s.params.get_mut(i)) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if out.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: `out` is non-null and writable.
-    unsafe { *out = tensor(&mut p.grads, &p.shape, writable) };
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_optimizer_state(
-    ctx: *mut ClefCtx,
-    slot: *const c_char,
-    index: i64,
-    out: *mut ClefTensor,
-) -> i32 {
-    if slot.is_null() || out.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: NUL-terminated slot name valid for the call.
-    let slot = unsafe { CStr::from_ptr(slot) };
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let Some(p) = usize_arg(index).and_then(|i| s.params.get_mut(i)) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    let buf = match slot.to_bytes() {
-        b"momentum" => p.momentum.as_mut(),
-        b"exp_avg" => p.exp_avg.as_mut(),
-        b"exp_avg_sq" => p.exp_avg_sq.as_mut(),
-        _ => None,
-    };
-    match buf {
-        Some(m) => {
-            // SAFETY: `out` is non-null and writable.
-            unsafe { *out = tensor(m, &p.shape, true) };
-            CLEF_OK
-        }
-        None => CLEF_UNSUPPORTED,
-    }
+/// Whether `key` is a valid `report` key (the real host's rule): 1 to 128 printable ASCII
+/// characters, no spaces.
+pub fn valid_report_key(key: &[u8]) -> bool {
+    clef_services::valid_report_key(key)
 }
 
 /// The linear model's weight and bias, if `params` has that shape.
@@ -566,359 +634,314 @@ fn linear(s: &MockState) -> Option<(&[f32], &[f32])> {
         .then_some((&w.values, &b.values))
 }
 
-unsafe extern "C" fn svc_forward(
-    ctx: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let (d, k) = (s.input_dim, s.num_outputs);
-    let Some(rows) = usize_arg(rows) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if x.is_null() || out.is_null() || usize_arg(out_len) != Some(rows * k) {
-        return CLEF_INVALID_ARGUMENT;
+/// The training mask of the current task's rows (`None` = every unit).
+fn training_mask(s: &MockState) -> Option<Vec<bool>> {
+    if s.task >= s.tasks.len() {
+        return None;
     }
-    let Some((w, b)) = linear(s) else {
-        return CLEF_UNSUPPORTED;
-    };
-    // SAFETY: the plugin passes `rows * input_dim` inputs and `rows * num_outputs` outputs.
-    let (x, out) = unsafe {
-        (
-            std::slice::from_raw_parts(x, rows * d),
-            std::slice::from_raw_parts_mut(out, rows * k),
-        )
-    };
-    for r in 0..rows {
-        for o in 0..k {
-            let dot: f32 = (0..d).map(|i| w[o * d + i] * x[r * d + i]).sum();
-            out[r * k + o] = dot + b[o];
+    let units =
+        clef_services::training_units(s.setting, s.task, s.num_outputs, |j| &s.tasks[j].units)?;
+    if units.len() == s.num_outputs {
+        return None;
+    }
+    let mut mask = vec![false; s.num_outputs];
+    for u in units {
+        mask[u] = true;
+    }
+    Some(mask)
+}
+
+fn not_linear() -> ServiceError {
+    ServiceError::unsupported(
+        "the mock host's model services need its linear model (params[0] of shape \
+         [num_outputs, input_dim], params[1] of shape [num_outputs])",
+    )
+}
+
+impl ServiceModel for MockModel {
+    fn access(&self) -> Access {
+        self.state.phase.access()
+    }
+
+    fn log(&mut self, level: i32, message: &str) {
+        self.state.logs.push((level, message.to_owned()));
+    }
+
+    fn log_without_ctx(level: i32, message: &str) {
+        if let Ok(mut logs) = GLOBAL_LOGS.lock() {
+            logs.push((level, message.to_owned()));
         }
     }
-    CLEF_OK
-}
 
-unsafe extern "C" fn svc_features(
-    ctx: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let d = unsafe { state(ctx) }.input_dim;
-    let Some(rows) = usize_arg(rows) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if x.is_null() || out.is_null() || usize_arg(out_len) != Some(rows * d) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: `rows * input_dim` values each; distinct buffers owned by the plugin.
-    unsafe { ptr::copy_nonoverlapping(x, out, rows * d) };
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_vjp(
-    ctx: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    cotangent: *const f32,
-    cotangent_len: i64,
-) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let (d, k) = (s.input_dim, s.num_outputs);
-    let Some(rows) = usize_arg(rows) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if x.is_null() || cotangent.is_null() || usize_arg(cotangent_len) != Some(rows * k) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    if linear(s).is_none() {
-        return CLEF_UNSUPPORTED;
-    }
-    // SAFETY: the plugin passes `rows * input_dim` inputs and `rows * num_outputs` cotangents.
-    let (x, c) = unsafe {
-        (
-            std::slice::from_raw_parts(x, rows * d),
-            std::slice::from_raw_parts(cotangent, rows * k),
-        )
-    };
-    for r in 0..rows {
-        for o in 0..k {
-            let co = c[r * k + o];
-            for i in 0..d {
-                s.params[0].grads[o * d + i] += co * x[r * d + i];
-            }
-            s.params[1].grads[o] += co;
+    fn facts(&self) -> Facts {
+        let s = &self.state;
+        Facts {
+            setting: s.setting,
+            task: s.task,
+            num_tasks: s.tasks.len(),
+            input_dim: s.input_dim,
+            num_outputs: s.num_outputs,
+            feature_dim: s.input_dim,
+            num_threads: s.num_threads,
+            seed: s.seed,
         }
     }
-    CLEF_OK
-}
 
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C" fn svc_ntk_gram(
-    ctx: *mut ClefCtx,
-    a: *const f32,
-    rows_a: i64,
-    b: *const f32,
-    rows_b: i64,
-    output: i64,
-    out: *mut f64,
-    out_len: i64,
-) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if !s.ntk_supported {
-        return CLEF_UNSUPPORTED;
-    }
-    let d = s.input_dim;
-    let (Some(ra), Some(rb), Some(o)) = (usize_arg(rows_a), usize_arg(rows_b), usize_arg(output))
-    else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if a.is_null() || b.is_null() || out.is_null() || o >= s.num_outputs {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    if usize_arg(out_len) != Some(ra * rb) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: buffers of the documented sizes, owned by the plugin.
-    let (a, b, out) = unsafe {
-        (
-            std::slice::from_raw_parts(a, ra * d),
-            std::slice::from_raw_parts(b, rb * d),
-            std::slice::from_raw_parts_mut(out, ra * rb),
-        )
-    };
-    // For a linear model, d f_o / d W[o, :] = x and d f_o / d b[o] = 1.
-    for i in 0..ra {
-        for j in 0..rb {
-            let dot: f64 = (0..d)
-                .map(|t| f64::from(a[i * d + t]) * f64::from(b[j * d + t]))
-                .sum();
-            out[i * rb + j] = dot + 1.0;
+    fn task_facts(&self, task: usize) -> TaskFacts<'_> {
+        let t = &self.state.tasks[task];
+        TaskFacts {
+            units: &t.units,
+            train_samples: t.train_y.len(),
+            test_samples: t.test_y.len(),
         }
     }
-    CLEF_OK
-}
 
-unsafe extern "C" fn svc_batch_get(ctx: *mut ClefCtx, out: *mut ClefBatch) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if s.phase != Phase::BeforeBatch {
-        return CLEF_NOT_ALLOWED;
+    fn rng_u64(&mut self) -> u64 {
+        // splitmix64
+        let s = &mut self.state;
+        s.rng = s.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
-    if out.is_null() {
-        return CLEF_INVALID_ARGUMENT;
+
+    fn param_count(&self) -> usize {
+        self.state.params.len()
     }
-    let targets: Vec<i64> = s.batch_targets.iter().map(|&t| t as i64).collect();
-    if s.targets_scratch != targets {
-        s.targets_scratch = targets;
+
+    fn param_info(&self, index: usize) -> ParamFacts<'_> {
+        let p = &self.state.params[index];
+        ParamFacts {
+            name: p.name.to_str().unwrap_or("?"),
+            shape: &p.shape,
+            role: p.role,
+            layer: p.layer,
+            numel: p.values.len(),
+        }
     }
-    // SAFETY: `out` is non-null and writable.
-    unsafe {
-        *out = ClefBatch {
-            x: s.batch_x.as_ptr(),
-            targets: s.targets_scratch.as_ptr(),
-            rows: s.batch_targets.len() as i64,
-            cols: s.input_dim as i64,
-            current_rows: s.batch_current_rows as i64,
+
+    fn param_values(&mut self, index: usize) -> View {
+        // `Vec::as_mut_ptr` (through `view`) creates no reference to the elements, so views
+        // the plugin already holds stay valid.
+        self.state.params[index].values.view()
+    }
+
+    fn param_grads(&mut self, index: usize) -> View {
+        self.state.params[index].grads.view()
+    }
+
+    fn optimizer_slots(&self) -> Vec<&'static str> {
+        let Some(p) = self.state.params.first() else {
+            return Vec::new();
         };
+        [
+            ("momentum", p.momentum.is_some()),
+            ("exp_avg", p.exp_avg.is_some()),
+            ("exp_avg_sq", p.exp_avg_sq.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect()
     }
-    CLEF_OK
-}
 
-unsafe extern "C" fn svc_batch_append(
-    ctx: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    targets: *const i64,
-    masks: *const u8,
-) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if s.phase != Phase::BeforeBatch {
-        return CLEF_NOT_ALLOWED;
-    }
-    let Some(rows) = usize_arg(rows) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if rows == 0 {
-        return CLEF_OK;
-    }
-    if x.is_null() || targets.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    let (d, k) = (s.input_dim, s.num_outputs);
-    // SAFETY: the plugin passes `rows * input_dim` inputs, `rows` targets and (if non-null)
-    // `rows * num_outputs` mask bytes.
-    let (x, t) = unsafe {
-        (
-            std::slice::from_raw_parts(x, rows * d),
-            std::slice::from_raw_parts(targets, rows),
-        )
-    };
-    let Some(t) = t
-        .iter()
-        .map(|&v| usize_arg(v).filter(|&u| u < k))
-        .collect::<Option<Vec<usize>>>()
-    else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    let masks = (!masks.is_null()).then(|| {
-        // SAFETY: see above.
-        unsafe { std::slice::from_raw_parts(masks, rows * k) }
-            .iter()
-            .map(|&m| m != 0)
-            .collect()
-    });
-    s.appended.push(AppendedRows {
-        x: x.to_vec(),
-        targets: t,
-        masks,
-    });
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_task_samples(
-    ctx: *mut ClefCtx,
-    task: i64,
-    split: i32,
-    start: i64,
-    rows: i64,
-    x_out: *mut f32,
-    targets_out: *mut i64,
-) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let (Some(task), Some(start), Some(rows)) =
-        (usize_arg(task), usize_arg(start), usize_arg(rows))
-    else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if task > s.task {
-        return CLEF_NOT_ALLOWED;
-    }
-    let Some(t) = s.tasks.get(task) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    let (x, y) = match split {
-        CLEF_SPLIT_TRAIN => (&t.train_x, &t.train_y),
-        CLEF_SPLIT_TEST => (&t.test_x, &t.test_y),
-        _ => return CLEF_INVALID_ARGUMENT,
-    };
-    let d = s.input_dim;
-    if start + rows > y.len() || (rows > 0 && (x_out.is_null() || targets_out.is_null())) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    if rows == 0 {
-        return CLEF_OK;
-    }
-    // SAFETY: the plugin passes `rows * input_dim` and `rows` writable values.
-    unsafe {
-        ptr::copy_nonoverlapping(x[start * d..].as_ptr(), x_out, rows * d);
-        for (r, &target) in y[start..start + rows].iter().enumerate() {
-            *targets_out.add(r) = target as i64;
+    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<View> {
+        let p = &mut self.state.params[index];
+        match slot {
+            "momentum" => p.momentum.as_mut().map(ViewOf::view),
+            "exp_avg" => p.exp_avg.as_mut().map(ViewOf::view),
+            "exp_avg_sq" => p.exp_avg_sq.as_mut().map(ViewOf::view),
+            _ => None,
         }
     }
-    CLEF_OK
-}
 
-unsafe extern "C" fn svc_task_mask(ctx: *mut ClefCtx, task: i64, out: *mut u8, len: i64) -> i32 {
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let Some(t) = usize_arg(task).and_then(|t| s.tasks.get(t)) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if out.is_null() || usize_arg(len) != Some(s.num_outputs) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: `num_outputs` writable bytes.
-    let out = unsafe { std::slice::from_raw_parts_mut(out, s.num_outputs) };
-    out.fill(0);
-    for &u in &t.units {
-        out[u] = 1;
-    }
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_expert_add(
-    ctx: *mut ClefCtx,
-    hidden: *const i64,
-    n_hidden: i64,
-    activation: i32,
-    out_id: *mut i64,
-) -> i32 {
-    if ctx.is_null() || out_id.is_null() || !(0..=2).contains(&activation) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    let Some(n) = usize_arg(n_hidden) else {
-        return CLEF_INVALID_ARGUMENT;
-    };
-    if n > 0 && hidden.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if s.setting != CLEF_SETTING_TASK_IL {
-        return CLEF_NOT_ALLOWED;
-    }
-    let widths: Vec<i64> = if n == 0 {
-        Vec::new()
-    } else {
-        // SAFETY: the plugin passes `n_hidden` readable values.
-        unsafe { std::slice::from_raw_parts(hidden, n) }.to_vec()
-    };
-    if widths.iter().any(|&w| w <= 0) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    s.experts.push((
-        widths.iter().map(|&w| w as usize).collect(),
-        activation,
-        false,
-    ));
-    // SAFETY: non-null, writable for the call (ABI).
-    unsafe { out_id.write((s.experts.len() - 1) as i64) };
-    CLEF_OK
-}
-
-unsafe extern "C" fn svc_expert_select(ctx: *mut ClefCtx, id: i64) -> i32 {
-    if ctx.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if s.setting != CLEF_SETTING_TASK_IL {
-        return CLEF_NOT_ALLOWED;
-    }
-    match usize_arg(id).filter(|&i| i < s.experts.len()) {
-        Some(i) => {
-            s.active_expert = i;
-            if let Some(r) = s.routes.get_mut(s.task) {
-                *r = Some(i);
+    fn forward(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> ServiceResult {
+        let s = &self.state;
+        let (d, k) = (s.input_dim, s.num_outputs);
+        let (w, b) = linear(s).ok_or_else(not_linear)?;
+        out.clear();
+        for r in 0..rows {
+            for o in 0..k {
+                let dot: f32 = (0..d).map(|i| w[o * d + i] * x[r * d + i]).sum();
+                out.push(dot + b[o]);
             }
-            CLEF_OK
         }
-        None => CLEF_INVALID_ARGUMENT,
+        Ok(())
     }
-}
 
-unsafe extern "C" fn svc_expert_freeze(ctx: *mut ClefCtx, id: i64, frozen: i32) -> i32 {
-    if ctx.is_null() {
-        return CLEF_INVALID_ARGUMENT;
+    fn features(&mut self, x: &[f32], _rows: usize, out: &mut Vec<f32>) -> ServiceResult {
+        out.clear();
+        out.extend_from_slice(x);
+        Ok(())
     }
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    match usize_arg(id).and_then(|i| s.experts.get_mut(i)) {
-        Some(e) => {
-            e.2 = frozen != 0;
-            CLEF_OK
+
+    fn vjp(&mut self, x: &[f32], rows: usize, cotangent: &[f32]) -> ServiceResult {
+        let s = &mut self.state;
+        let (d, k) = (s.input_dim, s.num_outputs);
+        linear(s).ok_or_else(not_linear)?;
+        for r in 0..rows {
+            for o in 0..k {
+                let co = cotangent[r * k + o];
+                for i in 0..d {
+                    s.params[0].grads[o * d + i] += co * x[r * d + i];
+                }
+                s.params[1].grads[o] += co;
+            }
         }
-        None => CLEF_INVALID_ARGUMENT,
+        Ok(())
+    }
+
+    fn ntk_gram(
+        &mut self,
+        a: &[f32],
+        rows_a: usize,
+        b: &[f32],
+        rows_b: usize,
+        _output: usize,
+        out: &mut [f64],
+    ) -> ServiceResult {
+        let s = &self.state;
+        if !s.ntk_supported {
+            return Err(ServiceError::unsupported(
+                "ntk_gram is switched off on this mock host (ntk_supported = false)",
+            ));
+        }
+        linear(s).ok_or_else(not_linear)?;
+        let d = s.input_dim;
+        // For a linear model, d f_o / d W[o, :] = x and d f_o / d b[o] = 1.
+        for i in 0..rows_a {
+            for j in 0..rows_b {
+                let dot: f64 = (0..d)
+                    .map(|t| f64::from(a[i * d + t]) * f64::from(b[j * d + t]))
+                    .sum();
+                out[i * rows_b + j] = dot + 1.0;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&self) -> Option<BatchRef<'_>> {
+        let s = &self.state;
+        Some(BatchRef {
+            x: &s.batch_x,
+            targets: &s.batch_targets,
+            current_rows: s.batch_current_rows,
+            mask: training_mask(s).map(Cow::Owned),
+        })
+    }
+
+    fn append_rows(&mut self, rows: Rows) {
+        self.state.appended.push(AppendedRows {
+            x: rows.x,
+            targets: rows.targets,
+            masks: rows.masks,
+        });
+    }
+
+    fn task_samples(
+        &mut self,
+        task: usize,
+        start: usize,
+        rows: usize,
+        x: &mut Vec<f32>,
+        targets: &mut Vec<usize>,
+    ) -> ServiceResult {
+        let s = &self.state;
+        let d = s.input_dim;
+        let t = &s.tasks[task];
+        let (Some(xs), Some(ys)) = (
+            t.train_x.get(start * d..(start + rows) * d),
+            t.train_y.get(start..start + rows),
+        ) else {
+            return Err(ServiceError::error(format!(
+                "task {task}'s train_x has {} values for {} targets (set up inconsistently)",
+                t.train_x.len(),
+                t.train_y.len()
+            )));
+        };
+        x.extend_from_slice(xs);
+        targets.extend_from_slice(ys);
+        Ok(())
+    }
+
+    fn report(&mut self, key: String, value: f64) {
+        let task = self.state.task;
+        self.state.reports.push((task, key, value));
+    }
+
+    fn expert_count(&self) -> usize {
+        self.state.experts.len()
+    }
+
+    fn active_expert(&self) -> usize {
+        self.state.active_expert
+    }
+
+    fn route_of(&self, task: usize) -> Option<usize> {
+        self.state.routes.get(task).copied().flatten()
+    }
+
+    fn expert_add(&mut self, hidden: Vec<usize>, activation: Activation) -> ServiceResult<usize> {
+        let s = &mut self.state;
+        s.experts.push((hidden, activation.code(), false));
+        s.pool_used = true;
+        Ok(s.experts.len() - 1)
+    }
+
+    fn expert_select(&mut self, id: usize) -> ServiceResult {
+        let s = &mut self.state;
+        s.active_expert = id;
+        s.pool_used = true;
+        let task = s.task;
+        if let Some(r) = s.routes.get_mut(task) {
+            *r = Some(id);
+        }
+        // Selecting resets the expert's optimizer state (as the real host does).
+        s.steps = 0;
+        for p in &mut s.params {
+            for b in [&mut p.momentum, &mut p.exp_avg, &mut p.exp_avg_sq]
+                .into_iter()
+                .flatten()
+            {
+                b.fill(0.0);
+            }
+        }
+        Ok(())
+    }
+
+    fn expert_freeze(&mut self, id: usize, frozen: bool) -> ServiceResult {
+        let s = &mut self.state;
+        s.experts[id].2 = frozen;
+        s.pool_used = true;
+        Ok(())
+    }
+
+    fn expert_params(&mut self, id: Option<usize>) -> ServiceResult<usize> {
+        let s = &self.state;
+        let used = s.pool_used || s.experts.len() > 1 || s.routes.iter().any(Option::is_some);
+        Ok(match id {
+            Some(id) => mock_expert_params(s, id),
+            None if used => (0..s.experts.len())
+                .filter(|&e| s.routes.contains(&Some(e)))
+                .map(|e| mock_expert_params(s, e))
+                .sum(),
+            None => s.params.iter().map(|p| p.values.len()).sum(),
+        })
+    }
+
+    fn head_forward(
+        &mut self,
+        _task: usize,
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> ServiceResult {
+        self.forward(x, rows, out)
+    }
+
+    fn head_vjp(&mut self, _task: usize, _x: &[f32], _rows: usize, _cot: &[f32]) -> ServiceResult {
+        // The linear model's body is empty and the head is held fixed: nothing to add.
+        Ok(())
     }
 }
 
@@ -938,141 +961,6 @@ fn mock_expert_params(s: &MockState, id: usize) -> usize {
         .sum();
     body + heads
 }
-
-unsafe extern "C" fn svc_expert_params(ctx: *mut ClefCtx, id: i64, out: *mut i64) -> i32 {
-    if ctx.is_null() || out.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    let n = if id == -1 {
-        (0..s.experts.len())
-            .filter(|&e| s.routes.contains(&Some(e)))
-            .map(|e| mock_expert_params(s, e))
-            .sum()
-    } else {
-        match usize_arg(id).filter(|&i| i < s.experts.len()) {
-            Some(i) => mock_expert_params(s, i),
-            None => return CLEF_INVALID_ARGUMENT,
-        }
-    };
-    // SAFETY: non-null, writable for the call (ABI).
-    unsafe { out.write(n as i64) };
-    CLEF_OK
-}
-
-/// The routing check of `head_forward`/`head_vjp`: `task` must be routed to the selected
-/// expert.
-fn mock_head_ok(s: &MockState, task: i64) -> bool {
-    usize_arg(task)
-        .and_then(|t| s.routes.get(t).copied().flatten())
-        .is_some_and(|e| e == s.active_expert)
-}
-
-unsafe extern "C" fn svc_head_forward(
-    ctx: *mut ClefCtx,
-    task: i64,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    if ctx.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook).
-    if !mock_head_ok(unsafe { state(ctx) }, task) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: same contract as `forward`.
-    unsafe { svc_forward(ctx, x, rows, out, out_len) }
-}
-
-unsafe extern "C" fn svc_head_vjp(
-    ctx: *mut ClefCtx,
-    task: i64,
-    x: *const f32,
-    rows: i64,
-    cotangent: *const f32,
-    cotangent_len: i64,
-) -> i32 {
-    if ctx.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if !mock_head_ok(s, task) {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    let ok = usize_arg(rows).is_some_and(|r| {
-        !x.is_null() && !cotangent.is_null() && usize_arg(cotangent_len) == Some(r * s.num_outputs)
-    });
-    if ok {
-        CLEF_OK
-    } else {
-        CLEF_INVALID_ARGUMENT
-    }
-}
-
-unsafe extern "C" fn svc_get_extension(_ctx: *mut ClefCtx, _name: *const c_char) -> *const c_void {
-    ptr::null()
-}
-
-/// Whether `key` is a valid `report` key (the real host's rule): 1 to 128 printable ASCII
-/// characters, no spaces.
-pub fn valid_report_key(key: &[u8]) -> bool {
-    (1..=128).contains(&key.len()) && key.iter().all(|b| b.is_ascii_graphic())
-}
-
-unsafe extern "C" fn svc_report(ctx: *mut ClefCtx, key: *const c_char, value: f64) -> i32 {
-    if ctx.is_null() || key.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: live mock host context (hook).
-    let s = unsafe { state(ctx) };
-    if matches!(s.phase, Phase::SaveState | Phase::LoadState) {
-        return CLEF_NOT_ALLOWED;
-    }
-    // SAFETY: the plugin passes a NUL-terminated string valid for the call.
-    let key = unsafe { CStr::from_ptr(key) }.to_bytes();
-    if !valid_report_key(key) || !value.is_finite() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    let key = String::from_utf8_lossy(key).into_owned();
-    s.reports.push((s.task, key, value));
-    CLEF_OK
-}
-
-/// The mock host's service table.
-static HOST_TABLE: ClefHost = ClefHost {
-    abi_major: CLEF_ABI_MAJOR,
-    abi_minor: CLEF_ABI_MINOR,
-    struct_size: std::mem::size_of::<ClefHost>() as u32,
-    log: svc_log,
-    rng_u64: svc_rng_u64,
-    task_info: svc_task_info,
-    param_count: svc_param_count,
-    param_info: svc_param_info,
-    param_values: svc_param_values,
-    param_grads: svc_param_grads,
-    optimizer_state: svc_optimizer_state,
-    forward: svc_forward,
-    features: svc_features,
-    vjp: svc_vjp,
-    ntk_gram: svc_ntk_gram,
-    batch_get: svc_batch_get,
-    batch_append: svc_batch_append,
-    task_samples: svc_task_samples,
-    task_mask: svc_task_mask,
-    expert_add: svc_expert_add,
-    expert_select: svc_expert_select,
-    get_extension: svc_get_extension,
-    report: svc_report,
-    expert_freeze: svc_expert_freeze,
-    expert_params: svc_expert_params,
-    head_forward: svc_head_forward,
-    head_vjp: svc_head_vjp,
-};
 
 /// The mock host's service table (e.g. to call a descriptor's `create` by hand).
 pub fn host_table() -> &'static ClefHost {
@@ -1315,10 +1203,10 @@ impl MockPlugin {
         phase: Phase,
         call: impl FnOnce(*mut c_void, *mut ClefCtx) -> Option<i32>,
     ) -> Result<(), HookError> {
-        host.state.phase = phase;
+        host.state_mut().phase = phase;
         let ctx = host.ctx();
         let status = call(self.inst, ctx).unwrap_or(CLEF_OK);
-        host.state.phase = Phase::Idle;
+        host.state_mut().phase = Phase::Idle;
         if status == CLEF_OK {
             Ok(())
         } else {
@@ -1342,7 +1230,7 @@ impl MockPlugin {
     /// Calls `on_task_start` with the host's current task.
     pub fn on_task_start(&mut self, host: &mut MockHost) -> Result<(), HookError> {
         let f = self.desc.on_task_start;
-        let info = host.task_info_raw();
+        let info = task_info_of(host)?;
         // SAFETY: our live instance, the host's context, and a task info whose units live in
         // the host (unchanged during the call).
         self.run(host, Phase::TaskStart, |i, c| {
@@ -1368,6 +1256,22 @@ impl MockPlugin {
         })
     }
 
+    /// One training step as the trainer runs it: `before_batch` → the gradient of the batch's
+    /// loss ([`MockHost::loss_backward`]: gradients zeroed, then the mean softmax
+    /// cross-entropy of the linear model over the mock's batch plus the rows this
+    /// `before_batch` appended) → `after_backward(loss)` → one optimizer step
+    /// ([`MockHost::step`]) → `after_step`. Returns the loss. Use it to test logic that runs
+    /// after the optimizer (masks re-applied after the step, projections, pruning).
+    pub fn train_step(&mut self, host: &mut MockHost) -> Result<f32, HookError> {
+        let first = host.state().appended.len();
+        self.before_batch(host)?;
+        let loss = host.loss_backward(first)?;
+        self.after_backward(host, loss)?;
+        host.step();
+        self.after_step(host)?;
+        Ok(loss)
+    }
+
     /// Calls `after_step`.
     pub fn after_step(&mut self, host: &mut MockHost) -> Result<(), HookError> {
         let f = self.desc.after_step;
@@ -1378,7 +1282,7 @@ impl MockPlugin {
     /// Calls `on_task_end` with the host's current task.
     pub fn on_task_end(&mut self, host: &mut MockHost) -> Result<(), HookError> {
         let f = self.desc.on_task_end;
-        let info = host.task_info_raw();
+        let info = task_info_of(host)?;
         // SAFETY: as in `on_task_start`.
         self.run(host, Phase::TaskEnd, |i, c| {
             f.map(|f| unsafe { f(i, c, &info) })
@@ -1443,9 +1347,18 @@ impl fmt::Debug for MockPlugin {
 impl fmt::Debug for MockHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MockHost")
-            .field("state", &self.state)
+            .field("state", self.state())
             .finish()
     }
+}
+
+/// The current task's info as the host passes it to `on_task_start`/`on_task_end` (its
+/// `units` point into the host and stay valid until the units change).
+fn task_info_of(host: &mut MockHost) -> Result<ClefTaskInfo, HookError> {
+    host.call.task_info().map_err(|e| HookError {
+        status: e.code,
+        message: format!("task_info: {}", e.message),
+    })
 }
 
 impl Drop for MockPlugin {

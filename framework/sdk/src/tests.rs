@@ -681,12 +681,16 @@ fn task_info_rng_and_experts() {
         ensure!((info.num_outputs, info.feature_dim) == (4, 2));
         ensure!((info.train_samples, info.test_samples) == (8, 4));
         ensure!(info.units == [0, 1] && info.seed == 42 && info.num_threads == 1);
-        ensure!(ctx.param_count() == 2);
+        ensure!(ctx.param_count()? == 2);
         ensure!(ctx.params()?[1].role == Role::Bias);
-        let (x, y) = ctx.task_samples(0, Split::Test, 0, 4)?;
+        let (x, y) = ctx.task_samples(0, Split::Train, 4, 4)?;
         ensure!(x.len() == 8 && y == [0, 1, 0, 1]);
-        let err = ctx.task_samples(0, Split::Test, 2, 4).unwrap_err();
+        let err = ctx.task_samples(0, Split::Train, 6, 4).unwrap_err();
         ensure!(err.host_status() == Some(HostStatus::InvalidArgument));
+        // Test data is reserved for evaluation, as in the real host.
+        let err = ctx.task_samples(0, Split::Test, 0, 4).unwrap_err();
+        ensure!(err.host_status() == Some(HostStatus::NotAllowed));
+        ensure!(ctx.training_units(1)? == [0, 1, 2, 3]);
         for _ in 0..200 {
             let f = ctx.rng_f64();
             ensure!((0.0..1.0).contains(&f));
@@ -1182,4 +1186,248 @@ mod kit {
         assert_eq!(info.hparams[1].flags, 0);
         assert_eq!(info.hparams[2].choices, ["per-task", "all"]);
     }
+}
+
+// ---- the shared service layer, Ctx fixes, the mock's training step -------------------------
+
+#[test]
+fn two_read_only_views_of_one_tensor_coexist() {
+    let mut host = MockHost::new(3, 4, 2);
+    host.seed_grads();
+    let (values, grads) = (host.values(), host.grads());
+    with_ctx(&mut host, |ctx| {
+        // Two shared views of the same values and of the same gradient, held at once and read
+        // interleaved (under Miri this checks that no `&mut` is created behind them).
+        let a = ctx.values_ref(0)?;
+        let b = ctx.values_ref(0)?;
+        let ga = ctx.grads_ref(0)?;
+        let gb = ctx.grads_ref(0)?;
+        ensure!(a.as_ptr() == b.as_ptr() && ga.as_ptr() == gb.as_ptr());
+        let mut sum = 0.0f32;
+        for i in 0..a.len() {
+            sum += a[i] - b[i] + ga[i] - gb[i];
+        }
+        ensure!(sum == 0.0 && a.len() == 12 && ga.len() == 12);
+        let (w, g) = ctx.values_and_grads(1)?;
+        ensure!(w.len() == 4 && g.len() == 4);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((host.values(), host.grads()), (values, grads));
+}
+
+/// Calls `param_count` in `load_state`.
+struct CountsInLoad;
+
+impl Strategy for CountsInLoad {
+    const NAME: &'static str = "counts-in-load";
+    type Config = NoConfig;
+    type State = CustomState;
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(CountsInLoad)
+    }
+    fn load_state(&mut self, ctx: &mut Ctx<'_>, _state: &[u8]) -> Result<()> {
+        let n = ctx.param_count()?;
+        bail!("param_count gave {n} in load_state")
+    }
+}
+
+#[test]
+fn refused_services_are_errors_not_zeros() {
+    let mut host = MockHost::new(3, 4, 2);
+    let mut plugin = MockPlugin::create::<CountsInLoad>("").unwrap();
+    let err = plugin
+        .load_state(&mut host, &crate::state::seal("counts-in-load", 1, &[1]))
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "host service `param_count` refused: not allowed in this hook (status -5)"
+    );
+    assert_eq!(
+        host.take_service_error().as_deref(),
+        Some("param_count: not available in save_state/load_state (no training context)")
+    );
+    // In a training hook the count is there.
+    with_ctx(&mut host, |ctx| {
+        ensure!(ctx.param_count()? == 2);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn training_units_follow_the_setting() {
+    // 6 outputs, 3 tasks: units [0, 1], [2, 3], [4, 5].
+    let cases = [
+        (CLEF_SETTING_TASK_IL, 0, vec![0, 1]),
+        (CLEF_SETTING_TASK_IL, 2, vec![4, 5]),
+        (CLEF_SETTING_CLASS_IL, 0, vec![0, 1]),
+        (CLEF_SETTING_CLASS_IL, 1, vec![0, 1, 2, 3]),
+        (CLEF_SETTING_CLASS_IL, 2, vec![0, 1, 2, 3, 4, 5]),
+        (CLEF_SETTING_DOMAIN_IL, 1, vec![0, 1, 2, 3, 4, 5]),
+    ];
+    for (setting, task, expected) in cases {
+        let mut host = MockHost::new(2, 6, 3);
+        host.state_mut().setting = setting;
+        host.state_mut().task = 2;
+        // The body is a fn pointer: pass the case through the host's seed.
+        host.state_mut().seed = task as u64;
+        let got = with_ctx(&mut host, |ctx| {
+            let task = ctx.task_info()?.seed as usize;
+            let units = ctx.training_units(task)?;
+            Err(format_err!("{units:?}"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            got,
+            format!("{expected:?}"),
+            "setting {setting}, task {task}"
+        );
+    }
+    let mut host = MockHost::new(2, 6, 3);
+    host.state_mut().setting = 9;
+    let err = with_ctx(&mut host, |ctx| ctx.training_units(0).map(drop)).unwrap_err();
+    assert!(err.contains("unknown evaluation setting (code 9)"), "{err}");
+}
+
+#[test]
+fn mock_step_follows_the_hosts_update_rules() {
+    use crate::testing::MockOptimizer;
+    // SGD with momentum, PyTorch's sequence: w = 1, g = 0.5, lr = 0.1, momentum = 0.9:
+    // step 1: buf = 0.5, w = 0.95; step 2: buf = 0.95, w = 0.855.
+    let mut host = MockHost::new(1, 1, 1);
+    {
+        let s = host.state_mut();
+        s.optimizer = MockOptimizer::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        };
+        s.params[0].values = vec![1.0];
+        s.params[0].grads = vec![0.5];
+    }
+    host.step();
+    assert!((host.values()[0][0] - 0.95).abs() < 1e-6);
+    host.step();
+    assert!((host.values()[0][0] - 0.855).abs() < 1e-6);
+    assert!((host.state().params[0].momentum.as_ref().unwrap()[0] - 0.95).abs() < 1e-6);
+    // Adam: the first steps move by lr * g / |g| (bias-corrected moments).
+    let mut host = MockHost::new(1, 1, 1);
+    host.use_adam();
+    {
+        let s = host.state_mut();
+        s.optimizer = MockOptimizer::Adam {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        s.params[0].values = vec![1.0];
+        s.params[0].grads = vec![0.5];
+    }
+    host.step();
+    assert!(
+        (host.values()[0][0] - 0.9).abs() < 1e-6,
+        "{:?}",
+        host.values()
+    );
+    host.step();
+    assert!(
+        (host.values()[0][0] - 0.8).abs() < 1e-6,
+        "{:?}",
+        host.values()
+    );
+    let s = host.state();
+    assert!((s.params[0].exp_avg.as_ref().unwrap()[0] - 0.095).abs() < 1e-6);
+    assert_eq!(s.steps, 2);
+}
+
+/// Records the hooks of a training step and what they saw.
+#[derive(Default)]
+struct Recorder {
+    hooks: Vec<&'static str>,
+    loss: f32,
+    grads: Vec<Vec<f32>>,
+    before: Vec<Vec<f32>>,
+    after: Vec<Vec<f32>>,
+}
+
+impl Strategy for Recorder {
+    const NAME: &'static str = "recorder";
+    type Config = NoConfig;
+    type State = NoState;
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(Recorder::default())
+    }
+    fn before_batch(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        self.hooks.push("before_batch");
+        self.before = (0..ctx.param_count()?)
+            .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
+            .collect::<Result<_>>()?;
+        // One replayed row of task 1 with its own head.
+        let mut mask = vec![false; 4];
+        mask[2..].fill(true);
+        ctx.append_rows(&[0.5, -0.5, 1.0], &[3], Some(&mask))
+    }
+    fn after_backward(&mut self, ctx: &mut Ctx<'_>, loss: f32) -> Result<()> {
+        self.hooks.push("after_backward");
+        self.loss = loss;
+        self.grads = (0..ctx.param_count()?)
+            .map(|i| ctx.grads_ref(i).map(<[f32]>::to_vec))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+    fn after_step(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        self.hooks.push("after_step");
+        self.after = (0..ctx.param_count()?)
+            .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+#[test]
+fn train_step_runs_the_hooks_around_a_loss_and_an_optimizer_step() {
+    let mut host = MockHost::new(3, 4, 2);
+    host.seed_grads();
+    let mut plugin = MockPlugin::create::<Recorder>("").unwrap();
+    let loss = plugin.train_step(&mut host).unwrap();
+    let r = strategy_of::<Recorder>(&plugin);
+    assert_eq!(r.hooks, ["before_batch", "after_backward", "after_step"]);
+    assert!(loss > 0.0 && loss.is_finite() && r.loss == loss);
+    // The first SGD step with momentum moves by lr * g (the buffer starts as g).
+    for ((b, a), g) in r
+        .before
+        .iter()
+        .flatten()
+        .zip(r.after.iter().flatten())
+        .zip(r.grads.iter().flatten())
+    {
+        assert!((b - 0.1 * g - a).abs() < 1e-6, "{b} - 0.1 * {g} != {a}");
+    }
+    // Gradients were zeroed first (seed_grads is gone), and rows of task 0 put nothing on
+    // units 2, 3 except through the replayed row (unit 3 its target, 2 in its head).
+    let gb = &r.grads[1];
+    assert!(gb[2] > 0.0 && gb[3] < 0.0, "{gb:?}");
+    assert!(
+        (gb.iter().sum::<f32>()).abs() < 1e-6,
+        "softmax gradients sum to zero"
+    );
+    // The loss is the mean cross-entropy: a finite difference agrees with the gradient.
+    let mut probe = MockHost::new(3, 4, 2);
+    probe.state_mut().params[0].values = r.before[0].clone();
+    probe.state_mut().appended = host.state().appended.clone();
+    let eps = 1e-2;
+    let at = |probe: &mut MockHost, dw: f32| {
+        probe.state_mut().params[0].values[5] = r.before[0][5] + dw;
+        probe.loss_backward(0).unwrap()
+    };
+    let fd = (at(&mut probe, eps) - at(&mut probe, -eps)) / (2.0 * eps);
+    assert!(
+        (fd - r.grads[0][5]).abs() < 1e-3,
+        "{fd} vs {}",
+        r.grads[0][5]
+    );
 }

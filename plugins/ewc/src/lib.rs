@@ -347,10 +347,10 @@ impl Strategy for Ewc {
             return Ok(());
         };
         ensure!(
-            state.fisher.len() == ctx.param_count(),
+            state.fisher.len() == ctx.param_count()?,
             "the stored Fisher has {} tensors but the model has {}",
             state.fisher.len(),
-            ctx.param_count()
+            ctx.param_count()?
         );
         let lambda = self.lambda;
         for (i, (f, a)) in state.fisher.iter().zip(&state.anchor).enumerate() {
@@ -378,7 +378,7 @@ impl Strategy for Ewc {
                 "the task has no training samples: its Fisher is zero"
             );
         }
-        let anchor: Vec<Vec<f32>> = (0..ctx.param_count())
+        let anchor: Vec<Vec<f32>> = (0..ctx.param_count()?)
             .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
             .collect::<Result<_>>()?;
         let (fisher, tasks): (Vec<Vec<f32>>, u64) = match self.state.take() {

@@ -139,9 +139,9 @@ impl Lwf {
         };
         let n = teacher.params.len();
         ensure!(
-            n == ctx.param_count(),
+            n == ctx.param_count()?,
             "the old model has {n} tensors but the model has {}",
-            ctx.param_count()
+            ctx.param_count()?
         );
         for (i, old) in teacher.params.iter().enumerate() {
             let len = ctx.values_ref(i)?.len();
@@ -217,7 +217,7 @@ impl Strategy for Lwf {
             self.teacher = None;
             return Ok(());
         }
-        let params = (0..ctx.param_count())
+        let params = (0..ctx.param_count()?)
             .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
             .collect::<Result<Vec<_>>>()?;
         let heads = old_heads(ctx, task.setting, task.task, task.num_outputs)?;

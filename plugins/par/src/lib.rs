@@ -367,7 +367,7 @@ impl Par {
                 }
             };
             ctx.expert_select(id)?;
-            let np = ctx.param_count();
+            let np = ctx.param_count()?;
             let mut xb = vec![0f32; b * d];
             for _ in 0..self.cfg.search_steps {
                 let mut yb = Vec::with_capacity(b);
@@ -583,7 +583,7 @@ impl Strategy for Par {
         self.transfer = None;
         if let Decision::Transfer { expert } = decision {
             ctx.expert_select(expert)?;
-            let np = ctx.param_count();
+            let np = ctx.param_count()?;
             let body = (0..np.saturating_sub(2))
                 .map(|i| ctx.values_ref(i).map(<[f32]>::to_vec))
                 .collect::<Result<Vec<_>>>()?;

@@ -266,7 +266,7 @@ impl Strategy for Wasserstein {
         let Some(layers) = &self.layers else {
             bail!("wasserstein: θ0 is not stored (no on_model_built or on_task_start yet)");
         };
-        let count = ctx.param_count();
+        let count = ctx.param_count()?;
         for layer in layers {
             ensure!(
                 layer.index < count,

@@ -1,163 +1,138 @@
-//! The host side of the ABI: the per-call context behind `*mut ClefCtx` and the [`HOST`]
-//! service table.
+//! The real host's model behind the shared service layer (`clef-services`): the per-call
+//! context behind `*mut ClefCtx` and the [`HOST`] service table.
 //!
-//! Every hook call builds a [`HostCtx`] on the stack (the core's [`Ctx`], the batch in
-//! `before_batch`, scratch buffers whose pointers stay valid for the whole hook) and passes
-//! its address as the opaque `ClefCtx`. Services cast it back. Every service catches panics
-//! (a host bug must not unwind into plugin code) and reports failures as status codes; the
-//! detail of the last failure is kept in the context and appended to the plugin's own error
-//! message if the hook then fails.
+//! Every hook call builds a [`HostCtx`] on the stack over the core's [`Ctx`] (and the batch in
+//! `before_batch`; no training context in `save_state`/`load_state`) and passes its address as
+//! the opaque `ClefCtx`. The argument checks, the "allowed in" rules, the marshalling and the
+//! panic catching of every service are `clef-services`' (shared with the SDK's `MockHost`);
+//! this module only says what the services mean on the trainer's network, optimizer, scenario
+//! and expert pool ([`CoreModel`], a [`ServiceModel`]). A refused service is logged at debug
+//! level and kept as the call's last service error, which the host appends to the plugin's
+//! own message if the hook then fails.
 
+use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::ffi::{c_char, c_void, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, OnceLock};
 
 use rand::RngCore;
 
 use clef_abi::{
-    ClefBatch, ClefCtx, ClefHost, ClefParamInfo, ClefTaskInfo, ClefTensor, CLEF_ABI_MAJOR,
-    CLEF_ABI_MINOR, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_LOG_DEBUG, CLEF_LOG_ERROR,
-    CLEF_LOG_INFO, CLEF_LOG_TRACE, CLEF_LOG_WARN, CLEF_NOT_ALLOWED, CLEF_OK, CLEF_ROLE_BIAS,
-    CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL,
-    CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN, CLEF_UNSUPPORTED,
+    ClefCtx, ClefHost, ClefTaskInfo, CLEF_LOG_DEBUG, CLEF_LOG_ERROR, CLEF_LOG_INFO, CLEF_LOG_TRACE,
+    CLEF_LOG_WARN, CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL,
+    CLEF_SETTING_TASK_IL,
 };
-use clef_backend::{Inputs, ParamRole};
+use clef_backend::{Inputs, Network, ParamRole};
+use clef_services::{
+    Access, Activation, BatchRef, Facts, HostCall, ParamFacts, Rows, ServiceError, ServiceModel,
+    ServiceResult, TaskFacts, View,
+};
 
 use crate::config::Setting;
 use crate::strategy::{Batch, Ctx};
 
-/// Rows a plugin appended during `before_batch`; merged into the batch after the hook returns,
-/// so the view `batch_get` handed out stays valid for the whole hook.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    pub(crate) chunks: Vec<Appended>,
-}
-
 /// One `batch_append` call: inputs, targets, and per-row masks (if given).
-pub(crate) type Appended = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
+pub type Appended = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
 
-/// What `*mut ClefCtx` points to during one hook call.
-pub(crate) struct HostCtx {
-    /// Name of the plugin being called (for logs).
-    pub(crate) plugin: &'static str,
-    /// The core's context; null in `save_state` / `load_state`, which run outside training.
-    core: *mut Ctx<'static>,
-    /// The batch; null outside `before_batch`.
-    batch: *mut Batch,
-    /// Rows appended in this call.
-    pub(crate) pending: Pending,
-    /// `units` of the task info handed out in this call (stable for the whole call).
-    units: Option<Vec<i64>>,
-    /// Targets of the batch view (`i64` as the ABI wants them).
-    targets: Vec<i64>,
-    /// Output buffer of forward / features.
-    scratch: Vec<f32>,
-    /// Inputs and targets gathered by `task_samples`.
-    gathered_x: Vec<f32>,
-    gathered_y: Vec<usize>,
-    /// The last service failure of this call, `service: detail`.
-    pub(crate) service_error: Option<String>,
-    /// Values the plugin reported in this call (`report`), in call order.
-    pub(crate) reports: Vec<(String, f64)>,
+/// The service table handed to every plugin's `create` (one static instance, valid forever).
+///
+/// Instantiated at `'static` lifetimes: a [`HostCtx`] borrows the trainer's state for one hook
+/// only, and the services use a context only while the hook that received it runs.
+pub(crate) static HOST: ClefHost = clef_services::table::<CoreModel<'static, 'static>>();
+
+/// The real host's service table: what a plugin's `create` receives (one static table, valid forever).
+pub fn host_table() -> &'static ClefHost {
+    &HOST
 }
 
-impl HostCtx {
-    /// A context over the core's `ctx` (and the batch in `before_batch`). The pointers must
-    /// stay valid while the context is used, which [`super::PluginStrategy`] ensures by keeping
-    /// the context on the stack of the hook call that borrows them.
-    pub(crate) fn new(
+/// What `*mut ClefCtx` points to during one hook call: the shared layer's per-call context over
+/// the core's model (`repr(transparent)`, so the pointer is the [`HostCall`]'s, which the
+/// services of [`host_table`] expect). The plugin hooks build one per call; it is public so
+/// tests can call the real host's services as a plugin would (`tests/service_conformance.rs`).
+#[repr(transparent)]
+pub struct HostCtx<'a, 'c>(HostCall<CoreModel<'a, 'c>>);
+
+impl<'a, 'c> HostCtx<'a, 'c> {
+    /// A context over the core's `ctx` (none in `save_state`/`load_state`) and the batch in
+    /// `before_batch`. The batch is only read during the hook: rows the plugin appends are kept
+    /// aside ([`HostCtx::take_appended`]) so the view `batch_get` handed out stays valid.
+    pub fn new(
         plugin: &'static str,
-        ctx: Option<&mut Ctx<'_>>,
-        batch: Option<&mut Batch>,
+        ctx: Option<&'a mut Ctx<'c>>,
+        batch: Option<&'a mut Batch>,
     ) -> Self {
-        HostCtx {
+        HostCtx(HostCall::new(CoreModel {
             plugin,
-            core: ctx.map_or(std::ptr::null_mut(), |c| {
-                (c as *mut Ctx<'_>).cast::<Ctx<'static>>()
-            }),
-            batch: batch.map_or(std::ptr::null_mut(), |b| b as *mut Batch),
-            pending: Pending::default(),
-            units: None,
-            targets: Vec::new(),
-            scratch: Vec::new(),
-            gathered_x: Vec::new(),
-            gathered_y: Vec::new(),
-            service_error: None,
+            ctx,
+            batch: batch.map(|b| &*b),
+            pending: Vec::new(),
             reports: Vec::new(),
-        }
+        }))
     }
 
-    /// The opaque pointer handed to the plugin.
-    pub(crate) fn as_raw(&mut self) -> *mut ClefCtx {
-        (self as *mut HostCtx).cast::<ClefCtx>()
-    }
-
-    fn core(&mut self) -> Result<&mut Ctx<'static>, SvcErr> {
-        if self.core.is_null() {
-            return Err(SvcErr::not_allowed(
-                "not available in save_state/load_state (no training context)",
-            ));
-        }
-        // SAFETY: non-null pointers come from a live `&mut Ctx` that outlives this context
-        // (see `new`); the returned borrow is tied to `&mut self`, so no two exist at once.
-        Ok(unsafe { &mut *self.core })
+    /// The opaque pointer handed to the plugin (valid while `self` is neither moved nor
+    /// dropped).
+    pub fn as_raw(&mut self) -> *mut ClefCtx {
+        self.0.as_raw()
     }
 
     /// The task info of the current task; `units` points into this context.
-    pub(crate) fn task_info(&mut self) -> Result<ClefTaskInfo, SvcErr> {
-        let (
-            task,
-            num_tasks,
-            train,
-            test,
-            input_dim,
-            num_outputs,
-            feature_dim,
-            setting,
-            seed,
-            units,
-        ) = {
-            let c = self.core()?;
-            let sc = c.scenario;
-            let t = sc.tasks.get(c.task).ok_or_else(|| {
-                SvcErr::new(
-                    CLEF_ERROR,
-                    format!("current task {} does not exist", c.task),
-                )
-            })?;
-            (
-                c.task,
-                sc.tasks.len(),
-                t.train.len(),
-                t.test.len(),
-                sc.input_dim(),
-                sc.num_outputs,
-                c.net.spec().feature_dim(),
-                sc.setting,
-                c.seed,
-                t.units.iter().map(|&u| u as i64).collect::<Vec<i64>>(),
-            )
-        };
-        let units = self.units.get_or_insert(units);
-        Ok(ClefTaskInfo {
-            struct_size: std::mem::size_of::<ClefTaskInfo>() as u32,
-            setting: setting_code(setting),
-            task: task as i64,
-            num_tasks: num_tasks as i64,
-            train_samples: train as i64,
-            test_samples: test as i64,
-            input_dim: input_dim as i64,
-            num_outputs: num_outputs as i64,
-            feature_dim: feature_dim as i64,
-            units: units.as_ptr(),
-            n_units: units.len() as i64,
-            num_threads: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(0),
-            seed,
-        })
+    pub(crate) fn task_info(&mut self) -> Result<ClefTaskInfo, ServiceError> {
+        self.0.task_info()
+    }
+
+    /// The last refused service of this call (`service: detail`), taken.
+    pub fn take_service_error(&mut self) -> Option<String> {
+        self.0.take_service_error()
+    }
+
+    /// Records a failure of the host itself as the call's last service error.
+    pub(crate) fn set_service_error(&mut self, message: String) {
+        self.0.set_service_error(message);
+    }
+
+    /// Values the plugin reported in this call (`report`), in call order, taken.
+    pub fn take_reports(&mut self) -> Vec<(String, f64)> {
+        std::mem::take(&mut self.0.model_mut().reports)
+    }
+
+    /// Rows the plugin appended in this call (`batch_append`), taken: merge them into the
+    /// batch after the hook returns.
+    pub fn take_appended(&mut self) -> Vec<Appended> {
+        std::mem::take(&mut self.0.model_mut().pending)
+    }
+
+    /// The core's context (tests).
+    #[cfg(test)]
+    fn core(&mut self) -> &mut Ctx<'c> {
+        self.0.model_mut().ctx_mut()
+    }
+}
+
+/// The real host's model: the trainer's context of one hook call.
+pub(crate) struct CoreModel<'a, 'c> {
+    /// Name of the plugin being called (for logs).
+    plugin: &'static str,
+    /// The core's context; `None` in `save_state` / `load_state`, which run outside training
+    /// (the service layer then refuses every service but `log`).
+    ctx: Option<&'a mut Ctx<'c>>,
+    /// The batch; `None` outside `before_batch`.
+    batch: Option<&'a Batch>,
+    /// Rows appended in this call.
+    pending: Vec<Appended>,
+    /// Values reported in this call.
+    reports: Vec<(String, f64)>,
+}
+
+/// The service layer only asks for training data when the hook has a training context.
+const NO_CTX: &str =
+    "a host service used the training context in save_state/load_state (a clef bug)";
+
+impl<'c> CoreModel<'_, 'c> {
+    fn ctx(&self) -> &Ctx<'c> {
+        self.ctx.as_deref().expect(NO_CTX)
+    }
+
+    fn ctx_mut(&mut self) -> &mut Ctx<'c> {
+        self.ctx.as_deref_mut().expect(NO_CTX)
     }
 }
 
@@ -169,29 +144,293 @@ fn setting_code(s: Setting) -> i32 {
     }
 }
 
-/// A service failure: status code and detail.
-#[derive(Debug)]
-pub(crate) struct SvcErr {
-    code: i32,
-    message: String,
+fn backend(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::error(e.to_string())
 }
 
-impl SvcErr {
-    fn new(code: i32, message: impl Into<String>) -> Self {
-        SvcErr {
-            code,
-            message: message.into(),
+fn inputs(x: &[f32], rows: usize, dim: usize) -> ServiceResult<Inputs<'_>> {
+    Inputs::new(x, rows, dim).map_err(|e| ServiceError::invalid(e.to_string()))
+}
+
+fn emit(plugin: &str, level: i32, text: &str) {
+    match level {
+        CLEF_LOG_ERROR => tracing::error!(target: "plugin", plugin, "{text}"),
+        CLEF_LOG_WARN => tracing::warn!(target: "plugin", plugin, "{text}"),
+        CLEF_LOG_DEBUG => tracing::debug!(target: "plugin", plugin, "{text}"),
+        CLEF_LOG_TRACE => tracing::trace!(target: "plugin", plugin, "{text}"),
+        CLEF_LOG_INFO => tracing::info!(target: "plugin", plugin, "{text}"),
+        _ => tracing::info!(target: "plugin", plugin, level, "{text}"),
+    }
+}
+
+impl ServiceModel for CoreModel<'_, '_> {
+    fn access(&self) -> Access {
+        match (&self.ctx, &self.batch) {
+            (None, _) => Access::NoTraining,
+            (Some(_), Some(_)) => Access::BeforeBatch,
+            (Some(_), None) => Access::Training,
         }
     }
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(CLEF_INVALID_ARGUMENT, message)
+
+    fn log(&mut self, level: i32, message: &str) {
+        emit(self.plugin, level, message);
     }
-    fn not_allowed(message: impl Into<String>) -> Self {
-        Self::new(CLEF_NOT_ALLOWED, message)
+
+    fn log_without_ctx(level: i32, message: &str) {
+        emit(
+            CURRENT_PLUGIN.with(Cell::get).unwrap_or("?"),
+            level,
+            message,
+        );
     }
-    fn unsupported(message: impl Into<String>) -> Self {
-        Self::new(CLEF_UNSUPPORTED, message)
+
+    fn refused(&mut self, service: &'static str, error: &ServiceError) {
+        tracing::debug!(
+            target: "plugin",
+            plugin = self.plugin,
+            service,
+            code = error.code,
+            "host service refused: {}",
+            error.message
+        );
     }
+
+    fn facts(&self) -> Facts {
+        let c = self.ctx();
+        let sc = c.scenario;
+        Facts {
+            setting: setting_code(sc.setting),
+            task: c.task,
+            num_tasks: sc.tasks.len(),
+            input_dim: sc.input_dim(),
+            num_outputs: sc.num_outputs,
+            feature_dim: c.net.spec().feature_dim(),
+            num_threads: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(0),
+            seed: c.seed,
+        }
+    }
+
+    fn task_facts(&self, task: usize) -> TaskFacts<'_> {
+        let t = &self.ctx().scenario.tasks[task];
+        TaskFacts {
+            units: &t.units,
+            train_samples: t.train.len(),
+            test_samples: t.test.len(),
+        }
+    }
+
+    fn rng_u64(&mut self) -> u64 {
+        self.ctx_mut().rng.next_u64()
+    }
+
+    fn param_count(&self) -> usize {
+        self.ctx().net.params().len()
+    }
+
+    fn param_info(&self, index: usize) -> ParamFacts<'_> {
+        let info = &self.ctx().net.params().infos()[index];
+        ParamFacts {
+            name: &info.name,
+            shape: &info.shape,
+            role: match info.role {
+                ParamRole::Weight => CLEF_ROLE_WEIGHT,
+                ParamRole::Bias => CLEF_ROLE_BIAS,
+            },
+            layer: info.layer,
+            numel: info.numel(),
+        }
+    }
+
+    fn param_values(&mut self, index: usize) -> View {
+        self.ctx_mut().net.params_mut().value_mut(index)
+    }
+
+    fn param_grads(&mut self, index: usize) -> View {
+        self.ctx_mut().net.params_mut().grad_mut(index)
+    }
+
+    fn optimizer_slots(&self) -> Vec<&'static str> {
+        self.ctx().optimizer.state_names().to_vec()
+    }
+
+    fn optimizer_state(&mut self, slot: &str, index: usize) -> Option<View> {
+        self.ctx_mut()
+            .optimizer
+            .state_mut(slot, index)
+            .map(|s| s as View)
+    }
+
+    fn forward(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> ServiceResult {
+        let c = self.ctx_mut();
+        let dim = c.scenario.input_dim();
+        c.net.forward(inputs(x, rows, dim)?, out).map_err(backend)
+    }
+
+    fn features(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> ServiceResult {
+        let c = self.ctx_mut();
+        let dim = c.scenario.input_dim();
+        c.net.features(inputs(x, rows, dim)?, out).map_err(backend)
+    }
+
+    fn vjp(&mut self, x: &[f32], rows: usize, cotangent: &[f32]) -> ServiceResult {
+        let c = self.ctx_mut();
+        let dim = c.scenario.input_dim();
+        c.net.vjp(inputs(x, rows, dim)?, cotangent).map_err(backend)
+    }
+
+    fn ntk_gram(
+        &mut self,
+        a: &[f32],
+        rows_a: usize,
+        b: &[f32],
+        rows_b: usize,
+        output: usize,
+        out: &mut [f64],
+    ) -> ServiceResult {
+        let c = self.ctx();
+        let dim = c.scenario.input_dim();
+        let (ia, ib) = (inputs(a, rows_a, dim)?, inputs(b, rows_b, dim)?);
+        clef_backend::ntk::ntk_gram(c.net.spec(), c.net.params(), ia, ib, output, out)
+            .map_err(backend)
+    }
+
+    fn batch(&self) -> Option<BatchRef<'_>> {
+        self.batch.map(|b| BatchRef {
+            x: &b.x,
+            targets: &b.targets,
+            current_rows: b.current_rows,
+            mask: b.mask.as_deref().map(Cow::Borrowed),
+        })
+    }
+
+    fn append_rows(&mut self, rows: Rows) {
+        self.pending.push((rows.x, rows.targets, rows.masks));
+    }
+
+    fn task_samples(
+        &mut self,
+        task: usize,
+        start: usize,
+        rows: usize,
+        x: &mut Vec<f32>,
+        targets: &mut Vec<usize>,
+    ) -> ServiceResult {
+        let sc = self.ctx().scenario;
+        let positions: Vec<usize> = (start..start + rows).collect();
+        sc.gather(&sc.tasks[task], false, &positions, x, targets);
+        Ok(())
+    }
+
+    fn report(&mut self, key: String, value: f64) {
+        self.reports.push((key, value));
+    }
+
+    fn expert_count(&self) -> usize {
+        self.ctx().experts.len()
+    }
+
+    fn active_expert(&self) -> usize {
+        self.ctx().experts.active()
+    }
+
+    fn route_of(&self, task: usize) -> Option<usize> {
+        self.ctx().experts.route_of(task)
+    }
+
+    fn expert_add(&mut self, hidden: Vec<usize>, activation: Activation) -> ServiceResult<usize> {
+        let act = match activation {
+            Activation::Relu => clef_backend::Activation::Relu,
+            Activation::Tanh => clef_backend::Activation::Tanh,
+            Activation::Sigmoid => clef_backend::Activation::Sigmoid,
+        };
+        let c = self.ctx_mut();
+        c.experts
+            .add(hidden, act, c.optimizer)
+            .map_err(ServiceError::error)
+    }
+
+    fn expert_select(&mut self, id: usize) -> ServiceResult {
+        let c = self.ctx_mut();
+        c.experts
+            .select(c.task, id, c.net, c.optimizer)
+            .map_err(ServiceError::error)
+    }
+
+    fn expert_freeze(&mut self, id: usize, frozen: bool) -> ServiceResult {
+        let c = self.ctx_mut();
+        c.experts
+            .freeze(id, frozen, &**c.net)
+            .map_err(ServiceError::error)
+    }
+
+    fn expert_params(&mut self, id: Option<usize>) -> ServiceResult<usize> {
+        let c = self.ctx();
+        match id {
+            None if c.experts.enabled() => Ok(c.experts.total_params(c.scenario)),
+            None => Ok(c.net.spec().num_params()),
+            Some(id) => c
+                .experts
+                .params_of(id, c.scenario)
+                .ok_or_else(|| ServiceError::invalid(format!("expert {id} does not exist"))),
+        }
+    }
+
+    fn head_forward(
+        &mut self,
+        task: usize,
+        x: &[f32],
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> ServiceResult {
+        let c = self.ctx_mut();
+        let xs = inputs(x, rows, c.scenario.input_dim())?;
+        with_head(c, task, false, |net| net.forward(xs, out).map_err(backend))
+    }
+
+    fn head_vjp(
+        &mut self,
+        task: usize,
+        x: &[f32],
+        rows: usize,
+        cotangent: &[f32],
+    ) -> ServiceResult {
+        let c = self.ctx_mut();
+        let xs = inputs(x, rows, c.scenario.input_dim())?;
+        with_head(c, task, true, |net| net.vjp(xs, cotangent).map_err(backend))
+    }
+}
+
+/// Runs `f` on the selected expert with task `task`'s head in its output layer, then puts the
+/// loaded head back bit for bit. With `keep_head_grads`, the output layer's gradients are
+/// restored too (the head is held fixed).
+fn with_head<R>(
+    c: &mut Ctx<'_>,
+    task: usize,
+    keep_head_grads: bool,
+    f: impl FnOnce(&mut dyn Network) -> ServiceResult<R>,
+) -> ServiceResult<R> {
+    let head = c
+        .experts
+        .head_of(task, &**c.net)
+        .map_err(ServiceError::invalid)?;
+    let p = c.net.params_mut();
+    let (wi, bi) = (p.len() - 2, p.len() - 1);
+    let saved_w = p.value(wi).to_vec();
+    let saved_b = p.value(bi).to_vec();
+    let grads = keep_head_grads.then(|| (p.grad(wi).to_vec(), p.grad(bi).to_vec()));
+    p.value_mut(wi).copy_from_slice(&head.weight);
+    p.value_mut(bi).copy_from_slice(&head.bias);
+    let r = f(&mut **c.net);
+    let p = c.net.params_mut();
+    p.value_mut(wi).copy_from_slice(&saved_w);
+    p.value_mut(bi).copy_from_slice(&saved_b);
+    if let Some((gw, gb)) = grads {
+        p.grad_mut(wi).copy_from_slice(&gw);
+        p.grad_mut(bi).copy_from_slice(&gb);
+    }
+    r
 }
 
 thread_local! {
@@ -216,983 +455,6 @@ impl Drop for CurrentPlugin {
     }
 }
 
-/// Runs a service body over the context: null context → `CLEF_INVALID_ARGUMENT`; a failure is
-/// recorded in the context and returned as its code; a panic becomes `CLEF_ERROR`.
-///
-/// # Safety
-/// `raw` must be null or the pointer the host passed to the running hook.
-unsafe fn service(
-    raw: *mut ClefCtx,
-    name: &'static str,
-    f: impl FnOnce(&mut HostCtx) -> Result<(), SvcErr>,
-) -> i32 {
-    if raw.is_null() {
-        return CLEF_INVALID_ARGUMENT;
-    }
-    // SAFETY: the ABI lets plugins call services only during a hook with that hook's ctx,
-    // which is a live `HostCtx` on the host's stack; hooks of one instance never run
-    // concurrently, so this is the only reference while the service runs.
-    let h = unsafe { &mut *raw.cast::<HostCtx>() };
-    let result = catch_unwind(AssertUnwindSafe(|| f(&mut *h)))
-        .unwrap_or_else(|_| Err(SvcErr::new(CLEF_ERROR, "the host panicked (a clef bug)")));
-    match result {
-        Ok(()) => CLEF_OK,
-        Err(e) => {
-            tracing::debug!(
-                target: "plugin",
-                plugin = h.plugin,
-                service = name,
-                code = e.code,
-                "host service refused: {}",
-                e.message
-            );
-            h.service_error = Some(format!("{name}: {}", e.message));
-            e.code
-        }
-    }
-}
-
-/// Checks a plugin-given count.
-fn count(what: &str, v: i64) -> Result<usize, SvcErr> {
-    usize::try_from(v).map_err(|_| SvcErr::invalid(format!("{what} is negative ({v})")))
-}
-
-fn index(what: &str, v: i64, len: usize) -> Result<usize, SvcErr> {
-    usize::try_from(v)
-        .ok()
-        .filter(|&i| i < len)
-        .ok_or_else(|| SvcErr::invalid(format!("{what} {v} is out of range 0..{len}")))
-}
-
-fn product(a: usize, b: usize, what: &str) -> Result<usize, SvcErr> {
-    a.checked_mul(b)
-        .ok_or_else(|| SvcErr::invalid(format!("{what} overflows")))
-}
-
-/// Borrows `len` plugin-owned values.
-///
-/// # Safety
-/// `p` must be null (then `len` must be 0) or point to `len` readable values valid during the
-/// call.
-unsafe fn slice<'x, T>(p: *const T, len: usize, what: &str) -> Result<&'x [T], SvcErr> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() || !p.is_aligned() {
-        return Err(SvcErr::invalid(format!("{what} is null or misaligned")));
-    }
-    // SAFETY: non-null, aligned, `len` readable values (caller).
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
-}
-
-/// Borrows `len` plugin-owned writable values.
-///
-/// # Safety
-/// As [`slice`], writable.
-unsafe fn slice_mut<'x, T>(p: *mut T, len: usize, what: &str) -> Result<&'x mut [T], SvcErr> {
-    if len == 0 {
-        return Ok(&mut []);
-    }
-    if p.is_null() || !p.is_aligned() {
-        return Err(SvcErr::invalid(format!("{what} is null or misaligned")));
-    }
-    // SAFETY: non-null, aligned, `len` writable values (caller), not aliased by host data.
-    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
-}
-
-/// Writes `value` through a plugin-given out pointer.
-///
-/// # Safety
-/// `out` must be null or valid for writes of a `T` during the call.
-unsafe fn write_out<T>(out: *mut T, value: T, what: &str) -> Result<(), SvcErr> {
-    if out.is_null() || !out.is_aligned() {
-        return Err(SvcErr::invalid(format!("{what} is null or misaligned")));
-    }
-    // SAFETY: non-null, aligned, writable (caller).
-    unsafe { out.write(value) };
-    Ok(())
-}
-
-/// Parameter names as C strings that live for the whole process (a handful of distinct names
-/// such as `layers.0.weight`), so `param_info` names never dangle.
-fn interned(name: &str) -> *const c_char {
-    static NAMES: OnceLock<Mutex<HashMap<String, &'static CStr>>> = OnceLock::new();
-    let mut map = NAMES
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = map.get(name) {
-        return s.as_ptr();
-    }
-    let c: &'static CStr = Box::leak(
-        CString::new(name.replace('\0', "?"))
-            .unwrap_or_default()
-            .into_boxed_c_str(),
-    );
-    map.insert(name.to_owned(), c);
-    c.as_ptr()
-}
-
-fn shape4(shape: &[usize]) -> Result<(i32, [i64; 4]), SvcErr> {
-    if shape.is_empty() || shape.len() > 4 {
-        return Err(SvcErr::new(
-            CLEF_ERROR,
-            format!(
-                "parameter has {} dimensions (the ABI allows 1..=4)",
-                shape.len()
-            ),
-        ));
-    }
-    let mut s = [1i64; 4];
-    for (d, &v) in s.iter_mut().zip(shape) {
-        *d = v as i64;
-    }
-    Ok((shape.len() as i32, s))
-}
-
-fn tensor(data: &mut [f32], shape: &[usize]) -> Result<ClefTensor, SvcErr> {
-    let (ndim, shape) = shape4(shape)?;
-    Ok(ClefTensor {
-        data: data.as_mut_ptr(),
-        numel: data.len() as i64,
-        ndim,
-        writable: 1,
-        shape,
-    })
-}
-
-// ---- services ---------------------------------------------------------------------------------
-//
-// Each service builds its body as a closure (outside any `unsafe` block, so every unsafe
-// operation in it carries its own block and SAFETY note) and runs it through `service`.
-
-unsafe extern "C" fn svc_log(raw: *mut ClefCtx, level: i32, msg: *const c_char) {
-    let body = || {
-        if msg.is_null() {
-            return;
-        }
-        let plugin = if raw.is_null() {
-            CURRENT_PLUGIN.with(Cell::get).unwrap_or("?")
-        } else {
-            // SAFETY: a non-null ctx is the running hook's `HostCtx` (ABI); only its plugin
-            // name is read.
-            unsafe { (*raw.cast::<HostCtx>()).plugin }
-        };
-        // SAFETY: non-null, NUL-terminated, valid during the call (ABI).
-        let text = unsafe { CStr::from_ptr(msg) }.to_string_lossy();
-        match level {
-            CLEF_LOG_ERROR => tracing::error!(target: "plugin", plugin, "{text}"),
-            CLEF_LOG_WARN => tracing::warn!(target: "plugin", plugin, "{text}"),
-            CLEF_LOG_DEBUG => tracing::debug!(target: "plugin", plugin, "{text}"),
-            CLEF_LOG_TRACE => tracing::trace!(target: "plugin", plugin, "{text}"),
-            CLEF_LOG_INFO => tracing::info!(target: "plugin", plugin, "{text}"),
-            _ => tracing::info!(target: "plugin", plugin, level, "{text}"),
-        }
-    };
-    let _ = catch_unwind(body);
-}
-
-unsafe extern "C" fn svc_rng_u64(raw: *mut ClefCtx) -> u64 {
-    let mut v = 0u64;
-    let body = |h: &mut HostCtx| {
-        v = h.core()?.rng.next_u64();
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "rng_u64", body) };
-    v
-}
-
-unsafe extern "C" fn svc_task_info(raw: *mut ClefCtx, out: *mut ClefTaskInfo) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let info = h.task_info()?;
-        // The caller states how large its struct is (ABI: out-structs with a `struct_size`); a
-        // struct older than this host's would be overrun, so it is refused. (A later minor
-        // version writes only the first `struct_size` bytes.)
-        if out.is_null() || !out.is_aligned() {
-            return Err(SvcErr::invalid("out is null or misaligned"));
-        }
-        // SAFETY: non-null, aligned, and at least the 4-byte `struct_size` field is readable
-        // in any version of the struct (it is the first field).
-        let caller = unsafe { (*out).struct_size } as usize;
-        if caller < std::mem::size_of::<ClefTaskInfo>() {
-            return Err(SvcErr::invalid(format!(
-                "out.struct_size is {caller}, expected at least {} (set it to sizeof(clef_task_info))",
-                std::mem::size_of::<ClefTaskInfo>()
-            )));
-        }
-        // SAFETY: `out` is the plugin's writable task info of at least our size (checked).
-        unsafe { write_out(out, info, "out") }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "task_info", body) }
-}
-
-unsafe extern "C" fn svc_param_count(raw: *mut ClefCtx) -> i64 {
-    let mut n = 0i64;
-    let body = |h: &mut HostCtx| {
-        n = h.core()?.net.params().len() as i64;
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    let status = unsafe { service(raw, "param_count", body) };
-    if status == CLEF_OK {
-        n
-    } else {
-        status as i64
-    }
-}
-
-unsafe extern "C" fn svc_param_info(raw: *mut ClefCtx, idx: i64, out: *mut ClefParamInfo) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let params = h.core()?.net.params();
-        let i = index("parameter index", idx, params.len())?;
-        let info = &params.infos()[i];
-        let (ndim, shape) = shape4(&info.shape)?;
-        let value = ClefParamInfo {
-            name: interned(&info.name),
-            ndim,
-            role: match info.role {
-                ParamRole::Weight => CLEF_ROLE_WEIGHT,
-                ParamRole::Bias => CLEF_ROLE_BIAS,
-            },
-            shape,
-            numel: info.numel() as i64,
-            layer: info.layer as i64,
-        };
-        // SAFETY: `out` is the plugin's writable param info (ABI).
-        unsafe { write_out(out, value, "out") }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "param_info", body) }
-}
-
-/// `param_values` and `param_grads`: a writable view of a parameter's values or gradient.
-///
-/// # Safety
-/// `raw` null or this hook's ctx; `out` null or a writable tensor struct.
-unsafe fn param_view(
-    raw: *mut ClefCtx,
-    name: &'static str,
-    grads: bool,
-    idx: i64,
-    out: *mut ClefTensor,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let params = h.core()?.net.params_mut();
-        let i = index("parameter index", idx, params.len())?;
-        let shape = params.infos()[i].shape.clone();
-        let buf = if grads {
-            params.grad_mut(i)
-        } else {
-            params.value_mut(i)
-        };
-        let t = tensor(buf, &shape)?;
-        // SAFETY: `out` is the plugin's writable tensor (caller).
-        unsafe { write_out(out, t, "out") }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (caller).
-    unsafe { service(raw, name, body) }
-}
-
-unsafe extern "C" fn svc_param_values(raw: *mut ClefCtx, idx: i64, out: *mut ClefTensor) -> i32 {
-    // SAFETY: the ABI's contract for `param_values` is `param_view`'s.
-    unsafe { param_view(raw, "param_values", false, idx, out) }
-}
-
-unsafe extern "C" fn svc_param_grads(raw: *mut ClefCtx, idx: i64, out: *mut ClefTensor) -> i32 {
-    // SAFETY: the ABI's contract for `param_grads` is `param_view`'s.
-    unsafe { param_view(raw, "param_grads", true, idx, out) }
-}
-
-unsafe extern "C" fn svc_optimizer_state(
-    raw: *mut ClefCtx,
-    slot: *const c_char,
-    idx: i64,
-    out: *mut ClefTensor,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        if slot.is_null() {
-            return Err(SvcErr::invalid("slot name is null"));
-        }
-        // SAFETY: non-null, NUL-terminated, valid during the call (ABI).
-        let name = unsafe { CStr::from_ptr(slot) }
-            .to_string_lossy()
-            .into_owned();
-        let c = h.core()?;
-        let n = c.net.params().len();
-        let i = index("parameter index", idx, n)?;
-        let shape = c.net.params().infos()[i].shape.clone();
-        let names = c.optimizer.state_names();
-        match c.optimizer.state_mut(&name, i) {
-            Some(buf) => {
-                let t = tensor(buf, &shape)?;
-                // SAFETY: `out` is the plugin's writable tensor (ABI).
-                unsafe { write_out(out, t, "out") }
-            }
-            None => Err(SvcErr::unsupported(format!(
-                "the optimizer has no state slot {name:?} (it has: {})",
-                names.join(", ")
-            ))),
-        }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "optimizer_state", body) }
-}
-
-/// Which network output a row-wise service computes.
-#[derive(Clone, Copy)]
-enum Output {
-    Logits,
-    Features,
-}
-
-/// `forward` and `features`.
-///
-/// # Safety
-/// `raw` null or this hook's ctx; `x` `rows * input_dim` readable floats; `out` `out_len`
-/// writable floats (as the ABI documents both services).
-unsafe fn rows_service(
-    raw: *mut ClefCtx,
-    name: &'static str,
-    which: Output,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let rows = count("rows", rows)?;
-        let out_len = count("out_len", out_len)?;
-        let c = h.core()?;
-        let dim = c.scenario.input_dim();
-        let (width, what) = match which {
-            Output::Logits => (c.scenario.num_outputs, "num_outputs"),
-            Output::Features => (c.net.spec().feature_dim(), "feature_dim"),
-        };
-        let expected = product(rows, width, "rows * width")?;
-        if out_len != expected {
-            return Err(SvcErr::invalid(format!(
-                "out_len is {out_len}, expected rows ({rows}) * {what} ({width}) = {expected}"
-            )));
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        let n_in = product(rows, dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (caller).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `out_len` writable floats during the call (caller), plugin memory that no
-        // host buffer aliases.
-        let dst = unsafe { slice_mut(out, out_len, "out") }?;
-        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
-        let mut buf = std::mem::take(&mut h.scratch);
-        let r = h.core().and_then(|c| {
-            match which {
-                Output::Logits => c.net.forward(inputs, &mut buf),
-                Output::Features => c.net.features(inputs, &mut buf),
-            }
-            .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
-        });
-        let r = r.and_then(|()| {
-            if buf.len() == dst.len() {
-                dst.copy_from_slice(&buf);
-                Ok(())
-            } else {
-                Err(SvcErr::new(
-                    CLEF_ERROR,
-                    format!(
-                        "the backend produced {} values, expected {}",
-                        buf.len(),
-                        dst.len()
-                    ),
-                ))
-            }
-        });
-        h.scratch = buf;
-        r
-    };
-    // SAFETY: `raw` is null or this hook's ctx (caller).
-    unsafe { service(raw, name, body) }
-}
-
-unsafe extern "C" fn svc_forward(
-    raw: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    // SAFETY: the ABI's contract for `forward` is `rows_service`'s.
-    unsafe { rows_service(raw, "forward", Output::Logits, x, rows, out, out_len) }
-}
-
-unsafe extern "C" fn svc_features(
-    raw: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    // SAFETY: the ABI's contract for `features` is `rows_service`'s.
-    unsafe { rows_service(raw, "features", Output::Features, x, rows, out, out_len) }
-}
-
-unsafe extern "C" fn svc_vjp(
-    raw: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    cotangent: *const f32,
-    cotangent_len: i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let rows = count("rows", rows)?;
-        let len = count("cotangent_len", cotangent_len)?;
-        let c = h.core()?;
-        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
-        let expected = product(rows, outs, "rows * num_outputs")?;
-        if len != expected {
-            return Err(SvcErr::invalid(format!(
-                "cotangent_len is {len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
-            )));
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        let n_in = product(rows, dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `cotangent_len` floats readable during the call (ABI).
-        let cot = unsafe { slice(cotangent, len, "cotangent") }?;
-        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
-        c.net
-            .vjp(inputs, cot)
-            .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "vjp", body) }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C" fn svc_ntk_gram(
-    raw: *mut ClefCtx,
-    a: *const f32,
-    rows_a: i64,
-    b: *const f32,
-    rows_b: i64,
-    output: i64,
-    out: *mut f64,
-    out_len: i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let rows_a = count("rows_a", rows_a)?;
-        let rows_b = count("rows_b", rows_b)?;
-        let out_len = count("out_len", out_len)?;
-        let c = h.core()?;
-        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
-        let output = index("output", output, outs)?;
-        let expected = product(rows_a, rows_b, "rows_a * rows_b")?;
-        if out_len != expected {
-            return Err(SvcErr::invalid(format!(
-                "out_len is {out_len}, expected rows_a ({rows_a}) * rows_b ({rows_b}) = {expected}"
-            )));
-        }
-        if expected == 0 {
-            return Ok(());
-        }
-        // SAFETY: `rows_a * input_dim` inputs readable during the call (ABI).
-        let xa = unsafe { slice(a, product(rows_a, dim, "rows_a * input_dim")?, "a") }?;
-        // SAFETY: `rows_b * input_dim` inputs readable during the call (ABI).
-        let xb = unsafe { slice(b, product(rows_b, dim, "rows_b * input_dim")?, "b") }?;
-        // SAFETY: `out_len` writable f64s during the call (ABI), plugin memory that no host
-        // buffer aliases.
-        let dst = unsafe { slice_mut(out, out_len, "out") }?;
-        let ia = Inputs::new(xa, rows_a, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
-        let ib = Inputs::new(xb, rows_b, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
-        clef_backend::ntk::ntk_gram(c.net.spec(), c.net.params(), ia, ib, output, dst)
-            .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "ntk_gram", body) }
-}
-
-unsafe extern "C" fn svc_batch_get(raw: *mut ClefCtx, out: *mut ClefBatch) -> i32 {
-    let body = |h: &mut HostCtx| {
-        if h.batch.is_null() {
-            return Err(SvcErr::not_allowed("only available in before_batch"));
-        }
-        let dim = h.core()?.scenario.input_dim() as i64;
-        // SAFETY: non-null: the live batch of this `before_batch` call (see HostCtx::new).
-        // Appended rows go to `pending`, so the batch is not modified during the hook and the
-        // view stays valid until the hook returns.
-        let batch = unsafe { &*h.batch };
-        if h.targets.len() != batch.targets.len() {
-            h.targets = batch.targets.iter().map(|&t| t as i64).collect();
-        }
-        let view = ClefBatch {
-            x: batch.x.as_ptr(),
-            targets: h.targets.as_ptr(),
-            rows: batch.rows() as i64,
-            cols: dim,
-            current_rows: batch.current_rows as i64,
-        };
-        // SAFETY: `out` is the plugin's writable batch struct (ABI).
-        unsafe { write_out(out, view, "out") }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "batch_get", body) }
-}
-
-unsafe extern "C" fn svc_batch_append(
-    raw: *mut ClefCtx,
-    x: *const f32,
-    rows: i64,
-    targets: *const i64,
-    masks: *const u8,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        if h.batch.is_null() {
-            return Err(SvcErr::not_allowed("only available in before_batch"));
-        }
-        let rows = count("rows", rows)?;
-        let c = h.core()?;
-        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
-        let n_in = product(rows, dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `rows` targets readable during the call (ABI).
-        let ts = unsafe { slice(targets, rows, "targets") }?;
-        let masks: Option<Vec<bool>> = if masks.is_null() {
-            None
-        } else {
-            let n = product(rows, outs, "rows * num_outputs")?;
-            // SAFETY: `rows * num_outputs` bytes readable during the call (ABI).
-            let m = unsafe { slice(masks, n, "masks") }?;
-            Some(m.iter().map(|&b| b != 0).collect())
-        };
-        // SAFETY: non-null: this `before_batch` call's batch, only read here.
-        let shared = unsafe { &(*h.batch).mask };
-        let mut tv = Vec::with_capacity(rows);
-        for (r, &t) in ts.iter().enumerate() {
-            let t = index(&format!("target of row {r}"), t, outs)?;
-            let allowed = match (&masks, shared) {
-                (Some(m), _) => m[r * outs + t],
-                (None, Some(s)) => s[t],
-                (None, None) => true,
-            };
-            if !allowed {
-                return Err(SvcErr::invalid(format!(
-                    "target {t} of row {r} is not in the row's class mask{}",
-                    if masks.is_none() {
-                        " (the current task's training mask; pass masks for rows of other tasks)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            tv.push(t);
-        }
-        h.pending.chunks.push((xs.to_vec(), tv, masks));
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "batch_append", body) }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C" fn svc_task_samples(
-    raw: *mut ClefCtx,
-    task: i64,
-    split: i32,
-    start: i64,
-    rows: i64,
-    x_out: *mut f32,
-    targets_out: *mut i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let (mut gx, mut gy) = (
-            std::mem::take(&mut h.gathered_x),
-            std::mem::take(&mut h.gathered_y),
-        );
-        let c = h.core()?;
-        let sc = c.scenario;
-        let t = index("task", task, sc.tasks.len())?;
-        if t > c.task {
-            return Err(SvcErr::not_allowed(format!(
-                "task {t} is in the future (current task: {})",
-                c.task
-            )));
-        }
-        // Test data is for evaluation only: a strategy that trained on it would leak the
-        // evaluation set (and break tune-then-evaluate), so the host refuses it.
-        let test = match split {
-            CLEF_SPLIT_TRAIN => false,
-            CLEF_SPLIT_TEST => {
-                return Err(SvcErr::not_allowed(
-                    "test samples are reserved for evaluation; strategies may read training samples only",
-                ))
-            }
-            other => return Err(SvcErr::invalid(format!("unknown split {other}"))),
-        };
-        let (start, rows) = (count("start", start)?, count("rows", rows)?);
-        let task_ref = &sc.tasks[t];
-        let len = if test {
-            task_ref.test.len()
-        } else {
-            task_ref.train.len()
-        };
-        let end = start
-            .checked_add(rows)
-            .filter(|&e| e <= len)
-            .ok_or_else(|| {
-                SvcErr::invalid(format!(
-                    "samples {start}..{start}+{rows} exceed the split's {len} samples"
-                ))
-            })?;
-        let n_in = product(rows, sc.input_dim(), "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` writable floats during the call (ABI), plugin memory.
-        let xo = unsafe { slice_mut(x_out, n_in, "x_out") }?;
-        // SAFETY: `rows` writable targets during the call (ABI), plugin memory.
-        let yo = unsafe { slice_mut(targets_out, rows, "targets_out") }?;
-        let positions: Vec<usize> = (start..end).collect();
-        gx.clear();
-        gy.clear();
-        sc.gather(task_ref, test, &positions, &mut gx, &mut gy);
-        xo.copy_from_slice(&gx);
-        for (o, &y) in yo.iter_mut().zip(&gy) {
-            *o = y as i64;
-        }
-        h.gathered_x = gx;
-        h.gathered_y = gy;
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "task_samples", body) }
-}
-
-unsafe extern "C" fn svc_task_mask(raw: *mut ClefCtx, task: i64, out: *mut u8, len: i64) -> i32 {
-    let body = |h: &mut HostCtx| {
-        // Any task, future ones included: a head's units are the layout of the output layer,
-        // not data (docs/abi.md: "allowed in hooks").
-        let sc = h.core()?.scenario;
-        let t = index("task", task, sc.tasks.len())?;
-        let len = count("len", len)?;
-        if len != sc.num_outputs {
-            return Err(SvcErr::invalid(format!(
-                "len is {len}, expected num_outputs ({})",
-                sc.num_outputs
-            )));
-        }
-        // SAFETY: `len` writable bytes during the call (ABI), plugin memory.
-        let dst = unsafe { slice_mut(out, len, "out") }?;
-        match sc.setting {
-            Setting::DomainIl => dst.fill(1),
-            Setting::TaskIl | Setting::ClassIl => {
-                dst.fill(0);
-                for &u in &sc.tasks[t].units {
-                    if let Some(d) = dst.get_mut(u) {
-                        *d = 1;
-                    }
-                }
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "task_mask", body) }
-}
-
-/// The pool services are task-IL only: evaluation routes each task to its expert by task id.
-fn require_task_il(c: &Ctx<'_>) -> Result<(), SvcErr> {
-    if c.scenario.setting == Setting::TaskIl {
-        Ok(())
-    } else {
-        Err(SvcErr::not_allowed(
-            "expert pools need the task-IL setting (evaluation routes by task id)",
-        ))
-    }
-}
-
-unsafe extern "C" fn svc_expert_add(
-    raw: *mut ClefCtx,
-    hidden: *const i64,
-    n_hidden: i64,
-    activation: i32,
-    out_id: *mut i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let n = count("n_hidden", n_hidden)?;
-        // SAFETY: `n_hidden` readable values during the call (ABI).
-        let widths = unsafe { slice(hidden, n, "hidden") }?;
-        let widths = widths
-            .iter()
-            .map(|&w| {
-                usize::try_from(w)
-                    .ok()
-                    .filter(|&w| w > 0)
-                    .ok_or_else(|| SvcErr::invalid(format!("hidden width {w} is not positive")))
-            })
-            .collect::<Result<Vec<usize>, _>>()?;
-        let act = match activation {
-            0 => clef_backend::Activation::Relu,
-            1 => clef_backend::Activation::Tanh,
-            2 => clef_backend::Activation::Sigmoid,
-            other => {
-                return Err(SvcErr::invalid(format!(
-                    "activation {other} (0 relu, 1 tanh, 2 sigmoid)"
-                )))
-            }
-        };
-        let c = h.core()?;
-        require_task_il(c)?;
-        let id = c
-            .experts
-            .add(widths, act, c.optimizer)
-            .map_err(|e| SvcErr::new(CLEF_ERROR, e))?;
-        // SAFETY: `out_id` is null or writable during the call (ABI).
-        unsafe { write_out(out_id, id as i64, "out_id") }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "expert_add", body) }
-}
-
-unsafe extern "C" fn svc_expert_select(raw: *mut ClefCtx, id: i64) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let c = h.core()?;
-        require_task_il(c)?;
-        let id = index("expert id", id, c.experts.len())?;
-        c.experts
-            .select(c.task, id, c.net, c.optimizer)
-            .map_err(|e| SvcErr::new(CLEF_ERROR, e))
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "expert_select", body) }
-}
-
-unsafe extern "C" fn svc_expert_freeze(raw: *mut ClefCtx, id: i64, frozen: i32) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let c = h.core()?;
-        require_task_il(c)?;
-        let id = index("expert id", id, c.experts.len())?;
-        c.experts
-            .freeze(id, frozen != 0, &**c.net)
-            .map_err(|e| SvcErr::new(CLEF_ERROR, e))
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "expert_freeze", body) }
-}
-
-unsafe extern "C" fn svc_expert_params(raw: *mut ClefCtx, id: i64, out: *mut i64) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let c = h.core()?;
-        let n = if id == -1 {
-            if c.experts.enabled() {
-                c.experts.total_params(c.scenario)
-            } else {
-                c.net.spec().num_params()
-            }
-        } else {
-            let id = index("expert id", id, c.experts.len())?;
-            c.experts
-                .params_of(id, c.scenario)
-                .ok_or_else(|| SvcErr::invalid(format!("expert {id} does not exist")))?
-        };
-        // SAFETY: `out` is null or writable during the call (ABI).
-        unsafe { write_out(out, n as i64, "out") }
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "expert_params", body) }
-}
-
-/// Runs `f` on the selected expert with task `task`'s head in its output layer, then puts the
-/// loaded head back bit for bit. With `keep_head_grads`, the output layer's gradients are
-/// restored too (the head is held fixed).
-fn with_head<R>(
-    c: &mut Ctx<'_>,
-    task: usize,
-    keep_head_grads: bool,
-    f: impl FnOnce(&mut dyn clef_backend::Network) -> Result<R, SvcErr>,
-) -> Result<R, SvcErr> {
-    let head = c.experts.head_of(task, &**c.net).map_err(SvcErr::invalid)?;
-    let p = c.net.params_mut();
-    let (wi, bi) = (p.len() - 2, p.len() - 1);
-    let saved_w = p.value(wi).to_vec();
-    let saved_b = p.value(bi).to_vec();
-    let grads = keep_head_grads.then(|| (p.grad(wi).to_vec(), p.grad(bi).to_vec()));
-    p.value_mut(wi).copy_from_slice(&head.weight);
-    p.value_mut(bi).copy_from_slice(&head.bias);
-    let r = f(&mut **c.net);
-    let p = c.net.params_mut();
-    p.value_mut(wi).copy_from_slice(&saved_w);
-    p.value_mut(bi).copy_from_slice(&saved_b);
-    if let Some((gw, gb)) = grads {
-        p.grad_mut(wi).copy_from_slice(&gw);
-        p.grad_mut(bi).copy_from_slice(&gb);
-    }
-    r
-}
-
-unsafe extern "C" fn svc_head_forward(
-    raw: *mut ClefCtx,
-    task: i64,
-    x: *const f32,
-    rows: i64,
-    out: *mut f32,
-    out_len: i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let rows = count("rows", rows)?;
-        let out_len = count("out_len", out_len)?;
-        let c = h.core()?;
-        require_task_il(c)?;
-        let task = index("task", task, c.scenario.tasks.len())?;
-        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
-        let expected = product(rows, outs, "rows * num_outputs")?;
-        if out_len != expected {
-            return Err(SvcErr::invalid(format!(
-                "out_len is {out_len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
-            )));
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        let n_in = product(rows, dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `out_len` writable floats during the call (ABI), plugin memory.
-        let dst = unsafe { slice_mut(out, out_len, "out") }?;
-        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
-        let mut buf = Vec::new();
-        with_head(c, task, false, |net| {
-            net.forward(inputs, &mut buf)
-                .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
-        })?;
-        if buf.len() != dst.len() {
-            return Err(SvcErr::new(
-                CLEF_ERROR,
-                format!(
-                    "the backend produced {} values, expected {}",
-                    buf.len(),
-                    dst.len()
-                ),
-            ));
-        }
-        dst.copy_from_slice(&buf);
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "head_forward", body) }
-}
-
-unsafe extern "C" fn svc_head_vjp(
-    raw: *mut ClefCtx,
-    task: i64,
-    x: *const f32,
-    rows: i64,
-    cotangent: *const f32,
-    cotangent_len: i64,
-) -> i32 {
-    let body = |h: &mut HostCtx| {
-        let rows = count("rows", rows)?;
-        let len = count("cotangent_len", cotangent_len)?;
-        let c = h.core()?;
-        require_task_il(c)?;
-        let task = index("task", task, c.scenario.tasks.len())?;
-        let (dim, outs) = (c.scenario.input_dim(), c.scenario.num_outputs);
-        let expected = product(rows, outs, "rows * num_outputs")?;
-        if len != expected {
-            return Err(SvcErr::invalid(format!(
-                "cotangent_len is {len}, expected rows ({rows}) * num_outputs ({outs}) = {expected}"
-            )));
-        }
-        if rows == 0 {
-            return Ok(());
-        }
-        let n_in = product(rows, dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `cotangent_len` floats readable during the call (ABI).
-        let cot = unsafe { slice(cotangent, len, "cotangent") }?;
-        let inputs = Inputs::new(xs, rows, dim).map_err(|e| SvcErr::invalid(e.to_string()))?;
-        with_head(c, task, true, |net| {
-            net.vjp(inputs, cot)
-                .map_err(|e| SvcErr::new(CLEF_ERROR, e.to_string()))
-        })
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "head_vjp", body) }
-}
-
-unsafe extern "C" fn svc_get_extension(_raw: *mut ClefCtx, _name: *const c_char) -> *const c_void {
-    std::ptr::null()
-}
-
-/// Longest key `report` accepts.
-pub(crate) const MAX_REPORT_KEY: usize = 128;
-
-unsafe extern "C" fn svc_report(raw: *mut ClefCtx, key: *const c_char, value: f64) -> i32 {
-    let body = |h: &mut HostCtx| {
-        // Only hooks with a training context: the value belongs to the current task.
-        h.core()?;
-        if key.is_null() {
-            return Err(SvcErr::invalid("key is null"));
-        }
-        // SAFETY: non-null and NUL-terminated, valid during the call (ABI).
-        let bytes = unsafe { CStr::from_ptr(key) }.to_bytes();
-        if bytes.is_empty()
-            || bytes.len() > MAX_REPORT_KEY
-            || !bytes.iter().all(u8::is_ascii_graphic)
-        {
-            return Err(SvcErr::invalid(format!(
-                "key {:?} must be 1 to {MAX_REPORT_KEY} printable ASCII characters without \
-                 spaces",
-                String::from_utf8_lossy(bytes)
-            )));
-        }
-        let key = String::from_utf8_lossy(bytes).into_owned();
-        if !value.is_finite() {
-            return Err(SvcErr::invalid(format!(
-                "value of `{key}` is {value} (must be finite)"
-            )));
-        }
-        h.reports.push((key, value));
-        Ok(())
-    };
-    // SAFETY: `raw` is null or this hook's ctx (ABI).
-    unsafe { service(raw, "report", body) }
-}
-
-/// The service table handed to every plugin's `create` (one static instance, valid forever).
-pub(crate) static HOST: ClefHost = ClefHost {
-    abi_major: CLEF_ABI_MAJOR,
-    abi_minor: CLEF_ABI_MINOR,
-    struct_size: std::mem::size_of::<ClefHost>() as u32,
-    log: svc_log,
-    rng_u64: svc_rng_u64,
-    task_info: svc_task_info,
-    param_count: svc_param_count,
-    param_info: svc_param_info,
-    param_values: svc_param_values,
-    param_grads: svc_param_grads,
-    optimizer_state: svc_optimizer_state,
-    forward: svc_forward,
-    features: svc_features,
-    vjp: svc_vjp,
-    ntk_gram: svc_ntk_gram,
-    batch_get: svc_batch_get,
-    batch_append: svc_batch_append,
-    task_samples: svc_task_samples,
-    task_mask: svc_task_mask,
-    expert_add: svc_expert_add,
-    expert_select: svc_expert_select,
-    get_extension: svc_get_extension,
-    report: svc_report,
-    expert_freeze: svc_expert_freeze,
-    expert_params: svc_expert_params,
-    head_forward: svc_head_forward,
-    head_vjp: svc_head_vjp,
-};
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1203,6 +465,14 @@ mod tests {
     use clef_backend::{
         build_network, Activation, Init, MlpSpec, Network, Optimizer, OptimizerSpec,
     };
+
+    use std::ffi::{CStr, CString};
+
+    use clef_abi::{
+        ClefBatch, ClefParamInfo, ClefTensor, CLEF_INVALID_ARGUMENT, CLEF_NOT_ALLOWED, CLEF_OK,
+        CLEF_SPLIT_TEST, CLEF_SPLIT_TRAIN, CLEF_UNSUPPORTED,
+    };
+    use clef_services::MAX_REPORT_KEY;
 
     use super::*;
     use crate::config::{ScenarioConfig, ScenarioKind};
@@ -1316,7 +586,7 @@ mod tests {
                     (2, CLEF_ROLE_WEIGHT, [3, 5, 1, 1], 15)
                 );
                 assert_eq!((HOST.param_info)(raw, 4, &mut pi), CLEF_INVALID_ARGUMENT);
-                assert!(h.service_error.take().unwrap().contains("out of range"));
+                assert!(h.take_service_error().unwrap().contains("out of range"));
 
                 let mut g = EMPTY_TENSOR;
                 assert_eq!((HOST.param_grads)(raw, 1, &mut g), CLEF_OK);
@@ -1410,7 +680,7 @@ mod tests {
                 assert_eq!((HOST.expert_params)(raw, -1, &mut n), CLEF_OK);
                 assert_eq!(n, 44);
             }
-            let c = h.core().unwrap();
+            let c = h.core();
             let before: Vec<Vec<f32>> = c.net.params().values().to_vec();
             c.net.params_mut().zero_grads();
             let mut a = vec![0.0f32; 2 * outs];
@@ -1432,7 +702,7 @@ mod tests {
                     CLEF_OK
                 );
             }
-            let c = h.core().unwrap();
+            let c = h.core();
             assert_eq!(
                 c.net.params().values(),
                 &before[..],
@@ -1471,7 +741,7 @@ mod tests {
                     (HOST.forward)(raw, x.as_ptr(), 2, out.as_mut_ptr(), 7),
                     CLEF_INVALID_ARGUMENT
                 );
-                assert!(h.service_error.take().unwrap().contains("out_len is 7"));
+                assert!(h.take_service_error().unwrap().contains("out_len is 7"));
                 assert_eq!(
                     (HOST.features)(raw, x.as_ptr(), 2, out.as_mut_ptr(), 6),
                     CLEF_OK
@@ -1583,8 +853,7 @@ mod tests {
                     CLEF_NOT_ALLOWED
                 );
                 assert!(h
-                    .service_error
-                    .take()
+                    .take_service_error()
                     .unwrap()
                     .contains("only available in before_batch"));
             }
@@ -1640,7 +909,7 @@ mod tests {
                 assert_eq!((HOST.batch_get)(raw, &mut again), CLEF_OK);
                 assert_eq!((again.rows, again.x), (2, view.x));
             }
-            for (x, t, m) in std::mem::take(&mut h.pending.chunks) {
+            for (x, t, m) in h.take_appended() {
                 batch.append_rows(&x, &t, m.as_deref(), 4);
             }
         });
@@ -1680,10 +949,10 @@ mod tests {
                     (HOST.report)(raw, c"x".as_ptr(), f64::NAN),
                     CLEF_INVALID_ARGUMENT
                 );
-                assert!(h.service_error.take().unwrap().contains("must be finite"));
+                assert!(h.take_service_error().unwrap().contains("must be finite"));
             }
             assert_eq!(
-                h.reports,
+                h.take_reports(),
                 vec![
                     ("density.total".to_string(), 0.25),
                     ("free".to_string(), 7.0)
@@ -1710,6 +979,9 @@ mod tests {
             (HOST.log)(std::ptr::null_mut(), CLEF_LOG_INFO, c"hello".as_ptr());
             (HOST.log)(raw, 99, std::ptr::null());
         }
-        assert!(h.service_error.unwrap().contains("save_state/load_state"));
+        assert!(h
+            .take_service_error()
+            .unwrap()
+            .contains("save_state/load_state"));
     }
 }

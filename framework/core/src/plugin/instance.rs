@@ -265,17 +265,18 @@ impl PluginStrategy {
         };
         if let Some(task) = task {
             self.reports.extend(
-                std::mem::take(&mut host.reports)
+                host.take_reports()
                     .into_iter()
                     .map(|(key, value)| (task, key, value)),
             );
         }
         if status != CLEF_OK {
-            let service_error = host.service_error.take();
+            let service_error = host.take_service_error();
             return Err(status_error(self.plugin, self.inst, hook, status, service_error).into());
         }
+        let appended = host.take_appended();
         if let (Some(b), Some(c)) = (batch, num_outputs) {
-            for (x, targets, masks) in std::mem::take(&mut host.pending.chunks) {
+            for (x, targets, masks) in appended {
                 b.append_rows(&x, &targets, masks.as_deref(), c);
             }
         }
@@ -295,7 +296,7 @@ impl PluginStrategy {
             let info = match host.task_info() {
                 Ok(i) => i,
                 Err(e) => {
-                    host.service_error = Some(format!("task_info: {e:?}"));
+                    host.set_service_error(format!("task_info: {e:?}"));
                     return Some(CLEF_ERROR);
                 }
             };
@@ -435,7 +436,7 @@ impl Strategy for PluginStrategy {
         // `&self` but `PluginStrategy` is not `Sync`, so no other call can overlap.
         let status = unsafe { f(self.inst, raw, write_sink, writer) };
         if status != CLEF_OK {
-            let service_error = host.service_error.take();
+            let service_error = host.take_service_error();
             return Err(
                 status_error(self.plugin, self.inst, "save_state", status, service_error).into(),
             );
@@ -464,7 +465,7 @@ impl Strategy for PluginStrategy {
         // the call.
         let status = unsafe { f(self.inst, raw, state.as_ptr(), state.len()) };
         if status != CLEF_OK {
-            let service_error = host.service_error.take();
+            let service_error = host.take_service_error();
             return Err(
                 status_error(self.plugin, self.inst, "load_state", status, service_error).into(),
             );

@@ -7,8 +7,10 @@
 //!   before anything else is read), the descriptor's schema as Rust types, and the process-wide
 //!   registry (a library is loaded once and never unloaded);
 //! - [`hparams`]: checking a `[[strategy]]` section against the schema before any training;
-//! - [`PluginStrategy`]: an instance behind the core's [`crate::strategy::Strategy`] trait,
-//!   with the host service table (`ClefHost`) implemented over the trainer's context;
+//! - [`PluginStrategy`]: an instance behind the core's [`crate::strategy::Strategy`] trait;
+//! - `host`: the host services over the trainer's context ([`HostCtx`], [`host_table`]): the
+//!   real host's model of the shared service layer `clef-services` (checks, rules and
+//!   marshalling are written once there, and shared with the SDK's `MockHost`);
 //! - [`PluginStrategies`]: the [`crate::runner::StrategyProvider`] serving plugins and
 //!   built-ins.
 //!
@@ -25,6 +27,7 @@ pub mod load;
 mod provider;
 
 pub use discover::{file_name, is_fixture, show_fixtures, Found, PluginSearch};
+pub use host::{host_table, Appended, HostCtx};
 pub use instance::{PluginError, PluginStrategy};
 pub use load::{load, HParamKind, HParamSpec, HValue, LoadError, LoadedPlugin, PluginInfo};
 pub use provider::{inspect, PluginStrategies, Resolved};
