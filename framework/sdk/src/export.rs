@@ -41,18 +41,16 @@ impl DescriptorCell {
     }
 }
 
-/// The descriptor plus the heap data its pointers refer to. Never dropped (lives in a
-/// `static`), so the pointers stay valid for the life of the library.
+/// The descriptor. Its strings, schema and choice lists are leaked on purpose (built once per
+/// plugin and needed for the life of the library): leaked allocations are never moved or
+/// freed, so the raw pointers into them stay valid, which storing them in owned `CString`s
+/// and `Vec`s that are then moved does not guarantee (Miri flags that under Stacked Borrows).
 struct Exported {
     desc: ClefPluginDescriptor,
-    _strings: Vec<CString>,
-    _hparams: Vec<ClefHparam>,
-    _choices: Vec<Vec<*const c_char>>,
 }
 
-// SAFETY: `Exported` is immutable after construction; its raw pointers refer to heap buffers it
-// owns (never mutated, never freed while the static lives), so sharing it between threads is
-// sound.
+// SAFETY: `Exported` is immutable after construction; its raw pointers refer to leaked heap
+// data that is never mutated or freed, so sharing it between threads is sound.
 unsafe impl Send for Exported {}
 // SAFETY: as above.
 unsafe impl Sync for Exported {}
@@ -65,20 +63,12 @@ fn c_string(s: &str) -> CString {
 
 /// Builds the descriptor of `S` (its schema, strings and hook pointers).
 fn build<S: Strategy>(crate_version: &'static str) -> Exported {
-    let mut strings = Vec::new();
-    let mut keep = |s: &str| {
-        let c = c_string(s);
-        let p = c.as_ptr();
-        // Moving the CString into the Vec does not move its heap buffer.
-        strings.push(c);
-        p
-    };
+    let keep = |s: &str| -> *const c_char { Box::leak(c_string(s).into_boxed_c_str()).as_ptr() };
     let name = keep(S::NAME);
     let version = keep(S::VERSION.unwrap_or(crate_version));
     let description = keep(S::DESCRIPTION);
 
     let schema = S::Config::schema();
-    let mut choices_store: Vec<Vec<*const c_char>> = Vec::new();
     let mut hparams = Vec::with_capacity(schema.len());
     for h in &schema {
         let (kind, default_value, min, max, choices, n_choices) = match h.kind() {
@@ -109,11 +99,9 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
             ),
             HParamKind::Choice { default, choices } => {
                 let index = choices.iter().position(|c| c == default).unwrap_or(0);
-                let list: Vec<*const c_char> = choices.iter().map(|c| keep(c)).collect();
-                // The Vec's heap buffer does not move when the Vec is pushed.
-                let p = list.as_ptr();
-                let n = list.len();
-                choices_store.push(list);
+                let list: &'static [*const c_char] =
+                    Box::leak(choices.iter().map(|c| keep(c)).collect());
+                let (p, n) = (list.as_ptr(), list.len());
                 (
                     CLEF_HPARAM_CHOICE,
                     index as f64,
@@ -144,6 +132,8 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
             doc: keep(h.doc()),
         });
     }
+    let n_hparams = hparams.len();
+    let hparams: &'static [ClefHparam] = Box::leak(hparams.into_boxed_slice());
     let hparams_ptr = if hparams.is_empty() {
         ptr::null()
     } else {
@@ -158,7 +148,7 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
         version,
         description,
         hparams: hparams_ptr,
-        n_hparams: hparams.len(),
+        n_hparams,
         create: Some(create::<S>),
         destroy: Some(destroy::<S>),
         last_error: Some(last_error::<S>),
@@ -184,12 +174,7 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
         },
         create_typed: None,
     };
-    Exported {
-        desc,
-        _strings: strings,
-        _hparams: hparams,
-        _choices: choices_store,
-    }
+    Exported { desc }
 }
 
 /// The body of the generated `clef_plugin_entry_v1`: builds the descriptor once (in `cell`)

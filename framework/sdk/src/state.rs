@@ -624,7 +624,7 @@ mod serde_tests {
     impl TryFrom<u32> for Even {
         type Error = String;
         fn try_from(v: u32) -> std::result::Result<Self, String> {
-            if v % 2 == 0 {
+            if v.is_multiple_of(2) {
                 Ok(Even(v))
             } else {
                 Err(format!("{v} is odd"))
