@@ -65,7 +65,7 @@
 pub mod fisher;
 
 use clef_sdk::prelude::*;
-use clef_sdk::{Setting, Split};
+use clef_sdk::Split;
 
 use fisher::{choose_subset, masked_softmax, sample_categorical};
 
@@ -169,34 +169,6 @@ pub struct Ewc {
 /// Rows fetched and forwarded at once while estimating the Fisher.
 const CHUNK: usize = 64;
 
-/// Output units of task `task`'s training softmax (what the trainer's loss uses).
-pub fn training_units(
-    ctx: &mut Ctx<'_>,
-    setting: Setting,
-    task: usize,
-    num_outputs: usize,
-) -> Result<Vec<usize>> {
-    let mask = match setting {
-        Setting::TaskIl => ctx.task_mask(task)?,
-        Setting::ClassIl => {
-            let mut union = vec![false; num_outputs];
-            for j in 0..=task {
-                for (u, m) in union.iter_mut().zip(ctx.task_mask(j)?) {
-                    *u |= m;
-                }
-            }
-            union
-        }
-        Setting::DomainIl => vec![true; num_outputs],
-        Setting::Other(code) => bail!("unsupported evaluation setting (code {code})"),
-    };
-    Ok(mask
-        .iter()
-        .enumerate()
-        .filter_map(|(u, &m)| m.then_some(u))
-        .collect())
-}
-
 /// Sets every gradient buffer to zero.
 fn zero_grads(ctx: &mut Ctx<'_>, tensors: usize) -> Result<()> {
     for i in 0..tensors {
@@ -250,7 +222,7 @@ impl Ewc {
         let mut acc: Vec<Vec<f64>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
         let n_total = task.train_samples;
         let (k, d) = (task.num_outputs, task.input_dim);
-        let units = training_units(ctx, task.setting, task.task, k)?;
+        let units = ctx.training_units(task.task)?;
         ensure!(
             !units.is_empty(),
             "task {} has an empty training mask",

@@ -253,34 +253,6 @@ pub fn penalty_and_cotangent(
     Ok((value, cot))
 }
 
-/// Output units of task `task`'s training softmax (what the trainer's loss uses).
-pub fn training_units(
-    ctx: &mut Ctx<'_>,
-    setting: Setting,
-    task: usize,
-    num_outputs: usize,
-) -> Result<Vec<usize>> {
-    let mask = match setting {
-        Setting::TaskIl => ctx.task_mask(task)?,
-        Setting::ClassIl => {
-            let mut union = vec![false; num_outputs];
-            for j in 0..=task {
-                for (u, m) in union.iter_mut().zip(ctx.task_mask(j)?) {
-                    *u |= m;
-                }
-            }
-            union
-        }
-        Setting::DomainIl => vec![true; num_outputs],
-        Setting::Other(code) => bail!("unsupported evaluation setting (code {code})"),
-    };
-    Ok(mask
-        .iter()
-        .enumerate()
-        .filter_map(|(u, &m)| m.then_some(u))
-        .collect())
-}
-
 /// The SFR strategy.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Sfr {
@@ -339,7 +311,7 @@ impl Sfr {
         if cfg.no_covariance {
             return Ok(summary);
         }
-        let units = training_units(ctx, task.setting, task.task, k)?;
+        let units = ctx.training_units(task.task)?;
         ensure!(
             !units.is_empty(),
             "task {} has an empty training mask",
