@@ -887,9 +887,9 @@ impl<'a> Ctx<'a> {
     pub fn expert_add(&mut self, hidden: &[usize], activation: Activation) -> Result<usize> {
         let hidden: Vec<i64> = hidden.iter().map(|&h| to_i64(h)).collect();
         let activation = match activation {
-            Activation::Relu => 0,
-            Activation::Tanh => 1,
-            Activation::Sigmoid => 2,
+            Activation::Relu => clef_abi::CLEF_ACTIVATION_RELU,
+            Activation::Tanh => clef_abi::CLEF_ACTIVATION_TANH,
+            Activation::Sigmoid => clef_abi::CLEF_ACTIVATION_SIGMOID,
         };
         let mut id = 0i64;
         // SAFETY: valid table and context (Ctx::new); `hidden` is live with the length passed

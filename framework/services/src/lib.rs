@@ -213,11 +213,11 @@ impl ViewOf for Vec<f32> {
 /// Activation of an expert network (`expert_add`'s `activation` code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
-    /// Code 0.
+    /// `CLEF_ACTIVATION_RELU`.
     Relu,
-    /// Code 1.
+    /// `CLEF_ACTIVATION_TANH`.
     Tanh,
-    /// Code 2.
+    /// `CLEF_ACTIVATION_SIGMOID`.
     Sigmoid,
 }
 
@@ -225,9 +225,9 @@ impl Activation {
     /// The activation of an ABI code, if it is one.
     pub fn from_code(code: i32) -> Option<Self> {
         match code {
-            0 => Some(Self::Relu),
-            1 => Some(Self::Tanh),
-            2 => Some(Self::Sigmoid),
+            clef_abi::CLEF_ACTIVATION_RELU => Some(Self::Relu),
+            clef_abi::CLEF_ACTIVATION_TANH => Some(Self::Tanh),
+            clef_abi::CLEF_ACTIVATION_SIGMOID => Some(Self::Sigmoid),
             _ => None,
         }
     }
@@ -235,9 +235,9 @@ impl Activation {
     /// The ABI code.
     pub fn code(self) -> i32 {
         match self {
-            Self::Relu => 0,
-            Self::Tanh => 1,
-            Self::Sigmoid => 2,
+            Self::Relu => clef_abi::CLEF_ACTIVATION_RELU,
+            Self::Tanh => clef_abi::CLEF_ACTIVATION_TANH,
+            Self::Sigmoid => clef_abi::CLEF_ACTIVATION_SIGMOID,
         }
     }
 }
