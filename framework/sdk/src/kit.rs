@@ -181,9 +181,13 @@ pub fn schema_is_valid<S: Strategy>() {
     }
 }
 
-/// An instance builds from the defaults (an empty `hparams` table) and from `config`.
-pub fn defaults_build<S: Strategy>(config: &str) {
-    create::<S>("");
+/// An instance builds from `config` and, unless `config_required` (a strategy with a
+/// hyperparameter that has no usable default, such as `dst`'s `task_steps`), from the
+/// defaults (an empty `hparams` table).
+pub fn defaults_build<S: Strategy>(config: &str, config_required: bool) {
+    if !config_required {
+        create::<S>("");
+    }
     create::<S>(config);
 }
 
@@ -362,7 +366,9 @@ macro_rules! __kit_pick {
 /// Adds the kit's tests for a strategy to the enclosing test module: the schema is valid,
 /// the defaults (and `config`) build, out-of-range values are refused, the state round-trips,
 /// a short run on the mock is deterministic, and (with `docs = "path"`, relative to the
-/// crate's directory) the docs' hyperparameter table matches the schema.
+/// crate's directory) the docs' hyperparameter table matches the schema. With
+/// `config_required = true` an empty config is not expected to build (a hyperparameter without
+/// a usable default); the other checks use `config`.
 ///
 /// ```ignore
 /// clef_sdk::standard_tests!(crate::L2);
@@ -370,7 +376,7 @@ macro_rules! __kit_pick {
 /// ```
 #[macro_export]
 macro_rules! standard_tests {
-    ($s:ty $(, config = $config:expr)? $(, docs = $docs:expr)? $(,)?) => {
+    ($s:ty $(, config = $config:expr)? $(, docs = $docs:expr)? $(, config_required = $req:literal)? $(,)?) => {
         fn __kit_config() -> &'static str {
             $crate::__kit_pick!("" $(, $config)?)
         }
@@ -382,7 +388,7 @@ macro_rules! standard_tests {
 
         #[test]
         fn kit_defaults_build() {
-            $crate::kit::defaults_build::<$s>(__kit_config());
+            $crate::kit::defaults_build::<$s>(__kit_config(), $crate::__kit_pick!(false $(, $req)?));
         }
 
         #[test]

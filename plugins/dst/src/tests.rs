@@ -44,42 +44,18 @@ fn close(a: f64, b: f64) -> bool {
 
 // ---- densities ------------------------------------------------------------------------------
 
-// The kit's tests (`clef_sdk::standard_tests!` but `defaults_build`): dst has no usable
-// default for `task_steps` (0 stands for "not set", and `new` refuses it with a message saying
-// how to set it, see `bad_hyperparameters_name_the_plugin_and_the_key`), so an empty config
-// cannot build.
+// The kit's tests. dst has no usable default for `task_steps` (0 stands for "not set", and
+// `new` refuses it with a message saying how to set it, see
+// `bad_hyperparameters_name_the_plugin_and_the_key`), so an empty config cannot build.
 const KIT_CONFIG: &str =
     "task_steps = 3\nupdate_every = 2\nsparsity = 0.5\ngrowth = \"gradient\"\ninit = \"erk\"";
 
-#[test]
-fn kit_schema_is_valid() {
-    kit::schema_is_valid::<Dst>();
-}
-
-#[test]
-fn kit_config_builds() {
-    MockPlugin::create::<Dst>(KIT_CONFIG).unwrap();
-}
-
-#[test]
-fn kit_out_of_range_values_are_refused() {
-    kit::out_of_range_values_are_refused::<Dst>();
-}
-
-#[test]
-fn kit_state_round_trips() {
-    kit::state_round_trips::<Dst>(KIT_CONFIG);
-}
-
-#[test]
-fn kit_short_run_is_deterministic() {
-    kit::short_run_is_deterministic::<Dst>(KIT_CONFIG);
-}
-
-#[test]
-fn kit_docs_table_matches_the_schema() {
-    kit::docs_table_matches::<Dst>(env!("CARGO_MANIFEST_DIR"), "../../docs/strategies.md");
-}
+clef_sdk::standard_tests!(
+    Dst,
+    config = KIT_CONFIG,
+    docs = "../../docs/strategies.md",
+    config_required = true
+);
 
 #[test]
 fn erk_matches_a_hand_worked_example_with_one_dense_layer() {
