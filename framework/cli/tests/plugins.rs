@@ -1456,14 +1456,12 @@ fn results_without_timings(dir: &Path) -> Vec<(String, Value)> {
     out
 }
 
-#[test]
-fn a_trial_killed_mid_stream_resumes_from_its_checkpoint_to_the_same_result() {
-    // Two stateful strategies (EWC: Fisher and anchor; replay: its buffer and the RNG), one
-    // trial at a time, tasks long enough (about 0.3 s each) to be killed in the middle.
-    let p = plugins();
-    let tmp = tempfile::tempdir().unwrap();
+/// A config of five mnist-5k class-split tasks of `iterations` steps each (long enough to be
+/// killed in the middle), one seed, class-IL, with the given `[train]` optimizer lines and
+/// `[[strategy]]` tables, and the workspace's plugins.
+fn killable_config(dir: &Path, name: &str, optimizer: &str, strategies: &str) -> PathBuf {
     let toml = format!(
-        r#"name = "resume"
+        r#"name = "{name}"
 seeds = [5]
 settings = ["class-il"]
 plugin_dirs = [{:?}]
@@ -1480,37 +1478,54 @@ classes_per_task = 2
 hidden = [128, 128]
 
 [train]
-optimizer = "adam"
-lr = 0.001
+{optimizer}
 iterations = 600
 batch_size = 32
-
-[[strategy]]
-name = "ewc"
-hparams = {{ lambda = 50.0 }}
-
-[[strategy]]
-name = "replay"
-hparams = {{ memory_size = 200 }}
-"#,
-        p.rust.display().to_string()
+{strategies}"#,
+        plugins().rust.display().to_string()
     );
-    let cfg = tmp.path().join("resume.toml");
+    let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, toml).unwrap();
+    cfg
+}
+
+/// `clef run --jobs 1` on `cfg` into `out` in the background; its stderr piped to the test
+/// (which must then read it) or discarded.
+fn spawn_run(cfg: &Path, out: &Path, pipe_stderr: bool) -> std::process::Child {
+    let stderr = if pipe_stderr {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    };
+    clef()
+        .args(["run", "--no-progress", "--jobs", "1", "--out"])
+        .arg(out)
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_trial_killed_mid_stream_resumes_from_its_checkpoint_to_the_same_result() {
+    // Two stateful strategies (EWC: Fisher and anchor; replay: its buffer and the RNG), one
+    // trial at a time, tasks long enough (about 0.3 s each) to be killed in the middle.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = killable_config(
+        tmp.path(),
+        "resume",
+        "optimizer = \"adam\"\nlr = 0.001",
+        "\n[[strategy]]\nname = \"ewc\"\nhparams = { lambda = 50.0 }\n\n\
+         [[strategy]]\nname = \"replay\"\nhparams = { memory_size = 200 }\n",
+    );
     let whole = tmp.path().join("whole");
     let (o, _) = run(&cfg, &whole, "warn");
     assert!(o.status.success(), "{}", show(&o));
 
     let killed = tmp.path().join("killed");
     let ckpts = killed.join("checkpoints");
-    let mut child = clef()
-        .args(["run", "--no-progress", "--jobs", "1", "--out"])
-        .arg(&killed)
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&cfg, &killed, false);
     // Kill (SIGKILL) as soon as the first trial has checkpointed its first task.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
@@ -1564,39 +1579,13 @@ fn a_killed_trial_of_a_plugin_without_saved_state_restarts_with_a_warning_and_th
     // exports no save_state, so the host must turn checkpoints off for the trial (with a
     // warning) instead of resuming it with the anchor silently gone.
     use std::io::{BufRead, BufReader};
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"name = "unsaved"
-seeds = [3]
-settings = ["class-il"]
-plugin_dirs = [{:?}]
-
-[data]
-dataset = "mnist-5k"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [128, 128]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-iterations = 600
-batch_size = 32
-
-[[strategy]]
-name = "fixture-unsaved"
-hparams = {{ lambda = 1.0 }}
-"#,
-        p.rust.display().to_string()
+    let cfg = killable_config(
+        tmp.path(),
+        "unsaved",
+        "optimizer = \"sgd\"\nlr = 0.05",
+        "\n[[strategy]]\nname = \"fixture-unsaved\"\nhparams = { lambda = 1.0 }\n",
     );
-    let cfg = tmp.path().join("unsaved.toml");
-    std::fs::write(&cfg, toml).unwrap();
     let whole = tmp.path().join("whole");
     let (o, _) = run(&cfg, &whole, "warn");
     assert!(o.status.success(), "{}", show(&o));
@@ -1606,14 +1595,7 @@ hparams = {{ lambda = 1.0 }}
     // Kill (SIGKILL) the trial right after its first task, when the host has given up on
     // checkpointing it.
     let killed = tmp.path().join("killed");
-    let mut child = clef()
-        .args(["run", "--no-progress", "--jobs", "1", "--out"])
-        .arg(&killed)
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&cfg, &killed, true);
     let stderr = child.stderr.take().unwrap();
     let mut seen = String::new();
     for line in BufReader::new(stderr).lines() {
