@@ -51,28 +51,10 @@ fn gradient_matches_finite_differences_from_the_first_task() {
     let before = host.grads();
     plugin.after_backward(&mut host, 1.0).unwrap();
     let after = host.grads();
-    let theta: Vec<Vec<f64>> = host
-        .values()
-        .iter()
-        .map(|t| t.iter().map(|&v| f64::from(v)).collect())
-        .collect();
     // The penalty is quadratic, so central differences are exact up to rounding: with
     // h = 1e-4 in f64 the error is ~1e-12 / h; the f32 gradient has relative error ~1e-7.
-    let h = 1e-4;
-    for i in 0..theta.len() {
-        for j in 0..theta[i].len() {
-            let added = f64::from(after[i][j]) - f64::from(before[i][j]);
-            let mut plus = theta.clone();
-            plus[i][j] += h;
-            let mut minus = theta.clone();
-            minus[i][j] -= h;
-            let fd = (penalty(lambda, &plus, &init) - penalty(lambda, &minus, &init)) / (2.0 * h);
-            assert!(
-                (added - fd).abs() <= 1e-4 * fd.abs().max(1e-2),
-                "param {i}[{j}]: added {added}, finite difference {fd}"
-            );
-        }
-    }
+    let loss = |t: &[Vec<f64>]| penalty(lambda, t, &init);
+    kit::assert_grad_matches_fd(&kit::theta(&host), &before, &after, loss, 1e-4, 1e-4);
     assert!(after
         .iter()
         .zip(&before)
