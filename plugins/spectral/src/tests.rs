@@ -167,34 +167,15 @@ fn check_fd(
     h: f64,
     rel: f64,
 ) -> usize {
-    let theta: Vec<Vec<f64>> = host
-        .state()
-        .params
-        .iter()
-        .map(|p| p.values.iter().map(|&v| f64::from(v)).collect())
-        .collect();
     let after = host.grads();
-    let mut nonzero = 0;
-    for i in 0..theta.len() {
-        for j in 0..theta[i].len() {
-            let added = f64::from(after[i][j]) - f64::from(before[i][j]);
-            let mut plus = theta.clone();
-            plus[i][j] += h;
-            let mut minus = theta.clone();
-            minus[i][j] -= h;
-            let fd = (penalty_f64(lambda, k, &plus, layers, norm_biases, exact)
-                - penalty_f64(lambda, k, &minus, layers, norm_biases, exact))
-                / (2.0 * h);
-            assert!(
-                (added - fd).abs() <= rel * fd.abs().max(1e-2),
-                "k = {k}, exact = {exact}: param {i}[{j}]: added {added}, finite difference {fd}"
-            );
-            if fd.abs() > 1e-3 {
-                nonzero += 1;
-            }
-        }
-    }
-    nonzero
+    let loss = |t: &[Vec<f64>]| penalty_f64(lambda, k, t, layers, norm_biases, exact);
+    kit::assert_grad_matches_fd(&kit::theta(host), before, &after, loss, h, rel);
+    after
+        .iter()
+        .zip(before)
+        .flat_map(|(a, b)| a.iter().zip(b))
+        .filter(|(x, y)| (*x - *y).abs() > 1e-3)
+        .count()
 }
 
 #[test]
