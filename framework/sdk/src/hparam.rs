@@ -308,7 +308,7 @@ pub fn validate_schema(name: &str, hparams: &[HParam]) -> Result<()> {
 }
 
 /// The schema as a Markdown table (`| hyperparameter | type | default | range | |`), the form
-/// `docs/strategies.md` shows and [`standard_tests!`](crate::standard_tests) checks.
+/// `docs/strategies.md` shows and `standard_tests!` (feature `testing`) checks.
 pub fn markdown_table(schema: &[HParam]) -> String {
     let mut out =
         String::from("| hyperparameter | type | default | range | |\n|---|---|---|---|---|\n");

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Every check drives the plugin through its C entry points on a
-//! [`MockHost`](crate::testing::MockHost) with the [`script`]: two task-IL tasks of three
+//! [`MockHost`] with the [`script`]: two task-IL tasks of three
 //! batches each, with evaluation after every task.
 
 use std::path::Path;

@@ -32,8 +32,8 @@
 //!   training batch (`before_batch`), stored samples of past tasks, task masks, a seeded RNG
 //!   ([`rng::SplitMix64`] on top of it), and expert networks. Host refusals become errors
 //!   naming the service.
-//! * **Tests.** With the `testing` feature, [`testing::MockHost`] runs your plugin through its
-//!   C entry points on a small linear model, and [`standard_tests!`] adds the tests every
+//! * **Tests.** With the `testing` feature, `testing::MockHost` runs your plugin through its
+//!   C entry points on a small linear model, and `standard_tests!` adds the tests every
 //!   plugin needs (schema, defaults, out-of-range values refused, state round trip,
 //!   determinism, the docs' table).
 //!
@@ -283,7 +283,8 @@ pub fn default_config_toml<S: Strategy>() -> String {
 }
 
 /// Checks a strategy's static description: its name and schema (see [`validate_schema`]), and
-/// that the schema's defaults build its [`Strategy::Config`]. [`standard_tests!`] calls it.
+/// that the schema's defaults build its [`Strategy::Config`]. `standard_tests!` (feature
+/// `testing`) calls it.
 pub fn validate<S: Strategy>() -> Result<()> {
     let schema = S::Config::schema();
     validate_schema(S::NAME, &schema)?;
