@@ -297,6 +297,40 @@ fn deliver(produced: &[f32], dst: &mut [f32]) -> ServiceResult {
     }
 }
 
+/// The checks of `forward`, `features` and `head_forward`: `out_len` must be `rows * width`
+/// (`what` names the width); then `(inputs, output)`, or `None` for zero rows.
+///
+/// # Safety
+/// `x` `rows * input_dim` readable floats; `out` `out_len` writable floats that no host buffer
+/// aliases.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_args<'x>(
+    rows: usize,
+    out_len: usize,
+    input_dim: usize,
+    width: usize,
+    what: &str,
+    x: *const f32,
+    out: *mut f32,
+) -> ServiceResult<Option<(&'x [f32], &'x mut [f32])>> {
+    let expected = product(rows, width, "rows * width")?;
+    expect_len(
+        "out_len",
+        out_len,
+        expected,
+        format_args!("rows ({rows}) * {what} ({width})"),
+    )?;
+    if rows == 0 {
+        return Ok(None);
+    }
+    let n_in = product(rows, input_dim, "rows * input_dim")?;
+    // SAFETY: `rows * input_dim` inputs readable during the call (caller).
+    let xs = unsafe { slice(x, n_in, "x") }?;
+    // SAFETY: `out_len` writable floats during the call (caller), plugin memory.
+    let dst = unsafe { slice_mut(out, out_len, "out") }?;
+    Ok(Some((xs, dst)))
+}
+
 /// `forward` and `features`.
 ///
 /// # Safety
@@ -320,22 +354,12 @@ unsafe fn rows_service<M: ServiceModel>(
             Output::Logits => (f.num_outputs, "num_outputs"),
             Output::Features => (f.feature_dim, "feature_dim"),
         };
-        let expected = product(rows, width, "rows * width")?;
-        expect_len(
-            "out_len",
-            out_len,
-            expected,
-            format_args!("rows ({rows}) * {what} ({width})"),
-        )?;
-        if rows == 0 {
+        // SAFETY: the buffers as the ABI documents `forward` / `features` (caller).
+        let Some((xs, dst)) =
+            unsafe { rows_args(rows, out_len, f.input_dim, width, what, x, out) }?
+        else {
             return Ok(());
-        }
-        let n_in = product(rows, f.input_dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (caller).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `out_len` writable floats during the call (caller), plugin memory that no
-        // host buffer aliases.
-        let dst = unsafe { slice_mut(out, out_len, "out") }?;
+        };
         let mut buf = std::mem::take(&mut h.scratch);
         let r = match which {
             Output::Logits => h.model.forward(xs, rows, &mut buf),
@@ -774,22 +798,14 @@ unsafe extern "C" fn svc_head_forward<M: ServiceModel>(
         require_task_il(m)?;
         let f = m.facts();
         let task = index("task", task, f.num_tasks)?;
-        let outs = f.num_outputs;
-        let expected = product(rows, outs, "rows * num_outputs")?;
-        expect_len(
-            "out_len",
-            out_len,
-            expected,
-            format_args!("rows ({rows}) * num_outputs ({outs})"),
-        )?;
-        if rows == 0 {
+        let (dim, outs) = (f.input_dim, f.num_outputs);
+        // SAFETY: the buffers as the ABI documents `head_forward` (plugin memory, valid for
+        // the call).
+        let Some((xs, dst)) =
+            unsafe { rows_args(rows, out_len, dim, outs, "num_outputs", x, out) }?
+        else {
             return Ok(());
-        }
-        let n_in = product(rows, f.input_dim, "rows * input_dim")?;
-        // SAFETY: `rows * input_dim` inputs readable during the call (ABI).
-        let xs = unsafe { slice(x, n_in, "x") }?;
-        // SAFETY: `out_len` writable floats during the call (ABI), plugin memory.
-        let dst = unsafe { slice_mut(out, out_len, "out") }?;
+        };
         require_routed(m, task)?;
         let mut buf = std::mem::take(&mut h.scratch);
         let r = h
