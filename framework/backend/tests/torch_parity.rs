@@ -139,7 +139,8 @@ fn losses_and_sgd_updates_match_pytorch() {
     let python = match torch_python() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("skipped: {why}; set CLEF_TORCH_PYTHON to a Python with torch");
+            let why = format!("{why}; set CLEF_TORCH_PYTHON to a Python with torch");
+            clef_testkit::require_resource(false, why);
             return;
         }
     };

@@ -985,11 +985,11 @@ fn quickstart_runs_every_shipped_strategy_and_writes_complete_records() {
 #[test]
 fn split_fashion_mnist_reproduces_known_behaviour() {
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
-    if !dir.join("train-images-idx3-ubyte.gz").exists() {
-        eprintln!(
-            "skipped: Fashion-MNIST not installed at {} (apt-get install dataset-fashion-mnist)",
-            dir.display()
-        );
+    let why = format!(
+        "Fashion-MNIST not installed at {} (apt-get install dataset-fashion-mnist)",
+        dir.display()
+    );
+    if !clef_testkit::require_resource(dir.join("train-images-idx3-ubyte.gz").exists(), why) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -1380,8 +1380,10 @@ fn protocols_tune_select_and_evaluate_with_provenance() {
 /// both data sets, and the leakage guard (Fashion-MNIST and MNIST share no sample).
 #[test]
 fn validate_accepts_the_shipped_gtep_config() {
-    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file() {
-        println!("skipped: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)");
+    let installed =
+        Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file();
+    let why = "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)";
+    if !clef_testkit::require_resource(installed, why) {
         return;
     }
     let config = repo_root().join("configs/gtep-fmnist-to-mnist.toml");

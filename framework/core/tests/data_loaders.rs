@@ -324,8 +324,8 @@ fn fashion_missing_directory_explains_how_to_install() {
 
 #[test]
 fn fashion_mnist_installed() {
-    if !Path::new(DEBIAN_FASHION_MNIST_DIR).is_dir() {
-        eprintln!("skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+    let why = "Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)";
+    if !clef_testkit::require_resource(Path::new(DEBIAN_FASHION_MNIST_DIR).is_dir(), why) {
         return;
     }
     let start = std::time::Instant::now();
