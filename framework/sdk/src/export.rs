@@ -607,7 +607,8 @@ pub unsafe extern "C" fn save_state<S: Strategy>(
     unsafe { hook::<S>(inst, ctx, f) }
 }
 
-/// `load_state` hook.
+/// `load_state` hook: opens the SDK's envelope and restores the declared state; an empty state
+/// is the ABI's "fresh instance" (nothing is loaded).
 ///
 /// # Safety
 /// As for every hook; `data` null with `len == 0`, or `len` readable bytes, during the call.
@@ -628,6 +629,10 @@ pub unsafe extern "C" fn load_state<S: Strategy>(
             // SAFETY: `len` readable bytes, host-owned, valid during the hook (caller).
             unsafe { std::slice::from_raw_parts(data, len) }
         };
+        if bytes.is_empty() {
+            // The ABI's "fresh instance": there is nothing to restore.
+            return Ok(());
+        }
         let payload = crate::state::open(S::NAME, S::STATE_VERSION, bytes)?;
         <S::State as StateMode<S>>::load(s, c, payload)
     };
