@@ -416,12 +416,17 @@ fn list_plugins(search: &PluginSearch, fixtures: bool) {
                     _ => format!("range {}", h.range_text()),
                 };
                 println!(
-                    "      {:<width$}  {:<6} default {:<10} {}{}{}",
+                    "      {:<width$}  {:<6} default {:<10} {}{}{}{}",
                     h.name,
                     h.kind.as_str(),
                     h.default.to_string(),
                     range,
                     if h.log_scale { ", log scale" } else { "" },
+                    if h.needs_past_tasks {
+                        ", acts once a task has ended"
+                    } else {
+                        ""
+                    },
                     if h.doc.is_empty() {
                         String::new()
                     } else {

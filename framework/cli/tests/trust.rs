@@ -306,6 +306,11 @@ fn plugins_hides_the_test_fixtures_unless_asked() {
         "{plain}"
     );
     assert!(plain.contains("test fixture(s) hidden"), "{plain}");
+    // A hyperparameter flagged `needs_past_tasks` (l2's lambda) says so.
+    assert!(
+        plain.contains("log scale, acts once a task has ended"),
+        "{plain}"
+    );
     // The old flag still works (hidden alias).
     assert_eq!(list(&["--dir"], false), plain);
     for shown in [
