@@ -480,35 +480,6 @@ impl std::ops::DerefMut for Floats {
     }
 }
 
-/// `#[serde(with = "clef_sdk::state::opt_tensors")]` on an `Option<Vec<Vec<f32>>>`.
-pub mod opt_tensors {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    /// Owned tensor list read by [`super::tensors`].
-    #[derive(Deserialize)]
-    struct W(#[serde(with = "super::tensors")] Vec<Vec<f32>>);
-
-    /// Borrowed tensor list written by [`super::tensors`].
-    struct Ref<'a>(&'a [Vec<f32>]);
-
-    impl Serialize for Ref<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            super::tensors::serialize(self.0, s)
-        }
-    }
-
-    /// Serialises the optional tensors.
-    #[allow(clippy::ref_option)]
-    pub fn serialize<S: Serializer>(v: &Option<Vec<Vec<f32>>>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_deref().map(Ref).serialize(s)
-    }
-
-    /// Reads what [`serialize`] wrote.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Vec<f32>>>, D::Error> {
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1018,8 +1018,7 @@ mod kit {
         every: u64,
         mode: Mode,
         steps: u64,
-        #[serde(with = "crate::state::opt_tensors")]
-        anchor: Option<Vec<Vec<f32>>>,
+        anchor: Option<crate::anchor::Anchor>,
         #[serde(with = "crate::state::bits")]
         seen: Vec<bool>,
     }
@@ -1048,13 +1047,13 @@ mod kit {
                 Mode::Shared => 1.0,
             };
             if let Some(a) = &self.anchor {
-                crate::anchor::add_pull(ctx, a, self.rate * scale, "the anchor")?;
+                a.pull(ctx, self.rate * scale)?;
             }
             Ok(())
         }
 
         fn on_task_end(&mut self, ctx: &mut Ctx<'_>, _task: &TaskInfo) -> Result<()> {
-            self.anchor = Some(crate::anchor::capture(ctx)?);
+            self.anchor = Some(crate::anchor::Anchor::capture(ctx)?);
             ctx.report("steps", self.steps as f64)
         }
     }
