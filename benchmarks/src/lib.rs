@@ -36,14 +36,14 @@ pub fn mnist5k_config(
     optimizer: &str,
     iterations: usize,
     strategies: &str,
-) -> anyhow::Result<clef_core::config::Config> {
+) -> anyhow::Result<clef_experiment::config::Config> {
     let text = format!(
         "name = \"{name}\"\nseeds = [0]\nsettings = [\"{setting}\"]\n\n[data]\ndataset = \
          \"mnist-5k\"\n\n[scenario]\nkind = \"class-split\"\ntasks = 5\nclasses_per_task = 2\n\n\
          [model]\nhidden = [256, 256]\n\n[train]\n{optimizer}\niterations = {iterations}\n\
          batch_size = 128\n\n{strategies}"
     );
-    Ok(clef_core::config::parse(
+    Ok(clef_experiment::config::parse(
         &text,
         std::path::Path::new(&format!("{name}.toml")),
     )?)
@@ -51,10 +51,10 @@ pub fn mnist5k_config(
 
 /// The scenario of `cfg`'s first setting with seed 0.
 pub fn scenario_of(
-    cfg: &clef_core::config::Config,
-) -> anyhow::Result<clef_core::scenario::Scenario> {
-    let data = std::sync::Arc::new(clef_core::runner::load_data(&cfg.data)?);
-    clef_core::scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
+    cfg: &clef_experiment::config::Config,
+) -> anyhow::Result<clef_data::scenario::Scenario> {
+    let data = std::sync::Arc::new(clef_experiment::runner::load_data(&cfg.data)?);
+    clef_data::scenario::build(&cfg.scenario, data, cfg.settings[0], 0)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))
 }
 
@@ -63,13 +63,13 @@ pub fn scenario_of(
 /// variant alike. `create(i)` builds variant `i` afresh. Returns seconds per optimizer step,
 /// `reps` values per variant.
 pub fn time_trials(
-    cfg: &clef_core::config::Config,
-    scenario: &clef_core::scenario::Scenario,
+    cfg: &clef_experiment::config::Config,
+    scenario: &clef_data::scenario::Scenario,
     variants: usize,
     reps: usize,
-    mut create: impl FnMut(usize) -> anyhow::Result<Box<dyn clef_core::strategy::Strategy>>,
+    mut create: impl FnMut(usize) -> anyhow::Result<Box<dyn clef_engine::strategy::Strategy>>,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
-    use clef_core::trainer::{run_trial, TrialStatus};
+    use clef_engine::trainer::{run_trial, TrialStatus};
     let mut per_step = vec![Vec::with_capacity(reps); variants];
     for round in 0..=reps {
         let mut order: Vec<usize> = (0..variants).map(|i| (i + round / 2) % variants).collect();
@@ -79,7 +79,7 @@ pub fn time_trials(
         for i in order {
             let mut strategy = create(i)?;
             let out = run_trial(
-                cfg,
+                cfg.trial_spec(),
                 scenario,
                 strategy.as_mut(),
                 0,

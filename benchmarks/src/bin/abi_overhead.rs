@@ -20,9 +20,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use clef_benchmarks::{fastest, median, mnist5k_config, scenario_of, time_trials};
 
-use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{BuiltinStrategies, StrategyProvider};
-use clef_core::strategy::{Batch, Ctx, Strategy};
+use clef_engine::strategy::{Batch, Ctx, Strategy};
+use clef_experiment::runner::{BuiltinStrategies, StrategyProvider};
+use clef_host::PluginStrategies;
 
 #[derive(Parser)]
 struct Args {
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         "[[strategy]]\nname = \"finetune\"\n",
     )?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
-    let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
+    let plugins = PluginStrategies::for_config(&cfg.plugin_dirs, std::slice::from_ref(&dir));
     let scfg = &cfg.strategy[0];
     let sc = scenario_of(&cfg)?;
     // Variant 0: the built-in no-op strategy; 1: the finetune plugin through the C ABI.
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     let spec = cfg.model.mlp_spec(sc.input_dim(), sc.num_outputs);
     let mut net = clef_backend::build_network(&spec, 0)?;
     let mut opt = clef_backend::Optimizer::new(cfg.train.optimizer_spec(), net.params());
-    let mut experts = clef_core::experts::Experts::new(&spec, 0, sc.tasks.len());
+    let mut experts = clef_engine::experts::Experts::new(&spec, 0, sc.tasks.len());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let mut batch = Batch {
         x: vec![0.5; 128 * sc.input_dim()],

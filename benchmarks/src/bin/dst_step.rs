@@ -18,8 +18,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use clef_benchmarks::{fastest, median, mnist5k_config, scenario_of, time_trials};
 
-use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{BuiltinStrategies, StrategyProvider};
+use clef_experiment::runner::{BuiltinStrategies, StrategyProvider};
+use clef_host::PluginStrategies;
 
 #[derive(Parser)]
 struct Args {
@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         &STRATEGIES.replace("ITERATIONS", &args.iterations.to_string()),
     )?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
-    let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
+    let plugins = PluginStrategies::for_config(&cfg.plugin_dirs, std::slice::from_ref(&dir));
     let sc = scenario_of(&cfg)?;
     let times = time_trials(&cfg, &sc, cfg.strategy.len(), args.reps, |i| {
         let scfg = &cfg.strategy[i];

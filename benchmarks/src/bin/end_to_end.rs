@@ -20,11 +20,11 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use indicatif::ProgressBar;
 
-use clef_core::config::{self, Setting};
-use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{load_data, StrategyProvider};
-use clef_core::scenario;
-use clef_core::trainer::{run_trial, TrialStatus};
+use clef_data::scenario;
+use clef_engine::trainer::{run_trial, TrialStatus};
+use clef_experiment::config::{self, Setting};
+use clef_experiment::runner::{load_data, StrategyProvider};
+use clef_host::PluginStrategies;
 
 #[derive(Parser)]
 #[command(about = "End-to-end time, throughput and peak memory of one trial of a config")]
@@ -91,7 +91,7 @@ fn run_once(args: &Args, dirs: &[PathBuf]) -> anyhow::Result<Rep> {
                 format!("--setting: unknown setting `{name}` (task-il, class-il, domain-il)")
             })?,
     };
-    let provider = PluginStrategies::for_config(&cfg, dirs);
+    let provider = PluginStrategies::for_config(&cfg.plugin_dirs, dirs);
     let data = Arc::new(load_data(&cfg.data)?);
     let data_bytes = [&data.train, &data.test]
         .iter()
@@ -102,7 +102,7 @@ fn run_once(args: &Args, dirs: &[PathBuf]) -> anyhow::Result<Rep> {
     let load_s = t0.elapsed().as_secs_f64();
     let mut strategy = provider.create(&scfg)?;
     let out = run_trial(
-        &cfg,
+        cfg.trial_spec(),
         &sc,
         strategy.as_mut(),
         args.seed,
@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
         last.eval_samples
     );
     let model_bytes = last.params * 4;
-    match clef_core::memory::peak_rss_bytes() {
+    match clef_engine::memory::peak_rss_bytes() {
         Some(peak) => println!(
             "peak RSS {:.1} MiB = {:.2}x (decoded data {:.1} MiB + model {:.1} MiB)",
             mib(peak as f64),

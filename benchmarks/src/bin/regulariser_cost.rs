@@ -22,9 +22,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use clef_benchmarks::{fastest, median, mnist5k_config, scenario_of, time_trials};
 
-use clef_core::plugin::PluginStrategies;
-use clef_core::runner::StrategyProvider;
-use clef_core::strategy::{Ctx, Strategy};
+use clef_engine::strategy::{Ctx, Strategy};
+use clef_experiment::runner::StrategyProvider;
+use clef_host::PluginStrategies;
 
 #[derive(Parser)]
 struct Args {
@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         STRATEGIES,
     )?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
-    let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
+    let plugins = PluginStrategies::for_config(&cfg.plugin_dirs, std::slice::from_ref(&dir));
     let create = |i: usize| -> anyhow::Result<Box<dyn Strategy>> {
         let scfg = &cfg.strategy[i];
         plugins
@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let spec = cfg.model.mlp_spec(sc.input_dim(), sc.num_outputs);
     let mut net = clef_backend::build_network(&spec, 0)?;
     let mut opt = clef_backend::Optimizer::new(cfg.train.optimizer_spec(), net.params());
-    let mut experts = clef_core::experts::Experts::new(&spec, 0, sc.tasks.len());
+    let mut experts = clef_engine::experts::Experts::new(&spec, 0, sc.tasks.len());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let mut time_hook = |s: &mut dyn Strategy| -> anyhow::Result<(f64, f64)> {
         let mut ctx = Ctx {

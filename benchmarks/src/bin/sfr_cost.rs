@@ -21,11 +21,11 @@ use clap::Parser;
 use clef_benchmarks::median;
 
 use clef_backend::{ntk, Inputs};
-use clef_core::config;
-use clef_core::plugin::PluginStrategies;
-use clef_core::runner::{load_data, StrategyProvider};
-use clef_core::scenario;
-use clef_core::strategy::Ctx;
+use clef_data::scenario;
+use clef_engine::strategy::Ctx;
+use clef_experiment::config;
+use clef_experiment::runner::{load_data, StrategyProvider};
+use clef_host::PluginStrategies;
 
 #[derive(Parser)]
 struct Args {
@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.steps > 0, "--steps must be > 0");
     let cfg = config::parse(CONFIG, std::path::Path::new("sfr-cost.toml"))?;
     let dir = clef_benchmarks::plugin_dir(args.plugin_dir)?;
-    let plugins = PluginStrategies::for_config(&cfg, std::slice::from_ref(&dir));
+    let plugins = PluginStrategies::for_config(&cfg.plugin_dirs, std::slice::from_ref(&dir));
     let mut sfr = plugins
         .create(&cfg.strategy[0])
         .with_context(|| format!("loading the `sfr` plugin from {}", dir.display()))?;
@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     let spec = cfg.model.mlp_spec(sc.input_dim(), sc.num_outputs);
     let mut net = clef_backend::build_network(&spec, 0)?;
     let mut opt = clef_backend::Optimizer::new(cfg.train.optimizer_spec(), net.params());
-    let mut experts = clef_core::experts::Experts::new(&spec, 0, sc.tasks.len());
+    let mut experts = clef_engine::experts::Experts::new(&spec, 0, sc.tasks.len());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let d = sc.input_dim();
     let m = 200;

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use clef_core::config::{self, Config};
-use clef_core::plugin::{is_fixture, HParamKind, PluginSearch, PluginStrategies};
-use clef_core::results::{results_table, ResultsDir};
-use clef_core::runner::{self, RunOptions, StrategyProvider};
-use clef_core::store::TrialStore;
-use clef_core::strategy;
-use clef_core::sweep::Shard;
+use clef_engine::strategy;
+use clef_experiment::config::{self, Config};
+use clef_experiment::runner::{self, RunOptions, StrategyProvider};
+use clef_experiment::sweep::Shard;
+use clef_host::{is_fixture, HParamKind, PluginSearch, PluginStrategies};
+use clef_report::results::{results_table, ResultsDir};
+use clef_report::store::TrialStore;
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +22,7 @@ use clef_core::sweep::Shard;
     about = "Continual-learning evaluation framework",
     after_help = "Logging: warnings and errors by default (plus progress bars and tables); -v \
                   shows info lines (per-trial and plugin logs), -vv debug, -vvv trace. \
-                  RUST_LOG (e.g. RUST_LOG=clef_core=debug) overrides -v."
+                  RUST_LOG (e.g. RUST_LOG=clef_engine=debug) overrides -v."
 )]
 struct Cli {
     /// More log lines on stderr: -v info, -vv debug, -vvv trace (default: warnings only;
@@ -236,7 +236,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 dir.display()
             );
             let out = ResultsDir::create(&dir)?;
-            for p in clef_core::report::write_views(&out, None, None)? {
+            for p in clef_report::write_views(&out, None, None)? {
                 println!("wrote {}", p.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -260,8 +260,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             // same selections once every tuning trial is stored).
             let selections = from
                 .iter()
-                .find_map(|d| clef_core::report::read_selections(d).ok().flatten());
-            clef_core::report::write_views(&out, None, selections.as_deref())?;
+                .find_map(|d| clef_report::read_selections(d).ok().flatten());
+            clef_report::write_views(&out, None, selections.as_deref())?;
             println!(
                 "merged into {} ({} trials)",
                 into.display(),
@@ -272,7 +272,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugins { plugin_dir, all } => {
             list_plugins(
                 &PluginSearch::standard(&plugin_dir, &[]),
-                all || clef_core::plugin::show_fixtures(),
+                all || clef_host::show_fixtures(),
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -284,7 +284,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 "build it with `cargo build --release --manifest-path {}`; clef finds \
                  target/release/{} through --plugin-dir, `plugin_dirs` or $CLEF_PLUGIN_PATH",
                 created.join("Cargo.toml").display(),
-                clef_core::plugin::file_name(&name)
+                clef_host::file_name(&name)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -295,7 +295,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 /// `[[strategy]]` entry (name, hyperparameters) so errors carry the file and line.
 fn load_config(path: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<(Config, PluginStrategies)> {
     let cfg = config::load(path)?;
-    let provider = PluginStrategies::for_config(&cfg, plugin_dirs);
+    let provider = PluginStrategies::for_config(&cfg.plugin_dirs, plugin_dirs);
     for (i, s) in cfg.strategy.iter().enumerate() {
         provider.validate(i, s).map_err(|inv| cfg.invalid(inv))?;
     }
@@ -317,7 +317,7 @@ fn run(
         "trials: tuning {} run, {} already stored; evaluation {} run, {} already stored",
         outcome.tune.ran, outcome.tune.skipped, outcome.eval.ran, outcome.eval.skipped
     );
-    if let Some(b) = clef_core::memory::peak_rss_bytes() {
+    if let Some(b) = clef_engine::memory::peak_rss_bytes() {
         tracing::info!(
             peak_rss_mib = format!("{:.1}", b as f64 / (1024.0 * 1024.0)),
             "run finished"
@@ -336,8 +336,8 @@ fn run(
     if cfg.protocol.tunes() {
         // One table per protocol: a strategy's records differ between protocols.
         let by_id = records.iter().map(|r| (r.trial_id.as_str(), r)).collect();
-        let cmp = clef_core::report::compare(&outcome.selections, &by_id);
-        println!("{}", clef_core::report::markdown(&cmp));
+        let cmp = clef_report::compare(&outcome.selections, &by_id);
+        println!("{}", clef_report::markdown(&cmp));
     } else {
         println!("{}", results_table(&outcome.selections, &records));
     }

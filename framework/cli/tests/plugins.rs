@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use clef_core::results::ResultsDir;
-use clef_core::runner::{self, BuiltinStrategies, RunOptions};
+use clef_experiment::runner::{self, BuiltinStrategies, RunOptions};
+use clef_report::results::ResultsDir;
 
 /// The workspace's plugin crates this file needs.
 const PLUGIN_CRATES: &[&str] = &[
@@ -78,7 +78,7 @@ fn plugins() -> &'static Plugins {
         let c_dir = target.join("c");
         std::fs::create_dir_all(&c_dir).expect("create the C plugin dir");
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let lib = c_dir.join(clef_core::plugin::file_name("c-minimal"));
+        let lib = c_dir.join(clef_host::file_name("c-minimal"));
         let out = Command::new(&cc)
             .args([
                 "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I",
@@ -199,7 +199,7 @@ fn builtin_finetune(cfg_path: &Path, tmp: &Path) -> Vec<String> {
     let builtin = format!("{}[[strategy]]\nname = \"finetune\"\n", &text[..start]);
     let path = tmp.join("builtin.toml");
     std::fs::write(&path, builtin).unwrap();
-    let cfg = clef_core::config::load(&path).unwrap();
+    let cfg = clef_experiment::config::load(&path).unwrap();
     let out = tmp.join("builtin-out");
     let dir = ResultsDir::create(&out).unwrap();
     runner::run(&cfg, &BuiltinStrategies, &dir, RunOptions::default()).unwrap();
@@ -323,7 +323,7 @@ fn plugin_found_through_clef_plugin_path() {
     // next to `clef`), and the message says where it looked.
     let exe_dir = Path::new(env!("CARGO_BIN_EXE_clef")).parent().unwrap();
     if !exe_dir
-        .join(clef_core::plugin::file_name("fixture-hparams"))
+        .join(clef_host::file_name("fixture-hparams"))
         .exists()
     {
         let e = validate_err(&cfg);
@@ -360,9 +360,7 @@ fn wrong_abi_is_refused_naming_both_versions() {
 fn missing_entry_symbol_is_refused() {
     let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let lib = p
-        .rust
-        .join(clef_core::plugin::file_name("fixture-no-entry"));
+    let lib = p.rust.join(clef_host::file_name("fixture-no-entry"));
     let strategies = format!(
         "\n[[strategy]]\nname = \"fixture-no-entry\"\npath = {:?}\n",
         lib.display().to_string()
@@ -385,7 +383,7 @@ fn missing_entry_symbol_is_refused() {
 #[test]
 fn a_file_that_is_not_a_shared_library_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let junk = tmp.path().join(clef_core::plugin::file_name("junk"));
+    let junk = tmp.path().join(clef_host::file_name("junk"));
     std::fs::write(&junk, "this is not a shared library\n").unwrap();
     let cfg = config(
         tmp.path(),
@@ -419,7 +417,7 @@ fn a_file_that_is_not_a_shared_library_is_refused() {
 fn explicit_path_must_provide_the_named_plugin() {
     let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let lib = p.rust.join(clef_core::plugin::file_name("fixture-hparams"));
+    let lib = p.rust.join(clef_host::file_name("fixture-hparams"));
     let strategies = format!(
         "\n[[strategy]]\nname = \"other\"\npath = {:?}\n",
         lib.display().to_string()
@@ -761,9 +759,7 @@ fn new_plugin_template_builds_and_loads() {
         .unwrap();
     assert!(test.status.success(), "{}", show(&test));
     assert!(text(&test.stdout).contains("6 passed"), "{}", show(&test));
-    let lib = target
-        .join("debug")
-        .join(clef_core::plugin::file_name("l2-anchor"));
+    let lib = target.join("debug").join(clef_host::file_name("l2-anchor"));
     assert!(lib.is_file(), "{} missing", lib.display());
 
     let listing = clef()

@@ -135,9 +135,8 @@ fn records(dir: &Path) -> Vec<Value> {
 #[test]
 fn a_rebuilt_plugin_runs_its_trials_again() {
     let tmp = tempfile::tempdir().unwrap();
-    let lib = tmp.path().join(clef_core::plugin::file_name("l2"));
-    std::fs::copy(plugin_dir().join(clef_core::plugin::file_name("l2")), &lib)
-        .expect("copy the l2 plugin");
+    let lib = tmp.path().join(clef_host::file_name("l2"));
+    std::fs::copy(plugin_dir().join(clef_host::file_name("l2")), &lib).expect("copy the l2 plugin");
     let strategies = format!(
         "\n[[strategy]]\nname = \"l2\"\npath = {:?}\nhparams = {{ lambda = 0.1 }}\n",
         lib.display().to_string()

@@ -1,0 +1,98 @@
+//! clef's data: data sets (loaders for IDX and gzip-CSV files, embedded defaults, a synthetic
+//! generator for tests, seeded stratified train/test splits, fingerprints), the task streams
+//! built from them ([`scenario`]), the seeds of every random stream ([`seed`]), and the config
+//! tables that describe them ([`spec`]).
+//!
+//! Every loader returns pixels scaled to [0, 1] in one contiguous row-major `Vec<f32>` and labels
+//! as `u32`; every failure is a [`DataError`] naming the file and what was wrong.
+
+#![warn(missing_docs)]
+
+pub mod csv;
+pub mod embedded;
+pub mod error;
+pub mod fashion;
+pub mod fingerprint;
+pub mod idx;
+mod invalid;
+mod load;
+pub mod scenario;
+pub mod seed;
+pub mod spec;
+pub mod split;
+pub mod synthetic;
+
+pub use error::DataError;
+pub use invalid::Invalid;
+pub use load::load;
+pub use spec::Setting;
+
+/// A labelled data set held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Human-readable name (file or data set name), used in messages and results.
+    pub name: String,
+    /// `len() * dim` features, sample-major, each in [0, 1].
+    pub features: Vec<f32>,
+    /// One label per sample, each `< num_classes`.
+    pub labels: Vec<u32>,
+    /// Features per sample.
+    pub dim: usize,
+    /// Number of classes (labels are `0..num_classes`).
+    pub num_classes: usize,
+    /// `[height, width]` if the samples are images stored row-major (needed for rotations).
+    pub image_shape: Option<[usize; 2]>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True if there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Features of sample `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// A new data set holding the samples at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let mut features = Vec::with_capacity(indices.len() * self.dim);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            features.extend_from_slice(self.row(i));
+            labels.push(self.labels[i]);
+        }
+        Dataset {
+            name: self.name.clone(),
+            features,
+            labels,
+            dim: self.dim,
+            num_classes: self.num_classes,
+            image_shape: self.image_shape,
+        }
+    }
+
+    /// Number of samples of each class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.num_classes];
+        for &l in &self.labels {
+            c[l as usize] += 1;
+        }
+        c
+    }
+}
+
+/// A training set and a test set of the same data set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainTest {
+    /// Samples the model may train on.
+    pub train: Dataset,
+    /// Held-out samples for evaluation.
+    pub test: Dataset,
+}

@@ -1,0 +1,406 @@
+//! A trial's pool of expert networks (the host side of `expert_add`, `expert_select`,
+//! `expert_freeze`, `expert_params`, `head_forward` and `head_vjp`).
+//!
+//! The configured network is expert 0. The *selected* expert lives in the trainer's `net` and
+//! `optimizer` (what [`crate::strategy::Ctx`] points to), so training, the parameter views, the
+//! forward services and evaluation all use it with no indirection; the others wait in their
+//! slots and are swapped in by `Experts::activate`.
+//!
+//! **Per-task heads.** Once a strategy routes tasks (`expert_select`), every routed task owns a
+//! head on its expert: a copy of the output layer (weight and bias), freshly initialised the
+//! first time the task goes to that expert. The head of the task being trained or evaluated is
+//! loaded into the expert's output layer; the others are kept here. Task-IL masks each task to
+//! its units, so a head's parameters are `n_units * (feature_dim + 1)`.
+//!
+//! **Default path.** Until a strategy calls `expert_add` or `expert_select`, the pool is
+//! *inactive*: the trainer makes one boolean check per step and per evaluation and otherwise
+//! runs exactly as without a pool (bit-identical results).
+
+use std::collections::BTreeMap;
+
+use clef_backend::{build_network, MlpSpec, Network, Optimizer, ParamStore};
+
+use clef_data::scenario::Scenario;
+use clef_data::seed::derive_seed;
+
+/// An output layer: weight `[output, feature_dim]` and bias `[output]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// Weight, row-major `[output, feature_dim]`.
+    pub weight: Vec<f32>,
+    /// Bias.
+    pub bias: Vec<f32>,
+}
+
+/// Which head is in an expert's output layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loaded {
+    /// The expert's own output layer (unrouted tasks, before routing).
+    Base,
+    /// The head of a routed task.
+    Task(usize),
+}
+
+struct Slot {
+    spec: MlpSpec,
+    /// `None` while this expert is the selected one (it lives in the trainer's `net`).
+    net: Option<Box<dyn Network>>,
+    opt: Option<Optimizer>,
+    /// Body values (every tensor but the output layer's) while frozen.
+    frozen: Option<Vec<Vec<f32>>>,
+    /// The head not currently loaded: the base layer and the tasks' heads.
+    base: Option<Head>,
+    heads: BTreeMap<usize, Head>,
+    loaded: Loaded,
+}
+
+/// The pool; see the [module docs](self).
+pub struct Experts {
+    slots: Vec<Slot>,
+    active: usize,
+    /// Expert each task is routed to.
+    routes: Vec<Option<usize>>,
+    /// Routing is in use (some strategy called `expert_add` or `expert_select`).
+    enabled: bool,
+    init_seed: u64,
+}
+
+/// Index of the output layer's weight and bias in a [`ParamStore`].
+fn head_indices(p: &ParamStore) -> (usize, usize) {
+    (p.len() - 2, p.len() - 1)
+}
+
+fn read_head(p: &ParamStore) -> Head {
+    let (w, b) = head_indices(p);
+    Head {
+        weight: p.value(w).to_vec(),
+        bias: p.value(b).to_vec(),
+    }
+}
+
+fn write_head(p: &mut ParamStore, h: &Head) {
+    let (w, b) = head_indices(p);
+    p.value_mut(w).copy_from_slice(&h.weight);
+    p.value_mut(b).copy_from_slice(&h.bias);
+}
+
+impl Experts {
+    /// A pool holding only the configured network (expert 0, of architecture `spec`);
+    /// `init_seed` seeds new experts and heads.
+    pub fn new(spec: &MlpSpec, init_seed: u64, num_tasks: usize) -> Self {
+        Experts {
+            slots: vec![Slot {
+                spec: spec.clone(),
+                net: None,
+                opt: None,
+                frozen: None,
+                base: None,
+                heads: BTreeMap::new(),
+                loaded: Loaded::Base,
+            }],
+            active: 0,
+            routes: vec![None; num_tasks],
+            enabled: false,
+            init_seed,
+        }
+    }
+
+    /// True once a strategy has used the pool.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Number of experts (including expert 0).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Always false: expert 0 exists.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Id of the selected expert.
+    pub fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Expert task `task` is routed to.
+    pub fn route_of(&self, task: usize) -> Option<usize> {
+        self.routes.get(task).copied().flatten()
+    }
+
+    /// Architecture of expert `id`.
+    pub fn spec(&self, id: usize) -> Option<&MlpSpec> {
+        self.slots.get(id).map(|s| &s.spec)
+    }
+
+    /// True if expert `id`'s body is frozen.
+    pub fn is_frozen(&self, id: usize) -> bool {
+        self.slots.get(id).is_some_and(|s| s.frozen.is_some())
+    }
+
+    /// Adds an expert with `hidden` widths and `activation` (input, output and initialisation
+    /// as expert 0) and returns its id. Its optimizer has `opt_spec`'s settings.
+    pub fn add(
+        &mut self,
+        hidden: Vec<usize>,
+        activation: clef_backend::Activation,
+        optimizer: &Optimizer,
+    ) -> Result<usize, String> {
+        let base = &self.slots[0].spec;
+        let spec = MlpSpec {
+            input: base.input,
+            hidden,
+            output: base.output,
+            activation,
+            init: base.init,
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        let id = self.slots.len();
+        let net = build_network(&spec, derive_seed(self.init_seed, &format!("expert-{id}")))
+            .map_err(|e| e.to_string())?;
+        let opt = Optimizer::new(optimizer.spec().clone(), net.params());
+        self.slots.push(Slot {
+            spec,
+            net: Some(net),
+            opt: Some(opt),
+            frozen: None,
+            base: None,
+            heads: BTreeMap::new(),
+            loaded: Loaded::Base,
+        });
+        self.enabled = true;
+        Ok(id)
+    }
+
+    /// A fresh head for `task` on expert `id` (deterministic per trial, expert and task).
+    fn fresh_head(&self, id: usize, task: usize) -> Head {
+        let spec = &self.slots[id].spec;
+        let layer = MlpSpec {
+            input: spec.feature_dim(),
+            hidden: Vec::new(),
+            output: spec.output,
+            activation: spec.activation,
+            init: spec.init,
+        };
+        let p = ParamStore::init_mlp(
+            &layer,
+            derive_seed(self.init_seed, &format!("head-{id}-task-{task}")),
+        );
+        Head {
+            weight: p.value(0).to_vec(),
+            bias: p.value(1).to_vec(),
+        }
+    }
+
+    /// Makes expert `id` the selected one with `head` in its output layer, swapping networks
+    /// and optimizers through `net` and `opt` (the trainer's).
+    fn activate(
+        &mut self,
+        id: usize,
+        head: Loaded,
+        net: &mut Box<dyn Network>,
+        opt: &mut Optimizer,
+    ) -> Result<(), String> {
+        if id >= self.slots.len() {
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
+        }
+        if id == self.active && self.slots[id].loaded == head {
+            return Ok(());
+        }
+        if id != self.active {
+            // An unselected expert keeps its loaded head in its own output layer.
+            let cur = self.active;
+            let (Some(new_net), Some(new_opt)) =
+                (self.slots[id].net.take(), self.slots[id].opt.take())
+            else {
+                return Err(format!("expert {id} is not in its slot (a clef bug)"));
+            };
+            self.slots[cur].net = Some(std::mem::replace(net, new_net));
+            self.slots[cur].opt = Some(std::mem::replace(opt, new_opt));
+            self.active = id;
+        }
+        let loaded = self.slots[id].loaded;
+        if loaded == head {
+            return Ok(());
+        }
+        let current = read_head(net.params());
+        match loaded {
+            Loaded::Base => self.slots[id].base = Some(current),
+            Loaded::Task(t) => {
+                self.slots[id].heads.insert(t, current);
+            }
+        }
+        let want = match head {
+            Loaded::Base => self.slots[id].base.take(),
+            Loaded::Task(t) => self.slots[id].heads.remove(&t),
+        };
+        let want = match (want, head) {
+            (Some(h), _) => h,
+            (None, Loaded::Task(t)) => self.fresh_head(id, t),
+            (None, Loaded::Base) => {
+                return Err(format!("expert {id} has no base head (a clef bug)"));
+            }
+        };
+        write_head(net.params_mut(), &want);
+        self.slots[id].loaded = head;
+        Ok(())
+    }
+
+    /// Routes `task` to expert `id` with its own head and selects it; resets its optimizer.
+    /// A head the task had on another expert is dropped.
+    pub fn select(
+        &mut self,
+        task: usize,
+        id: usize,
+        net: &mut Box<dyn Network>,
+        opt: &mut Optimizer,
+    ) -> Result<(), String> {
+        if id >= self.slots.len() {
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
+        }
+        if task >= self.routes.len() {
+            return Err(format!("task {task} does not exist"));
+        }
+        self.enabled = true;
+        if let Some(old) = self.routes[task].filter(|&old| old != id) {
+            // The task leaves `old`: its head there is discarded.
+            if self.slots[old].loaded == Loaded::Task(task) {
+                let Some(base) = self.slots[old].base.take() else {
+                    return Err(format!("expert {old} has no base head (a clef bug)"));
+                };
+                if old == self.active {
+                    write_head(net.params_mut(), &base);
+                } else if let Some(n) = self.slots[old].net.as_mut() {
+                    write_head(n.params_mut(), &base);
+                }
+                self.slots[old].loaded = Loaded::Base;
+            } else {
+                self.slots[old].heads.remove(&task);
+            }
+        }
+        self.routes[task] = Some(id);
+        self.activate(id, Loaded::Task(task), net, opt)?;
+        opt.reset();
+        Ok(())
+    }
+
+    /// At the start of `task` (pool in use): the task starts on the selected expert with a
+    /// fresh head of its own, until the strategy selects another.
+    pub fn start_task(
+        &mut self,
+        task: usize,
+        net: &mut Box<dyn Network>,
+        opt: &mut Optimizer,
+    ) -> Result<(), String> {
+        let id = self.active;
+        self.select(task, id, net, opt)
+    }
+
+    /// Before evaluating `task` (task-IL, pool in use): its expert and head, or expert 0's
+    /// base layer for a task that was never routed.
+    pub fn for_eval(
+        &mut self,
+        task: usize,
+        net: &mut Box<dyn Network>,
+        opt: &mut Optimizer,
+    ) -> Result<(), String> {
+        match self.route_of(task) {
+            Some(e) => self.activate(e, Loaded::Task(task), net, opt),
+            None => self.activate(0, Loaded::Base, net, opt),
+        }
+    }
+
+    /// Freezes or unfreezes expert `id`'s body (values now).
+    pub fn freeze(&mut self, id: usize, frozen: bool, net: &dyn Network) -> Result<(), String> {
+        if id >= self.slots.len() {
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
+        }
+        self.enabled = true;
+        if !frozen {
+            self.slots[id].frozen = None;
+            return Ok(());
+        }
+        if self.slots[id].frozen.is_some() {
+            return Ok(());
+        }
+        let params = if id == self.active {
+            net.params()
+        } else {
+            match &self.slots[id].net {
+                Some(n) => n.params(),
+                None => return Err(format!("expert {id} is not in its slot (a clef bug)")),
+            }
+        };
+        let body = params.values()[..params.len() - 2].to_vec();
+        self.slots[id].frozen = Some(body);
+        Ok(())
+    }
+
+    /// After an optimizer step: restores the selected expert's body if it is frozen.
+    #[inline]
+    pub fn after_step(&self, net: &mut dyn Network) {
+        if let Some(body) = &self.slots[self.active].frozen {
+            let p = net.params_mut();
+            for (i, v) in body.iter().enumerate() {
+                p.value_mut(i).copy_from_slice(v);
+            }
+        }
+    }
+
+    /// The head of `task` on the selected expert (a copy), or an error if the task is not
+    /// routed there.
+    pub fn head_of(&self, task: usize, net: &dyn Network) -> Result<Head, String> {
+        if self.route_of(task) != Some(self.active) {
+            return Err(format!(
+                "task {task} is not routed to the selected expert {}",
+                self.active
+            ));
+        }
+        let slot = &self.slots[self.active];
+        if slot.loaded == Loaded::Task(task) {
+            return Ok(read_head(net.params()));
+        }
+        slot.heads
+            .get(&task)
+            .cloned()
+            .ok_or_else(|| format!("task {task} has no head on expert {}", self.active))
+    }
+
+    /// Parameters of expert `id`: its body plus one head per routed task
+    /// (`n_units * (feature_dim + 1)`).
+    pub fn params_of(&self, id: usize, scenario: &Scenario) -> Option<usize> {
+        let spec = &self.slots.get(id)?.spec;
+        let widths = spec.widths();
+        let body: usize = widths[..widths.len() - 1]
+            .windows(2)
+            .map(|w| w[0] * w[1] + w[1])
+            .sum();
+        let heads: usize = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r == Some(id))
+            .map(|(t, _)| scenario.tasks[t].units.len() * (spec.feature_dim() + 1))
+            .sum();
+        Some(body + heads)
+    }
+
+    /// Parameters of the pool: every expert with a routed task (see [`Experts::params_of`]).
+    pub fn total_params(&self, scenario: &Scenario) -> usize {
+        (0..self.slots.len())
+            .filter(|&e| self.routes.contains(&Some(e)))
+            .filter_map(|e| self.params_of(e, scenario))
+            .sum()
+    }
+}
