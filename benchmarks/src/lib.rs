@@ -92,7 +92,7 @@ pub fn time_trials(
                 out.status
             );
             if round > 0 {
-                per_step[i].push(out.train_seconds / out.steps as f64);
+                per_step[i].push(out.measured.train_seconds / out.measured.steps as f64);
             }
         }
     }

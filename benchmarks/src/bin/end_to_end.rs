@@ -115,13 +115,14 @@ fn run_once(args: &Args, dirs: &[PathBuf]) -> anyhow::Result<Rep> {
     // One pass over the test split of every task per row of the accuracy matrix, plus the
     // random-init row if it was recorded.
     let test_rows: usize = sc.tasks.iter().map(|t| t.test.len()).sum();
-    let passes = out.accuracy_matrix.len() + usize::from(!out.random_init_accuracy.is_empty());
+    let passes = out.measured.accuracy_matrix.len()
+        + usize::from(!out.measured.random_init_accuracy.is_empty());
     Ok(Rep {
         total_s,
         load_s,
-        train_s: out.train_seconds,
-        eval_s: out.eval_seconds,
-        train_samples: out.samples_seen,
+        train_s: out.measured.train_seconds,
+        eval_s: out.measured.eval_seconds,
+        train_samples: out.measured.samples_seen,
         eval_samples: passes * test_rows,
         data_bytes,
         params: out.num_params,

@@ -22,13 +22,12 @@
 //! an error naming the file, never a panic or a wrong resume. Files are written to a temporary
 //! name, synced and renamed, so a kill while writing leaves the previous checkpoint intact.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plasticity::TaskDiagnostics;
+use crate::measurements::Measurements;
 use clef_data::seed::fnv1a;
 
 const MAGIC: &[u8; 8] = b"CLEFCKPT";
@@ -41,30 +40,13 @@ pub struct Progress {
     pub key: String,
     /// Tasks trained and evaluated.
     pub tasks_done: usize,
-    /// Optimizer steps taken by the trainer so far.
-    pub step: u64,
     /// Position of the strategy RNG (ChaCha word position), as a decimal string (u128).
     pub rng_word_pos: String,
     /// Steps of the optimizer since its last reset.
     pub optimizer_steps: u64,
-    /// Rows of the accuracy matrix so far.
-    pub accuracy_matrix: Vec<Vec<f64>>,
-    /// Accuracy of the untrained network on every task.
-    pub random_init_accuracy: Vec<f64>,
-    /// Per finished task: online accuracy.
-    pub online_accuracy: Vec<f64>,
-    /// Per finished task: mean loss.
-    pub mean_loss: Vec<f64>,
-    /// Training seconds so far.
-    pub train_seconds: f64,
-    /// Evaluation seconds so far.
-    pub eval_seconds: f64,
-    /// Training rows so far.
-    pub samples_seen: u64,
-    /// Per finished task: the strategy's reports.
-    pub strategy_metrics: Vec<BTreeMap<String, f64>>,
-    /// Per finished task: diagnostics (if enabled).
-    pub diagnostics: Vec<TaskDiagnostics>,
+    /// What the trial measured so far (its `steps` is the trainer's step counter).
+    #[serde(flatten)]
+    pub measured: Measurements,
 }
 
 /// A whole checkpoint.
@@ -301,6 +283,8 @@ pub fn remove(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn sample() -> Checkpoint {
@@ -310,18 +294,20 @@ mod tests {
             progress: Progress {
                 key: "abc123".into(),
                 tasks_done: 2,
-                step: 140,
                 rng_word_pos: (u128::from(u64::MAX) + 7).to_string(),
                 optimizer_steps: 70,
-                accuracy_matrix: vec![vec![0.9, 0.1], vec![0.8, 0.95]],
-                random_init_accuracy: vec![0.1, 0.12],
-                online_accuracy: vec![0.7, 0.8],
-                mean_loss: vec![0.5, 0.4],
-                train_seconds: 1.5,
-                eval_seconds: 0.25,
-                samples_seen: 4480,
-                strategy_metrics: vec![metrics, BTreeMap::new()],
-                diagnostics: Vec::new(),
+                measured: Measurements {
+                    accuracy_matrix: vec![vec![0.9, 0.1], vec![0.8, 0.95]],
+                    random_init_accuracy: vec![0.1, 0.12],
+                    online_accuracy: vec![0.7, 0.8],
+                    mean_loss: vec![0.5, 0.4],
+                    train_seconds: 1.5,
+                    eval_seconds: 0.25,
+                    samples_seen: 4480,
+                    steps: 140,
+                    strategy_metrics: vec![metrics, BTreeMap::new()],
+                    diagnostics: Vec::new(),
+                },
             },
             params: vec![vec![1.0, -0.0, f32::MIN_POSITIVE], vec![], vec![3.5]],
             optimizer: vec![

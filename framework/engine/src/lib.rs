@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod experts;
+pub mod measurements;
 pub mod memory;
 pub mod plasticity;
 pub mod spec;

@@ -335,15 +335,16 @@ fn base_record(plan: &Plan<'_>, t: &PlannedTrial, scenario: &Scenario) -> TrialR
 /// ([`clef_report::with_joint_metrics`]).
 fn fill(r: &mut TrialRecord, o: trainer::TrialOutcome, setting: Setting) {
     let samples_per_second = o.samples_per_second();
+    let m = o.measured;
     match &o.status {
         TrialStatus::Completed => {
             // FWT is undefined in class-IL: a future task's classes are outside the mask.
-            let b = (setting != Setting::ClassIl).then_some(o.random_init_accuracy.as_slice());
+            let b = (setting != Setting::ClassIl).then_some(m.random_init_accuracy.as_slice());
             r.metrics = Some(metrics::compute(
-                &o.accuracy_matrix,
+                &m.accuracy_matrix,
                 b,
                 None,
-                Some(&o.online_accuracy),
+                Some(&m.online_accuracy),
             ));
         }
         TrialStatus::Diverged { task, step } => {
@@ -357,18 +358,18 @@ fn fill(r: &mut TrialRecord, o: trainer::TrialOutcome, setting: Setting) {
             r.error = Some(msg.clone());
         }
     }
-    r.accuracy_matrix = o.accuracy_matrix;
-    r.random_init_accuracy = o.random_init_accuracy;
-    r.online_accuracy = o.online_accuracy;
-    r.mean_loss = o.mean_loss;
-    r.train_seconds = o.train_seconds;
-    r.eval_seconds = o.eval_seconds;
+    r.accuracy_matrix = m.accuracy_matrix;
+    r.random_init_accuracy = m.random_init_accuracy;
+    r.online_accuracy = m.online_accuracy;
+    r.mean_loss = m.mean_loss;
+    r.train_seconds = m.train_seconds;
+    r.eval_seconds = m.eval_seconds;
     r.samples_per_second = samples_per_second;
-    r.steps = o.steps;
+    r.steps = m.steps;
     r.backend = o.backend;
     r.num_params = o.num_params;
-    r.strategy_metrics = o.strategy_metrics;
-    r.diagnostics = o.diagnostics;
+    r.strategy_metrics = m.strategy_metrics;
+    r.diagnostics = m.diagnostics;
 }
 
 #[cfg(test)]

@@ -157,7 +157,10 @@ fn routing_freezing_heads_and_parameter_counts() {
     // Task 0's head on expert 1 survived task 2 (which trained another head on the same
     // expert): task 0's accuracy after task 2 equals its accuracy after task 0, because both
     // body and head are unchanged.
-    assert_eq!(out.accuracy_matrix[2][0], out.accuracy_matrix[0][0]);
+    assert_eq!(
+        out.measured.accuracy_matrix[2][0],
+        out.measured.accuracy_matrix[0][0]
+    );
     // Parameters, counted by hand. Expert 1 body: 6*4+4 + 4*3+3 = 43; a head of 2 units on
     // feature width 3: 2*(3+1) = 8. Expert 0 body: 6*5+5 = 35; head 2*(5+1) = 12.
     assert_eq!(s.totals, vec![43 + 8, 43 + 8 + 35 + 12, 43 + 16 + 35 + 12]);
@@ -175,8 +178,11 @@ fn unused_pool_changes_nothing() {
     let out_a = run_trial(cfg.trial_spec(), &sc, &mut a, 0, &ProgressBar::hidden());
     let mut b = clef_engine::strategy::Finetune;
     let out_b = run_trial(cfg.trial_spec(), &sc, &mut b, 0, &ProgressBar::hidden());
-    assert_eq!(out_a.accuracy_matrix, out_b.accuracy_matrix);
-    assert_eq!(out_a.mean_loss, out_b.mean_loss);
+    assert_eq!(
+        out_a.measured.accuracy_matrix,
+        out_b.measured.accuracy_matrix
+    );
+    assert_eq!(out_a.measured.mean_loss, out_b.measured.mean_loss);
     // Without routing the parameter count is the configured network's.
     assert_eq!(out_a.num_params, DIM * 5 + 5 + 5 * 6 + 6);
 }

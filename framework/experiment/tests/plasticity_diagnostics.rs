@@ -57,8 +57,8 @@ fn run(cfg: &config::Config) -> TrialOutcome {
 fn diagnostics_are_recorded_per_task_when_enabled() {
     let cfg = config("[diagnostics]\nenabled = true\nprobe_size = 150\n");
     let out = run(&cfg);
-    assert_eq!(out.diagnostics.len(), 4, "one entry per task");
-    for (t, d) in out.diagnostics.iter().enumerate() {
+    assert_eq!(out.measured.diagnostics.len(), 4, "one entry per task");
+    for (t, d) in out.measured.diagnostics.iter().enumerate() {
         // Random labels over 10 classes: chance is 0.1; a 64-32 MLP fits most of 200 samples.
         assert!(
             d.train_accuracy > 0.5 && d.train_accuracy <= 1.0,
@@ -79,19 +79,19 @@ fn diagnostics_are_recorded_per_task_when_enabled() {
         }
     }
     // Training on random labels grows the weights.
-    let first = &out.diagnostics[0];
-    let last = &out.diagnostics[3];
+    let first = &out.measured.diagnostics[0];
+    let last = &out.measured.diagnostics[3];
     assert!(
         last.mean_abs_weight[0] > first.mean_abs_weight[0],
         "{first:?} vs {last:?}"
     );
     // Same config and seed, same diagnostics.
-    assert_eq!(run(&cfg).diagnostics, out.diagnostics);
+    assert_eq!(run(&cfg).measured.diagnostics, out.measured.diagnostics);
 }
 
 #[test]
 fn diagnostics_are_off_by_default_and_checked() {
-    assert!(run(&config("")).diagnostics.is_empty());
+    assert!(run(&config("")).measured.diagnostics.is_empty());
     let e = config::parse(
         "seeds = [0]\nsettings = [\"domain-il\"]\n[data]\ndataset = \"digits\"\n\
          [scenario]\nkind = \"permuted\"\ntasks = 2\n[model]\nhidden = [8]\n\

@@ -1,0 +1,176 @@
+//! Measuring the network: accuracy on a task's test split (the accuracy matrix, the untrained
+//! network's accuracies) and the loss-of-plasticity diagnostics on a probe of a task.
+
+use std::time::Instant;
+
+use clef_backend::{Inputs, Network};
+use clef_data::Setting;
+
+use super::trial::Trial;
+use super::{hook_err, TrialStatus};
+use crate::plasticity::{self, TaskDiagnostics};
+use crate::strategy::Strategy;
+
+impl Trial<'_> {
+    /// The accuracy of the untrained network on every task (for forward transfer).
+    pub(super) fn evaluate_untrained(&mut self) -> Result<(), TrialStatus> {
+        let t0 = Instant::now();
+        self.measured.random_init_accuracy = (0..self.scenario.tasks.len())
+            .map(|j| self.evaluate(None, j))
+            .collect::<Result<_, _>>()?;
+        self.measured.eval_seconds += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Row `ti` of the accuracy matrix: every task evaluated after training task `ti`, each
+    /// between `before_eval` and `after_eval` (with the expert pool in use, task-IL routes each
+    /// task to its own expert and head, and comes back to `ti`'s afterwards).
+    pub(super) fn evaluate_row(
+        &mut self,
+        ti: usize,
+        strategy: &mut dyn Strategy,
+    ) -> Result<Vec<f64>, TrialStatus> {
+        let sc = self.scenario;
+        let t_eval = Instant::now();
+        let mut row = Vec::with_capacity(sc.tasks.len());
+        let routed = self.experts.enabled() && sc.setting == Setting::TaskIl;
+        for j in 0..sc.tasks.len() {
+            let id = (sc.setting == Setting::TaskIl).then_some(j);
+            if routed {
+                self.experts
+                    .for_eval(j, &mut self.net, &mut self.opt)
+                    .map_err(|e| TrialStatus::Failed(format!("expert pool: {e}")))?;
+            }
+            strategy
+                .before_eval(&mut self.ctx(ti), id)
+                .map_err(|e| hook_err(strategy, "before_eval", e))?;
+            row.push(self.evaluate(Some(ti), j)?);
+            strategy
+                .after_eval(&mut self.ctx(ti))
+                .map_err(|e| hook_err(strategy, "after_eval", e))?;
+        }
+        if routed {
+            // Back to the expert and head the current task trained.
+            self.experts
+                .for_eval(ti, &mut self.net, &mut self.opt)
+                .map_err(|e| TrialStatus::Failed(format!("expert pool: {e}")))?;
+        }
+        self.measured.eval_seconds += t_eval.elapsed().as_secs_f64();
+        Ok(row)
+    }
+
+    /// Accuracy on task `j`'s test split after training through `trained`.
+    fn evaluate(&mut self, trained: Option<usize>, j: usize) -> Result<f64, TrialStatus> {
+        let sc = self.scenario;
+        let task = &sc.tasks[j];
+        let mask = sc.eval_mask(trained, j);
+        let n = task.test.len();
+        let bs = self.cfg.train.eval_batch_size;
+        let c = sc.num_outputs;
+        let (mut x, mut y, mut logits) = (Vec::new(), Vec::new(), Vec::new());
+        let mut correct = 0usize;
+        let rows: Vec<usize> = (0..n).collect();
+        for chunk in rows.chunks(bs) {
+            x.clear();
+            y.clear();
+            sc.gather(task, true, chunk, &mut x, &mut y);
+            let inputs = Inputs::new(&x, chunk.len(), sc.input_dim())
+                .map_err(|e| TrialStatus::Failed(format!("evaluation batch: {e}")))?;
+            self.net
+                .forward(inputs, &mut logits)
+                .map_err(|e| TrialStatus::Failed(format!("evaluation forward: {e}")))?;
+            for (r, &target) in y.iter().enumerate() {
+                correct +=
+                    (argmax(&logits[r * c..(r + 1) * c], mask.as_deref()) == target) as usize;
+            }
+        }
+        Ok(correct as f64 / n.max(1) as f64)
+    }
+
+    /// Loss-of-plasticity diagnostics at the end of task `ti`, on the network as the strategy
+    /// evaluates the task just trained (between `before_eval` and `after_eval`).
+    pub(super) fn diagnose(
+        &mut self,
+        ti: usize,
+        strategy: &mut dyn Strategy,
+    ) -> Result<TaskDiagnostics, TrialStatus> {
+        let id = (self.scenario.setting == Setting::TaskIl).then_some(ti);
+        strategy
+            .before_eval(&mut self.ctx(ti), id)
+            .map_err(|e| hook_err(strategy, "before_eval", e))?;
+        let d = self.probe_diagnostics(ti)?;
+        strategy
+            .after_eval(&mut self.ctx(ti))
+            .map_err(|e| hook_err(strategy, "after_eval", e))?;
+        Ok(d)
+    }
+
+    /// The diagnostics on a probe of task `ti`'s first training samples (see
+    /// [`crate::plasticity`]).
+    fn probe_diagnostics(&mut self, ti: usize) -> Result<TaskDiagnostics, TrialStatus> {
+        let d = self.cfg.diagnostics;
+        let sc = self.scenario;
+        let net: &mut dyn Network = &mut *self.net;
+        let task = &sc.tasks[ti];
+        let n = task.train.len().min(d.probe_size);
+        let fail = |what: &str, e: String| TrialStatus::Failed(format!("diagnostics: {what}: {e}"));
+        let rows: Vec<usize> = (0..n).collect();
+        let (mut x, mut y, mut logits, mut feats) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        sc.gather(task, false, &rows, &mut x, &mut y);
+        let inputs =
+            Inputs::new(&x, n, sc.input_dim()).map_err(|e| fail("probe", e.to_string()))?;
+        net.forward(inputs, &mut logits)
+            .map_err(|e| fail("forward", e.to_string()))?;
+        let mask = sc.eval_mask(Some(ti), ti);
+        let c = sc.num_outputs;
+        let correct = y
+            .iter()
+            .enumerate()
+            .filter(|&(r, &t)| argmax(&logits[r * c..(r + 1) * c], mask.as_deref()) == t)
+            .count();
+        net.features(inputs, &mut feats)
+            .map_err(|e| fail("features", e.to_string()))?;
+        let units = feats.len() / n.max(1);
+        let sv = plasticity::singular_values(&feats, n, units).map_err(|e| fail("features", e))?;
+        let weights = plasticity::weight_stats(net.params()).map_err(|e| fail("weights", e))?;
+        Ok(TaskDiagnostics {
+            train_accuracy: correct as f64 / n.max(1) as f64,
+            dormant_fraction: plasticity::dormant_fraction(&feats, n, units, d.dormant_threshold),
+            feature_srank: plasticity::srank(&sv, d.srank_delta),
+            feature_effective_rank: plasticity::effective_rank(&sv),
+            sigma_max: weights.iter().map(|w| w.0).collect(),
+            mean_abs_weight: weights.iter().map(|w| w.1).collect(),
+        })
+    }
+}
+
+/// Index of the largest logit among the units allowed by `mask` (ties: the first). NaN logits
+/// never win.
+pub fn argmax(logits: &[f32], mask: Option<&[bool]>) -> usize {
+    let mut best = usize::MAX;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if mask.is_some_and(|m| !m[i]) {
+            continue;
+        }
+        if best == usize::MAX || v > best_v {
+            best = i;
+            best_v = if v.is_nan() { f32::NEG_INFINITY } else { v };
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_respects_the_mask() {
+        let l = [0.1, 5.0, 0.3, 0.2];
+        assert_eq!(argmax(&l, None), 1);
+        assert_eq!(argmax(&l, Some(&[true, false, true, true])), 2);
+        assert_eq!(argmax(&[f32::NAN, 1.0], None), 1);
+    }
+}
