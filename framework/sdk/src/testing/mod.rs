@@ -62,6 +62,8 @@ mod model;
 mod plugin;
 mod state;
 mod step;
+#[cfg(test)]
+mod tests;
 
 pub use descriptor::{describe, descriptor_of, HParamInfo, PluginInfo};
 pub use host::{host_table, valid_report_key, MockHost};
