@@ -220,6 +220,8 @@ fn views_ntk_and_batch_rules() {
             call.take_service_error().as_deref(),
             Some("optimizer_state: the optimizer has no state slot \"exp_avg\" (it has: momentum)")
         );
+        // `take_service_error` borrowed `call` mutably, which ends the old pointer's validity.
+        let raw = call.as_raw();
         assert_eq!(
             (h.ntk_gram)(raw, x.as_ptr(), 1, x.as_ptr(), 1, 0, gram.as_mut_ptr(), 1),
             CLEF_UNSUPPORTED
