@@ -8,10 +8,12 @@
 mod locate;
 mod protocol;
 mod schema;
+mod validate;
 
 pub use locate::line_of;
 pub use protocol::*;
 pub use schema::*;
+pub use validate::validate_data_table;
 
 /// The tables owned by the crates that read them, composed by [`Config`].
 pub use clef_data::spec::{

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{validate_data_table, Config};
+use super::schema::Config;
+use super::validate::validate_data_table;
 use super::DataConfig;
 use super::Invalid;
 

@@ -1,0 +1,371 @@
+//! The config's range and consistency checks, those serde cannot express: every error names
+//! the dotted key (`train.lr`, `strategy[1].hparams.lambda`) for `locate` to find its line.
+
+use super::{
+    ClassOrder, Config, DataConfig, DatasetKind, Invalid, OptimizerKind, ScenarioKind, Setting,
+};
+
+fn check(ok: bool, key: &str, message: impl Into<String>) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(key, message))
+    }
+}
+
+impl Config {
+    /// Range and consistency checks that serde cannot express. Data-dependent checks (more
+    /// classes per task than the data set has) happen when the scenario is built.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check(
+            !self.seeds.is_empty(),
+            "seeds",
+            "must list at least one seed",
+        )?;
+        check(
+            !self.settings.is_empty(),
+            "settings",
+            "must list at least one setting",
+        )?;
+        for (i, s) in self.settings.iter().enumerate() {
+            check(
+                !self.settings[..i].contains(s),
+                "settings",
+                format!("lists `{}` twice", s.as_str()),
+            )?;
+        }
+        for (i, s) in self.seeds.iter().enumerate() {
+            check(
+                !self.seeds[..i].contains(s),
+                "seeds",
+                format!("lists seed {s} twice"),
+            )?;
+        }
+        self.validate_data()?;
+        self.validate_scenario()?;
+        super::validate_protocol(self)?;
+        self.validate_model()?;
+        self.validate_train()?;
+        let d = &self.diagnostics;
+        check(
+            d.probe_size >= 1,
+            "diagnostics.probe_size",
+            "must be at least 1",
+        )?;
+        check(
+            d.dormant_threshold.is_finite() && d.dormant_threshold >= 0.0,
+            "diagnostics.dormant_threshold",
+            format!("must be a number >= 0, got {}", d.dormant_threshold),
+        )?;
+        check(
+            d.srank_delta > 0.0 && d.srank_delta < 1.0,
+            "diagnostics.srank_delta",
+            format!("must be in (0, 1), got {}", d.srank_delta),
+        )?;
+        check(
+            !self.strategy.is_empty(),
+            "strategy",
+            "must have at least one [[strategy]] table",
+        )?;
+        for (i, s) in self.strategy.iter().enumerate() {
+            check(
+                !s.name.trim().is_empty(),
+                &format!("strategy[{i}].name"),
+                "must not be empty",
+            )?;
+            let dup = self.strategy[..i].iter().any(|o| o.label() == s.label());
+            check(
+                !dup,
+                &format!("strategy[{i}].name"),
+                format!(
+                    "label `{}` is used twice; give one of them a distinct `label`",
+                    s.label()
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn validate_data(&self) -> Result<(), Invalid> {
+        validate_data_table(&self.data, "data")
+    }
+
+    fn validate_scenario(&self) -> Result<(), Invalid> {
+        let s = &self.scenario;
+        check(s.tasks >= 1, "scenario.tasks", "must be >= 1")?;
+        let only = |ok: bool, key: &str, kind: &str| {
+            check(
+                ok,
+                key,
+                format!("applies only to scenario.kind = \"{kind}\""),
+            )
+        };
+        let is = |k: ScenarioKind| s.kind == k;
+        only(
+            s.classes_per_task.is_none() || is(ScenarioKind::ClassSplit),
+            "scenario.classes_per_task",
+            "class-split",
+        )?;
+        only(
+            s.class_order.is_none() || is(ScenarioKind::ClassSplit),
+            "scenario.class_order",
+            "class-split",
+        )?;
+        only(
+            s.max_degrees.is_none() || is(ScenarioKind::Rotated),
+            "scenario.max_degrees",
+            "rotated",
+        )?;
+        only(
+            s.samples.is_none() || is(ScenarioKind::RandomLabels),
+            "scenario.samples",
+            "random-labels",
+        )?;
+        match s.kind {
+            ScenarioKind::ClassSplit => {
+                let cpt = s.classes_per_task.ok_or_else(|| {
+                    Invalid::new("scenario.classes_per_task", "is required for class-split")
+                })?;
+                check(cpt >= 1, "scenario.classes_per_task", "must be >= 1")?;
+                if let Some(ClassOrder::Explicit(order)) = &s.class_order {
+                    check(
+                        order.len() >= s.tasks * cpt,
+                        "scenario.class_order",
+                        format!(
+                            "lists {} classes but {} tasks x {} classes need {}",
+                            order.len(),
+                            s.tasks,
+                            cpt,
+                            s.tasks * cpt
+                        ),
+                    )?;
+                    // Task-IL gives every task its own head, so a class may come back in a
+                    // later task (e.g. a permuted copy, `permuted_tasks`); never twice in one
+                    // task, and never in the other settings (one unit per class).
+                    let til_only = self.settings.iter().all(|&st| st == Setting::TaskIl);
+                    for (i, c) in order.iter().enumerate() {
+                        let task_start = i - i % cpt.max(1);
+                        let again = if til_only {
+                            order[task_start..i].contains(c)
+                        } else {
+                            order[..i].contains(c)
+                        };
+                        check(
+                            !again,
+                            "scenario.class_order",
+                            if til_only {
+                                format!("lists class {c} twice in one task")
+                            } else {
+                                format!(
+                                    "lists class {c} twice (a class may repeat in later tasks \
+                                     only with settings = [\"task-il\"])"
+                                )
+                            },
+                        )?;
+                    }
+                }
+            }
+            ScenarioKind::Permuted | ScenarioKind::Rotated | ScenarioKind::RandomLabels => {
+                for st in &self.settings {
+                    check(
+                        *st == Setting::DomainIl,
+                        "settings",
+                        format!(
+                            "`{}` is not available for a {:?} stream: every task shares the label space, use \"domain-il\"",
+                            st.as_str(),
+                            s.kind
+                        ),
+                    )?;
+                }
+            }
+        }
+        if let Some(m) = s.max_degrees {
+            check(
+                m.is_finite() && m.abs() <= 360.0,
+                "scenario.max_degrees",
+                format!("must be within [-360, 360], got {m}"),
+            )?;
+        }
+        if let Some(n) = s.samples {
+            check(n >= 1, "scenario.samples", "must be >= 1")?;
+        }
+        Ok(())
+    }
+
+    fn validate_model(&self) -> Result<(), Invalid> {
+        for (i, w) in self.model.hidden.iter().enumerate() {
+            check(
+                *w > 0,
+                "model.hidden",
+                format!("layer {i} has width 0; every width must be positive"),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn validate_train(&self) -> Result<(), Invalid> {
+        let t = &self.train;
+        check(
+            t.lr.is_finite() && t.lr > 0.0,
+            "train.lr",
+            format!("must be a positive number, got {}", t.lr),
+        )?;
+        check(t.batch_size >= 1, "train.batch_size", "must be >= 1")?;
+        check(
+            t.eval_batch_size >= 1,
+            "train.eval_batch_size",
+            "must be >= 1",
+        )?;
+        check(
+            t.weight_decay.is_finite() && t.weight_decay >= 0.0,
+            "train.weight_decay",
+            format!("must be >= 0, got {}", t.weight_decay),
+        )?;
+        check(
+            !(t.epochs.is_some() && t.iterations.is_some()),
+            "train.iterations",
+            "set either `epochs` or `iterations`, not both",
+        )?;
+        if let Some(e) = t.epochs {
+            check(e >= 1, "train.epochs", "must be >= 1")?;
+        }
+        if let Some(i) = t.iterations {
+            check(i >= 1, "train.iterations", "must be >= 1")?;
+        }
+        let sgd = t.optimizer == OptimizerKind::Sgd;
+        let only = |present: bool, key: &str, opt: &str| {
+            check(
+                !present,
+                key,
+                format!("applies only to train.optimizer = \"{opt}\""),
+            )
+        };
+        only(!sgd && t.momentum.is_some(), "train.momentum", "sgd")?;
+        only(!sgd && t.nesterov.is_some(), "train.nesterov", "sgd")?;
+        only(sgd && t.beta1.is_some(), "train.beta1", "adam")?;
+        only(sgd && t.beta2.is_some(), "train.beta2", "adam")?;
+        only(sgd && t.eps.is_some(), "train.eps", "adam")?;
+        if let Some(m) = t.momentum {
+            check(
+                (0.0..1.0).contains(&m),
+                "train.momentum",
+                format!("must be in [0, 1), got {m}"),
+            )?;
+        }
+        for (key, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if let Some(b) = b {
+                check(
+                    (0.0..1.0).contains(&b),
+                    key,
+                    format!("must be in [0, 1), got {b}"),
+                )?;
+            }
+        }
+        if let Some(e) = t.eps {
+            check(e > 0.0, "train.eps", format!("must be > 0, got {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a data table (`[data]` or `[protocol.tune_data]`); keys are named under `prefix`.
+pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> {
+    check(
+        d.test_fraction > 0.0 && d.test_fraction < 1.0,
+        &format!("{prefix}.test_fraction"),
+        format!("must be in (0, 1), got {}", d.test_fraction),
+    )?;
+    match d.dataset {
+        DatasetKind::Csv | DatasetKind::Idx => check(
+            d.path.is_some(),
+            &format!("{prefix}.path"),
+            "is required for this dataset (a csv file or an idx directory)",
+        )?,
+        _ => {}
+    }
+    if let Some(p) = d.pixel_max {
+        check(
+            p > 0.0,
+            &format!("{prefix}.pixel_max"),
+            format!("must be > 0, got {p}"),
+        )?;
+    }
+    if let Some(c) = d.num_classes {
+        check(
+            c >= 2,
+            &format!("{prefix}.num_classes"),
+            format!("must be >= 2, got {c}"),
+        )?;
+    }
+    if let Some([h, w]) = d.image_shape {
+        check(
+            h > 0 && w > 0,
+            &format!("{prefix}.image_shape"),
+            "must be two positive sizes",
+        )?;
+    }
+    for (key, v) in [
+        (&format!("{prefix}.synthetic_dim"), d.synthetic_dim),
+        (
+            &format!("{prefix}.synthetic_train_per_class"),
+            d.synthetic_train_per_class,
+        ),
+        (
+            &format!("{prefix}.synthetic_test_per_class"),
+            d.synthetic_test_per_class,
+        ),
+    ] {
+        if let Some(v) = v {
+            check(v > 0, key, "must be > 0")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatasetKind;
+
+    #[test]
+    fn dataset_names_are_the_documented_ones() {
+        #[derive(serde::Deserialize)]
+        struct D {
+            dataset: DatasetKind,
+        }
+        for (name, kind) in [
+            ("digits", DatasetKind::Digits),
+            ("mnist-5k", DatasetKind::Mnist5k),
+            ("fashion-mnist", DatasetKind::FashionMnist),
+            ("idx", DatasetKind::Idx),
+            ("csv", DatasetKind::Csv),
+            ("synthetic", DatasetKind::Synthetic),
+        ] {
+            let d: D = toml::from_str(&format!("dataset = \"{name}\"")).unwrap();
+            assert_eq!(d.dataset, kind, "{name}");
+        }
+    }
+
+    /// A class may come back in a later task only in task-IL, and never twice in one task.
+    #[test]
+    fn repeated_classes_need_task_il() {
+        let cfg = |settings: &str, order: &str| {
+            format!(
+                "name = \"x\"\nseeds = [0]\nsettings = [{settings}]\n[data]\ndataset = \"digits\"\n\
+                 [scenario]\nkind = \"class-split\"\ntasks = 2\nclasses_per_task = 2\n\
+                 class_order = {order}\npermuted_tasks = [1]\n[model]\nhidden = [4]\n\
+                 [train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\nbatch_size = 4\n\
+                 [[strategy]]\nname = \"finetune\"\n"
+            )
+        };
+        let p = std::path::Path::new("x.toml");
+        assert!(crate::config::parse(&cfg("\"task-il\"", "[0, 1, 0, 1]"), p).is_ok());
+        let e = crate::config::parse(&cfg("\"task-il\", \"class-il\"", "[0, 1, 0, 1]"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("class_order") && e.contains("task-il"), "{e}");
+        let e = crate::config::parse(&cfg("\"task-il\"", "[0, 0, 1, 2]"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice in one task"), "{e}");
+    }
+}
