@@ -1,6 +1,7 @@
 //! `clef`: run continual-learning experiments from TOML configs.
 
 mod new_plugin;
+mod run_summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use clef_experiment::config::{self, Config};
 use clef_experiment::runner::{self, RunOptions, StrategyProvider};
 use clef_experiment::sweep::Shard;
 use clef_host::{is_fixture, HParamKind, PluginSearch, PluginStrategies};
-use clef_report::results::{results_table, ResultsDir};
+use clef_report::results::{results_table, write_atomic, ResultsDir};
 use clef_report::store::TrialStore;
 
 #[derive(Parser)]
@@ -308,11 +309,40 @@ fn run(
     opts: RunOptions,
     plugin_dirs: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let (shard, jobs) = ((opts.shard.index, opts.shard.count), opts.jobs);
     let (cfg, provider) = load_config(config_path, plugin_dirs)?;
     let plan = runner::validate(&cfg, &provider)?;
     let out = out.unwrap_or_else(|| Path::new("results").join(cfg.name()));
     let dir = ResultsDir::create(&out)?;
     let outcome = runner::run_plan(&plan, &provider, &dir, opts)?;
+    // `run.json` at the end, whatever the exit status (docs/protocols.md).
+    let summary = |exit_code: u8| -> anyhow::Result<()> {
+        let s = run_summary::RunSummary {
+            config: config_path.display().to_string(),
+            shard,
+            jobs,
+            tune: run_summary::PhaseCounts {
+                planned: outcome.tune.in_shard,
+                run: outcome.tune.ran,
+                skipped: outcome.tune.skipped,
+            },
+            pending_tune_trials: outcome.pending_tune_trials,
+            eval: run_summary::PhaseCounts {
+                planned: outcome.eval.in_shard,
+                run: outcome.eval.ran,
+                skipped: outcome.eval.skipped,
+            },
+            eval_statuses: outcome.records.iter().map(|r| r.status.clone()).collect(),
+            wall_seconds: started.elapsed().as_secs_f64(),
+            peak_rss_bytes: clef_engine::memory::peak_rss_bytes(),
+            exit_code,
+        };
+        Ok(write_atomic(
+            &dir.path().join("run.json"),
+            s.to_json().as_bytes(),
+        )?)
+    };
     println!(
         "trials: tuning {} run, {} already stored; evaluation {} run, {} already stored",
         outcome.tune.ran, outcome.tune.skipped, outcome.eval.ran, outcome.eval.skipped
@@ -330,16 +360,17 @@ fn run(
             outcome.pending_tune_trials,
             dir.path().display()
         );
+        summary(0)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let records = outcome.records;
+    let records = &outcome.records;
     if cfg.protocol.tunes() {
         // One table per protocol: a strategy's records differ between protocols.
         let by_id = records.iter().map(|r| (r.trial_id.as_str(), r)).collect();
         let cmp = clef_report::compare(&outcome.selections, &by_id);
         println!("{}", clef_report::markdown(&cmp));
     } else {
-        println!("{}", results_table(&outcome.selections, &records));
+        println!("{}", results_table(&outcome.selections, records));
     }
     println!(
         "results: {}  summary: {}",
@@ -354,8 +385,10 @@ fn run(
              (exit status {EXIT_TRIALS_INCOMPLETE})",
             records.len()
         );
+        summary(EXIT_TRIALS_INCOMPLETE)?;
         return Ok(ExitCode::from(EXIT_TRIALS_INCOMPLETE));
     }
+    summary(0)?;
     Ok(ExitCode::SUCCESS)
 }
 

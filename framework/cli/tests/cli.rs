@@ -1,71 +1,35 @@
 //! End-to-end tests of the `clef` binary with built-in strategies: determinism and config
 //! errors. Runs of the shipped configs (which use the plugins) are in `plugins.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use clef_testkit::Cfg;
 use serde_json::Value;
 
-fn clef() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
-    c.env("RUST_LOG", "warn");
-    c
+use common::{clef, records, run_ok};
+
+/// A small digits config (both settings, finetune and joint), as TOML text.
+fn small() -> String {
+    Cfg::digits()
+        .name("small")
+        .seeds(&[3])
+        .settings(&["task-il", "class-il"])
+        .test_fraction(0.25)
+        .shuffled_classes()
+        .momentum(0.9)
+        .epochs(2)
+        .strategy("finetune")
+        .strategy("joint")
+        .toml()
 }
 
-fn run_ok(args: &[&str]) -> Output {
-    let out = clef().args(args).output().expect("run clef");
-    assert!(
-        out.status.success(),
-        "clef {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("results.jsonl"))
-        .expect("results.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect()
-}
-
-/// A small digits config, edited by `body_edit`, written into `dir`.
+/// The small config's text edited by `body_edit`, written into `dir` (tests of messages about
+/// the text edit it as text).
 fn small_config(dir: &Path, body_edit: impl Fn(String) -> String) -> PathBuf {
-    let text = r#"name = "small"
-seeds = [3]
-settings = ["task-il", "class-il"]
-
-[data]
-dataset = "digits"
-test_fraction = 0.25
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-class_order = "shuffled"
-
-[model]
-hidden = [32]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-epochs = 2
-batch_size = 32
-
-[[strategy]]
-name = "finetune"
-
-[[strategy]]
-name = "joint"
-"#
-    .to_string();
     let path = dir.join("small.toml");
-    std::fs::write(&path, body_edit(text)).expect("write config");
+    std::fs::write(&path, body_edit(small())).expect("write config");
     path
 }
 
@@ -212,4 +176,71 @@ fn unreadable_config_file_is_named() {
         e.contains("cannot read config /nonexistent/config.toml"),
         "{e}"
     );
+}
+
+/// `clef run` ends by writing `run.json` (atomically: no temporary file left) with what it did:
+/// trials planned, run and skipped per phase, the evaluation records' statuses, wall time, peak
+/// memory, the exit status and clef's version.
+#[test]
+fn run_writes_a_machine_readable_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = small_config(tmp.path(), |t| t);
+    let out = tmp.path().join("out");
+    let args = [
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ];
+    let started = std::time::Instant::now();
+    run_ok(&args);
+    let elapsed = started.elapsed().as_secs_f64();
+    let s = common::run_summary(&out);
+    assert_eq!(s["clef_version"], env!("CARGO_PKG_VERSION"), "{s}");
+    assert_eq!(s["config"], cfg.to_str().unwrap(), "{s}");
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(s["exit_code"], 0, "{s}");
+    assert_eq!(s["shard"], "0/1", "{s}");
+    assert_eq!(s["jobs"], 1, "{s}");
+    // 2 settings x (finetune, joint) x 1 seed, no tuning.
+    let phase = |p: &str| phase_of(&s, p);
+    assert_eq!(phase("tune"), [0, 0, 0], "{s}");
+    assert_eq!(s["tune"]["pending_other_shards"], 0, "{s}");
+    assert_eq!(phase("eval"), [4, 4, 0], "{s}");
+    for (k, n) in [
+        ("records", 4),
+        ("completed", 4),
+        ("failed", 0),
+        ("diverged", 0),
+    ] {
+        assert_eq!(s["eval"][k], n, "eval.{k}: {s}");
+    }
+    let wall = s["wall_seconds"].as_f64().expect("wall_seconds");
+    assert!(
+        wall > 0.0 && wall <= elapsed + 0.001,
+        "{wall} s of {elapsed} s: {s}"
+    );
+    let rss = s["peak_rss_mib"].as_f64().expect("peak_rss_mib");
+    assert!(rss > 1.0 && rss < 4096.0, "{s}");
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A second run skips every trial and says so.
+    run_ok(&args);
+    let again = common::run_summary(&out);
+    assert_eq!(
+        (phase_of(&again, "eval"), &again["eval"]["records"]),
+        ([4, 0, 4], &Value::from(4)),
+        "{again}"
+    );
+}
+
+/// `[planned, run, skipped]` of phase `p` in a `run.json`.
+fn phase_of(s: &Value, p: &str) -> [u64; 3] {
+    ["planned", "run", "skipped"]
+        .map(|k| s[p][k].as_u64().unwrap_or_else(|| panic!("{p}.{k}: {s}")))
 }

@@ -3,18 +3,17 @@
 //! exit and no panic. Plugin failures (not a shared library, wrong ABI, missing entry point,
 //! panicking or erroring hooks) and a diverging trial are in `plugins.rs`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn clef() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use common::clef;
 
-/// A small valid digits config.
+/// A small valid digits config, pasted: the tests below are about its text (line numbers,
+/// malformed and unknown keys).
 const BASE: &str = r#"name = "hostile"
 seeds = [3]
 settings = ["task-il"]

@@ -2,187 +2,47 @@
 //! `cargo build` (cargo test does not build `cdylib`s) and a C plugin compiled with the system
 //! C compiler, runs them through `clef`, and refuses broken ones with clear messages.
 //!
-//! Every plugin is built once per test binary (a `OnceLock` shared by the parallel tests) into
-//! `<target dir>/plugin-tests`, a separate target directory so the nested build never waits on
-//! the outer one's lock.
+//! Every plugin is built once per test binary (`common::plugins`: a `OnceLock` shared by the
+//! parallel tests) in the target directory and profile of the `clef` under test, reusing the
+//! dependencies that build compiled.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
+use clef_testkit::Cfg;
 use serde_json::Value;
 
 use clef_experiment::runner::{self, BuiltinStrategies, RunOptions};
 use clef_report::results::ResultsDir;
 
-/// The workspace's plugin crates this file needs.
-const PLUGIN_CRATES: &[&str] = &[
-    "clef-plugin-finetune",
-    "clef-plugin-ewc",
-    "clef-plugin-l2",
-    "clef-plugin-lwf",
-    "clef-plugin-replay",
-    "clef-plugin-dst",
-    "clef-plugin-spectral",
-    "clef-plugin-wasserstein",
-    "clef-plugin-l2init",
-    "clef-plugin-sfr",
-    "clef-plugin-par",
-    "clef-plugin-fixture-bad-abi",
-    "clef-plugin-fixture-no-entry",
-    "clef-plugin-fixture-panicking",
-    "clef-plugin-fixture-erroring",
-    "clef-plugin-fixture-hparams",
-    "clef-plugin-fixture-unsaved",
-];
+use common::{
+    c_plugin_dir, clef, find, lines, plugin_file, plugins, records, repo_root, scratch_target,
+    show, text, without_timings,
+};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// A small digits config (two settings, one seed) with plugin directories `plugin_dirs` (the
+/// `plugin_dirs` line is written even when empty); the tests add their `[[strategy]]` tables.
+fn base(plugin_dirs: &[&Path]) -> Cfg {
+    Cfg::digits()
+        .name("plugins")
+        .seeds(&[3])
+        .settings(&["task-il", "class-il"])
+        .plugin_dirs(plugin_dirs)
+        .test_fraction(0.25)
+        .shuffled_classes()
+        .momentum(0.9)
 }
 
-/// `<target dir>/plugin-tests`: the `clef` binary is `<target dir>/<profile>/clef`.
-fn plugin_target() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_clef"));
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|t| t.join("plugin-tests"))
-        .unwrap_or_else(|| repo_root().join("target/plugin-tests"))
-}
-
-struct Plugins {
-    /// Where cargo put the Rust plugins.
-    rust: PathBuf,
-    /// Where the C plugin was compiled.
-    c: PathBuf,
-}
-
-/// Builds the Rust plugins (one nested cargo invocation) and compiles the C plugin, once.
-fn plugins() -> &'static Plugins {
-    static PLUGINS: OnceLock<Plugins> = OnceLock::new();
-    PLUGINS.get_or_init(|| {
-        let target = plugin_target();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(repo_root())
-            .arg("build")
-            .arg("--target-dir")
-            .arg(&target);
-        for c in PLUGIN_CRATES {
-            cmd.args(["-p", c]);
-        }
-        let out = cmd.output().expect("run cargo build for the plugins");
-        assert!(
-            out.status.success(),
-            "building the plugins failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let c_dir = target.join("c");
-        std::fs::create_dir_all(&c_dir).expect("create the C plugin dir");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let lib = c_dir.join(clef_host::file_name("c-minimal"));
-        let out = Command::new(&cc)
-            .args([
-                "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I",
-            ])
-            .arg(repo_root().join("framework/abi/include"))
-            .arg("-o")
-            .arg(&lib)
-            .arg(repo_root().join("plugins/fixtures/c-minimal/minimal.c"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-        assert!(
-            out.status.success(),
-            "compiling the C plugin failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Plugins {
-            rust: target.join("debug"),
-            c: c_dir,
-        }
-    })
-}
-
-fn clef() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
-    c.env("RUST_LOG", "warn").env_remove("CLEF_PLUGIN_PATH");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-/// A small digits config (two settings, one seed) with the given `[[strategy]]` tables, plugin
-/// directories listed in `plugin_dirs`.
-fn config(dir: &Path, plugin_dirs: &[&Path], strategies: &str) -> PathBuf {
-    let dirs: Vec<String> = plugin_dirs
-        .iter()
-        .map(|d| format!("{:?}", d.display().to_string()))
-        .collect();
-    let text = format!(
-        r#"name = "plugins"
-seeds = [3]
-settings = ["task-il", "class-il"]
-plugin_dirs = [{}]
-
-[data]
-dataset = "digits"
-test_fraction = 0.25
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-class_order = "shuffled"
-
-[model]
-hidden = [32]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-epochs = 1
-batch_size = 32
-{strategies}"#,
-        dirs.join(", ")
-    );
-    let path = dir.join("plugins.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("results.jsonl"))
-        .expect("results.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect()
-}
-
-fn find<'a>(recs: &'a [Value], strategy: &str, setting: &str) -> &'a Value {
-    recs.iter()
-        .find(|r| r["strategy"] == strategy && r["setting"] == setting)
-        .unwrap_or_else(|| panic!("no record for {strategy}/{setting}"))
+/// Writes `cfg` as `dir/plugins.toml`.
+fn write(cfg: Cfg, dir: &Path) -> PathBuf {
+    cfg.write(dir, "plugins.toml")
 }
 
 /// Runs `clef run` on `cfg`; returns the output and the records.
 fn run(cfg: &Path, out: &Path, log: &str) -> (Output, Vec<Value>) {
-    let o = clef()
-        .env("RUST_LOG", log)
-        .args(["run", "--no-progress", "--out"])
-        .arg(out)
-        .arg(cfg)
-        .output()
-        .expect("run clef");
+    let o = common::run_cfg(cfg, out, log, &[]);
     let recs = if out.join("results.jsonl").exists() {
         records(out)
     } else {
@@ -204,14 +64,6 @@ fn builtin_finetune(cfg_path: &Path, tmp: &Path) -> Vec<String> {
     let dir = ResultsDir::create(&out).unwrap();
     runner::run(&cfg, &BuiltinStrategies, &dir, RunOptions::default()).unwrap();
     lines(&out)
-}
-
-fn lines(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("results.jsonl"))
-        .expect("results.jsonl")
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The `results.jsonl` line of `strategy` in `setting`.
@@ -276,13 +128,8 @@ fn validate_err(cfg: &Path) -> String {
 
 #[test]
 fn finetune_plugin_matches_the_builtin_bit_for_bit() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[&p.rust],
-        "\n[[strategy]]\nname = \"finetune\"\n",
-    );
+    let cfg = write(base(&[plugins()]).strategy("finetune"), tmp.path());
     let (out, _) = run(&cfg, &tmp.path().join("out"), "info");
     assert!(out.status.success(), "{}", show(&out));
     let recs = lines(&tmp.path().join("out"));
@@ -304,45 +151,71 @@ fn finetune_plugin_matches_the_builtin_bit_for_bit() {
 fn plugin_found_through_clef_plugin_path() {
     let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[],
-        "\n[[strategy]]\nname = \"fixture-hparams\"\n",
+    let cfg = write(base(&[]).strategy("fixture-hparams"), tmp.path());
+    // `clef` from a directory of its own: the plugins next to the `clef` under test (where
+    // the build put them) are not on its search path.
+    let mut lone = lone_clef(tmp.path());
+    let out = output_of(
+        lone.env("CLEF_PLUGIN_PATH", format!("/nonexistent:{}", p.display()))
+            .arg("validate")
+            .arg(&cfg),
     );
-    let out = clef()
-        .env(
-            "CLEF_PLUGIN_PATH",
-            format!("/nonexistent:{}", p.rust.display()),
-        )
-        .arg("validate")
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert!(out.status.success(), "{}", show(&out));
-    // Without the search path the name is unknown (unless a workspace build put the plugin
-    // next to `clef`), and the message says where it looked.
-    let exe_dir = Path::new(env!("CARGO_BIN_EXE_clef")).parent().unwrap();
-    if !exe_dir
-        .join(clef_host::file_name("fixture-hparams"))
-        .exists()
-    {
-        let e = validate_err(&cfg);
-        assert!(
-            e.contains("unknown strategy `fixture-hparams`") && e.contains("plugin search path"),
-            "{e}"
-        );
+    // Without the search path the name is unknown, and the message says where it looked.
+    let out = output_of(lone_clef(tmp.path()).arg("validate").arg(&cfg));
+    assert!(
+        !out.status.success(),
+        "validate should fail: {}",
+        show(&out)
+    );
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("unknown strategy `fixture-hparams`") && e.contains("plugin search path"),
+        "{e}"
+    );
+}
+
+/// [`clef`] for a link to (or copy of) the `clef` under test in `dir/bin`, so that nothing is
+/// next to it.
+fn lone_clef(dir: &Path) -> Command {
+    let bin = dir.join("bin");
+    let exe = bin.join("clef");
+    if !exe.exists() {
+        std::fs::create_dir_all(&bin).expect("create bin/");
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_clef"), &exe).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_clef"), &exe).expect("copy clef");
+        }
     }
+    let mut c = clef();
+    c.env_remove("CLEF_PLUGIN_PATH");
+    let mut lone = Command::new(&exe);
+    lone.envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    for (k, v) in c.get_envs() {
+        if v.is_none() {
+            lone.env_remove(k);
+        }
+    }
+    lone
+}
+
+/// `cmd.output()`, retried while the executable is busy (ETXTBSY: a copied `clef` can still
+/// be open for writing in a child another test thread forked meanwhile).
+fn output_of(cmd: &mut Command) -> Output {
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.expect("run clef"),
+        }
+    }
+    panic!("the executable stayed busy")
 }
 
 #[test]
 fn wrong_abi_is_refused_naming_both_versions() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[&p.rust],
-        "\n[[strategy]]\nname = \"fixture-bad-abi\"\n",
-    );
+    let cfg = write(base(&[plugins()]).strategy("fixture-bad-abi"), tmp.path());
     let e = validate_err(&cfg);
     assert!(
         e.contains("plugin `fixture-bad-abi`")
@@ -358,14 +231,12 @@ fn wrong_abi_is_refused_naming_both_versions() {
 
 #[test]
 fn missing_entry_symbol_is_refused() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let lib = p.rust.join(clef_host::file_name("fixture-no-entry"));
-    let strategies = format!(
-        "\n[[strategy]]\nname = \"fixture-no-entry\"\npath = {:?}\n",
-        lib.display().to_string()
+    let lib = plugins().join(plugin_file("fixture-no-entry"));
+    let cfg = write(
+        base(&[]).strategy("fixture-no-entry").path(&lib),
+        tmp.path(),
     );
-    let cfg = config(tmp.path(), &[], &strategies);
     let e = validate_err(&cfg);
     assert!(
         e.contains(&format!(
@@ -383,13 +254,9 @@ fn missing_entry_symbol_is_refused() {
 #[test]
 fn a_file_that_is_not_a_shared_library_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let junk = tmp.path().join(clef_host::file_name("junk"));
+    let junk = tmp.path().join(plugin_file("junk"));
     std::fs::write(&junk, "this is not a shared library\n").unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[tmp.path()],
-        "\n[[strategy]]\nname = \"junk\"\n",
-    );
+    let cfg = write(base(&[tmp.path()]).strategy("junk"), tmp.path());
     let e = validate_err(&cfg);
     assert!(
         e.contains(&format!(
@@ -415,14 +282,9 @@ fn a_file_that_is_not_a_shared_library_is_refused() {
 
 #[test]
 fn explicit_path_must_provide_the_named_plugin() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let lib = p.rust.join(clef_host::file_name("fixture-hparams"));
-    let strategies = format!(
-        "\n[[strategy]]\nname = \"other\"\npath = {:?}\n",
-        lib.display().to_string()
-    );
-    let e = validate_err(&config(tmp.path(), &[], &strategies));
+    let lib = plugins().join(plugin_file("fixture-hparams"));
+    let e = validate_err(&write(base(&[]).strategy("other").path(&lib), tmp.path()));
     assert!(
         e.contains("`strategy[0].name` is `other` but the library")
             && e.contains("provides plugin `fixture-hparams`"),
@@ -432,26 +294,17 @@ fn explicit_path_must_provide_the_named_plugin() {
 
 #[test]
 fn panicking_hooks_fail_only_their_trials() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = r#"
-[[strategy]]
-name = "finetune"
-
-[[strategy]]
-name = "fixture-panic"
-
-[[strategy]]
-name = "fixture-panic"
-label = "panic-in-create"
-hparams = { panic_in = "new" }
-
-[[strategy]]
-name = "fixture-panic"
-label = "panic-in-destroy"
-hparams = { panic_in = "destroy" }
-"#;
-    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let cfg = base(&[plugins()])
+        .strategy("finetune")
+        .strategy("fixture-panic")
+        .strategy("fixture-panic")
+        .label("panic-in-create")
+        .hparams("panic_in = \"new\"")
+        .strategy("fixture-panic")
+        .label("panic-in-destroy")
+        .hparams("panic_in = \"destroy\"");
+    let cfg = write(cfg, tmp.path());
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert_eq!(recs.len(), 8);
@@ -483,22 +336,15 @@ hparams = { panic_in = "destroy" }
 
 #[test]
 fn erroring_hooks_fail_only_their_trials() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = r#"
-[[strategy]]
-name = "fixture-error"
-hparams = { error_in = "on_task_end" }
-
-[[strategy]]
-name = "fixture-error"
-label = "error-in-before-batch"
-hparams = { error_in = "before_batch" }
-
-[[strategy]]
-name = "finetune"
-"#;
-    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let cfg = base(&[plugins()])
+        .strategy("fixture-error")
+        .hparams("error_in = \"on_task_end\"")
+        .strategy("fixture-error")
+        .label("error-in-before-batch")
+        .hparams("error_in = \"before_batch\"")
+        .strategy("finetune");
+    let cfg = write(cfg, tmp.path());
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     for setting in ["task-il", "class-il"] {
@@ -523,13 +369,13 @@ name = "finetune"
 
 #[test]
 fn hyperparameters_are_checked_against_the_schema() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
     let check = |hparams: &str, expected: &[&str]| {
-        let strategies = format!(
-            "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"fixture-hparams\"\nhparams = {{ {hparams} }}\n"
-        );
-        let cfg = config(tmp.path(), &[&p.rust], &strategies);
+        let cfg = base(&[plugins()])
+            .strategy("finetune")
+            .strategy("fixture-hparams")
+            .hparams(hparams);
+        let cfg = write(cfg, tmp.path());
         let e = validate_err(&cfg);
         for x in expected {
             assert!(e.contains(x), "{hparams}: expected {x:?} in\n{e}");
@@ -571,8 +417,10 @@ fn hyperparameters_are_checked_against_the_schema() {
     );
     // Valid values (an int where a float is expected, a whole float for an int) pass and the
     // plugin receives the full table.
-    let strategies = "\n[[strategy]]\nname = \"fixture-hparams\"\nhparams = { rate = 2, count = 5.0, mode = \"b\" }\n";
-    let cfg = config(tmp.path(), &[&p.rust], strategies);
+    let cfg = base(&[plugins()])
+        .strategy("fixture-hparams")
+        .hparams("rate = 2, count = 5.0, mode = \"b\"");
+    let cfg = write(cfg, tmp.path());
     let out = clef().arg("validate").arg(&cfg).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "info");
@@ -597,10 +445,10 @@ fn metric(r: &Value, task: usize, key: &str) -> f64 {
 
 #[test]
 fn c_plugin_loads_lists_and_trains() {
-    let p = plugins();
+    let c_dir = c_plugin_dir();
     let out = clef()
         .args(["plugins", "--dir"])
-        .arg(&p.c)
+        .arg(c_dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
@@ -620,27 +468,19 @@ fn c_plugin_loads_lists_and_trains() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = r#"
-[[strategy]]
-name = "c-minimal"
-label = "plain"
-
-[[strategy]]
-name = "c-minimal"
-label = "typed"
-hparams = { lambda = 0.5, anchor = "init", distill = 2, samples = 8, biases = false }
-
-[[strategy]]
-name = "c-minimal"
-label = "pull"
-hparams = { lambda = 1.0 }
-
-[[strategy]]
-name = "c-minimal"
-label = "distill"
-hparams = { distill = 1.0 }
-"#;
-    let cfg = config(tmp.path(), &[&p.c], strategies);
+    let cfg = base(&[c_dir])
+        .strategy("c-minimal")
+        .label("plain")
+        .strategy("c-minimal")
+        .label("typed")
+        .hparams("lambda = 0.5, anchor = \"init\", distill = 2, samples = 8, biases = false")
+        .strategy("c-minimal")
+        .label("pull")
+        .hparams("lambda = 1.0")
+        .strategy("c-minimal")
+        .label("distill")
+        .hparams("distill = 1.0");
+    let cfg = write(cfg, tmp.path());
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "info");
     assert!(out.status.success(), "{}", show(&out));
     let log = text(&out.stderr);
@@ -738,7 +578,8 @@ fn new_plugin_template_builds_and_loads() {
 
     // Pin the dependency versions to the workspace's so the build needs no registry update.
     std::fs::copy(repo_root().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    let target = plugin_target();
+    // Not next to `clef`: the tests' own target directory.
+    let target = scratch_target();
     let build = Command::new(env!("CARGO"))
         .arg("build")
         .arg("--manifest-path")
@@ -759,7 +600,7 @@ fn new_plugin_template_builds_and_loads() {
         .unwrap();
     assert!(test.status.success(), "{}", show(&test));
     assert!(text(&test.stdout).contains("6 passed"), "{}", show(&test));
-    let lib = target.join("debug").join(clef_host::file_name("l2-anchor"));
+    let lib = target.join("debug").join(plugin_file("l2-anchor"));
     assert!(lib.is_file(), "{} missing", lib.display());
 
     let listing = clef()
@@ -773,11 +614,11 @@ fn new_plugin_template_builds_and_loads() {
         "{listing}"
     );
 
-    let strategies = format!(
-        "\n[[strategy]]\nname = \"l2-anchor\"\npath = {:?}\nhparams = {{ lambda = 0.1 }}\n",
-        lib.display().to_string()
-    );
-    let cfg = config(tmp.path(), &[], &strategies);
+    let cfg = base(&[])
+        .strategy("l2-anchor")
+        .path(&lib)
+        .hparams("lambda = 0.1");
+    let cfg = write(cfg, tmp.path());
     let (out, recs) = run(&cfg, &tmp.path().join("out"), "warn");
     assert!(out.status.success(), "{}", show(&out));
     assert!(recs.iter().all(|r| r["status"] == "completed"));
@@ -788,16 +629,13 @@ fn new_plugin_template_builds_and_loads() {
 /// finetune's records bit for bit (`finetune_plugin_matches_the_builtin_bit_for_bit`).
 #[test]
 fn regulariser_plugins_train_and_change_the_result() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
     let regularisers = ["spectral", "wasserstein", "l2init"];
-    let mut strategies = String::from("\n[[strategy]]\nname = \"finetune\"\n");
+    let mut cfg = base(&[plugins()]).tasks(2).strategy("finetune");
     for name in regularisers {
-        strategies += &format!("\n[[strategy]]\nname = \"{name}\"\nhparams = {{ lambda = 0.1 }}\n");
+        cfg = cfg.strategy(name).hparams("lambda = 0.1");
     }
-    let cfg = config(tmp.path(), &[&p.rust], &strategies);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("tasks = 5", "tasks = 2")).unwrap();
+    let cfg = write(cfg, tmp.path());
     let mut runs = Vec::new();
     for out in ["a", "b"] {
         let (o, _) = run(&cfg, &tmp.path().join(out), "warn");
@@ -830,15 +668,16 @@ fn regulariser_plugins_train_and_change_the_result() {
 
 #[test]
 fn sfr_trains_through_the_ntk_service_and_is_reproducible() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\
-        \n[[strategy]]\nname = \"sfr\"\nhparams = { inducing_points = 20, dual_batch_size = 50 }\n\
-        \n[[strategy]]\nname = \"sfr\"\nlabel = \"sfr-no-cov\"\n\
-        hparams = { inducing_points = 20, no_covariance = true }\n";
-    let cfg = config(tmp.path(), &[&p.rust], strategies);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("tasks = 5", "tasks = 2")).unwrap();
+    let cfg = base(&[plugins()])
+        .tasks(2)
+        .strategy("finetune")
+        .strategy("sfr")
+        .hparams("inducing_points = 20, dual_batch_size = 50")
+        .strategy("sfr")
+        .label("sfr-no-cov")
+        .hparams("inducing_points = 20, no_covariance = true");
+    let cfg = write(cfg, tmp.path());
     let mut runs = Vec::new();
     for out in ["a", "b"] {
         let (o, _) = run(&cfg, &tmp.path().join(out), "warn");
@@ -885,7 +724,7 @@ fn run_shipped(args: &[&str]) -> Output {
     let out = clef()
         .args(args)
         .arg("--plugin-dir")
-        .arg(&plugins().rust)
+        .arg(plugins())
         .output()
         .expect("run clef");
     assert!(out.status.success(), "clef {args:?} failed: {}", show(&out));
@@ -1026,49 +865,24 @@ fn split_fashion_mnist_reproduces_known_behaviour() {
 /// with a message naming the plugin and the hyperparameter.
 #[test]
 fn dst_isolates_tasks_and_reports_into_the_results() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"name = "dst"
-seeds = [3]
-settings = ["task-il"]
-plugin_dirs = [{:?}]
-
-[data]
-dataset = "digits"
-test_fraction = 0.25
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [32]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-iterations = 20
-batch_size = 32
-
-[[strategy]]
-name = "finetune"
-
-[[strategy]]
-name = "dst"
-hparams = {{ sparsity = 0.8, init = "erk", growth = "gradient", update_every = 5, task_steps = 20 }}
-
-[[strategy]]
-name = "dst"
-label = "dst-momentum"
-hparams = {{ growth = "momentum", task_steps = 20 }}
-"#,
-        p.rust.display().to_string()
-    );
-    let cfg = tmp.path().join("dst.toml");
-    std::fs::write(&cfg, toml).unwrap();
+    let cfg = Cfg::digits()
+        .name("dst")
+        .seeds(&[3])
+        .plugin_dirs(&[plugins()])
+        .test_fraction(0.25)
+        .momentum(0.9)
+        .iterations(20)
+        .strategy("finetune")
+        .strategy("dst")
+        .hparams(
+            "sparsity = 0.8, init = \"erk\", growth = \"gradient\", update_every = 5, \
+             task_steps = 20",
+        )
+        .strategy("dst")
+        .label("dst-momentum")
+        .hparams("growth = \"momentum\", task_steps = 20")
+        .write(tmp.path(), "dst.toml");
     let out_dir = tmp.path().join("out");
     let (out, recs) = run(&cfg, &out_dir, "warn");
     // The momentum trial fails (below), so the run reports one incomplete trial.
@@ -1136,14 +950,13 @@ hparams = {{ growth = "momentum", task_steps = 20 }}
 fn a_diverging_trial_is_recorded_and_the_run_goes_on() {
     // `l2` with λ = 1e12 acts from the second task on (its anchor is the end of the first):
     // the step multiplies the weights by about 1 − lr·λ, so they overflow within a few steps.
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[&p.rust],
-        "\n[[strategy]]\nname = \"l2\"\nlabel = \"blows-up\"\nhparams = { lambda = 1e12 }\n\n\
-         [[strategy]]\nname = \"finetune\"\n",
-    );
+    let cfg = base(&[plugins()])
+        .strategy("l2")
+        .label("blows-up")
+        .hparams("lambda = 1e12")
+        .strategy("finetune");
+    let cfg = write(cfg, tmp.path());
     let out = tmp.path().join("out");
     let (o, recs) = run(&cfg, &out, "warn");
     assert!(!text(&o.stderr).contains("panicked"), "{}", show(&o));
@@ -1167,48 +980,25 @@ fn a_diverging_trial_is_recorded_and_the_run_goes_on() {
 /// new-expert-per-task policy isolates tasks (BWT exactly 0) with a hand-counted size.
 #[test]
 fn par_allocates_experts_and_reports_decisions() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let toml = format!(
-        r#"name = "par"
-seeds = [1]
-settings = ["task-il"]
-plugin_dirs = [{:?}]
-
-[data]
-dataset = "digits"
-test_fraction = 0.25
-
-[scenario]
-kind = "class-split"
-tasks = 3
-classes_per_task = 2
-class_order = [0, 1, 0, 1, 2, 3]
-permuted_tasks = [1]
-
-[model]
-hidden = [32]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-iterations = 20
-batch_size = 32
-
-[[strategy]]
-name = "par"
-hparams = {{ search_epochs = 3, search_steps = 10, max_depth = 2, min_width = 16, max_width = 32 }}
-
-[[strategy]]
-name = "par"
-label = "expert-per-task"
-hparams = {{ policy = "new-expert" }}
-"#,
-        p.rust.display().to_string()
-    );
-    let cfg = tmp.path().join("par.toml");
-    std::fs::write(&cfg, toml).unwrap();
+    let cfg = Cfg::digits()
+        .name("par")
+        .seeds(&[1])
+        .plugin_dirs(&[plugins()])
+        .test_fraction(0.25)
+        .tasks(3)
+        .set("scenario", "class_order", "[0, 1, 0, 1, 2, 3]")
+        .set("scenario", "permuted_tasks", "[1]")
+        .momentum(0.9)
+        .iterations(20)
+        .strategy("par")
+        .hparams(
+            "search_epochs = 3, search_steps = 10, max_depth = 2, min_width = 16, max_width = 32",
+        )
+        .strategy("par")
+        .label("expert-per-task")
+        .hparams("policy = \"new-expert\"")
+        .write(tmp.path(), "par.toml");
     let out_dir = tmp.path().join("out");
     let (out, recs) = run(&cfg, &out_dir, "warn");
     assert!(out.status.success(), "{}", show(&out));
@@ -1254,27 +1044,19 @@ hparams = {{ policy = "new-expert" }}
 /// configured metric, and the evaluation trials run the chosen values on D_eval only.
 #[test]
 fn protocols_tune_select_and_evaluate_with_provenance() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
-    let cfg = config(tmp.path(), &[&p.rust], strategies);
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("seeds = [3]", "seeds = [3, 4]")
-        .replace(
-            "[data]",
-            "[protocol]\nkinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
-         selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\ntune_tasks = 2\n\n\
-         [protocol.tune_data]\ndataset = \"synthetic\"\nsynthetic_dim = 64\n\n[data]",
-        );
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "settings = [\"task-il\", \"class-il\"]",
-            "settings = [\"task-il\"]",
-        ),
-    )
-    .unwrap();
+    let cfg = base(&[plugins()])
+        .seeds(&[3, 4])
+        .settings(&["task-il"])
+        .protocol(
+            "kinds = [\"tune-then-evaluate\", \"conventional\", \"first-task\"]\n\
+             selection_metric = \"avg-incremental-accuracy\"\ntune_seeds = [7]\ntune_tasks = 2",
+        )
+        .tune_data("dataset = \"synthetic\"\nsynthetic_dim = 64")
+        .strategy("finetune")
+        .strategy("l2")
+        .search("lambda = [0.001, 1.0, 100.0]");
+    let cfg = write(cfg, tmp.path());
     let out = tmp.path().join("out");
     let (o, recs) = run(&cfg, &out, "warn");
     assert!(o.status.success(), "{}", show(&o));
@@ -1396,14 +1178,13 @@ fn validate_accepts_the_shipped_gtep_config() {
 /// is stored, the shards' evaluation slices complete exactly the trials of a local run.
 #[test]
 fn sharded_tuning_waits_for_every_tuning_trial_then_matches_the_local_run() {
-    let p = plugins();
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = "\n[[strategy]]\nname = \"finetune\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.001, 1.0, 100.0] }\n";
-    let cfg = config(tmp.path(), &[&p.rust], strategies);
-    let edited = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[data]", "[protocol]\nkinds = [\"conventional\"]\n\n[data]");
-    std::fs::write(&cfg, edited).unwrap();
+    let cfg = base(&[plugins()])
+        .protocol("kinds = [\"conventional\"]")
+        .strategy("finetune")
+        .strategy("l2")
+        .search("lambda = [0.001, 1.0, 100.0]");
+    let cfg = write(cfg, tmp.path());
     let shard = |out: &Path, s: &str| {
         let o = clef()
             .args(["run", "--no-progress", "--shard", s, "--out"])
@@ -1442,11 +1223,8 @@ fn sharded_tuning_waits_for_every_tuning_trial_then_matches_the_local_run() {
 fn results_without_timings(dir: &Path) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = records(dir)
         .into_iter()
-        .map(|mut r| {
-            let obj = r.as_object_mut().expect("record object");
-            for k in ["train_seconds", "eval_seconds", "samples_per_second"] {
-                obj.remove(k);
-            }
+        .map(|r| {
+            let r = without_timings(r);
             (r["strategy"].as_str().unwrap_or_default().to_string(), r)
         })
         .collect();
@@ -1454,37 +1232,18 @@ fn results_without_timings(dir: &Path) -> Vec<(String, Value)> {
     out
 }
 
-/// A config of five mnist-5k class-split tasks of `iterations` steps each (long enough to be
-/// killed in the middle), one seed, class-IL, with the given `[train]` optimizer lines and
-/// `[[strategy]]` tables, and the workspace's plugins.
-fn killable_config(dir: &Path, name: &str, optimizer: &str, strategies: &str) -> PathBuf {
-    let toml = format!(
-        r#"name = "{name}"
-seeds = [5]
-settings = ["class-il"]
-plugin_dirs = [{:?}]
-
-[data]
-dataset = "mnist-5k"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [128, 128]
-
-[train]
-{optimizer}
-iterations = 600
-batch_size = 32
-{strategies}"#,
-        plugins().rust.display().to_string()
-    );
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, toml).unwrap();
-    cfg
+/// A config `dir/<name>.toml` of five mnist-5k class-split tasks of 600 steps each (long
+/// enough to be killed in the middle), one seed, class-IL, with the workspace's plugins; the
+/// tests set the optimizer and add their `[[strategy]]` tables.
+fn killable(name: &str) -> Cfg {
+    Cfg::digits()
+        .name(name)
+        .seeds(&[5])
+        .settings(&["class-il"])
+        .plugin_dirs(&[plugins()])
+        .dataset("mnist-5k")
+        .hidden(&[128, 128])
+        .iterations(600)
 }
 
 /// `clef run --jobs 1` on `cfg` into `out` in the background; its stderr piped to the test
@@ -1510,13 +1269,13 @@ fn a_trial_killed_mid_stream_resumes_from_its_checkpoint_to_the_same_result() {
     // Two stateful strategies (EWC: Fisher and anchor; replay: its buffer and the RNG), one
     // trial at a time, tasks long enough (about 0.3 s each) to be killed in the middle.
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = killable_config(
-        tmp.path(),
-        "resume",
-        "optimizer = \"adam\"\nlr = 0.001",
-        "\n[[strategy]]\nname = \"ewc\"\nhparams = { lambda = 50.0 }\n\n\
-         [[strategy]]\nname = \"replay\"\nhparams = { memory_size = 200 }\n",
-    );
+    let cfg = killable("resume")
+        .adam(0.001)
+        .strategy("ewc")
+        .hparams("lambda = 50.0")
+        .strategy("replay")
+        .hparams("memory_size = 200")
+        .write(tmp.path(), "resume.toml");
     let whole = tmp.path().join("whole");
     let (o, _) = run(&cfg, &whole, "warn");
     assert!(o.status.success(), "{}", show(&o));
@@ -1578,12 +1337,11 @@ fn a_killed_trial_of_a_plugin_without_saved_state_restarts_with_a_warning_and_th
     // warning) instead of resuming it with the anchor silently gone.
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = killable_config(
-        tmp.path(),
-        "unsaved",
-        "optimizer = \"sgd\"\nlr = 0.05",
-        "\n[[strategy]]\nname = \"fixture-unsaved\"\nhparams = { lambda = 1.0 }\n",
-    );
+    let cfg = killable("unsaved")
+        .sgd(0.05)
+        .strategy("fixture-unsaved")
+        .hparams("lambda = 1.0")
+        .write(tmp.path(), "unsaved.toml");
     let whole = tmp.path().join("whole");
     let (o, _) = run(&cfg, &whole, "warn");
     assert!(o.status.success(), "{}", show(&o));

@@ -6,16 +6,16 @@
 //! root, the test starts them itself (and stops them after). Without Slurm it prints
 //! `skipped: <why>` and passes, except under CI (`CI` set), where that is a failure.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use clef_testkit::Cfg;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{clef, repo_root, results_by_id};
 
 fn sh(cmd: &str, args: &[&str]) -> Option<Output> {
     Command::new(cmd).args(args).output().ok()
@@ -60,59 +60,16 @@ fn cluster() -> Result<bool, String> {
     }
 }
 
-fn clef() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
 fn config(dir: &Path) -> PathBuf {
-    let text = r#"name = "slurm-sweep"
-seeds = [0, 1, 2]
-settings = ["task-il", "class-il"]
-
-[data]
-dataset = "digits"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-class_order = "shuffled"
-
-[model]
-hidden = [32]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-epochs = 2
-batch_size = 32
-
-[[strategy]]
-name = "finetune"
-
-[[strategy]]
-name = "joint"
-"#;
-    let path = dir.join("slurm.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn results_by_id(dir: &Path) -> BTreeMap<String, Value> {
-    std::fs::read_to_string(dir.join("results.jsonl"))
-        .expect("results.jsonl")
-        .lines()
-        .map(|l| {
-            let mut r: Value = serde_json::from_str(l).unwrap();
-            let obj = r.as_object_mut().unwrap();
-            for k in ["train_seconds", "eval_seconds", "samples_per_second"] {
-                obj.remove(k);
-            }
-            (obj["trial_id"].as_str().unwrap().to_string(), r)
-        })
-        .collect()
+    Cfg::digits()
+        .name("slurm-sweep")
+        .seeds(&[0, 1, 2])
+        .settings(&["task-il", "class-il"])
+        .shuffled_classes()
+        .epochs(2)
+        .strategy("finetune")
+        .strategy("joint")
+        .write(dir, "slurm.toml")
 }
 
 struct Down(bool);

@@ -2,75 +2,37 @@
 //! trial stored exactly once, and the process's peak memory does not grow with the number of
 //! trials (no per-trial leak).
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use clef_testkit::Cfg;
 use serde_json::Value;
+
+use common::{records, run_cfg, run_summary, show, stored_ids};
 
 /// `trials` short digits trials (one per seed) of the built-in finetune; each trial holds a
 /// 64-256-10 network with Adam state (about 80 KB per copy), so a leak per trial would show.
-fn config(dir: &Path, trials: usize) -> std::path::PathBuf {
-    let seeds: Vec<String> = (0..trials).map(|s| s.to_string()).collect();
-    let text = format!(
-        r#"name = "soak"
-seeds = [{}]
-settings = ["task-il"]
-
-[data]
-dataset = "digits"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [256]
-
-[train]
-optimizer = "adam"
-lr = 0.001
-iterations = 4
-batch_size = 32
-
-[[strategy]]
-name = "finetune"
-"#,
-        seeds.join(", ")
-    );
-    let path = dir.join(format!("soak-{trials}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+fn config(dir: &Path, trials: u64) -> PathBuf {
+    Cfg::digits()
+        .name("soak")
+        .seed_count(trials)
+        .hidden(&[256])
+        .adam(0.001)
+        .iterations(4)
+        .strategy("finetune")
+        .write(dir, &format!("soak-{trials}.toml"))
 }
 
-/// Runs `clef run --jobs 2`; returns the peak RSS (MiB) it logged.
+/// Runs `clef run --jobs 2`; returns the peak RSS (MiB) its `run.json` reports.
 fn run(cfg: &Path, out: &Path) -> f64 {
-    let o = Command::new(env!("CARGO_BIN_EXE_clef"))
-        .env("RUST_LOG", "info")
-        .env_remove("CLEF_PLUGIN_PATH")
-        .args(["run", "--no-progress", "--jobs", "2", "--out"])
-        .arg(out)
-        .arg(cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    let line = err
-        .lines()
-        .find(|l| l.contains("run finished"))
-        .unwrap_or_else(|| panic!("no peak memory logged:\n{err}"));
-    // `... peak_rss_mib="123.4" run finished` (with or without ANSI colours).
-    let after = line
-        .split("peak_rss_mib")
-        .nth(1)
-        .expect("peak_rss_mib field");
-    let digits: String = after
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    digits.parse().expect("a number")
+    let o = run_cfg(cfg, out, "warn", &["--jobs", "2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let summary = run_summary(out);
+    summary["peak_rss_mib"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no peak memory in run.json:\n{summary}"))
 }
 
 #[test]
@@ -80,17 +42,8 @@ fn two_hundred_trials_are_all_stored_once_with_flat_memory() {
     let out = tmp.path().join("soak");
     let big = run(&config(tmp.path(), 200), &out);
 
-    let stored: Vec<String> = std::fs::read_dir(out.join("trials"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    assert_eq!(stored.len(), 200, "stored trial files");
-    let recs: Vec<Value> = std::fs::read_to_string(out.join("results.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_eq!(stored_ids(&out).len(), 200, "stored trial files");
+    let recs: Vec<Value> = records(&out);
     assert_eq!(recs.len(), 200);
     let ids: BTreeSet<&str> = recs
         .iter()

@@ -3,74 +3,37 @@
 //! are disjoint and cover the sweep, `clef merge` rebuilds the whole sweep, `--jobs` does not
 //! change any result, and a tune phase that would read D_eval is refused.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use clef_testkit::Cfg;
 
-fn clef() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
-    c.env("RUST_LOG", "warn");
-    c
-}
+use common::{clef, records, results_by_id, run_ok, show, stored_ids};
 
-fn show(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run_ok(args: &[&str]) -> Output {
-    let out = clef().args(args).output().expect("run clef");
-    assert!(
-        out.status.success(),
-        "clef {args:?} failed:\n{}",
-        show(&out)
-    );
-    out
+/// The sweep's stream: `seeds` x 2 settings; `epochs` sets the trial length.
+fn stream(seeds: u64, epochs: usize) -> Cfg {
+    Cfg::digits()
+        .name("sweep")
+        .seed_count(seeds)
+        .settings(&["task-il", "class-il"])
+        .shuffled_classes()
+        .hidden(&[64])
+        .epochs(epochs)
+        .batch_size(16)
 }
 
 /// A digits sweep: `seeds` x 2 settings x (finetune, joint); `epochs` sets the trial length.
-fn config(dir: &Path, seeds: usize, epochs: usize) -> PathBuf {
-    let seeds: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
-    let text = format!(
-        r#"name = "sweep"
-seeds = [{}]
-settings = ["task-il", "class-il"]
+fn sweep(seeds: u64, epochs: usize) -> Cfg {
+    stream(seeds, epochs).strategy("finetune").strategy("joint")
+}
 
-[data]
-dataset = "digits"
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-class_order = "shuffled"
-
-[model]
-hidden = [64]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-epochs = {epochs}
-batch_size = 16
-
-[[strategy]]
-name = "finetune"
-
-[[strategy]]
-name = "joint"
-"#,
-        seeds.join(", ")
-    );
-    let path = dir.join("sweep.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// [`sweep`] written to `dir/sweep.toml`.
+fn config(dir: &Path, seeds: u64, epochs: usize) -> PathBuf {
+    sweep(seeds, epochs).write(dir, "sweep.toml")
 }
 
 fn run(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -83,43 +46,6 @@ fn run(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     run_ok(&args)
-}
-
-/// Trial ids in the store of `dir`.
-fn stored_ids(dir: &Path) -> BTreeSet<String> {
-    match std::fs::read_dir(dir.join("trials")) {
-        Ok(rd) => rd
-            .filter_map(|e| {
-                let name = e.ok()?.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".json")
-                    .filter(|_| !name.starts_with('.'))
-                    .map(str::to_string)
-            })
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("results.jsonl"))
-        .expect("results.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect()
-}
-
-/// What must not depend on how a trial was scheduled: everything but timings.
-fn results_by_id(dir: &Path) -> BTreeMap<String, Value> {
-    records(dir)
-        .into_iter()
-        .map(|mut r| {
-            let obj = r.as_object_mut().unwrap();
-            for k in ["train_seconds", "eval_seconds", "samples_per_second"] {
-                obj.remove(k);
-            }
-            (obj["trial_id"].as_str().unwrap().to_string(), r)
-        })
-        .collect()
 }
 
 #[test]
@@ -274,42 +200,16 @@ fn jobs_1_and_jobs_2_give_bit_identical_results() {
     assert_eq!(a, b);
 }
 
+/// A tune-then-evaluate config (no name: line 7 is `[protocol.tune_data]`) whose tuning data
+/// is `tune_data`.
 fn leaky_config(dir: &Path, tune_data: &str) -> PathBuf {
-    let text = format!(
-        r#"seeds = [0]
-settings = ["task-il"]
-
-[protocol]
-kinds = ["tune-then-evaluate"]
-
-[protocol.tune_data]
-{tune_data}
-
-[data]
-dataset = "digits"
-test_fraction = 0.25
-
-[scenario]
-kind = "class-split"
-tasks = 5
-classes_per_task = 2
-
-[model]
-hidden = [16]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-epochs = 1
-batch_size = 32
-
-[[strategy]]
-name = "finetune"
-"#
-    );
-    let path = dir.join("leaky.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    Cfg::digits()
+        .protocol("kinds = [\"tune-then-evaluate\"]")
+        .tune_data(tune_data)
+        .test_fraction(0.25)
+        .hidden(&[16])
+        .strategy("finetune")
+        .write(dir, "leaky.toml")
 }
 
 #[test]
@@ -382,11 +282,7 @@ fn protocol_keys_are_checked_naming_file_and_key() {
         ),
     ];
     for (table, expected) in cases {
-        let path = tmp.path().join("p.toml");
-        let text = std::fs::read_to_string(config(tmp.path(), 1, 1))
-            .unwrap()
-            .replace("[data]", &format!("[protocol]\n{table}\n\n[data]"));
-        std::fs::write(&path, text).unwrap();
+        let path = sweep(1, 1).protocol(table).write(tmp.path(), "p.toml");
         let out = clef()
             .args(["validate", path.to_str().unwrap()])
             .output()
@@ -399,15 +295,12 @@ fn protocol_keys_are_checked_naming_file_and_key() {
         );
     }
     // Searching a built-in strategy's (non-existent) hyperparameters names the key.
-    let path = tmp.path().join("s.toml");
-    let text = std::fs::read_to_string(config(tmp.path(), 1, 1))
-        .unwrap()
-        .replace(
-            "name = \"finetune\"",
-            "name = \"finetune\"\nsearch = { lambda = [1.0] }",
-        )
-        .replace("[data]", "[protocol]\nkinds = [\"conventional\"]\n\n[data]");
-    std::fs::write(&path, text).unwrap();
+    let path = stream(1, 1)
+        .protocol("kinds = [\"conventional\"]")
+        .strategy("finetune")
+        .search("lambda = [1.0]")
+        .strategy("joint")
+        .write(tmp.path(), "s.toml");
     let out = clef()
         .args(["validate", path.to_str().unwrap()])
         .output()

@@ -3,145 +3,49 @@
 //! the log, `clef plugins` hides clef's test fixtures, `clef validate` counts search
 //! candidates only when there is a search, and `clef` is quiet by default.
 //!
-//! The plugins are built once per test binary by a nested `cargo build` into
-//! `<target dir>/plugin-tests` (as in `plugins.rs`, which shares that directory).
+//! The plugins are built once per test binary (`common::plugins`, shared with `plugins.rs`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Output;
 
-use serde_json::Value;
+use clef_testkit::Cfg;
 
-/// The plugin crates these tests need.
-const PLUGIN_CRATES: &[&str] = &[
-    "clef-plugin-l2",
-    "clef-plugin-fixture-erroring",
-    "clef-plugin-fixture-hparams",
-];
+use common::{clef, plugin_file, plugins, records, show, text};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// A small digits config (task-IL, 3 tasks, one seed) with the given plugin directories and
+/// `[protocol]` lines; the tests add their `[[strategy]]` tables.
+fn trust(plugin_dirs: &[&Path], protocol: &str) -> Cfg {
+    Cfg::digits()
+        .name("trust")
+        .seeds(&[3])
+        .plugin_dirs(plugin_dirs)
+        .protocol(protocol)
+        .test_fraction(0.25)
+        .tasks(3)
+        .momentum(0.9)
 }
 
-/// Builds the plugins once; returns the directory holding them.
-fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = Path::new(env!("CARGO_BIN_EXE_clef"));
-        let target = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|t| t.join("plugin-tests"))
-            .unwrap_or_else(|| repo_root().join("target/plugin-tests"));
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(repo_root())
-            .arg("build")
-            .arg("--target-dir")
-            .arg(&target);
-        for c in PLUGIN_CRATES {
-            cmd.args(["-p", c]);
-        }
-        let out = cmd.output().expect("run cargo build for the plugins");
-        assert!(
-            out.status.success(),
-            "building the plugins failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("debug")
-    })
-}
-
-/// `clef` with warnings-only logging and no plugin path from the environment.
-fn clef() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clef"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("CLEF_PLUGIN_PATH")
-        .env_remove("CLEF_SHOW_FIXTURES");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-/// A small digits config (task-IL, 3 tasks, one seed) with the given plugin directories,
-/// `[protocol]` lines and `[[strategy]]` tables.
-fn config(dir: &Path, plugin_dirs: &[&Path], protocol: &str, strategies: &str) -> PathBuf {
-    let dirs: Vec<String> = plugin_dirs
-        .iter()
-        .map(|d| format!("{:?}", d.display().to_string()))
-        .collect();
-    let text = format!(
-        r#"name = "trust"
-seeds = [3]
-settings = ["task-il"]
-plugin_dirs = [{}]
-
-[protocol]
-{protocol}
-
-[data]
-dataset = "digits"
-test_fraction = 0.25
-
-[scenario]
-kind = "class-split"
-tasks = 3
-classes_per_task = 2
-
-[model]
-hidden = [32]
-
-[train]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-epochs = 1
-batch_size = 32
-{strategies}"#,
-        dirs.join(", ")
-    );
-    let path = dir.join("trust.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+/// Writes `cfg` as `dir/trust.toml`.
+fn write(cfg: Cfg, dir: &Path) -> PathBuf {
+    cfg.write(dir, "trust.toml")
 }
 
 fn run(cfg: &Path, out: &Path) -> Output {
-    clef()
-        .args(["run", "--no-progress", "--out"])
-        .arg(out)
-        .arg(cfg)
-        .output()
-        .expect("run clef")
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("results.jsonl"))
-        .expect("results.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
-        .collect()
+    common::run_cfg(cfg, out, "warn", &[])
 }
 
 #[test]
 fn a_rebuilt_plugin_runs_its_trials_again() {
     let tmp = tempfile::tempdir().unwrap();
-    let lib = tmp.path().join(clef_host::file_name("l2"));
-    std::fs::copy(plugin_dir().join(clef_host::file_name("l2")), &lib).expect("copy the l2 plugin");
-    let strategies = format!(
-        "\n[[strategy]]\nname = \"l2\"\npath = {:?}\nhparams = {{ lambda = 0.1 }}\n",
-        lib.display().to_string()
-    );
-    let cfg = config(tmp.path(), &[], "kinds = [\"run\"]", &strategies);
+    let lib = tmp.path().join(plugin_file("l2"));
+    std::fs::copy(plugins().join(plugin_file("l2")), &lib).expect("copy the l2 plugin");
+    let cfg = trust(&[], "kinds = [\"run\"]")
+        .strategy("l2")
+        .path(&lib)
+        .hparams("lambda = 0.1");
+    let cfg = write(cfg, tmp.path());
     let out = tmp.path().join("out");
     let first = run(&cfg, &out);
     assert!(first.status.success(), "{}", show(&first));
@@ -188,12 +92,10 @@ fn a_rebuilt_plugin_runs_its_trials_again() {
 #[test]
 fn failed_evaluation_trials_exit_2_and_keep_the_records() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[plugin_dir()],
-        "kinds = [\"run\"]",
-        "\n[[strategy]]\nname = \"fixture-error\"\nhparams = { error_in = \"on_task_end\" }\n",
-    );
+    let cfg = trust(&[plugins()], "kinds = [\"run\"]")
+        .strategy("fixture-error")
+        .hparams("error_in = \"on_task_end\"");
+    let cfg = write(cfg, tmp.path());
     let out_dir = tmp.path().join("out");
     let out = run(&cfg, &out_dir);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
@@ -206,6 +108,11 @@ fn failed_evaluation_trials_exit_2_and_keep_the_records() {
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["status"], "failed");
     assert!(out_dir.join("summary.md").is_file());
+    // run.json says the same.
+    let summary = common::run_summary(&out_dir);
+    assert_eq!(summary["status"], "trials-incomplete", "{summary}");
+    assert_eq!(summary["exit_code"], 2, "{summary}");
+    assert_eq!(summary["eval"]["failed"], 1, "{summary}");
     // Re-running finds the failed record stored and says so again.
     let again = run(&cfg, &out_dir);
     assert_eq!(again.status.code(), Some(2), "{}", show(&again));
@@ -218,14 +125,15 @@ fn failed_evaluation_trials_exit_2_and_keep_the_records() {
 #[test]
 fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_fail_the_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let strategies = "\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.01, 1e12] }\n\n\
-                      [[strategy]]\nname = \"fixture-hparams\"\nsearch = { rate = [0.1, 10.0] }\n";
-    let cfg = config(
-        tmp.path(),
-        &[plugin_dir()],
+    let cfg = trust(
+        &[plugins()],
         "kinds = [\"conventional\", \"first-task\"]\ntune_tasks = 2",
-        strategies,
-    );
+    )
+    .strategy("l2")
+    .search("lambda = [0.01, 1e12]")
+    .strategy("fixture-hparams")
+    .search("rate = [0.1, 10.0]");
+    let cfg = write(cfg, tmp.path());
     let out_dir = tmp.path().join("out");
     let out = run(&cfg, &out_dir);
     assert_eq!(
@@ -264,12 +172,10 @@ fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_
 
     // With the default `tune_tasks = 1`, first-task tuning of a parameter flagged
     // `needs_past_tasks` (l2's lambda) is refused before anything runs.
-    let one = config(
-        tmp.path(),
-        &[plugin_dir()],
-        "kinds = [\"first-task\"]",
-        "\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.01, 1.0] }\n",
-    );
+    let one = trust(&[plugins()], "kinds = [\"first-task\"]")
+        .strategy("l2")
+        .search("lambda = [0.01, 1.0]");
+    let one = write(one, tmp.path());
     let refused = clef().args(["validate"]).arg(&one).output().unwrap();
     assert!(!refused.status.success(), "{}", show(&refused));
     assert!(
@@ -281,7 +187,7 @@ fn tuning_warnings_reach_the_summary_and_the_log_and_diverged_candidates_do_not_
 
 #[test]
 fn plugins_hides_the_test_fixtures_unless_asked() {
-    let dir = plugin_dir();
+    let dir = plugins();
     let list = |extra: &[&str], show_env: bool| {
         let mut c = clef();
         c.args(["plugins"]).args(extra).arg(dir);
@@ -339,12 +245,11 @@ fn plugins_hides_the_test_fixtures_unless_asked() {
 
 /// A config with built-in strategies only (no plugins needed).
 fn builtin_config(dir: &Path, protocol: &str) -> PathBuf {
-    config(
-        dir,
-        &[],
-        protocol,
-        "\n[[strategy]]\nname = \"joint\"\n\n[[strategy]]\nname = \"joint\"\nlabel = \"j2\"\n",
-    )
+    let cfg = trust(&[], protocol)
+        .strategy("joint")
+        .strategy("joint")
+        .label("j2");
+    write(cfg, dir)
 }
 
 #[test]
@@ -365,17 +270,16 @@ fn validate_counts_search_candidates_only_with_a_search() {
 #[test]
 fn validate_counts_the_candidates_of_a_search() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(
-        tmp.path(),
-        &[],
-        "kinds = [\"conventional\"]",
-        "\n[[strategy]]\nname = \"joint\"\n\n[[strategy]]\nname = \"l2\"\nsearch = { lambda = [0.1, 1.0, 10.0] }\n",
-    );
+    let cfg = trust(&[], "kinds = [\"conventional\"]")
+        .strategy("joint")
+        .strategy("l2")
+        .search("lambda = [0.1, 1.0, 10.0]");
+    let cfg = write(cfg, tmp.path());
     let out = clef()
         .arg("validate")
         .arg(&cfg)
         .arg("--plugin-dir")
-        .arg(plugin_dir())
+        .arg(plugins())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));

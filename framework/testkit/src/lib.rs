@@ -5,6 +5,13 @@
 //! PyTorch, a C compiler, a Slurm cluster) skips with a message locally but fails under CI
 //! (`CI` set; `.ci/run` sets it and installs every such resource), so CI can never pass
 //! because a test silently did nothing.
+//!
+//! [`Cfg`]: a builder of the small TOML configs the integration tests run, in place of pasted
+//! configs.
+
+mod config;
+
+pub use config::Cfg;
 
 /// Whether the tests run under CI (the `CI` environment variable is set and not empty or `0`
 /// / `false`).
