@@ -150,3 +150,27 @@ pub struct ScenarioConfig {
     #[serde(default)]
     pub permuted_tasks: Option<Vec<usize>>,
 }
+
+impl ScenarioConfig {
+    /// A stream of `tasks` tasks of `kind` with every optional key unset (their defaults).
+    pub fn new(kind: ScenarioKind, tasks: usize) -> Self {
+        ScenarioConfig {
+            kind,
+            tasks,
+            classes_per_task: None,
+            class_order: None,
+            seed: None,
+            max_degrees: None,
+            samples: None,
+            permuted_tasks: None,
+        }
+    }
+
+    /// A class split of `tasks` tasks of `classes_per_task` classes each, in natural order.
+    pub fn class_split(tasks: usize, classes_per_task: usize) -> Self {
+        ScenarioConfig {
+            classes_per_task: Some(classes_per_task),
+            ..Self::new(ScenarioKind::ClassSplit, tasks)
+        }
+    }
+}

@@ -8,7 +8,7 @@ use clef_backend::{Activation, Network};
 use clef_data::scenario::{self, Scenario, Task};
 use clef_engine::strategy::{Ctx, Strategy, StrategyResult};
 use clef_engine::trainer::{run_trial, TrialStatus};
-use clef_experiment::config::{self, ScenarioConfig, ScenarioKind, Setting};
+use clef_experiment::config::{self, ScenarioConfig, Setting};
 use indicatif::ProgressBar;
 
 const DIM: usize = 6;
@@ -40,16 +40,7 @@ name = "finetune"
 
 fn scenario(setting: Setting) -> Scenario {
     let data = Arc::new(clef_data::synthetic::gaussian_blobs(6, DIM, 20, 8, 1.0, 3));
-    let sc = ScenarioConfig {
-        kind: ScenarioKind::ClassSplit,
-        tasks: 3,
-        classes_per_task: Some(2),
-        class_order: None,
-        seed: None,
-        max_degrees: None,
-        samples: None,
-        permuted_tasks: None,
-    };
+    let sc = ScenarioConfig::class_split(3, 2);
     scenario::build(&sc, data, setting, 0).unwrap()
 }
 

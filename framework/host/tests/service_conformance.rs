@@ -30,7 +30,7 @@ use clef_backend::{
     build_network, Activation, Init, Inputs, MlpSpec, Network, Optimizer, OptimizerSpec,
 };
 use clef_data::scenario::Scenario;
-use clef_data::spec::{ScenarioConfig, ScenarioKind, Setting};
+use clef_data::spec::{ScenarioConfig, Setting};
 use clef_engine::experts::Experts;
 use clef_engine::strategy::{Batch, Ctx};
 use clef_host::{host_table, Appended, HostCtx};
@@ -95,16 +95,7 @@ struct Real {
 
 fn scenario(setting: Setting) -> Scenario {
     let data = Arc::new(clef_data::synthetic::gaussian_blobs(4, DIM, 6, 3, 1.0, 0));
-    let cfg = ScenarioConfig {
-        kind: ScenarioKind::ClassSplit,
-        tasks: 2,
-        classes_per_task: Some(2),
-        class_order: None,
-        seed: None,
-        max_degrees: None,
-        samples: None,
-        permuted_tasks: None,
-    };
+    let cfg = ScenarioConfig::class_split(2, 2);
     clef_data::scenario::build(&cfg, data, setting, 0).unwrap()
 }
 

@@ -311,16 +311,7 @@ mod tests {
     }
 
     fn cfg(kind: ScenarioKind, tasks: usize) -> ScenarioConfig {
-        ScenarioConfig {
-            kind,
-            tasks,
-            classes_per_task: None,
-            class_order: None,
-            seed: None,
-            max_degrees: None,
-            samples: None,
-            permuted_tasks: None,
-        }
+        ScenarioConfig::new(kind, tasks)
     }
 
     #[test]

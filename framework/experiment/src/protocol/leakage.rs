@@ -57,21 +57,12 @@ pub fn check_disjoint(tune: &[Scenario], eval: &TrainTest, eval_name: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ScenarioConfig, ScenarioKind, Setting};
+    use crate::config::{ScenarioConfig, Setting};
     use clef_data::synthetic::gaussian_blobs;
     use std::sync::Arc;
 
     fn scen(data: TrainTest) -> Scenario {
-        let cfg = ScenarioConfig {
-            kind: ScenarioKind::ClassSplit,
-            tasks: 2,
-            classes_per_task: Some(2),
-            class_order: None,
-            seed: None,
-            max_degrees: None,
-            samples: None,
-            permuted_tasks: None,
-        };
+        let cfg = ScenarioConfig::class_split(2, 2);
         clef_data::scenario::build(&cfg, Arc::new(data), Setting::ClassIl, 0).unwrap()
     }
 

@@ -18,22 +18,13 @@ use clef_services::MAX_REPORT_KEY;
 
 use super::*;
 use clef_data::scenario::Scenario;
-use clef_data::spec::{ScenarioConfig, ScenarioKind};
+use clef_data::spec::ScenarioConfig;
 
 const DIM: usize = 5;
 
 fn scenario(setting: Setting) -> Scenario {
     let data = Arc::new(clef_data::synthetic::gaussian_blobs(4, DIM, 6, 3, 1.0, 0));
-    let cfg = ScenarioConfig {
-        kind: ScenarioKind::ClassSplit,
-        tasks: 2,
-        classes_per_task: Some(2),
-        class_order: None,
-        seed: None,
-        max_degrees: None,
-        samples: None,
-        permuted_tasks: None,
-    };
+    let cfg = ScenarioConfig::class_split(2, 2);
     clef_data::scenario::build(&cfg, data, setting, 0).unwrap()
 }
 
