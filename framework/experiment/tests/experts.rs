@@ -14,28 +14,17 @@ use indicatif::ProgressBar;
 const DIM: usize = 6;
 
 fn cfg() -> config::Config {
-    let text = r#"
-name = "experts"
-seeds = [0]
-settings = ["task-il"]
-[data]
-dataset = "digits"
-[scenario]
-kind = "class-split"
-tasks = 3
-classes_per_task = 2
-[model]
-hidden = [5]
-[train]
-optimizer = "sgd"
-lr = 0.1
-momentum = 0.9
-iterations = 20
-batch_size = 8
-[[strategy]]
-name = "finetune"
-"#;
-    config::parse(text, Path::new("experts.toml")).unwrap()
+    let text = clef_testkit::Cfg::digits()
+        .name("experts")
+        .tasks(3)
+        .hidden(&[5])
+        .sgd(0.1)
+        .momentum(0.9)
+        .iterations(20)
+        .batch_size(8)
+        .strategy("finetune")
+        .toml();
+    config::parse(&text, Path::new("experts.toml")).unwrap()
 }
 
 fn scenario(setting: Setting) -> Scenario {

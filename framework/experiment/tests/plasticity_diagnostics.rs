@@ -13,28 +13,19 @@ use indicatif::ProgressBar;
 /// A random-label stream on 200 digits: every task relabels the same images at random, and
 /// 30 epochs of small batches are enough to fit most of them.
 fn config(diagnostics: &str) -> config::Config {
-    let text = format!(
-        r#"
-seeds = [0]
-settings = ["domain-il"]
-[data]
-dataset = "digits"
-[scenario]
-kind = "random-labels"
-tasks = 4
-samples = 200
-[model]
-hidden = [64, 32]
-[train]
-optimizer = "adam"
-lr = 0.003
-epochs = 30
-batch_size = 16
-[[strategy]]
-name = "finetune"
-{diagnostics}
-"#
-    );
+    let text = clef_testkit::Cfg::digits()
+        .settings(&["domain-il"])
+        .set("scenario", "kind", "\"random-labels\"")
+        .tasks(4)
+        .unset("scenario", "classes_per_task")
+        .set("scenario", "samples", "200")
+        .hidden(&[64, 32])
+        .adam(0.003)
+        .epochs(30)
+        .batch_size(16)
+        .strategy("finetune")
+        .raw("diagnostics", diagnostics)
+        .toml();
     config::parse(&text, Path::new("diag.toml")).unwrap()
 }
 
@@ -55,7 +46,7 @@ fn run(cfg: &config::Config) -> TrialOutcome {
 
 #[test]
 fn diagnostics_are_recorded_per_task_when_enabled() {
-    let cfg = config("[diagnostics]\nenabled = true\nprobe_size = 150\n");
+    let cfg = config("enabled = true\nprobe_size = 150");
     let out = run(&cfg);
     assert_eq!(out.measured.diagnostics.len(), 4, "one entry per task");
     for (t, d) in out.measured.diagnostics.iter().enumerate() {
