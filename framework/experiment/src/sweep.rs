@@ -12,8 +12,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{Config, Setting};
 use crate::protocol::{Plan, PlannedTrial};
-use crate::runner::StrategyProvider;
 use clef_data::scenario::{self, Scenario};
+use clef_engine::strategy::StrategyProvider;
 use clef_engine::trainer::{self, TrialStatus};
 use clef_report::metrics;
 use clef_report::results::TrialRecord;
