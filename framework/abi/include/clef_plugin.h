@@ -83,7 +83,7 @@ extern "C" {
 #endif
 
 #define CLEF_ABI_MAJOR 1
-#define CLEF_ABI_MINOR 3
+#define CLEF_ABI_MINOR 4
 #define CLEF_ENTRY_SYMBOL "clef_plugin_entry_v1"
 
 /* status codes */
@@ -117,6 +117,7 @@ extern "C" {
 #define CLEF_SETTING_DOMAIN_IL 2
 #define CLEF_ROLE_WEIGHT 0
 #define CLEF_ROLE_BIAS 1
+#define CLEF_ROLE_BUFFER 2 /* 1.4: non-trainable state (batch norm running statistics) */
 #define CLEF_SPLIT_TRAIN 0
 #define CLEF_SPLIT_TEST 1
 #define CLEF_ACTIVATION_RELU 0

@@ -65,7 +65,7 @@ pub const CLEF_ABI_MAJOR: u16 = 1;
 /// [`ClefHost`]; 1.2 appended the expert-pool services (`expert_freeze`, `expert_params`,
 /// `head_forward`, `head_vjp`); 1.3 appended `create_typed` to [`ClefPluginDescriptor`]
 /// (hyperparameters as typed values, [`ClefHparamValue`]).
-pub const CLEF_ABI_MINOR: u16 = 3;
+pub const CLEF_ABI_MINOR: u16 = 4;
 /// Name of the exported entry symbol (NUL-terminated).
 pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
 
@@ -168,10 +168,15 @@ pub const CLEF_SETTING_CLASS_IL: i32 = 1;
 /// Domain-incremental: one shared head.
 pub const CLEF_SETTING_DOMAIN_IL: i32 = 2;
 
-/// A dense layer's weight matrix `[out, in]`, row-major.
+/// A weight: a dense layer's matrix `[out, in]` (row-major); from 1.4 also a convolution's kernel
+/// `[out, in, kh, kw]` or a norm layer's scale `[channels]` (the shape says which).
 pub const CLEF_ROLE_WEIGHT: i32 = 0;
-/// A dense layer's bias `[out]`.
+/// A bias `[out]` (from 1.4 also a norm layer's shift `[channels]`).
 pub const CLEF_ROLE_BIAS: i32 = 1;
+/// (1.4) Non-trainable state of the network, e.g. batch norm's `running_mean`/`running_var`
+/// `[channels]`: zero gradient, never touched by the optimizer, saved in checkpoints. Regularisers
+/// and sparse masks should leave it alone.
+pub const CLEF_ROLE_BUFFER: i32 = 2;
 
 /// ReLU hidden activation (`expert_add`).
 pub const CLEF_ACTIVATION_RELU: i32 = 0;

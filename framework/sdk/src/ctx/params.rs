@@ -5,8 +5,8 @@ use std::ffi::{CStr, CString};
 use std::ptr;
 
 use clef_abi::{
-    ClefCtx, ClefHost, ClefParamInfo, ClefTensor, CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT,
-    CLEF_UNSUPPORTED,
+    ClefCtx, ClefHost, ClefParamInfo, ClefTensor, CLEF_ROLE_BIAS, CLEF_ROLE_BUFFER,
+    CLEF_ROLE_WEIGHT, CLEF_UNSUPPORTED,
 };
 
 use super::{check, count, to_i64, Ctx};
@@ -15,10 +15,14 @@ use crate::error::{Error, Result};
 /// What a parameter tensor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// A dense layer's weight matrix `[out, in]`, row-major.
+    /// A weight: a dense layer's matrix `[out, in]` (row-major), a convolution's kernel
+    /// `[out, in, kh, kw]` or a norm layer's scale `[channels]` (ABI 1.4: the shape says which).
     Weight,
-    /// A dense layer's bias `[out]`.
+    /// A bias `[out]` (or a norm layer's shift `[channels]`).
     Bias,
+    /// Non-trainable state (batch norm running statistics, ABI 1.4): zero gradient, never
+    /// updated by the optimizer; regularisers and masks should skip it.
+    Buffer,
     /// A role this SDK does not know (a newer host).
     Other(i32),
 }
@@ -99,6 +103,7 @@ impl Ctx<'_> {
         let role = match raw.role {
             CLEF_ROLE_WEIGHT => Role::Weight,
             CLEF_ROLE_BIAS => Role::Bias,
+            CLEF_ROLE_BUFFER => Role::Buffer,
             other => Role::Other(other),
         };
         Ok(ParamInfo {
