@@ -172,6 +172,8 @@ pub const CLEF_SETTING_DOMAIN_IL: i32 = 2;
 pub const CLEF_ROLE_WEIGHT: i32 = 0;
 /// A dense layer's bias `[out]`.
 pub const CLEF_ROLE_BIAS: i32 = 1;
+/// Non-trainable state (batch norm running statistics): zero gradient, no optimizer state.
+pub const CLEF_ROLE_BUFFER: i32 = 2;
 
 /// ReLU hidden activation (`expert_add`).
 pub const CLEF_ACTIVATION_RELU: i32 = 0;
