@@ -137,7 +137,7 @@ impl Runner {
 
     /// One training step: zero_grad, forward + loss + backward, SGD update.
     fn step(&mut self) {
-        let inputs = Inputs::new(&self.x, self.batch, self.net.spec().input).expect("shape");
+        let inputs = Inputs::new(&self.x, self.batch, self.net.spec().input_dim()).expect("shape");
         self.net.params_mut().zero_grads();
         let loss = self
             .net

@@ -157,6 +157,7 @@ fn expected() -> Vec<(String, i128)> {
         CLEF_SETTING_DOMAIN_IL,
         CLEF_ROLE_WEIGHT,
         CLEF_ROLE_BIAS,
+        CLEF_ROLE_BUFFER,
         CLEF_SPLIT_TRAIN,
         CLEF_SPLIT_TEST,
         CLEF_ACTIVATION_RELU,

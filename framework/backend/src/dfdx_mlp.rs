@@ -18,7 +18,7 @@ use dfdx::tensor::{
 use dfdx::tensor_ops::{Backward, BroadcastTo, PermuteTo, SumTo, TryAdd, TryMatMul, TryMul};
 
 use crate::network::check_loss_args;
-use crate::{Activation, BackendError, Inputs, MlpSpec, Network, ParamStore};
+use crate::{Activation, BackendError, Inputs, MlpSpec, ModelSpec, Network, ParamStore};
 
 /// A runtime-shaped matrix on dfdx's CPU device.
 type Matrix<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
@@ -40,6 +40,8 @@ const MASKED_LOGIT_OFFSET: f32 = -1.0e30;
 /// [`Network`] contract. Built by [`DfdxMlp::new`] or [`crate::build_network`].
 pub struct DfdxMlp {
     spec: MlpSpec,
+    /// `spec` as the [`ModelSpec`] that [`Network::spec`] returns.
+    model: ModelSpec,
     params: ParamStore,
     dev: Cpu,
     /// Device copies of the weights, `[out, in]`, refreshed from `params` on every call.
@@ -86,6 +88,7 @@ impl DfdxMlp {
             );
         }
         Ok(DfdxMlp {
+            model: ModelSpec::Mlp(spec.clone()),
             spec,
             params,
             dev,
@@ -246,8 +249,8 @@ impl Network for DfdxMlp {
         "dfdx"
     }
 
-    fn spec(&self) -> &MlpSpec {
-        &self.spec
+    fn spec(&self) -> &ModelSpec {
+        &self.model
     }
 
     fn params(&self) -> &ParamStore {

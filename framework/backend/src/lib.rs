@@ -28,25 +28,44 @@ pub use native::NativeMlp;
 pub use network::{Inputs, Network};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use params::{ParamInfo, ParamRole, ParamStore};
-pub use spec::{Activation, Init, MlpSpec};
+pub use spec::{Activation, ConvNetSpec, ImageShape, Init, MlpSpec, ModelSpec, Norm, ResNetSpec};
 
-/// Builds the default backend's ([`BackendKind::default`]) network for `spec`, initialised from
-/// `seed`.
+/// Builds the default backend's ([`BackendKind::default`]) network for `spec` (a
+/// [`ModelSpec`], or an [`MlpSpec`]), initialised from `seed`.
 ///
-/// Initialisation happens on the host ([`ParamStore::init_mlp`]), so every backend starts from the
+/// Initialisation happens on the host ([`ParamStore::init`]), so every backend starts from the
 /// same bits for the same seed.
-pub fn build_network(spec: &MlpSpec, seed: u64) -> Result<Box<dyn Network>, BackendError> {
+pub fn build_network<S: Clone + Into<ModelSpec>>(
+    spec: &S,
+    seed: u64,
+) -> Result<Box<dyn Network>, BackendError> {
     build_network_with(BackendKind::default(), spec, seed)
 }
 
 /// Builds backend `kind`'s network for `spec`, initialised from `seed` (see [`build_network`]).
-pub fn build_network_with(
+/// The dfdx backend builds MLPs only (its convolutions need a nightly compiler); the native
+/// backend builds every [`ModelSpec`].
+pub fn build_network_with<S: Clone + Into<ModelSpec>>(
     kind: BackendKind,
-    spec: &MlpSpec,
+    spec: &S,
     seed: u64,
 ) -> Result<Box<dyn Network>, BackendError> {
-    Ok(match kind {
-        BackendKind::Dfdx => Box::new(DfdxMlp::new(spec.clone(), seed)?),
-        BackendKind::Native => Box::new(NativeMlp::new(spec.clone(), seed)?),
+    let spec: ModelSpec = spec.clone().into();
+    Ok(match (kind, spec) {
+        (BackendKind::Dfdx, ModelSpec::Mlp(m)) => Box::new(DfdxMlp::new(m, seed)?),
+        (BackendKind::Native, ModelSpec::Mlp(m)) => Box::new(NativeMlp::new(m, seed)?),
+        (BackendKind::Dfdx, other) => {
+            return Err(BackendError::Spec(format!(
+                "the dfdx backend builds MLPs only, not a {} (use the native backend)",
+                other.kind_name()
+            )))
+        }
+        (BackendKind::Native, other) => {
+            other.validate()?;
+            return Err(BackendError::Spec(format!(
+                "the native {} is not implemented yet",
+                other.kind_name()
+            )));
+        }
     })
 }

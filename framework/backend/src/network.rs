@@ -1,6 +1,6 @@
 //! The backend trait: what the trainer and strategies may ask of a network.
 
-use crate::{BackendError, MlpSpec, ParamStore};
+use crate::{BackendError, ModelSpec, ParamStore};
 
 /// A borrowed row-major batch of inputs: `rows` samples of `cols` features.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ pub trait Network: Send {
     fn backend_name(&self) -> &'static str;
 
     /// The architecture.
-    fn spec(&self) -> &MlpSpec;
+    fn spec(&self) -> &ModelSpec;
 
     /// Parameter values and gradients.
     fn params(&self) -> &ParamStore;
@@ -50,13 +50,16 @@ pub trait Network: Send {
     /// Mutable parameter values and gradients.
     fn params_mut(&mut self) -> &mut ParamStore;
 
-    /// Logits, `x.rows * spec().output` values, written into `out`.
+    /// Logits, `x.rows * spec().output()` values, written into `out`. Batch norm uses its
+    /// running statistics (evaluation mode).
     fn forward(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError>;
 
-    /// Penultimate activations (the input of the last layer), `x.rows * spec().feature_dim()`.
+    /// Penultimate activations (the input of the last layer), `x.rows * spec().feature_dim()`;
+    /// evaluation mode, like [`Network::forward`].
     fn features(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError>;
 
-    /// Mean softmax cross-entropy over the rows.
+    /// Mean softmax cross-entropy over the rows, in training mode: batch norm normalises with
+    /// the batch's statistics and updates its running statistics.
     ///
     /// If `class_mask` is given, the softmax of each row runs over the classes marked `true`
     /// only (the others get no probability mass and zero gradient); every target must be one of
@@ -75,7 +78,8 @@ pub trait Network: Send {
     /// Vector-Jacobian product: adds `J(x)^T * cotangent` into the gradients, where `J` is the
     /// Jacobian of the logits (`x.rows * output` values) with respect to the parameters and
     /// `cotangent` has one value per logit. Used for output-space losses (distillation,
-    /// function-space regularisers).
+    /// function-space regularisers). Training mode (batch statistics) without updating batch
+    /// norm's running statistics.
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError>;
 }
 

@@ -18,7 +18,7 @@
 //! `gemm` crate, cut into two halves run side by side when large; the cut depends only on the
 //! shapes, so results are bit-identical across runs and thread counts.
 
-use crate::{Activation, BackendError, Inputs, MlpSpec, ParamStore};
+use crate::{Activation, BackendError, Inputs, MlpSpec, ModelSpec, ParamStore};
 
 /// One input set after the forward pass: each layer's input and each hidden layer's activation
 /// derivative.
@@ -169,11 +169,12 @@ impl Weights {
 }
 
 /// The NTK Gram of output unit `output` between `a` and `b`: `out[i * b.rows + j] =
-/// J(a_i) · J(b_j)ᵀ` (`out.len() == a.rows * b.rows`), for the MLP `spec` with parameters
+/// J(a_i) · J(b_j)ᵀ` (`out.len() == a.rows * b.rows`), for the MLP `spec` (other backbones:
+/// an error) with parameters
 /// `params` (tensors named `layers.{l}.weight` / `layers.{l}.bias`, as every backend stores
 /// them).
 pub fn ntk_gram(
-    spec: &MlpSpec,
+    spec: &ModelSpec,
     params: &ParamStore,
     a: Inputs<'_>,
     b: Inputs<'_>,
@@ -196,12 +197,18 @@ pub fn ntk_gram(
 /// `a.rows × b.rows`, row-major), sharing the forward passes and the output-independent
 /// products.
 pub fn ntk_grams(
-    spec: &MlpSpec,
+    spec: &ModelSpec,
     params: &ParamStore,
     a: Inputs<'_>,
     b: Inputs<'_>,
     outputs: &[usize],
 ) -> Result<Vec<Vec<f64>>, BackendError> {
+    let spec = spec.as_mlp().ok_or_else(|| {
+        BackendError::Spec(format!(
+            "ntk: the neural-tangent kernel is implemented for MLPs only, this network is a {}",
+            spec.kind_name()
+        ))
+    })?;
     if let Some(&bad) = outputs.iter().find(|&&o| o >= spec.output) {
         return Err(BackendError::shape(
             "ntk output unit",
@@ -345,7 +352,7 @@ mod tests {
     /// The explicit Jacobian row `∂f_c(x)/∂θ` of one sample (f32 from the backend's vjp with a
     /// one-hot cotangent), flattened over every tensor, as f64.
     fn jacobian_row(net: &mut NativeMlp, x: &[f32], c: usize) -> Vec<f64> {
-        let k = net.spec().output;
+        let k = net.spec().output();
         let mut cot = vec![0.0f32; k];
         cot[c] = 1.0;
         net.params_mut().zero_grads();
@@ -365,8 +372,9 @@ mod tests {
         let xa = inputs(ra, d, 1);
         let xb = inputs(rb, d, 2);
         let outputs: Vec<usize> = (0..spec.output).collect();
+        let model = ModelSpec::from(spec.clone());
         let grams = ntk_grams(
-            &spec,
+            &model,
             net.params(),
             Inputs::new(&xa, ra, d).unwrap(),
             Inputs::new(&xb, rb, d).unwrap(),
@@ -382,7 +390,7 @@ mod tests {
                 .collect();
             let mut single = vec![0.0; ra * rb];
             ntk_gram(
-                &spec,
+                &model,
                 net.params(),
                 Inputs::new(&xa, ra, d).unwrap(),
                 Inputs::new(&xb, rb, d).unwrap(),
@@ -437,8 +445,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_arguments() {
-        let s = spec(vec![4], Activation::Relu);
-        let net = NativeMlp::new(s.clone(), 1).unwrap();
+        let m = spec(vec![4], Activation::Relu);
+        let s = ModelSpec::from(m.clone());
+        let net = NativeMlp::new(m, 1).unwrap();
         let x = inputs(2, 5, 1);
         let xi = Inputs::new(&x, 2, 5).unwrap();
         let mut out = vec![0.0; 4];

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ParamStore;
+use crate::{ParamRole, ParamStore};
 
 /// Optimizer choice and hyperparameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,16 +57,25 @@ pub struct Optimizer {
     first: Vec<Vec<f32>>,
     /// Adam: second moment (empty for SGD).
     second: Vec<Vec<f32>>,
+    /// Tensors with role [`ParamRole::Buffer`]: no state, never updated.
+    buffers: Vec<bool>,
     steps: u64,
 }
 
 impl Optimizer {
-    /// Fresh state (all zeros) for the tensors of `params`.
+    /// Fresh state (all zeros) for the tensors of `params`; buffers (role
+    /// [`ParamRole::Buffer`]) get no state and are never updated.
     pub fn new(spec: OptimizerSpec, params: &ParamStore) -> Self {
+        let buffers: Vec<bool> = params
+            .infos()
+            .iter()
+            .map(|i| i.role == ParamRole::Buffer)
+            .collect();
         let zeros: Vec<Vec<f32>> = params
             .infos()
             .iter()
-            .map(|i| vec![0.0; i.numel()])
+            .zip(&buffers)
+            .map(|(i, &buf)| vec![0.0; if buf { 0 } else { i.numel() }])
             .collect();
         let second = match spec {
             OptimizerSpec::Adam { .. } => zeros.clone(),
@@ -76,6 +85,7 @@ impl Optimizer {
             spec,
             first: zeros,
             second,
+            buffers,
             steps: 0,
         }
     }
@@ -111,13 +121,19 @@ impl Optimizer {
         }
     }
 
-    /// State slot `name` of tensor `i`.
+    /// State slot `name` of tensor `i` (`None` for a buffer, which has no state).
     pub fn state(&self, name: &str, i: usize) -> Option<&[f32]> {
+        if self.buffers.get(i).copied().unwrap_or(false) {
+            return None;
+        }
         self.slot(name).and_then(|s| s.get(i)).map(Vec::as_slice)
     }
 
-    /// Mutable state slot `name` of tensor `i`.
+    /// Mutable state slot `name` of tensor `i` (`None` for a buffer).
     pub fn state_mut(&mut self, name: &str, i: usize) -> Option<&mut [f32]> {
+        if self.buffers.get(i).copied().unwrap_or(false) {
+            return None;
+        }
         let slot = match (self.spec.clone(), name) {
             (OptimizerSpec::Sgd { .. }, "momentum") | (OptimizerSpec::Adam { .. }, "exp_avg") => {
                 &mut self.first
@@ -147,6 +163,9 @@ impl Optimizer {
         let rule = Rule::new(&self.spec, self.steps);
         let second = &mut self.second;
         for (i, first) in self.first.iter_mut().enumerate() {
+            if self.buffers.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let (w, g) = params.value_and_grad_mut(i);
             let v: &mut [f32] = match second.get_mut(i) {
                 Some(v) => v,
@@ -403,5 +422,54 @@ mod tests {
         assert!((p.value(0)[0] - 0.98).abs() < 1e-5);
         assert!(opt.state("exp_avg_sq", 0).is_some());
         assert!(opt.state("momentum", 0).is_none());
+    }
+
+    #[test]
+    fn buffers_get_no_state_and_are_never_updated() {
+        let infos = vec![
+            ParamInfo {
+                name: "w".into(),
+                shape: vec![2],
+                role: ParamRole::Weight,
+                layer: 0,
+            },
+            ParamInfo {
+                name: "bn.running_var".into(),
+                shape: vec![2],
+                role: ParamRole::Buffer,
+                layer: 0,
+            },
+        ];
+        for spec in [
+            OptimizerSpec::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.5,
+                nesterov: false,
+            },
+            OptimizerSpec::Adam {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.5,
+            },
+        ] {
+            let mut p = ParamStore::zeros(infos.clone());
+            p.value_mut(0).copy_from_slice(&[1.0, 2.0]);
+            p.value_mut(1).copy_from_slice(&[3.0, 4.0]);
+            p.grad_mut(0).copy_from_slice(&[0.5, 0.5]);
+            p.grad_mut(1).copy_from_slice(&[7.0, 7.0]);
+            let mut opt = Optimizer::new(spec, &p);
+            opt.step(&mut p);
+            opt.step(&mut p);
+            assert_eq!(p.value(1), &[3.0, 4.0], "a buffer was updated");
+            assert_ne!(p.value(0), &[1.0, 2.0], "the weight was not updated");
+            for name in opt.state_names() {
+                assert!(opt.state(name, 1).is_none());
+                assert!(opt.state_mut(name, 1).is_none());
+                assert_eq!(opt.state(name, 0).map(<[f32]>::len), Some(2));
+            }
+        }
     }
 }

@@ -4,15 +4,20 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
-use crate::spec::{Init, MlpSpec};
+use crate::native::conv::InitKind;
+use crate::spec::{Init, MlpSpec, ModelSpec};
 
-/// What a parameter tensor is.
+/// What a parameter tensor is. Conv weights are role `Weight` with shape `[out, in, kh, kw]`
+/// (PyTorch's layout); norm scales and shifts are `Weight` / `Bias` with shape `[c]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamRole {
     /// A dense layer's weight matrix, shape `[out, in]`, row-major.
     Weight,
     /// A dense layer's bias vector, shape `[out]`.
     Bias,
+    /// Non-trainable state (batch norm's `running_mean` / `running_var`, shape `[c]`): saved
+    /// in checkpoints, zero gradient, never updated by an [`crate::Optimizer`].
+    Buffer,
 }
 
 /// Name, shape and role of one parameter tensor.
@@ -55,6 +60,42 @@ impl ParamStore {
         }
     }
 
+    /// The tensors of `spec`, initialised from `seed`: [`ParamStore::init_mlp`] for the MLP
+    /// (the same bits), and for a convolutional backbone its tensors in graph order, drawn from
+    /// one ChaCha8 stream seeded by `seed`: conv and dense weights with `spec`'s `init` scheme
+    /// (fans of a conv: `in * kh * kw` and `out * kh * kw`; [`Init::TorchDefault`] is PyTorch's
+    /// `kaiming_uniform(a = sqrt(5))`, U(±1/sqrt(fan_in)), and draws biases from the same
+    /// bound, other schemes start biases at zero); norm weights 1, norm biases 0, running means
+    /// 0, running variances 1. An invalid spec (see [`ModelSpec::validate`]) gives an empty
+    /// store.
+    pub fn init(spec: &ModelSpec, seed: u64) -> Self {
+        let (init, graph) = match spec {
+            ModelSpec::Mlp(m) => return Self::init_mlp(m, seed),
+            ModelSpec::ConvNet(s) => (s.init, spec.graph()),
+            ModelSpec::ResNet(s) => (s.init, spec.graph()),
+        };
+        let Some(Ok(graph)) = graph else {
+            return ParamStore::zeros(Vec::new());
+        };
+        let mut store = ParamStore::zeros(graph.infos);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for (kind, value) in graph.inits.iter().zip(store.values.iter_mut()) {
+            match *kind {
+                InitKind::Ones => value.fill(1.0),
+                InitKind::Zeros => {}
+                InitKind::Bias { fan_in } => {
+                    if init == Init::TorchDefault {
+                        fill_uniform(value, 1.0 / (fan_in as f64).sqrt(), &mut rng);
+                    }
+                }
+                InitKind::Weight { fan_in, fan_out } => {
+                    fill_weight(value, init, fan_in as f64, fan_out as f64, &mut rng)
+                }
+            }
+        }
+        store
+    }
+
     /// The MLP's tensors in order `layers.0.weight, layers.0.bias, layers.1.weight, ...`,
     /// initialised with `spec.init` from a ChaCha8 stream seeded by `seed`; biases are zero
     /// except under [`Init::TorchDefault`], which draws them like PyTorch's `nn.Linear`.
@@ -89,17 +130,7 @@ impl ParamStore {
                 continue;
             }
             let (fan_out, fan_in) = (info.shape[0] as f64, info.shape[1] as f64);
-            match spec.init {
-                Init::KaimingUniform => fill_uniform(value, (6.0 / fan_in).sqrt(), &mut rng),
-                Init::XavierUniform => {
-                    fill_uniform(value, (6.0 / (fan_in + fan_out)).sqrt(), &mut rng)
-                }
-                Init::TorchDefault => fill_uniform(value, 1.0 / fan_in.sqrt(), &mut rng),
-                Init::KaimingNormal => fill_normal(value, (2.0 / fan_in).sqrt(), &mut rng),
-                Init::XavierNormal => {
-                    fill_normal(value, (2.0 / (fan_in + fan_out)).sqrt(), &mut rng)
-                }
-            }
+            fill_weight(value, spec.init, fan_in, fan_out, &mut rng);
         }
         store
     }
@@ -199,6 +230,17 @@ impl ParamStore {
             .iter()
             .chain(&self.grads)
             .all(|b| b.iter().all(|x| x.is_finite()))
+    }
+}
+
+/// Draws a weight tensor with scheme `init`.
+fn fill_weight(value: &mut [f32], init: Init, fan_in: f64, fan_out: f64, rng: &mut impl Rng) {
+    match init {
+        Init::KaimingUniform => fill_uniform(value, (6.0 / fan_in).sqrt(), rng),
+        Init::XavierUniform => fill_uniform(value, (6.0 / (fan_in + fan_out)).sqrt(), rng),
+        Init::TorchDefault => fill_uniform(value, 1.0 / fan_in.sqrt(), rng),
+        Init::KaimingNormal => fill_normal(value, (2.0 / fan_in).sqrt(), rng),
+        Init::XavierNormal => fill_normal(value, (2.0 / (fan_in + fan_out)).sqrt(), rng),
     }
 }
 

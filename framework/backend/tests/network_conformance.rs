@@ -693,7 +693,7 @@ fn metadata(kind: BackendKind) {
         build_network(&spec, 0).unwrap().backend_name(),
         BackendKind::default().name()
     );
-    assert_eq!(net.spec(), &spec);
+    assert_eq!(net.spec().as_mlp(), Some(&spec));
     assert_eq!(net.params().numel(), spec.num_params());
     let names: Vec<&str> = net
         .params()

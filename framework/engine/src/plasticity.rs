@@ -104,18 +104,18 @@ pub fn effective_rank(sv: &[f64]) -> f64 {
     entropy.exp()
 }
 
-/// `(σ_max, mean |w|)` of every weight matrix of `params`, input layer first.
+/// `(σ_max, mean |w|)` of every weight matrix of `params`, input layer first. A conv weight
+/// `[out, in, kh, kw]` counts as the matrix `[out, in * kh * kw]`; 1-D weights (norm scales)
+/// and buffers are skipped.
 pub fn weight_stats(params: &ParamStore) -> Result<Vec<(f64, f64)>, String> {
     let mut out = Vec::new();
     for (i, info) in params.infos().iter().enumerate() {
-        if info.role != ParamRole::Weight {
+        if info.role != ParamRole::Weight || info.shape.len() < 2 {
             continue;
         }
         let w = params.value(i);
-        let (rows, cols) = match info.shape[..] {
-            [r, c] => (r, c),
-            _ => (1, w.len()),
-        };
+        let rows = info.shape[0];
+        let cols = info.shape[1..].iter().product();
         let sigma = singular_values(w, rows, cols)
             .map_err(|e| format!("{}: {e}", info.name))?
             .first()

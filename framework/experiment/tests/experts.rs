@@ -70,13 +70,13 @@ impl Strategy for Router {
                 ctx.experts
                     .select(0, 1, ctx.net, ctx.optimizer)
                     .map_err(anyhow::Error::msg)?;
-                assert_eq!(ctx.net.spec().hidden, vec![4, 3]);
+                assert_eq!(ctx.net.spec().as_mlp().unwrap().hidden, vec![4, 3]);
             }
             1 => {
                 ctx.experts
                     .select(1, 0, ctx.net, ctx.optimizer)
                     .map_err(anyhow::Error::msg)?;
-                assert_eq!(ctx.net.spec().hidden, vec![5]);
+                assert_eq!(ctx.net.spec().as_mlp().unwrap().hidden, vec![5]);
             }
             _ => {
                 ctx.experts
@@ -108,7 +108,8 @@ impl Strategy for Router {
                 self.e0_after_task0 = snapshot(&**ctx.net);
             }
         }
-        self.eval_widths.push(ctx.net.spec().widths());
+        self.eval_widths
+            .push(ctx.net.spec().as_mlp().unwrap().widths());
         Ok(())
     }
 }

@@ -206,7 +206,7 @@ impl Wasserstein {
             let wanted = match p.role {
                 Role::Weight => true,
                 Role::Bias => self.biases,
-                Role::Other(_) => false,
+                Role::Buffer | Role::Other(_) => false,
             };
             if !wanted {
                 continue;

@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::network::check_loss_args;
 use crate::pool::install;
-use crate::{BackendError, Inputs, MlpSpec, Network, ParamStore};
+use crate::{BackendError, Inputs, MlpSpec, ModelSpec, Network, ParamStore};
 
 use super::layers::*;
 
@@ -15,6 +15,8 @@ use super::layers::*;
 /// [`Network`] contract. Built by [`NativeMlp::new`] or [`crate::build_network_with`].
 pub struct NativeMlp {
     spec: MlpSpec,
+    /// `spec` as the [`ModelSpec`] that [`Network::spec`] returns.
+    model: ModelSpec,
     /// `[input, hidden.., output]`.
     widths: Vec<usize>,
     params: ParamStore,
@@ -50,6 +52,7 @@ impl NativeMlp {
             params,
             scratch: [scratch(), scratch()],
             side_grads: Vec::new(),
+            model: ModelSpec::Mlp(spec.clone()),
             spec,
         })
     }
@@ -186,8 +189,8 @@ impl Network for NativeMlp {
         "native"
     }
 
-    fn spec(&self) -> &MlpSpec {
-        &self.spec
+    fn spec(&self) -> &ModelSpec {
+        &self.model
     }
 
     fn params(&self) -> &ParamStore {

@@ -34,6 +34,7 @@
 //! GEMM crate's own threading at these sizes. Callers that take many steps should run on a pool
 //! thread ([`crate::pool::install`]) so that each join is a cheap work-stealing push.
 
+pub(crate) mod conv;
 mod fused;
 mod gemm;
 mod layers;

@@ -114,7 +114,7 @@ impl Trial<'_> {
     ) -> Result<(), TrialStatus> {
         if mode == DataMode::Cumulative && ti > 0 {
             // Fresh start on the union of all tasks so far.
-            let fresh = clef_backend::ParamStore::init_mlp(self.net.spec(), self.init_seed);
+            let fresh = clef_backend::ParamStore::init(self.net.spec(), self.init_seed);
             self.net.params_mut().copy_values_from(&fresh);
             self.opt.reset();
             strategy

@@ -17,8 +17,8 @@ use rand::RngCore;
 
 use clef_abi::{
     ClefCtx, ClefHost, ClefTaskInfo, CLEF_LOG_DEBUG, CLEF_LOG_ERROR, CLEF_LOG_INFO, CLEF_LOG_TRACE,
-    CLEF_LOG_WARN, CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL,
-    CLEF_SETTING_TASK_IL,
+    CLEF_LOG_WARN, CLEF_ROLE_BIAS, CLEF_ROLE_BUFFER, CLEF_ROLE_WEIGHT, CLEF_SETTING_CLASS_IL,
+    CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL,
 };
 use clef_backend::{Inputs, Network, ParamRole};
 use clef_services::{
@@ -239,6 +239,7 @@ impl ServiceModel for CoreModel<'_, '_> {
             role: match info.role {
                 ParamRole::Weight => CLEF_ROLE_WEIGHT,
                 ParamRole::Bias => CLEF_ROLE_BIAS,
+                ParamRole::Buffer => CLEF_ROLE_BUFFER,
             },
             layer: info.layer,
             numel: info.numel(),

@@ -1,0 +1,207 @@
+//! Model descriptions: the MLP ([`MlpSpec`]), the convolutional backbones ([`ConvNetSpec`],
+//! [`ResNetSpec`]) and [`ModelSpec`], which names one of them.
+
+use serde::{Deserialize, Serialize};
+
+mod image;
+
+pub use image::{ConvNetSpec, ImageShape, Norm, ResNetSpec};
+
+use crate::native::conv::Graph;
+use crate::BackendError;
+
+/// Hidden-layer non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// max(0, x)
+    Relu,
+    /// tanh(x)
+    Tanh,
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+}
+
+/// Weight initialisation scheme (biases start at zero, except under `TorchDefault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// U(-b, b), b = sqrt(6 / fan_in) (He et al. 2015, uniform).
+    KaimingUniform,
+    /// N(0, 2 / fan_in) (He et al. 2015).
+    KaimingNormal,
+    /// U(-b, b), b = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010).
+    XavierUniform,
+    /// N(0, 2 / (fan_in + fan_out)).
+    XavierNormal,
+    /// U(-b, b), b = 1 / sqrt(fan_in), for weights and biases: PyTorch's `nn.Linear` default.
+    TorchDefault,
+}
+
+/// A fully connected network `input -> hidden[0] -> ... -> output`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpSpec {
+    /// Number of input features.
+    pub input: usize,
+    /// Widths of the hidden layers (may be empty: a linear model).
+    pub hidden: Vec<usize>,
+    /// Number of outputs (logits).
+    pub output: usize,
+    /// Non-linearity after every hidden layer.
+    pub activation: Activation,
+    /// Weight initialisation.
+    pub init: Init,
+}
+
+impl MlpSpec {
+    /// Layer widths including input and output: `[input, hidden.., output]`.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w = Vec::with_capacity(self.hidden.len() + 2);
+        w.push(self.input);
+        w.extend_from_slice(&self.hidden);
+        w.push(self.output);
+        w
+    }
+
+    /// Number of dense layers (`hidden.len() + 1`).
+    pub fn num_layers(&self) -> usize {
+        self.hidden.len() + 1
+    }
+
+    /// Width of the penultimate representation (the input to the last layer).
+    pub fn feature_dim(&self) -> usize {
+        self.hidden.last().copied().unwrap_or(self.input)
+    }
+
+    /// Total number of scalar parameters (weights and biases).
+    pub fn num_params(&self) -> usize {
+        self.widths().windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    }
+
+    /// Multiply-adds of one forward pass for one sample.
+    pub fn forward_macs(&self) -> usize {
+        self.widths().windows(2).map(|w| w[0] * w[1]).sum()
+    }
+
+    /// Checks that every width is positive.
+    pub fn validate(&self) -> Result<(), crate::BackendError> {
+        if self.widths().contains(&0) {
+            return Err(crate::BackendError::Spec(format!(
+                "every layer width must be positive, got {:?}",
+                self.widths()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A backbone: what [`crate::build_network`] builds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ModelSpec {
+    /// A dense MLP.
+    Mlp(MlpSpec),
+    /// The small CNN of the CL literature.
+    ConvNet(ConvNetSpec),
+    /// The CIFAR ResNet-18 family.
+    ResNet(ResNetSpec),
+}
+
+impl From<MlpSpec> for ModelSpec {
+    fn from(spec: MlpSpec) -> Self {
+        ModelSpec::Mlp(spec)
+    }
+}
+
+impl ModelSpec {
+    /// The compiled graph of a convolutional backbone (`None` for the MLP).
+    pub(crate) fn graph(&self) -> Option<Result<Graph, BackendError>> {
+        match self {
+            ModelSpec::Mlp(_) => None,
+            ModelSpec::ConvNet(s) => Some(Graph::convnet(s)),
+            ModelSpec::ResNet(s) => Some(Graph::resnet(s)),
+        }
+    }
+
+    /// Features per input row (`channels * height * width` for images).
+    pub fn input_dim(&self) -> usize {
+        match self {
+            ModelSpec::Mlp(s) => s.input,
+            ModelSpec::ConvNet(s) => s.input.numel(),
+            ModelSpec::ResNet(s) => s.input.numel(),
+        }
+    }
+
+    /// The image shape of a convolutional backbone's input (`None` for the MLP).
+    pub fn image_shape(&self) -> Option<ImageShape> {
+        match self {
+            ModelSpec::Mlp(_) => None,
+            ModelSpec::ConvNet(s) => Some(s.input),
+            ModelSpec::ResNet(s) => Some(s.input),
+        }
+    }
+
+    /// Number of outputs (logits).
+    pub fn output(&self) -> usize {
+        match self {
+            ModelSpec::Mlp(s) => s.output,
+            ModelSpec::ConvNet(s) => s.output,
+            ModelSpec::ResNet(s) => s.output,
+        }
+    }
+
+    /// Width of `features`: the input of the last linear layer (0 for an invalid spec).
+    pub fn feature_dim(&self) -> usize {
+        match self.graph() {
+            None => self.as_mlp().map_or(0, MlpSpec::feature_dim),
+            Some(Ok(g)) => g.sizes[g.features],
+            Some(Err(_)) => 0,
+        }
+    }
+
+    /// Trainable scalars, buffers (BN running statistics) excluded (0 for an invalid spec).
+    pub fn num_params(&self) -> usize {
+        match self.graph() {
+            None => self.as_mlp().map_or(0, MlpSpec::num_params),
+            Some(Ok(g)) => g.num_params(),
+            Some(Err(_)) => 0,
+        }
+    }
+
+    /// Multiply-adds of one forward pass for one sample (convolutions and dense layers; 0 for
+    /// an invalid spec).
+    pub fn forward_macs(&self) -> usize {
+        match self.graph() {
+            None => self.as_mlp().map_or(0, MlpSpec::forward_macs),
+            Some(Ok(g)) => g.macs,
+            Some(Err(_)) => 0,
+        }
+    }
+
+    /// Checks that the backbone can be built: positive sizes, group counts that divide the
+    /// channels, images large enough for every pooling or stride. The error names the layer
+    /// and says why.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        match self.graph() {
+            None => self.as_mlp().map_or(Ok(()), MlpSpec::validate),
+            Some(g) => g.map(|_| ()),
+        }
+    }
+
+    /// The MLP spec, if this is one.
+    pub fn as_mlp(&self) -> Option<&MlpSpec> {
+        match self {
+            ModelSpec::Mlp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Short name of the backbone kind: `mlp`, `convnet` or `resnet`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ModelSpec::Mlp(_) => "mlp",
+            ModelSpec::ConvNet(_) => "convnet",
+            ModelSpec::ResNet(_) => "resnet",
+        }
+    }
+}
