@@ -63,6 +63,8 @@ pub struct Experts {
     /// Routing is in use (some strategy called `expert_add` or `expert_select`).
     enabled: bool,
     init_seed: u64,
+    /// Why this trial's network cannot be pooled (a convolutional backbone), if it cannot.
+    refused: Option<String>,
 }
 
 /// Index of the output layer's weight and bias in a [`ParamStore`].
@@ -102,6 +104,21 @@ impl Experts {
             routes: vec![None; num_tasks],
             enabled: false,
             init_seed,
+            refused: None,
+        }
+    }
+
+    /// The same pool, refusing every service that would use it with `why` (the configured
+    /// network is not an MLP: the pool builds and swaps MLP experts only).
+    pub fn refusing(mut self, why: impl Into<String>) -> Self {
+        self.refused = Some(why.into());
+        self
+    }
+
+    fn usable(&self) -> Result<(), String> {
+        match &self.refused {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
         }
     }
 
@@ -148,6 +165,7 @@ impl Experts {
         activation: clef_backend::Activation,
         optimizer: &Optimizer,
     ) -> Result<usize, String> {
+        self.usable()?;
         let base = &self.slots[0].spec;
         let spec = MlpSpec {
             input: base.input,
@@ -203,6 +221,7 @@ impl Experts {
         net: &mut Box<dyn Network>,
         opt: &mut Optimizer,
     ) -> Result<(), String> {
+        self.usable()?;
         if id >= self.slots.len() {
             return Err(format!(
                 "expert {id} does not exist ({} experts)",
@@ -320,6 +339,7 @@ impl Experts {
 
     /// Freezes or unfreezes expert `id`'s body (values now).
     pub fn freeze(&mut self, id: usize, frozen: bool, net: &dyn Network) -> Result<(), String> {
+        self.usable()?;
         if id >= self.slots.len() {
             return Err(format!(
                 "expert {id} does not exist ({} experts)",

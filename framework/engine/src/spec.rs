@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use clef_backend::{Activation, Init, MlpSpec, OptimizerSpec};
+use clef_backend::{
+    Activation, ConvNetSpec, ImageShape, Init, MlpSpec, ModelSpec, Norm, OptimizerSpec, ResNetSpec,
+};
 use serde::{Deserialize, Serialize};
 
 /// The `[diagnostics]` table: per-task loss-of-plasticity diagnostics
@@ -55,14 +57,79 @@ fn default_srank_delta() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Hidden-layer widths.
-    pub hidden: Vec<usize>,
-    /// Hidden non-linearity.
+    /// The network family (default `mlp`).
+    #[serde(default, skip_serializing_if = "Backbone::is_mlp")]
+    pub backbone: Backbone,
+    /// `mlp`: hidden-layer widths (required). `convnet`: widths of the dense layers after the
+    /// convolutions (default none). Not used by `resnet18`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<usize>>,
+    /// `convnet`: output channels of each 3x3 convolution, a 2x2 max-pool after every second
+    /// one (default `[32, 32, 64, 64]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<usize>>,
+    /// `resnet18`: channels of the stem and the first stage (default 64; 20 is the "reduced"
+    /// ResNet-18 of GEM and Mammoth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    /// `resnet18`: BasicBlocks per stage (default `[2, 2, 2, 2]`, ResNet-18; smaller for
+    /// smoke tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<[usize; 4]>,
+    /// Normalisation after every convolution (`convnet` default `none`, `resnet18` default
+    /// `batch`): `batch` (BatchNorm2d, running statistics in evaluation), `group`, `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<NormKind>,
+    /// Channel groups of `norm = "group"` (required then; must divide every channel count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// Hidden non-linearity (MLP and the ConvNet; the ResNet uses ReLU).
     #[serde(default = "default_activation")]
     pub activation: Activation,
-    /// Weight initialisation.
+    /// Weight initialisation (`torch-default` is PyTorch's default for linear and conv layers).
     #[serde(default = "default_init")]
     pub init: Init,
+}
+
+/// The network families of `[model] backbone`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    /// A fully connected network (`hidden`).
+    #[default]
+    Mlp,
+    /// The small CNN of the CL literature (`channels`, `hidden`, `norm`).
+    Convnet,
+    /// The CIFAR ResNet-18 (`width`, `blocks`, `norm`).
+    Resnet18,
+}
+
+impl Backbone {
+    /// True for the default, `mlp` (left out of a trial's identity, so MLP trial ids stay).
+    pub fn is_mlp(&self) -> bool {
+        *self == Backbone::Mlp
+    }
+
+    /// The name used in configs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backbone::Mlp => "mlp",
+            Backbone::Convnet => "convnet",
+            Backbone::Resnet18 => "resnet18",
+        }
+    }
+}
+
+/// `[model] norm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormKind {
+    /// `torch.nn.BatchNorm2d`.
+    Batch,
+    /// `torch.nn.GroupNorm(groups, channels)`.
+    Group,
+    /// No normalisation.
+    None,
 }
 
 fn default_activation() -> Activation {
@@ -203,14 +270,73 @@ impl TrainConfig {
 }
 
 impl ModelConfig {
-    /// The MLP for `input` features and `output` logits.
+    /// The MLP for `input` features and `output` logits (`hidden` of any backbone; the expert
+    /// pool builds MLPs only).
     pub fn mlp_spec(&self, input: usize, output: usize) -> MlpSpec {
         MlpSpec {
             input,
-            hidden: self.hidden.clone(),
+            hidden: self.hidden.clone().unwrap_or_default(),
             output,
             activation: self.activation,
             init: self.init,
         }
+    }
+
+    /// The network for inputs of `input` features (images of shape `image`, if the data has
+    /// one) and `output` logits. The error says what is missing or does not fit (a
+    /// convolutional backbone on data without an image shape, an image shrunk below 1x1, groups
+    /// that do not divide the channels); the caller names the `[model]` key.
+    pub fn model_spec(
+        &self,
+        image: Option<ImageShape>,
+        input: usize,
+        output: usize,
+    ) -> Result<ModelSpec, String> {
+        let image = || {
+            image.ok_or_else(|| {
+                format!(
+                    "`{}` needs image inputs, but the data has no image shape (digits, MNIST, \
+                     Fashion-MNIST and CIFAR have one; a CSV file needs `image_shape`)",
+                    self.backbone.as_str()
+                )
+            })
+        };
+        let norm = |default: Norm| -> Result<Norm, String> {
+            Ok(match self.norm {
+                None => default,
+                Some(NormKind::Batch) => Norm::Batch,
+                Some(NormKind::None) => Norm::None,
+                Some(NormKind::Group) => Norm::Group {
+                    groups: self
+                        .groups
+                        .ok_or("`norm = \"group\"` needs `groups` (channel groups)")?,
+                },
+            })
+        };
+        let spec = match self.backbone {
+            Backbone::Mlp => ModelSpec::Mlp(self.mlp_spec(input, output)),
+            Backbone::Convnet => ModelSpec::ConvNet(ConvNetSpec {
+                input: image()?,
+                channels: self
+                    .channels
+                    .clone()
+                    .unwrap_or_else(|| vec![32, 32, 64, 64]),
+                hidden: self.hidden.clone().unwrap_or_default(),
+                output,
+                norm: norm(Norm::None)?,
+                activation: self.activation,
+                init: self.init,
+            }),
+            Backbone::Resnet18 => ModelSpec::ResNet(ResNetSpec {
+                input: image()?,
+                width: self.width.unwrap_or(64),
+                blocks: self.blocks.unwrap_or([2, 2, 2, 2]),
+                output,
+                norm: norm(Norm::Batch)?,
+                init: self.init,
+            }),
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
     }
 }

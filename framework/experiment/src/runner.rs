@@ -93,12 +93,20 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
         strategies,
     };
     for &setting in &cfg.settings {
-        scenario::build(
+        let eval = scenario::build(
             &cfg.scenario,
             plan.eval_data.data.clone(),
             setting,
             cfg.seeds[0],
         )?;
+        // The network must fit the data (an image backbone needs images large enough).
+        cfg.model
+            .model_spec(
+                clef_engine::trainer::image_shape(&eval),
+                eval.input_dim(),
+                eval.num_outputs,
+            )
+            .map_err(|e| Invalid::new("model.backbone", e))?;
         for &kind in cfg.protocol.kinds.iter().filter(|k| k.tunes()) {
             let (role, sc) = plan.tune_stream(kind);
             let mut tune_scenarios = Vec::new();

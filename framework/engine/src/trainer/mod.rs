@@ -160,14 +160,37 @@ fn run_trial_here(
     progress: &ProgressBar,
     target: Option<&CheckpointTarget>,
 ) -> TrialOutcome {
-    let spec = cfg
-        .model
-        .mlp_spec(scenario.input_dim(), scenario.num_outputs);
     let mut out = TrialOutcome {
         status: TrialStatus::Completed,
         measured: Measurements::default(),
         backend: String::new(),
-        num_params: spec.num_params(),
+        num_params: 0,
+    };
+    let spec = match cfg.model.model_spec(
+        image_shape(scenario),
+        scenario.input_dim(),
+        scenario.num_outputs,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            out.status = TrialStatus::Failed(format!("model: {e}"));
+            return out;
+        }
+    };
+    out.num_params = spec.num_params();
+    // The expert pool builds and swaps MLPs: a convolutional backbone refuses its services.
+    let experts = match spec.as_mlp() {
+        Some(mlp) => Experts::new(mlp, derive_seed(seed, "init"), scenario.tasks.len()),
+        None => Experts::new(
+            &cfg.model
+                .mlp_spec(scenario.input_dim(), scenario.num_outputs),
+            derive_seed(seed, "init"),
+            scenario.tasks.len(),
+        )
+        .refusing(format!(
+            "the expert pool holds MLP experts only, and this trial's backbone is `{}`",
+            cfg.model.backbone.as_str()
+        )),
     };
     let init_seed = derive_seed(seed, "init");
     let net = match build_network(&spec, init_seed) {
@@ -188,7 +211,7 @@ fn run_trial_here(
         target: target.cloned(),
         opt: Optimizer::new(cfg.train.optimizer_spec(), net.params()),
         net,
-        experts: Experts::new(&spec, init_seed, scenario.tasks.len()),
+        experts,
         rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "strategy")),
         step: 0,
         measured: Measurements::default(),
@@ -201,6 +224,17 @@ fn run_trial_here(
     }
     out.measured = trial.measured;
     out
+}
+
+/// The image shape of the scenario's inputs, if they are images.
+pub fn image_shape(scenario: &Scenario) -> Option<clef_backend::ImageShape> {
+    let [height, width] = scenario.data.train.image_shape?;
+    let channels = scenario.input_dim() / (height * width).max(1);
+    (channels * height * width == scenario.input_dim()).then_some(clef_backend::ImageShape {
+        channels,
+        height,
+        width,
+    })
 }
 
 /// A hook failure, turned into a trial status: the strategy words the message

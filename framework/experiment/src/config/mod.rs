@@ -21,7 +21,8 @@ pub use clef_data::spec::{
 };
 pub use clef_data::Invalid;
 pub use clef_engine::spec::{
-    Budget, DiagnosticsConfig, ModelConfig, OptimizerKind, StrategyConfig, TrainConfig,
+    Backbone, Budget, DiagnosticsConfig, ModelConfig, NormKind, OptimizerKind, StrategyConfig,
+    TrainConfig,
 };
 
 use std::path::{Path, PathBuf};

@@ -2,7 +2,8 @@
 //! the dotted key (`train.lr`, `strategy[1].hparams.lambda`) for `locate` to find its line.
 
 use super::{
-    ClassOrder, Config, DataConfig, DatasetKind, Invalid, OptimizerKind, ScenarioKind, Setting,
+    Backbone, ClassOrder, Config, DataConfig, DatasetKind, Invalid, NormKind, OptimizerKind,
+    ScenarioKind, Setting,
 };
 
 fn check(ok: bool, key: &str, message: impl Into<String>) -> Result<(), Invalid> {
@@ -193,13 +194,72 @@ impl Config {
     }
 
     fn validate_model(&self) -> Result<(), Invalid> {
-        for (i, w) in self.model.hidden.iter().enumerate() {
+        let m = &self.model;
+        let name = m.backbone.as_str();
+        let unused = |key: &str, set: bool| {
+            check(
+                !set,
+                &format!("model.{key}"),
+                format!("is not used by backbone `{name}`"),
+            )
+        };
+        match m.backbone {
+            Backbone::Mlp => {
+                check(
+                    m.hidden.is_some(),
+                    "model.hidden",
+                    "is required for backbone `mlp` (hidden-layer widths, e.g. [256, 256]; [] \
+                     for a linear model)",
+                )?;
+                unused("channels", m.channels.is_some())?;
+                unused("width", m.width.is_some())?;
+                unused("blocks", m.blocks.is_some())?;
+                unused("norm", m.norm.is_some())?;
+            }
+            Backbone::Convnet => {
+                unused("width", m.width.is_some())?;
+                unused("blocks", m.blocks.is_some())?;
+            }
+            Backbone::Resnet18 => {
+                unused("hidden", m.hidden.is_some())?;
+                unused("channels", m.channels.is_some())?;
+            }
+        }
+        for (i, w) in m.hidden.iter().flatten().enumerate() {
             check(
                 *w > 0,
                 "model.hidden",
                 format!("layer {i} has width 0; every width must be positive"),
             )?;
         }
+        if let Some(c) = &m.channels {
+            check(
+                !c.is_empty() && c.iter().all(|&c| c > 0),
+                "model.channels",
+                "must list at least one convolution, each with a positive channel count",
+            )?;
+        }
+        check(
+            m.width != Some(0),
+            "model.width",
+            "must be positive (64 = ResNet-18, 20 = reduced)",
+        )?;
+        check(
+            m.blocks.is_none_or(|b| b.iter().all(|&n| n > 0)),
+            "model.blocks",
+            "must have at least one block per stage",
+        )?;
+        let group = m.norm == Some(NormKind::Group);
+        check(
+            !group || m.groups.is_some_and(|g| g > 0),
+            "model.groups",
+            "is required with norm = \"group\" (a positive number of channel groups)",
+        )?;
+        check(
+            group || m.groups.is_none(),
+            "model.groups",
+            "is only used with norm = \"group\"",
+        )?;
         Ok(())
     }
 
