@@ -120,6 +120,10 @@ extern "C" {
 #define CLEF_ROLE_BUFFER 2 /* 1.4: non-trainable state (batch norm running statistics) */
 #define CLEF_SPLIT_TRAIN 0
 #define CLEF_SPLIT_TEST 1
+/* ABI 1.4: clef_plugin_descriptor.backbones bits. CONV: convnet and resnet18 (weights of any rank:
+ * conv kernels [out, in, kh, kw], norm scales [channels]; CLEF_ROLE_BUFFER tensors left alone). */
+#define CLEF_BACKBONE_MLP 1u
+#define CLEF_BACKBONE_CONV 2u
 #define CLEF_ACTIVATION_RELU 0
 #define CLEF_ACTIVATION_TANH 1
 #define CLEF_ACTIVATION_SIGMOID 2
@@ -390,12 +394,19 @@ typedef struct clef_plugin_descriptor {
      * errors as create. */
     int32_t (*create_typed)(const clef_host *host, const char *config_toml,
                             const clef_hparam_value *values, size_t n_values, void **out);
+
+    /* ABI 1.4 (read only when struct_size >= CLEF_DESCRIPTOR_SIZE_V1_4). The backbone families
+     * the strategy handles: CLEF_BACKBONE_* bits; 0 (or an older descriptor) = MLPs only, and
+     * the host refuses a config pairing the plugin with a convolutional backbone. */
+    uint32_t backbones;
+    uint32_t reserved; /* zero */
 } clef_plugin_descriptor;
 
 /* Descriptor sizes of each version: 1.0 to 1.2 end after load_state, 1.3 after
- * create_typed. */
+ * create_typed, 1.4 after reserved. */
 #define CLEF_DESCRIPTOR_SIZE_V1_0 offsetof(clef_plugin_descriptor, create_typed)
-#define CLEF_DESCRIPTOR_SIZE_V1_3 sizeof(clef_plugin_descriptor)
+#define CLEF_DESCRIPTOR_SIZE_V1_3 offsetof(clef_plugin_descriptor, backbones)
+#define CLEF_DESCRIPTOR_SIZE_V1_4 sizeof(clef_plugin_descriptor)
 
 /* The one symbol a plugin exports. */
 typedef const clef_plugin_descriptor *(*clef_entry_fn)(void);

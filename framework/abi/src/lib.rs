@@ -10,7 +10,7 @@
 //! fields are `{abi_major, abi_minor, struct_size}`. The host reads those first and refuses the
 //! plugin unless `abi_major == CLEF_ABI_MAJOR` and `struct_size` covers every field of the
 //! plugin's declared minor version ([`CLEF_DESCRIPTOR_SIZE_V1_0`] up to 1.2,
-//! [`CLEF_DESCRIPTOR_SIZE_V1_3`] from 1.3). Fields are append-only: a new minor version only adds fields
+//! [`CLEF_DESCRIPTOR_SIZE_V1_3`] for 1.3, [`CLEF_DESCRIPTOR_SIZE_V1_4`] from 1.4). Fields are append-only: a new minor version only adds fields
 //! at the end of a struct, so an older plugin (smaller `struct_size`) still loads and a newer
 //! host treats the missing trailing hooks as absent.
 //!
@@ -177,6 +177,13 @@ pub const CLEF_ROLE_BIAS: i32 = 1;
 /// `[channels]`: zero gradient, never touched by the optimizer, saved in checkpoints. Regularisers
 /// and sparse masks should leave it alone.
 pub const CLEF_ROLE_BUFFER: i32 = 2;
+
+/// (1.4) The strategy handles MLPs (`ClefPluginDescriptor::backbones`; every plugin does).
+pub const CLEF_BACKBONE_MLP: u32 = 1;
+/// (1.4) The strategy handles convolutional backbones (`convnet`, `resnet18`): weights of any
+/// rank (conv kernels `[out, in, kh, kw]`, norm scales `[channels]`) and `CLEF_ROLE_BUFFER`
+/// tensors, which it must leave alone.
+pub const CLEF_BACKBONE_CONV: u32 = 2;
 
 /// ReLU hidden activation (`expert_add`).
 pub const CLEF_ACTIVATION_RELU: i32 = 0;
@@ -571,6 +578,14 @@ pub struct ClefPluginDescriptor {
             out: *mut *mut c_void,
         ) -> i32,
     >,
+
+    // ---- ABI 1.4 (present when `struct_size >= CLEF_DESCRIPTOR_SIZE_V1_4`) ----
+    /// The backbone families the strategy handles, `CLEF_BACKBONE_*` bits. 0 (or a descriptor
+    /// ending before this field) means MLPs only: the host refuses, before anything runs, a
+    /// config that pairs the plugin with a convolutional backbone.
+    pub backbones: u32,
+    /// Reserved: zero.
+    pub reserved: u32,
 }
 
 // SAFETY: the descriptor and schema are immutable static data owned by the plugin library,
@@ -588,7 +603,11 @@ pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize =
 
 /// Size of the descriptor of ABI 1.3 (up to and including `create_typed`): what a plugin
 /// declaring ABI 1.3 must provide.
-pub const CLEF_DESCRIPTOR_SIZE_V1_3: usize = core::mem::size_of::<ClefPluginDescriptor>();
+pub const CLEF_DESCRIPTOR_SIZE_V1_3: usize = core::mem::offset_of!(ClefPluginDescriptor, backbones);
+
+/// Size of the descriptor of ABI 1.4 (up to and including `reserved`): what a plugin declaring
+/// ABI 1.4 must provide.
+pub const CLEF_DESCRIPTOR_SIZE_V1_4: usize = core::mem::size_of::<ClefPluginDescriptor>();
 
 /// Size of the host service table of ABI 1.0 (every service up to and including
 /// `get_extension`): the smallest table a plugin must accept.

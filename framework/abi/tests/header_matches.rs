@@ -125,7 +125,9 @@ fn expected() -> Vec<(String, i128)> {
             after_eval,
             save_state,
             load_state,
-            create_typed
+            create_typed,
+            backbones,
+            reserved
         ]
     );
     layout!(ClefHparamValue, "clef_hparam_value", [number, text]);
@@ -163,8 +165,11 @@ fn expected() -> Vec<(String, i128)> {
         CLEF_ACTIVATION_RELU,
         CLEF_ACTIVATION_TANH,
         CLEF_ACTIVATION_SIGMOID,
+        CLEF_BACKBONE_MLP,
+        CLEF_BACKBONE_CONV,
         CLEF_DESCRIPTOR_SIZE_V1_0,
-        CLEF_DESCRIPTOR_SIZE_V1_3
+        CLEF_DESCRIPTOR_SIZE_V1_3,
+        CLEF_DESCRIPTOR_SIZE_V1_4
     );
     v
 }

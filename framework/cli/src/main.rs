@@ -430,6 +430,14 @@ fn list_plugins(search: &PluginSearch, fixtures: bool) {
         }
         println!("    file:   {}", info.path.display());
         println!(
+            "    backbones: {}",
+            if info.conv {
+                "mlp, convnet, resnet18"
+            } else {
+                "mlp only"
+            }
+        );
+        println!(
             "    hooks:  {}",
             if info.hooks.is_empty() {
                 "(none)".to_string()

@@ -1391,3 +1391,58 @@ fn a_killed_trial_of_a_plugin_without_saved_state_restarts_with_a_warning_and_th
         results_without_timings(&whole)
     );
 }
+
+#[test]
+fn a_plugin_without_convolutional_support_is_refused_for_a_convnet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = plugins();
+    let convnet = |strategy: &str| {
+        base(&[dir])
+            .unset("model", "hidden")
+            .set("model", "backbone", "\"convnet\"")
+            .set("model", "channels", "[4, 4]")
+            .strategy(strategy)
+    };
+    // `sfr` does not declare convolutional backbones (ABI 1.4 descriptor field): refused
+    // before anything runs, naming the entry, the plugin and the backbone.
+    let err = validate_err(&write(convnet("sfr"), tmp.path()));
+    for part in [
+        "strategy[0].name",
+        "`sfr`",
+        "MLP backbones only",
+        "`convnet`",
+    ] {
+        assert!(err.contains(part), "missing {part:?} in: {err}");
+    }
+    // `ewc` declares them: the same config validates.
+    let out = clef()
+        .arg("validate")
+        .arg(write(convnet("ewc"), tmp.path()))
+        .output()
+        .expect("run clef");
+    assert!(out.status.success(), "{}", show(&out));
+    // `clef plugins` says which backbones each plugin takes.
+    let listing = clef()
+        .arg("plugins")
+        .arg("--plugin-dir")
+        .arg(dir)
+        .output()
+        .expect("run clef");
+    let listing = text(&listing.stdout);
+    let block = |name: &str| {
+        let start = listing
+            .find(&format!("\n{name} "))
+            .or_else(|| listing.starts_with(&format!("{name} ")).then_some(0))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"));
+        listing[start..]
+            .lines()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(block("sfr").contains("backbones: mlp only"), "{listing}");
+    assert!(
+        block("ewc").contains("backbones: mlp, convnet, resnet18"),
+        "{listing}"
+    );
+}

@@ -63,6 +63,17 @@ pub fn prepare<'a>(cfg: &'a Config, provider: &dyn StrategyProvider) -> Result<P
     for (i, s) in cfg.strategy.iter().enumerate() {
         provider.validate(i, s)?;
         let schema = provider.schema(i, s)?;
+        if !cfg.model.backbone.is_mlp() && !schema.conv {
+            return Err(RunError::Config(Invalid::new(
+                format!("strategy[{i}].name"),
+                format!(
+                    "strategy `{}` handles MLP backbones only (its plugin does not declare \
+                     convolutional backbones), and `model.backbone` is `{}`",
+                    s.name,
+                    cfg.model.backbone.as_str()
+                ),
+            )));
+        }
         let space = protocol::search::space(i, s, &schema.hparams)?;
         refuse_untunable_first_task(cfg, i, s, &schema)?;
         let fixed = provider.resolve_hparams(i, s)?;

@@ -582,6 +582,8 @@ mod tests {
             save_state: None,
             load_state: None,
             create_typed: None,
+            backbones: 0,
+            reserved: 0,
         }
     }
 
@@ -605,6 +607,7 @@ mod tests {
             description: String::new(),
             path: PathBuf::from("fake"),
             abi: (CLEF_ABI_MAJOR, CLEF_ABI_MINOR),
+            conv: false,
             hparams: vec![
                 spec("lambda", HParamKind::Float, HValue::Float(0.0)),
                 spec("samples", HParamKind::Int, HValue::Int(1)),

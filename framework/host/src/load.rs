@@ -12,9 +12,9 @@ use std::sync::{Mutex, OnceLock};
 
 use clef_abi::{
     ClefEntryFn, ClefHparam, ClefPluginDescriptor, CLEF_ABI_MAJOR, CLEF_ABI_MINOR,
-    CLEF_DESCRIPTOR_SIZE_V1_0, CLEF_DESCRIPTOR_SIZE_V1_3, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL,
-    CLEF_HPARAM_CHOICE, CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE,
-    CLEF_HPARAM_NEEDS_PAST_TASKS,
+    CLEF_BACKBONE_CONV, CLEF_DESCRIPTOR_SIZE_V1_0, CLEF_DESCRIPTOR_SIZE_V1_3,
+    CLEF_DESCRIPTOR_SIZE_V1_4, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
+    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_HPARAM_NEEDS_PAST_TASKS,
 };
 
 use super::discover::name_from_file;
@@ -111,6 +111,9 @@ pub struct PluginInfo {
     pub hparams: Vec<HParamSpec>,
     /// Names of the hooks the plugin implements (non-null entries).
     pub hooks: Vec<&'static str>,
+    /// True if the plugin declares convolutional backbones (`CLEF_BACKBONE_CONV`, ABI 1.4);
+    /// older plugins and those without the bit run on MLPs only.
+    pub conv: bool,
 }
 
 impl PluginInfo {
@@ -184,10 +187,12 @@ struct DescriptorHead {
 }
 
 /// Bytes of the descriptor an ABI `1.minor` plugin must provide. Fields are append-only; ABI
-/// 1.0 to 1.2 is every field up to `load_state`, 1.3 adds `create_typed`. A plugin newer than
+/// 1.0 to 1.2 is every field up to `load_state`, 1.3 adds `create_typed`, 1.4 `backbones`. A plugin newer than
 /// this host (`minor > CLEF_ABI_MINOR`) is read as far as this host knows.
 fn required_descriptor_size(minor: u16) -> usize {
-    if minor >= 3 {
+    if minor >= 4 {
+        CLEF_DESCRIPTOR_SIZE_V1_4
+    } else if minor >= 3 {
         CLEF_DESCRIPTOR_SIZE_V1_3
     } else {
         CLEF_DESCRIPTOR_SIZE_V1_0
@@ -404,6 +409,7 @@ fn read_info(path: &Path, desc: &'static ClefPluginDescriptor) -> Result<PluginI
             .filter(|(_, present)| *present)
             .map(|(n, _)| *n)
             .collect(),
+        conv: desc.backbones & CLEF_BACKBONE_CONV != 0,
     })
 }
 
@@ -525,6 +531,7 @@ mod descriptor_tests {
         assert_eq!(required_descriptor_size(0), CLEF_DESCRIPTOR_SIZE_V1_0);
         assert_eq!(required_descriptor_size(2), CLEF_DESCRIPTOR_SIZE_V1_0);
         assert_eq!(required_descriptor_size(3), CLEF_DESCRIPTOR_SIZE_V1_3);
+        assert_eq!(required_descriptor_size(4), CLEF_DESCRIPTOR_SIZE_V1_4);
         // SAFETY: a zeroed descriptor is valid (integers, null pointers, `None`s).
         let mut d: ClefPluginDescriptor = unsafe { std::mem::zeroed() };
         d.abi_major = CLEF_ABI_MAJOR;

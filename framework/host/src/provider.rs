@@ -160,6 +160,7 @@ impl StrategyProvider for PluginStrategies {
             Resolved::Plugin(p) => Ok(StrategySchema {
                 version: p.info.version.clone(),
                 library_hash: Some(p.library_hash.clone()),
+                conv: p.info.conv,
                 hparams: p.info.hparams.clone(),
             }),
         }

@@ -173,6 +173,13 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
             None
         },
         create_typed: None,
+        backbones: clef_abi::CLEF_BACKBONE_MLP
+            | if S::CONV_BACKBONES {
+                clef_abi::CLEF_BACKBONE_CONV
+            } else {
+                0
+            },
+        reserved: 0,
     };
     Exported { desc }
 }

@@ -177,6 +177,12 @@ pub trait Strategy: Sized + Send + 'static {
     const VERSION: Option<&'static str> = None;
     /// One-line description.
     const DESCRIPTION: &'static str = "";
+    /// True if the strategy handles convolutional backbones (`convnet`, `resnet18`): it
+    /// accepts weights of any rank (conv kernels `[out, in, kh, kw]`, norm scales `[c]`) and
+    /// leaves [`Role::Buffer`] tensors (batch norm running statistics) alone. The default,
+    /// false, makes the host refuse a config pairing the strategy with such a backbone before
+    /// anything runs (ABI 1.4 `CLEF_BACKBONE_CONV`).
+    const CONV_BACKBONES: bool = false;
 
     /// The hyperparameters: a struct deriving [`HParams`] (its schema is the plugin's), or
     /// [`NoConfig`] when there are none.

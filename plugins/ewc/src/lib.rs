@@ -301,6 +301,8 @@ impl Strategy for Ewc {
     const NAME: &'static str = "ewc";
     const DESCRIPTION: &'static str =
         "online EWC: (lambda/2)·Σ F(θ−θ*)² with a diagonal Fisher F ← γF + F_t accumulated over tasks";
+    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
 

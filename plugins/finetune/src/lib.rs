@@ -15,6 +15,8 @@ impl Strategy for Finetune {
     const NAME: &'static str = "finetune";
     const DESCRIPTION: &'static str =
         "plain fine-tuning: each task trains on its own loss only (lower reference)";
+    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    const CONV_BACKBONES: bool = true;
     type Config = NoConfig;
     type State = NoState;
 

@@ -20,6 +20,8 @@ pub struct L2 {
 impl Strategy for L2 {
     const NAME: &'static str = "l2";
     const DESCRIPTION: &'static str = "L2 penalty (λ/2)·‖θ − θ*‖² towards the last task's weights";
+    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
 

@@ -45,6 +45,8 @@ impl Strategy for L2Init {
     const NAME: &'static str = "l2init";
     const DESCRIPTION: &'static str =
         "L2 Init (Kumar et al. 2023): penalty lambda·||θ − θ0||² towards the initial weights";
+    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
 

@@ -192,6 +192,8 @@ impl Strategy for Lwf {
     const NAME: &'static str = "lwf";
     const DESCRIPTION: &'static str =
         "Learning without Forgetting: distil the previous model's old-head outputs on the new data";
+    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
 

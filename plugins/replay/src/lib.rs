@@ -94,6 +94,8 @@ impl Strategy for Replay {
     const NAME: &'static str = "replay";
     const DESCRIPTION: &'static str =
         "experience replay: append rows drawn from a reservoir-sampled memory to every batch";
+    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
 

@@ -17,6 +17,9 @@ pub struct StrategySchema {
     /// Hash of the plugin's library file (`None` for built-ins); part of every trial's
     /// identity, so a rebuilt plugin's trials run again.
     pub library_hash: Option<String>,
+    /// True if the strategy handles convolutional backbones (built-ins do; a plugin declares
+    /// it in its descriptor, ABI 1.4).
+    pub conv: bool,
     /// Hyperparameter schema (empty for built-ins).
     pub hparams: Vec<HParamSpec>,
 }
@@ -69,6 +72,7 @@ impl StrategyProvider for BuiltinStrategies {
         Ok(StrategySchema {
             version: "builtin".into(),
             library_hash: None,
+            conv: true,
             hparams: Vec::new(),
         })
     }

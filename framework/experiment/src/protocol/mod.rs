@@ -595,6 +595,7 @@ batch_size = 16
             Ok(StrategySchema {
                 version: "1.0".into(),
                 library_hash: Some(self.library_hash.into()),
+                conv: false,
                 hparams: vec![HParamSpec {
                     name: "lambda".into(),
                     kind: HParamKind::Float,
