@@ -15,7 +15,9 @@ fn descriptor_carries_name_version_and_schema() {
     let desc = descriptor_of::<Probe>();
     assert_eq!(desc.abi_major, CLEF_ABI_MAJOR);
     assert_eq!(desc.abi_minor, CLEF_ABI_MINOR);
-    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_3);
+    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_4);
+    // The probe keeps the default: MLPs only.
+    assert_eq!(desc.backbones, CLEF_BACKBONE_MLP);
     // SAFETY: an SDK-built descriptor.
     let info = unsafe { describe(desc) };
     assert_eq!(info.name, "probe");
@@ -61,6 +63,25 @@ impl Strategy for Versioned {
 }
 
 crate::export_plugin!(Versioned);
+
+struct ConvReady;
+
+impl Strategy for ConvReady {
+    const NAME: &'static str = "conv-ready";
+    const CONV_BACKBONES: bool = true;
+    type Config = NoConfig;
+    type State = NoState;
+    fn new(_: NoConfig) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+#[test]
+fn conv_backbones_set_the_descriptor_bit() {
+    let desc = descriptor_of::<ConvReady>();
+    assert_eq!(desc.backbones, CLEF_BACKBONE_MLP | CLEF_BACKBONE_CONV);
+    assert_eq!(desc.reserved, 0);
+}
 
 #[test]
 fn export_macro_generates_the_entry_point() {
