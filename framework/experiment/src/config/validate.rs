@@ -1,6 +1,8 @@
 //! The config's range and consistency checks, those serde cannot express: every error names
 //! the dotted key (`train.lr`, `strategy[1].hparams.lambda`) for `locate` to find its line.
 
+use clef_data::spec::NormalizeSpec;
+
 use super::{
     Backbone, ClassOrder, Config, DataConfig, DatasetKind, Invalid, NormKind, OptimizerKind,
     ScenarioKind, Setting,
@@ -324,8 +326,47 @@ impl Config {
         if let Some(e) = t.eps {
             check(e > 0.0, "train.eps", format!("must be > 0, got {e}"))?;
         }
+        self.validate_augment()
+    }
+
+    /// `train.augment`: no operation twice, and image data (every data table the trials read).
+    fn validate_augment(&self) -> Result<(), Invalid> {
+        let ops = &self.train.augment;
+        for (i, a) in ops.iter().enumerate() {
+            let twice = ops[..i]
+                .iter()
+                .any(|b| std::mem::discriminant(a) == std::mem::discriminant(b));
+            check(!twice, "train.augment", format!("lists `{a}` twice"))?;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let tables = std::iter::once(&self.data).chain(self.protocol.tune_data.as_ref());
+        for d in tables {
+            check(
+                d.dataset.has_image_shape(d),
+                "train.augment",
+                format!(
+                    "needs image data, but dataset = \"{}\" has no image shape{}",
+                    dataset_name(d.dataset),
+                    if d.dataset == DatasetKind::Csv {
+                        " (set data.image_shape)"
+                    } else {
+                        ""
+                    }
+                ),
+            )?;
+        }
         Ok(())
     }
+}
+
+/// The config name of a data set kind.
+fn dataset_name(kind: DatasetKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{kind:?}"))
 }
 
 /// Checks a data table (`[data]` or `[protocol.tune_data]`); keys are named under `prefix`.
@@ -341,8 +382,24 @@ pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> 
             &format!("{prefix}.path"),
             "is required for this dataset (a csv file or an idx directory)",
         )?,
+        DatasetKind::Cifar10 => check(
+            d.path.is_some(),
+            &format!("{prefix}.path"),
+            "is required for cifar10: the directory holding data_batch_1.bin ... \
+             data_batch_5.bin and test_batch.bin",
+        )?,
+        DatasetKind::Cifar100 => check(
+            d.path.is_some(),
+            &format!("{prefix}.path"),
+            "is required for cifar100: the directory holding train.bin and test.bin",
+        )?,
         _ => {}
     }
+    check(
+        d.label.is_none() || d.dataset == DatasetKind::Cifar100,
+        &format!("{prefix}.label"),
+        "applies only to dataset = \"cifar100\" (\"fine\" or \"coarse\")",
+    )?;
     if let Some(p) = d.pixel_max {
         check(
             p > 0.0,
@@ -357,11 +414,29 @@ pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> 
             format!("must be >= 2, got {c}"),
         )?;
     }
-    if let Some([h, w]) = d.image_shape {
+    d.csv_image_shape()
+        .map_err(|e| Invalid::new(format!("{prefix}.image_shape"), e.message))?;
+    if let NormalizeSpec::Given { mean, std } = &d.normalize {
+        let channels = d.dataset.channels(d);
+        for (key, v) in [("mean", mean), ("std", std)] {
+            check(
+                v.len() == channels,
+                &format!("{prefix}.normalize.{key}"),
+                format!(
+                    "has {} values, expected one per channel ({channels} for this data set)",
+                    v.len()
+                ),
+            )?;
+        }
         check(
-            h > 0 && w > 0,
-            &format!("{prefix}.image_shape"),
-            "must be two positive sizes",
+            mean.iter().all(|m| m.is_finite()),
+            &format!("{prefix}.normalize.mean"),
+            "must hold finite numbers",
+        )?;
+        check(
+            std.iter().all(|s| s.is_finite() && *s > 0.0),
+            &format!("{prefix}.normalize.std"),
+            format!("must hold numbers > 0, got {std:?}"),
         )?;
     }
     for (key, v) in [
@@ -399,6 +474,8 @@ mod tests {
             ("idx", DatasetKind::Idx),
             ("csv", DatasetKind::Csv),
             ("synthetic", DatasetKind::Synthetic),
+            ("cifar10", DatasetKind::Cifar10),
+            ("cifar100", DatasetKind::Cifar100),
         ] {
             let d: D = toml::from_str(&format!("dataset = \"{name}\"")).unwrap();
             assert_eq!(d.dataset, kind, "{name}");
