@@ -505,4 +505,122 @@ mod tests {
             .to_string();
         assert!(e.contains("twice in one task"), "{e}");
     }
+
+    /// A config with `data` and `train` extra lines, parsed; the error text if refused.
+    fn parse_with(data: &str, train: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "name = \"x\"\nseeds = [0]\nsettings = [\"class-il\"]\n[data]\n{data}\n\
+             [scenario]\nkind = \"class-split\"\ntasks = 2\nclasses_per_task = 2\n\
+             [model]\nhidden = [4]\n[train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\n\
+             batch_size = 4\n{train}\n[[strategy]]\nname = \"finetune\"\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("x.toml")).map_err(|e| e.to_string())
+    }
+
+    fn refused(data: &str, train: &str, parts: &[&str]) {
+        let e = parse_with(data, train).map(|_| ()).unwrap_err();
+        for p in parts {
+            assert!(e.contains(p), "`{p}` not in: {e}");
+        }
+    }
+
+    #[test]
+    fn augment_needs_image_data_and_distinct_operations() {
+        let aug = "augment = [\"crop:4\", \"hflip\"]";
+        assert!(parse_with("dataset = \"digits\"", aug).is_ok());
+        assert!(parse_with("dataset = \"cifar10\"\npath = \"c\"", aug).is_ok());
+        assert!(parse_with(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [3, 4, 4]",
+            aug
+        )
+        .is_ok());
+        // Line 17 is the augment line: the error is located there.
+        refused(
+            "dataset = \"synthetic\"",
+            aug,
+            &[
+                "x.toml:17",
+                "`train.augment`",
+                "dataset = \"synthetic\" has no image shape",
+            ],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"",
+            aug,
+            &["`train.augment`", "set data.image_shape"],
+        );
+        refused(
+            "dataset = \"digits\"",
+            "augment = [\"hflip\", \"crop:2\", \"crop:4\"]",
+            &["`train.augment`", "lists `crop:4` twice"],
+        );
+        refused(
+            "dataset = \"digits\"",
+            "augment = [\"crop:0\"]",
+            &["crop:0", "integer >= 1"],
+        );
+    }
+
+    #[test]
+    fn image_data_keys_are_checked() {
+        refused(
+            "dataset = \"cifar10\"",
+            "",
+            &["`data.path`", "data_batch_1.bin"],
+        );
+        refused(
+            "dataset = \"cifar100\"",
+            "",
+            &["`data.path`", "train.bin and test.bin"],
+        );
+        assert!(parse_with(
+            "dataset = \"cifar100\"\npath = \"c\"\nlabel = \"coarse\"",
+            ""
+        )
+        .is_ok());
+        refused(
+            "dataset = \"cifar10\"\npath = \"c\"\nlabel = \"coarse\"",
+            "",
+            &["`data.label`", "only to dataset = \"cifar100\""],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [1, 2, 3, 4]",
+            "",
+            &[
+                "`data.image_shape`",
+                "[channels, height, width], got 4 sizes",
+            ],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [0, 4]",
+            "",
+            &["`data.image_shape`", "positive"],
+        );
+        // One mean and one std per channel: 3 for CIFAR and a [3, h, w] csv, else 1.
+        let c10 = "dataset = \"cifar10\"\npath = \"c\"\n";
+        assert!(parse_with(
+            &format!("{c10}normalize = {{ mean = [0.49, 0.48, 0.45], std = [0.25, 0.24, 0.26] }}"),
+            ""
+        )
+        .is_ok());
+        assert!(parse_with(&format!("{c10}normalize = true"), "").is_ok());
+        refused(
+            &format!("{c10}normalize = {{ mean = [0.5], std = [0.25, 0.24, 0.26] }}"),
+            "",
+            &[
+                "`data.normalize.mean`",
+                "has 1 values, expected one per channel (3",
+            ],
+        );
+        refused(
+            "dataset = \"digits\"\nnormalize = { mean = [0.5], std = [0.0] }",
+            "",
+            &["`data.normalize.std`", "> 0"],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [2, 4, 4]\nnormalize = { mean = [0.5], std = [1.0] }",
+            "",
+            &["`data.normalize.mean`", "(2 for this data set)"],
+        );
+    }
 }
