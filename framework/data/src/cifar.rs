@@ -120,6 +120,7 @@ impl Records {
             num_classes,
             image_shape: Some(shape()),
             normalization: None,
+            loaded_hashes: None,
         }
     }
 }

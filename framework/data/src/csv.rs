@@ -113,6 +113,7 @@ pub fn parse_csv_gz(
         num_classes,
         image_shape,
         normalization: None,
+        loaded_hashes: None,
     })
 }
 

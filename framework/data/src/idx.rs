@@ -347,6 +347,7 @@ pub fn parse_idx_pair(
         num_classes,
         image_shape: Some(ImageShape::grey(img.rows, img.cols)),
         normalization: None,
+        loaded_hashes: None,
     })
 }
 

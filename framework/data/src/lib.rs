@@ -101,6 +101,9 @@ pub struct Dataset {
     pub image_shape: Option<ImageShape>,
     /// The per-channel standardisation applied to `features` at load, if any.
     pub normalization: Option<Normalization>,
+    /// Per-sample hashes of the samples as loaded, before normalisation (set by it), so that
+    /// [`fingerprint::sample_hash`] recognises a sample whatever statistics standardised it.
+    pub loaded_hashes: Option<Vec<u64>>,
 }
 
 impl Dataset {
@@ -135,6 +138,10 @@ impl Dataset {
             num_classes: self.num_classes,
             image_shape: self.image_shape,
             normalization: self.normalization.clone(),
+            loaded_hashes: self
+                .loaded_hashes
+                .as_ref()
+                .map(|h| indices.iter().map(|&i| h[i]).collect()),
         }
     }
 

@@ -96,8 +96,16 @@ impl Normalization {
         Ok(())
     }
 
-    /// Standardises `ds`'s features in place and records the statistics on it.
+    /// Standardises `ds`'s features in place and records the statistics on it (and, the first
+    /// time, the hashes of its samples as loaded).
     pub fn apply(&self, ds: &mut Dataset) {
+        if ds.loaded_hashes.is_none() {
+            ds.loaded_hashes = Some(
+                (0..ds.len())
+                    .map(|i| crate::fingerprint::sample_hash(ds, i))
+                    .collect(),
+            );
+        }
         let (_, plane) = layout(ds);
         let dim = ds.dim;
         for row in ds.features.chunks_exact_mut(dim) {

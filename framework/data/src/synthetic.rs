@@ -62,6 +62,7 @@ pub fn gaussian_blobs(
             num_classes,
             image_shape: None,
             normalization: None,
+            loaded_hashes: None,
         }
     };
     let train = make(per_class_train);

@@ -480,6 +480,7 @@ fn indexed(sizes: &[usize]) -> Dataset {
         num_classes: sizes.len(),
         image_shape: None,
         normalization: None,
+        loaded_hashes: None,
     }
 }
 

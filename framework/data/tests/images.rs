@@ -315,6 +315,7 @@ fn constant_channel_cannot_be_computed() {
         num_classes: 2,
         image_shape: Some(shape),
         normalization: None,
+        loaded_hashes: None,
     };
     let m = msg(Normalization::compute(&ds).unwrap_err());
     assert_contains(&m, &["flat", "channel 1 is constant"]);
@@ -510,4 +511,27 @@ fn csv_image_shape_accepts_two_or_three_sizes() {
         .unwrap_err()
         .message
         .contains("positive"));
+}
+
+#[test]
+fn sample_hashes_see_through_normalisation_and_fingerprints_do_not() {
+    use clef_data::fingerprint::{fingerprint, sample_hash, sample_hashes};
+    let raw = clef_data::load(&data_config("dataset = \"digits\"\n")).unwrap();
+    // Another data set holding one of digits' test images, standardised with other statistics.
+    let mut other = clef_data::synthetic::gaussian_blobs(10, 64, 3, 2, 1.0, 5);
+    let d = raw.test.dim;
+    other.train.features[..d].copy_from_slice(raw.test.row(4));
+    other.train.labels[0] = raw.test.labels[4];
+    let mut norm = raw.clone();
+    normalize(&NormalizeSpec::Computed, &mut norm).unwrap();
+    normalize(&NormalizeSpec::Computed, &mut other).unwrap();
+    assert_ne!(norm.test.row(4), other.train.row(0), "different statistics");
+    assert_eq!(sample_hash(&norm.test, 4), sample_hash(&other.train, 0));
+    assert_eq!(sample_hashes(&norm), sample_hashes(&raw));
+    // Subsets keep each sample's hash.
+    let sub = norm.test.subset(&[7, 4]);
+    assert_eq!(sample_hash(&sub, 1), sample_hash(&raw.test, 4));
+    // The fingerprint is of the features trained on: normalising changes it.
+    assert_ne!(fingerprint(&norm), fingerprint(&raw));
+    assert_eq!(fingerprint(&raw), fingerprint(&raw.clone()));
 }

@@ -303,6 +303,7 @@ mod tests {
                 num_classes: 4,
                 image_shape: Some(crate::ImageShape::grey(2, 2)),
                 normalization: None,
+                loaded_hashes: None,
             }
         };
         Arc::new(TrainTest {
