@@ -341,6 +341,15 @@ impl Config {
         if ops.is_empty() {
             return Ok(());
         }
+        let s = &self.scenario;
+        let permuted = s.kind == ScenarioKind::Permuted
+            || s.permuted_tasks.as_ref().is_some_and(|t| !t.is_empty());
+        check(
+            !permuted,
+            "train.augment",
+            "cannot crop or flip permuted inputs (a permuted image is not spatially \
+             meaningful); remove `augment` or the permutation",
+        )?;
         let tables = std::iter::once(&self.data).chain(self.protocol.tune_data.as_ref());
         for d in tables {
             check(
@@ -559,6 +568,39 @@ mod tests {
             "augment = [\"crop:0\"]",
             &["crop:0", "integer >= 1"],
         );
+    }
+
+    #[test]
+    fn augment_refuses_permuted_inputs() {
+        let cfg = |scenario: &str| {
+            format!(
+                "name = \"x\"\nseeds = [0]\nsettings = [\"task-il\"]\n[data]\n\
+                 dataset = \"digits\"\n[scenario]\n{scenario}\n[model]\nhidden = [4]\n\
+                 [train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\nbatch_size = 4\n\
+                 augment = [\"hflip\"]\n[[strategy]]\nname = \"finetune\"\n"
+            )
+        };
+        let p = std::path::Path::new("x.toml");
+        let split = "kind = \"class-split\"\ntasks = 2\nclasses_per_task = 2";
+        assert!(crate::config::parse(&cfg(split), p).is_ok());
+        for scenario in [
+            format!("{split}\npermuted_tasks = [1]"),
+            "kind = \"permuted\"\ntasks = 2".to_string(),
+        ] {
+            let text = cfg(&scenario).replace(
+                "\"task-il\"",
+                if scenario.contains("\"permuted\"") {
+                    "\"domain-il\""
+                } else {
+                    "\"task-il\""
+                },
+            );
+            let e = crate::config::parse(&text, p).unwrap_err().to_string();
+            assert!(
+                e.contains("`train.augment`") && e.contains("permuted inputs"),
+                "{scenario}: {e}"
+            );
+        }
     }
 
     #[test]
