@@ -18,18 +18,18 @@ use std::path::Path;
 
 use super::error::Location;
 use super::idx::{maybe_decompress, read_file};
-use super::{DataError, Dataset};
+use super::{DataError, Dataset, ImageShape};
 
 /// Parses CSV data (gzip-compressed or plain) held in memory into a [`Dataset`] named `source`.
 ///
 /// Pixels are divided by `pixel_max`; labels must be below `num_classes`. If `image_shape` is
-/// `Some([h, w])`, every row must hold `h * w` pixels. `source` also names the data in errors.
+/// `Some(shape)`, every row must hold `shape.len()` pixels. `source` also names the data in errors.
 pub fn parse_csv_gz(
     bytes: &[u8],
     source: &str,
     pixel_max: f32,
     num_classes: usize,
-    image_shape: Option<[usize; 2]>,
+    image_shape: Option<ImageShape>,
 ) -> Result<Dataset, DataError> {
     if !(pixel_max.is_finite() && pixel_max > 0.0) {
         return Err(DataError::format(
@@ -112,6 +112,8 @@ pub fn parse_csv_gz(
         dim: ncols - 1,
         num_classes,
         image_shape,
+        normalization: None,
+        loaded_hashes: None,
     })
 }
 
@@ -123,7 +125,7 @@ pub fn load_csv_gz(
     path: &Path,
     pixel_max: f32,
     num_classes: usize,
-    image_shape: Option<[usize; 2]>,
+    image_shape: Option<ImageShape>,
 ) -> Result<Dataset, DataError> {
     let bytes = read_file(path)?;
     let mut ds = parse_csv_gz(
@@ -147,7 +149,7 @@ fn check_width(
     source: &str,
     line_no: usize,
     fields: usize,
-    image_shape: Option<[usize; 2]>,
+    image_shape: Option<ImageShape>,
 ) -> Result<(), DataError> {
     if fields < 2 {
         return Err(DataError::format(
@@ -157,14 +159,23 @@ fn check_width(
             ),
         ));
     }
-    if let Some([h, w]) = image_shape {
-        if h.checked_mul(w) != Some(fields - 1) {
+    if let Some(s) = image_shape {
+        let need = s
+            .channels
+            .checked_mul(s.height)
+            .and_then(|v| v.checked_mul(s.width));
+        if need != Some(fields - 1) {
+            let what = if s.channels == 1 {
+                format!("{}x{}", s.height, s.width)
+            } else {
+                s.to_string()
+            };
             return Err(DataError::format(
                 source,
                 format!(
-                    "line {line_no} has {} pixel values, but images of {h}x{w} need {}",
+                    "line {line_no} has {} pixel values, but images of {what} need {}",
                     fields - 1,
-                    h.saturating_mul(w)
+                    s.channels.saturating_mul(s.height).saturating_mul(s.width)
                 ),
             ));
         }
@@ -305,15 +316,22 @@ mod tests {
 
     #[test]
     fn image_shape_must_match_width() {
-        let msg = parse_csv_gz(b"1,2,3,0\n", "s", 4.0, 3, Some([2, 2]))
+        let msg = parse_csv_gz(b"1,2,3,0\n", "s", 4.0, 3, Some(ImageShape::grey(2, 2)))
             .unwrap_err()
             .to_string();
         assert!(
             msg.contains("3 pixel values, but images of 2x2 need 4"),
             "{msg}"
         );
-        let ds = parse_csv_gz(b"1,2,3,4,0\n", "s", 4.0, 3, Some([2, 2])).unwrap();
-        assert_eq!(ds.image_shape, Some([2, 2]));
+        let ds = parse_csv_gz(b"1,2,3,4,0\n", "s", 4.0, 3, Some(ImageShape::grey(2, 2))).unwrap();
+        assert_eq!(ds.image_shape, Some(ImageShape::grey(2, 2)));
+        let rgb = Some(ImageShape::new(3, 1, 2));
+        let msg = parse_csv_gz(b"1,2,3,4,0\n", "s", 4.0, 3, rgb)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("images of 3x1x2 need 6"), "{msg}");
+        let ds = parse_csv_gz(b"1,2,3,4,0,1,2\n", "s", 4.0, 3, rgb).unwrap();
+        assert_eq!((ds.dim, ds.image_shape), (6, rgb));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! parsed on each call with [`parse_csv_gz`]; pixels are scaled to `[0, 1]`.
 
 use super::csv::parse_csv_gz;
-use super::{DataError, Dataset};
+use super::{DataError, Dataset, ImageShape};
 
 /// The gzip CSV bytes of the UCI digits data set.
 pub const DIGITS_CSV_GZ: &[u8] = include_bytes!("../assets/digits.csv.gz");
@@ -20,10 +20,22 @@ pub const MNIST_5K_CSV_GZ: &[u8] = include_bytes!("../assets/mnist_5k.csv.gz");
 
 /// UCI handwritten digits: 1797 samples, 8x8 (dim 64), 10 classes, named `digits`.
 pub fn digits() -> Result<Dataset, DataError> {
-    parse_csv_gz(DIGITS_CSV_GZ, "digits", 16.0, 10, Some([8, 8]))
+    parse_csv_gz(
+        DIGITS_CSV_GZ,
+        "digits",
+        16.0,
+        10,
+        Some(ImageShape::grey(8, 8)),
+    )
 }
 
 /// MNIST subset: 5000 samples (500 per class), 28x28 (dim 784), 10 classes, named `mnist-5k`.
 pub fn mnist_5k() -> Result<Dataset, DataError> {
-    parse_csv_gz(MNIST_5K_CSV_GZ, "mnist-5k", 255.0, 10, Some([28, 28]))
+    parse_csv_gz(
+        MNIST_5K_CSV_GZ,
+        "mnist-5k",
+        255.0,
+        10,
+        Some(ImageShape::grey(28, 28)),
+    )
 }

@@ -82,6 +82,14 @@ pub enum DataError {
         /// How to obtain it.
         hint: String,
     },
+    /// A data set cannot be standardised as requested (`data.normalize`).
+    #[error("cannot normalise {name}: {message}")]
+    Normalize {
+        /// The data set.
+        name: String,
+        /// Why not.
+        message: String,
+    },
     /// A data set cannot be split as requested.
     #[error("cannot split {name}: {message}")]
     Split {

@@ -26,8 +26,18 @@ impl Fnv {
     }
 }
 
-/// Hash of one sample: its features (exact bit patterns) and its label.
+/// Hash of one sample as loaded: its features (exact bit patterns) and its label. For a
+/// normalised data set, the hash of the features before normalisation, so the same image is
+/// recognised in two data sets standardised with different statistics.
 pub fn sample_hash(ds: &Dataset, i: usize) -> u64 {
+    match &ds.loaded_hashes {
+        Some(h) => h[i],
+        None => features_hash(ds, i),
+    }
+}
+
+/// Hash of one sample's current features (after any normalisation) and its label.
+fn features_hash(ds: &Dataset, i: usize) -> u64 {
     let mut h = Fnv::new();
     for v in ds.row(i) {
         h.bytes(&v.to_bits().to_le_bytes());
@@ -36,14 +46,14 @@ pub fn sample_hash(ds: &Dataset, i: usize) -> u64 {
     h.0
 }
 
-/// Hash of a data set: shape, then every sample's hash in order.
+/// Hash of a data set: shape, then every sample's hash (of its current features) in order.
 fn dataset_hash(ds: &Dataset) -> u64 {
     let mut h = Fnv::new();
     h.u64(ds.len() as u64);
     h.u64(ds.dim as u64);
     h.u64(ds.num_classes as u64);
     for i in 0..ds.len() {
-        h.u64(sample_hash(ds, i));
+        h.u64(features_hash(ds, i));
     }
     h.0
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use flate2::read::MultiGzDecoder;
 
 use super::error::Location;
-use super::{DataError, Dataset};
+use super::{DataError, Dataset, ImageShape};
 
 /// Magic number of an IDX file of unsigned bytes with three dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -345,14 +345,16 @@ pub fn parse_idx_pair(
         labels: lab.into_iter().map(u32::from).collect(),
         dim: img.rows * img.cols,
         num_classes,
-        image_shape: Some([img.rows, img.cols]),
+        image_shape: Some(ImageShape::grey(img.rows, img.cols)),
+        normalization: None,
+        loaded_hashes: None,
     })
 }
 
 /// Loads a [`Dataset`] named `name` from an IDX image file and an IDX label file, each raw or
 /// gzip-compressed.
 ///
-/// Pixels are scaled to `[0, 1]` and `image_shape` is `Some([rows, cols])`.
+/// Pixels are scaled to `[0, 1]` and `image_shape` is one channel of `rows x cols`.
 pub fn load_idx_pair(
     images: &Path,
     labels: &Path,

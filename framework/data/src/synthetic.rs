@@ -12,8 +12,8 @@ use super::{Dataset, TrainTest};
 /// independent Gaussian noise with standard deviation `0.1 / separation`, clamped to `[0, 1]`
 /// (larger `separation` = easier problem). Samples are interleaved by class (`0, 1, ..., 0, 1,
 /// ...`), `per_class_train` per class in the training set and `per_class_test` in the test set.
-/// `image_shape` is `Some([s, s])` if `dim == s * s`, else `None`. The same arguments always
-/// give the same data (a [`ChaCha8Rng`] seeded with `seed`).
+/// Blobs are not images: `image_shape` is `None`. The same arguments always give the same data
+/// (a [`ChaCha8Rng`] seeded with `seed`).
 ///
 /// # Panics
 ///
@@ -40,8 +40,6 @@ pub fn gaussian_blobs(
         .map(|_| rng.gen_range(0.2f32..=0.8))
         .collect();
     let sigma = 0.1 / separation;
-    let side = (dim as f64).sqrt().round() as usize;
-    let image_shape = (side * side == dim).then_some([side, side]);
 
     let mut make = |per_class: usize| {
         let mut features = Vec::with_capacity(per_class * num_classes * dim);
@@ -62,7 +60,9 @@ pub fn gaussian_blobs(
             labels,
             dim,
             num_classes,
-            image_shape,
+            image_shape: None,
+            normalization: None,
+            loaded_hashes: None,
         }
     };
     let train = make(per_class_train);

@@ -10,7 +10,7 @@ use clef_data::fashion::{fashion_mnist, idx_dataset, DEBIAN_FASHION_MNIST_DIR};
 use clef_data::idx::{load_idx_pair, parse_idx_images, parse_idx_labels, parse_idx_pair};
 use clef_data::split::stratified_split;
 use clef_data::synthetic::gaussian_blobs;
-use clef_data::{DataError, Dataset};
+use clef_data::{DataError, Dataset, ImageShape};
 
 // ---------------------------------------------------------------- helpers
 
@@ -65,7 +65,7 @@ fn embedded_digits() {
     assert_eq!(ds.len(), 1797);
     assert_eq!(ds.dim, 64);
     assert_eq!(ds.num_classes, 10);
-    assert_eq!(ds.image_shape, Some([8, 8]));
+    assert_eq!(ds.image_shape, Some(ImageShape::grey(8, 8)));
     check_unit_range(&ds);
     let counts = ds.class_counts();
     assert_eq!(counts.iter().sum::<usize>(), 1797);
@@ -84,7 +84,7 @@ fn embedded_mnist_5k() {
     assert_eq!(ds.name, "mnist-5k");
     assert_eq!(ds.len(), 5000);
     assert_eq!(ds.dim, 784);
-    assert_eq!(ds.image_shape, Some([28, 28]));
+    assert_eq!(ds.image_shape, Some(ImageShape::grey(28, 28)));
     check_unit_range(&ds);
     assert_eq!(ds.class_counts(), vec![500; 10]);
 }
@@ -99,7 +99,7 @@ fn idx_round_trip_raw_and_gzip() {
     assert_eq!(raw.name, "toy");
     assert_eq!(raw.len(), 3);
     assert_eq!(raw.dim, 6);
-    assert_eq!(raw.image_shape, Some([2, 3]));
+    assert_eq!(raw.image_shape, Some(ImageShape::grey(2, 3)));
     assert_eq!(raw.labels, vec![2, 0, 1]);
     let expect: Vec<f32> = (0..18u32).map(|k| (k * 37 % 256) as f32 / 255.0).collect();
     assert_eq!(raw.features, expect);
@@ -156,7 +156,7 @@ fn idx_dataset_directory_gz_and_raw_names() {
     assert_eq!((tt.train.len(), tt.test.len()), (6, 2));
     assert_eq!(tt.train.name, "mnist");
     assert_eq!(tt.test.labels, vec![2, 1]);
-    assert_eq!(tt.train.image_shape, Some([3, 3]));
+    assert_eq!(tt.train.image_shape, Some(ImageShape::grey(3, 3)));
     // The same directory through the Fashion-MNIST entry point.
     assert_eq!(fashion_mnist(Some(p)).unwrap().train.name, "fashion-mnist");
 }
@@ -335,7 +335,7 @@ fn fashion_mnist_installed() {
     assert_eq!(tt.test.len(), 10_000);
     assert_eq!(tt.train.dim, 784);
     assert_eq!(tt.train.num_classes, 10);
-    assert_eq!(tt.train.image_shape, Some([28, 28]));
+    assert_eq!(tt.train.image_shape, Some(ImageShape::grey(28, 28)));
     assert_eq!(tt.train.class_counts(), vec![6000; 10]);
     assert_eq!(tt.test.class_counts(), vec![1000; 10]);
     check_unit_range(&tt.train);
@@ -361,9 +361,9 @@ fn csv_file_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny_set.csv.gz");
     std::fs::write(&path, gzip(b"1,2,3,4,0\n4,3,2,1,1\n")).unwrap();
-    let ds = load_csv_gz(&path, 4.0, 2, Some([2, 2])).unwrap();
+    let ds = load_csv_gz(&path, 4.0, 2, Some(ImageShape::grey(2, 2))).unwrap();
     assert_eq!(ds.name, "tiny_set");
-    assert_eq!(ds.image_shape, Some([2, 2]));
+    assert_eq!(ds.image_shape, Some(ImageShape::grey(2, 2)));
     assert_eq!(ds.row(1), &[1.0, 0.75, 0.5, 0.25]);
 
     let bad = dir.path().join("bad.csv");
@@ -479,6 +479,8 @@ fn indexed(sizes: &[usize]) -> Dataset {
         dim: 1,
         num_classes: sizes.len(),
         image_shape: None,
+        normalization: None,
+        loaded_hashes: None,
     }
 }
 
@@ -568,7 +570,8 @@ fn synthetic_blobs_shape_range_and_determinism() {
     let a = gaussian_blobs(4, 16, 25, 5, 1.0, 9);
     assert_eq!((a.train.len(), a.test.len()), (100, 20));
     assert_eq!(a.train.dim, 16);
-    assert_eq!(a.train.image_shape, Some([4, 4]));
+    // Blobs are not images, even when the dimension is a square.
+    assert_eq!(a.train.image_shape, None);
     assert_eq!(a.train.class_counts(), vec![25; 4]);
     assert_eq!(a.test.class_counts(), vec![5; 4]);
     assert_eq!(&a.train.labels[..5], &[0, 1, 2, 3, 0]);

@@ -3,6 +3,7 @@
 
 use clef_data::csv::parse_csv_gz;
 use clef_data::idx::{parse_idx_images, parse_idx_labels};
+use clef_data::ImageShape;
 use proptest::prelude::*;
 
 /// An IDX image file: magic 0x00000803, big-endian dims, one byte per pixel.
@@ -85,7 +86,7 @@ proptest! {
     #[test]
     fn csv_parser_never_panics_on_arbitrary_text(text in "[0-9,.\\-e\\n\\r a-z]{0,120}", classes in 0usize..12) {
         let _ = parse_csv_gz(text.as_bytes(), "fuzz", 255.0, classes, None);
-        let _ = parse_csv_gz(text.as_bytes(), "fuzz", 255.0, classes, Some([2, 2]));
+        let _ = parse_csv_gz(text.as_bytes(), "fuzz", 255.0, classes, Some(ImageShape::grey(2, 2)));
         let _ = parse_csv_gz(&gzip(text.as_bytes()), "fuzz", 1.0, classes, None);
     }
 
@@ -99,7 +100,7 @@ proptest! {
                 fields.join(",") + "\n"
             })
             .collect();
-        let d = parse_csv_gz(text.as_bytes(), "rt", 255.0, 10, Some([2, 2])).unwrap();
+        let d = parse_csv_gz(text.as_bytes(), "rt", 255.0, 10, Some(ImageShape::grey(2, 2))).unwrap();
         prop_assert_eq!(d.len(), rows.len());
         prop_assert_eq!(d.dim, 4);
         for (i, (px, y)) in rows.iter().enumerate() {
@@ -110,7 +111,7 @@ proptest! {
         }
         // A label one past the classes is refused, naming the source.
         let bad = text.replacen(&format!(",{}\n", rows[0].1), ",10\n", 1);
-        let err = parse_csv_gz(bad.as_bytes(), "rt", 255.0, 10, Some([2, 2])).unwrap_err();
+        let err = parse_csv_gz(bad.as_bytes(), "rt", 255.0, 10, Some(ImageShape::grey(2, 2))).unwrap_err();
         prop_assert!(err.to_string().contains("rt"), "{}", err);
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clef_backend::{
     Activation, ConvNetSpec, ImageShape, Init, MlpSpec, ModelSpec, Norm, OptimizerSpec, ResNetSpec,
 };
+use clef_data::augment::Augment;
 use serde::{Deserialize, Serialize};
 
 /// The `[diagnostics]` table: per-task loss-of-plasticity diagnostics
@@ -190,6 +191,10 @@ pub struct TrainConfig {
     /// Rows per forward pass during evaluation (default 1024).
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
+    /// Augmentations of the training rows of image data, in order (default none; left out of
+    /// the serialised table when empty, so trial ids without augmentation do not change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augment: Vec<Augment>,
 }
 
 fn default_true() -> bool {

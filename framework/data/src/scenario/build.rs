@@ -147,7 +147,7 @@ pub fn build(
             })
             .collect(),
         ScenarioKind::Rotated => {
-            let [h, w] = data.train.image_shape.ok_or_else(|| {
+            let shape = data.train.image_shape.ok_or_else(|| {
                 Invalid::new(
                     "scenario.kind",
                     format!(
@@ -168,7 +168,7 @@ pub fn build(
                         &data,
                         t,
                         format!("rotation {deg:.1} deg"),
-                        Transform::rotation(h, w, deg),
+                        Transform::rotation(shape.height, shape.width, deg),
                     )
                 })
                 .collect()
@@ -301,7 +301,9 @@ mod tests {
                 labels,
                 dim: 4,
                 num_classes: 4,
-                image_shape: Some([2, 2]),
+                image_shape: Some(crate::ImageShape::grey(2, 2)),
+                normalization: None,
+                loaded_hashes: None,
             }
         };
         Arc::new(TrainTest {

@@ -78,6 +78,13 @@ impl Scenario {
         self.data.train.dim
     }
 
+    /// The image shape of the inputs, if the data set's samples are images. Every task's
+    /// transform keeps it: a rotation turns each channel, a pixel permutation keeps the size
+    /// (but a permuted image is no longer spatially meaningful).
+    pub fn image_shape(&self) -> Option<crate::ImageShape> {
+        self.data.train.image_shape
+    }
+
     /// Class mask used for training on `task` (and for evaluating it after training `task`):
     /// task-IL: the task's units; class-IL: every unit of tasks `0..=task`; domain-IL: none.
     pub fn train_mask(&self, task: usize) -> Option<Vec<bool>> {

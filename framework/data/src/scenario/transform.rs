@@ -8,7 +8,9 @@ pub enum Transform {
     /// `out[i] = in[perm[i]]`.
     Permute(Vec<u32>),
     /// Bilinear rotation about the image centre: each output pixel is a weighted sum of up to
-    /// four input pixels (`taps[4 i .. 4 i + 4]`); pixels that fall outside are zero.
+    /// four input pixels (`taps[4 i .. 4 i + 4]`) of its own channel; pixels that fall outside
+    /// are zero. The taps describe one `h x w` plane; an input of several channel-major planes
+    /// is rotated plane by plane.
     Rotate {
         /// Rotation angle in degrees (counter-clockwise).
         degrees: f32,
@@ -60,7 +62,8 @@ impl Transform {
         }
     }
 
-    /// Writes the transformed `input` into `out` (same length).
+    /// Writes the transformed `input` into `out` (same length; for a rotation, a whole number
+    /// of planes).
     pub fn apply(&self, input: &[f32], out: &mut [f32]) {
         match self {
             Transform::Identity => out.copy_from_slice(input),
@@ -70,13 +73,16 @@ impl Transform {
                 }
             }
             Transform::Rotate { taps, weights, .. } => {
-                for (i, o) in out.iter_mut().enumerate() {
-                    let k = 4 * i;
-                    let mut v = 0.0;
-                    for j in k..k + 4 {
-                        v += weights[j] * input[taps[j] as usize];
+                let plane = taps.len() / 4;
+                for (inp, out) in input.chunks_exact(plane).zip(out.chunks_exact_mut(plane)) {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        let k = 4 * i;
+                        let mut v = 0.0;
+                        for j in k..k + 4 {
+                            v += weights[j] * inp[taps[j] as usize];
+                        }
+                        *o = v;
                     }
-                    *o = v;
                 }
             }
         }
@@ -100,6 +106,20 @@ mod tests {
         let expected = [2.0, 5.0, 8.0, 1.0, 4.0, 7.0, 0.0, 3.0, 6.0];
         for (a, b) in expected.iter().zip(&out) {
             assert!((a - b).abs() < 1e-5, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn rotation_turns_every_channel_of_a_multi_channel_image() {
+        // Two 3x3 planes: the second is the first plus 100.
+        let img: Vec<f32> = (0..18).map(|v| (v % 9 + 100 * (v / 9)) as f32).collect();
+        let mut out = vec![0.0; 18];
+        Transform::rotation(3, 3, 90.0).apply(&img, &mut out);
+        let expected = [2.0, 5.0, 8.0, 1.0, 4.0, 7.0, 0.0, 3.0, 6.0];
+        for (c, plane) in out.chunks(9).enumerate() {
+            for (a, b) in expected.iter().zip(plane) {
+                assert!((a + 100.0 * c as f32 - b).abs() < 1e-4, "{out:?}");
+            }
         }
     }
 

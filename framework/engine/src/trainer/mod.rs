@@ -226,14 +226,14 @@ fn run_trial_here(
     out
 }
 
-/// The image shape of the scenario's inputs, if they are images.
+/// The image shape of the scenario's inputs, if they are images (the data set's
+/// [`clef_data::ImageShape`] as the backend's).
 pub fn image_shape(scenario: &Scenario) -> Option<clef_backend::ImageShape> {
-    let [height, width] = scenario.data.train.image_shape?;
-    let channels = scenario.input_dim() / (height * width).max(1);
-    (channels * height * width == scenario.input_dim()).then_some(clef_backend::ImageShape {
-        channels,
-        height,
-        width,
+    let s = scenario.image_shape()?;
+    (s.len() == scenario.input_dim()).then_some(clef_backend::ImageShape {
+        channels: s.channels,
+        height: s.height,
+        width: s.width,
     })
 }
 

@@ -8,6 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use clef_backend::Inputs;
+use clef_data::augment::Augmenter;
 use clef_data::scenario::Task;
 use clef_data::seed::derive_seed;
 
@@ -114,6 +115,22 @@ impl Trial<'_> {
         let mut batch = Batch::default();
         let mut logits = Vec::new();
         let mut tally = Tally::default();
+        // Augmentation of the gathered training rows (`train.augment`); none by default, and
+        // then no random draw at all.
+        let mut augmenter = match (self.cfg.train.augment.as_slice(), sc.image_shape()) {
+            ([], _) => None,
+            (ops, Some(shape)) => Some(Augmenter::new(
+                ops,
+                shape,
+                sc.data.train.normalization.as_ref(),
+            )),
+            (_, None) => {
+                return Err(TrialStatus::Failed(format!(
+                    "train.augment needs image data, but `{}` has no image shape",
+                    sc.data.train.name
+                )))
+            }
+        };
         let t_start = Instant::now();
         for _ in 0..steps {
             batch.x.clear();
@@ -125,6 +142,10 @@ impl Trial<'_> {
             for &k in rows {
                 let (tj, p) = pool.rows[k];
                 sc.gather(&sc.tasks[tj], false, &[p], &mut batch.x, &mut batch.targets);
+            }
+            if let Some(aug) = augmenter.as_mut() {
+                let seed = derive_seed(self.seed, &format!("augment-task-{ti}-step-{}", self.step));
+                aug.apply(&mut batch.x, batch.current_rows, seed);
             }
             self.step_once(ti, &mut batch, &mut logits, &mut tally, strategy)?;
         }

@@ -1,6 +1,8 @@
 //! The config's range and consistency checks, those serde cannot express: every error names
 //! the dotted key (`train.lr`, `strategy[1].hparams.lambda`) for `locate` to find its line.
 
+use clef_data::spec::NormalizeSpec;
+
 use super::{
     Backbone, ClassOrder, Config, DataConfig, DatasetKind, Invalid, NormKind, OptimizerKind,
     ScenarioKind, Setting,
@@ -324,8 +326,56 @@ impl Config {
         if let Some(e) = t.eps {
             check(e > 0.0, "train.eps", format!("must be > 0, got {e}"))?;
         }
+        self.validate_augment()
+    }
+
+    /// `train.augment`: no operation twice, and image data (every data table the trials read).
+    fn validate_augment(&self) -> Result<(), Invalid> {
+        let ops = &self.train.augment;
+        for (i, a) in ops.iter().enumerate() {
+            let twice = ops[..i]
+                .iter()
+                .any(|b| std::mem::discriminant(a) == std::mem::discriminant(b));
+            check(!twice, "train.augment", format!("lists `{a}` twice"))?;
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let s = &self.scenario;
+        let permuted = s.kind == ScenarioKind::Permuted
+            || s.permuted_tasks.as_ref().is_some_and(|t| !t.is_empty());
+        check(
+            !permuted,
+            "train.augment",
+            "cannot crop or flip permuted inputs (a permuted image is not spatially \
+             meaningful); remove `augment` or the permutation",
+        )?;
+        let tables = std::iter::once(&self.data).chain(self.protocol.tune_data.as_ref());
+        for d in tables {
+            check(
+                d.dataset.has_image_shape(d),
+                "train.augment",
+                format!(
+                    "needs image data, but dataset = \"{}\" has no image shape{}",
+                    dataset_name(d.dataset),
+                    if d.dataset == DatasetKind::Csv {
+                        " (set data.image_shape)"
+                    } else {
+                        ""
+                    }
+                ),
+            )?;
+        }
         Ok(())
     }
+}
+
+/// The config name of a data set kind.
+fn dataset_name(kind: DatasetKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{kind:?}"))
 }
 
 /// Checks a data table (`[data]` or `[protocol.tune_data]`); keys are named under `prefix`.
@@ -341,8 +391,24 @@ pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> 
             &format!("{prefix}.path"),
             "is required for this dataset (a csv file or an idx directory)",
         )?,
+        DatasetKind::Cifar10 => check(
+            d.path.is_some(),
+            &format!("{prefix}.path"),
+            "is required for cifar10: the directory holding data_batch_1.bin ... \
+             data_batch_5.bin and test_batch.bin",
+        )?,
+        DatasetKind::Cifar100 => check(
+            d.path.is_some(),
+            &format!("{prefix}.path"),
+            "is required for cifar100: the directory holding train.bin and test.bin",
+        )?,
         _ => {}
     }
+    check(
+        d.label.is_none() || d.dataset == DatasetKind::Cifar100,
+        &format!("{prefix}.label"),
+        "applies only to dataset = \"cifar100\" (\"fine\" or \"coarse\")",
+    )?;
     if let Some(p) = d.pixel_max {
         check(
             p > 0.0,
@@ -357,11 +423,29 @@ pub fn validate_data_table(d: &DataConfig, prefix: &str) -> Result<(), Invalid> 
             format!("must be >= 2, got {c}"),
         )?;
     }
-    if let Some([h, w]) = d.image_shape {
+    d.csv_image_shape()
+        .map_err(|e| Invalid::new(format!("{prefix}.image_shape"), e.message))?;
+    if let NormalizeSpec::Given { mean, std } = &d.normalize {
+        let channels = d.dataset.channels(d);
+        for (key, v) in [("mean", mean), ("std", std)] {
+            check(
+                v.len() == channels,
+                &format!("{prefix}.normalize.{key}"),
+                format!(
+                    "has {} values, expected one per channel ({channels} for this data set)",
+                    v.len()
+                ),
+            )?;
+        }
         check(
-            h > 0 && w > 0,
-            &format!("{prefix}.image_shape"),
-            "must be two positive sizes",
+            mean.iter().all(|m| m.is_finite()),
+            &format!("{prefix}.normalize.mean"),
+            "must hold finite numbers",
+        )?;
+        check(
+            std.iter().all(|s| s.is_finite() && *s > 0.0),
+            &format!("{prefix}.normalize.std"),
+            format!("must hold numbers > 0, got {std:?}"),
         )?;
     }
     for (key, v) in [
@@ -399,6 +483,8 @@ mod tests {
             ("idx", DatasetKind::Idx),
             ("csv", DatasetKind::Csv),
             ("synthetic", DatasetKind::Synthetic),
+            ("cifar10", DatasetKind::Cifar10),
+            ("cifar100", DatasetKind::Cifar100),
         ] {
             let d: D = toml::from_str(&format!("dataset = \"{name}\"")).unwrap();
             assert_eq!(d.dataset, kind, "{name}");
@@ -427,5 +513,156 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("twice in one task"), "{e}");
+    }
+
+    /// A config with `data` and `train` extra lines, parsed; the error text if refused.
+    fn parse_with(data: &str, train: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "name = \"x\"\nseeds = [0]\nsettings = [\"class-il\"]\n[data]\n{data}\n\
+             [scenario]\nkind = \"class-split\"\ntasks = 2\nclasses_per_task = 2\n\
+             [model]\nhidden = [4]\n[train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\n\
+             batch_size = 4\n{train}\n[[strategy]]\nname = \"finetune\"\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("x.toml")).map_err(|e| e.to_string())
+    }
+
+    fn refused(data: &str, train: &str, parts: &[&str]) {
+        let e = parse_with(data, train).map(|_| ()).unwrap_err();
+        for p in parts {
+            assert!(e.contains(p), "`{p}` not in: {e}");
+        }
+    }
+
+    #[test]
+    fn augment_needs_image_data_and_distinct_operations() {
+        let aug = "augment = [\"crop:4\", \"hflip\"]";
+        assert!(parse_with("dataset = \"digits\"", aug).is_ok());
+        assert!(parse_with("dataset = \"cifar10\"\npath = \"c\"", aug).is_ok());
+        assert!(parse_with(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [3, 4, 4]",
+            aug
+        )
+        .is_ok());
+        // Line 17 is the augment line: the error is located there.
+        refused(
+            "dataset = \"synthetic\"",
+            aug,
+            &[
+                "x.toml:17",
+                "`train.augment`",
+                "dataset = \"synthetic\" has no image shape",
+            ],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"",
+            aug,
+            &["`train.augment`", "set data.image_shape"],
+        );
+        refused(
+            "dataset = \"digits\"",
+            "augment = [\"hflip\", \"crop:2\", \"crop:4\"]",
+            &["`train.augment`", "lists `crop:4` twice"],
+        );
+        refused(
+            "dataset = \"digits\"",
+            "augment = [\"crop:0\"]",
+            &["crop:0", "integer >= 1"],
+        );
+    }
+
+    #[test]
+    fn augment_refuses_permuted_inputs() {
+        let cfg = |scenario: &str| {
+            format!(
+                "name = \"x\"\nseeds = [0]\nsettings = [\"task-il\"]\n[data]\n\
+                 dataset = \"digits\"\n[scenario]\n{scenario}\n[model]\nhidden = [4]\n\
+                 [train]\noptimizer = \"sgd\"\nlr = 0.1\niterations = 1\nbatch_size = 4\n\
+                 augment = [\"hflip\"]\n[[strategy]]\nname = \"finetune\"\n"
+            )
+        };
+        let p = std::path::Path::new("x.toml");
+        let split = "kind = \"class-split\"\ntasks = 2\nclasses_per_task = 2";
+        assert!(crate::config::parse(&cfg(split), p).is_ok());
+        for scenario in [
+            format!("{split}\npermuted_tasks = [1]"),
+            "kind = \"permuted\"\ntasks = 2".to_string(),
+        ] {
+            let text = cfg(&scenario).replace(
+                "\"task-il\"",
+                if scenario.contains("\"permuted\"") {
+                    "\"domain-il\""
+                } else {
+                    "\"task-il\""
+                },
+            );
+            let e = crate::config::parse(&text, p).unwrap_err().to_string();
+            assert!(
+                e.contains("`train.augment`") && e.contains("permuted inputs"),
+                "{scenario}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_data_keys_are_checked() {
+        refused(
+            "dataset = \"cifar10\"",
+            "",
+            &["`data.path`", "data_batch_1.bin"],
+        );
+        refused(
+            "dataset = \"cifar100\"",
+            "",
+            &["`data.path`", "train.bin and test.bin"],
+        );
+        assert!(parse_with(
+            "dataset = \"cifar100\"\npath = \"c\"\nlabel = \"coarse\"",
+            ""
+        )
+        .is_ok());
+        refused(
+            "dataset = \"cifar10\"\npath = \"c\"\nlabel = \"coarse\"",
+            "",
+            &["`data.label`", "only to dataset = \"cifar100\""],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [1, 2, 3, 4]",
+            "",
+            &[
+                "`data.image_shape`",
+                "[channels, height, width], got 4 sizes",
+            ],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [0, 4]",
+            "",
+            &["`data.image_shape`", "positive"],
+        );
+        // One mean and one std per channel: 3 for CIFAR and a [3, h, w] csv, else 1.
+        let c10 = "dataset = \"cifar10\"\npath = \"c\"\n";
+        assert!(parse_with(
+            &format!("{c10}normalize = {{ mean = [0.49, 0.48, 0.45], std = [0.25, 0.24, 0.26] }}"),
+            ""
+        )
+        .is_ok());
+        assert!(parse_with(&format!("{c10}normalize = true"), "").is_ok());
+        refused(
+            &format!("{c10}normalize = {{ mean = [0.5], std = [0.25, 0.24, 0.26] }}"),
+            "",
+            &[
+                "`data.normalize.mean`",
+                "has 1 values, expected one per channel (3",
+            ],
+        );
+        refused(
+            "dataset = \"digits\"\nnormalize = { mean = [0.5], std = [0.0] }",
+            "",
+            &["`data.normalize.std`", "> 0"],
+        );
+        refused(
+            "dataset = \"csv\"\npath = \"a.csv\"\nimage_shape = [2, 4, 4]\nnormalize = { mean = [0.5], std = [1.0] }",
+            "",
+            &["`data.normalize.mean`", "(2 for this data set)"],
+        );
     }
 }
