@@ -110,3 +110,53 @@ fn an_image_backbone_needs_image_data_of_a_size_it_can_shrink() {
         Ok(_) => panic!("a ConvNet pooling an 8x8 image below 1x1 was accepted"),
     }
 }
+
+#[test]
+fn an_image_backbone_trial_id_covers_the_image_shape() {
+    // The same 16 features per row read as one 4x4 image or as four 2x2 channels: the same data
+    // fingerprint, two different ConvNets, so two different trials.
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("d.csv");
+    let mut text = String::new();
+    for i in 0..60 {
+        let px: Vec<String> = (0..16)
+            .map(|j| ((i * 7 + j * 3) % 255).to_string())
+            .collect();
+        text.push_str(&format!("{},{}\n", px.join(","), i % 4));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let cfg = |shape: &str, backbone: &str| {
+        let mut c = base()
+            .tasks(2)
+            .dataset("csv")
+            .set("data", "path", &format!("{:?}", csv.display().to_string()))
+            .set("data", "num_classes", "4")
+            .set("data", "image_shape", shape);
+        if backbone != "mlp" {
+            c = c
+                .unset("model", "hidden")
+                .set("model", "backbone", backbone)
+                .set("model", "channels", "[2, 2]");
+        }
+        parse(c).expect("config")
+    };
+    let ids = |c: &config::Config| {
+        let plan = runner::prepare(c, &BuiltinStrategies).expect("prepare");
+        let (mut sels, _) = plan.select(&Default::default());
+        plan.eval_trials(&mut sels)
+            .into_iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+    };
+    let (one, four) = (
+        cfg("[1, 4, 4]", "\"convnet\""),
+        cfg("[4, 2, 2]", "\"convnet\""),
+    );
+    assert_ne!(
+        ids(&one),
+        ids(&four),
+        "a ConvNet trial id must see the shape"
+    );
+    // An MLP does not depend on the shape: its ids stay as they were.
+    assert_eq!(ids(&cfg("[1, 4, 4]", "mlp")), ids(&cfg("[4, 2, 2]", "mlp")));
+}

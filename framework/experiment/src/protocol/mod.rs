@@ -201,6 +201,17 @@ impl Plan<'_> {
             "hparams": hparams,
             "seed": seed,
         });
+        // An image backbone is built from the data's image shape, which the fingerprint (of the
+        // flat features) does not see; MLP trials keep the ids they always had.
+        if !self.cfg.model.backbone.is_mlp() {
+            let shape = self
+                .data(data)
+                .data
+                .train
+                .image_shape
+                .map(|s| [s.channels, s.height, s.width]);
+            def["image_shape"] = serde_json::json!(shape);
+        }
         // Only plugins have a library: built-in strategies keep the ids they always had.
         if let Some(h) = &library_hash {
             def["library"] = serde_json::Value::String(h.clone());
