@@ -24,10 +24,17 @@ pub struct NativeCnn {
     spec: ModelSpec,
     graph: Graph,
     params: ParamStore,
-    /// Activation `j` of the last pass, `rows * graph.sizes[j]` values.
+    /// Physical buffer of each activation: an activation function whose input nobody else
+    /// reads (and whose input no backward pass needs) overwrites its input's buffer.
+    slot: Vec<usize>,
+    /// The activation buffers of the last pass (activation `j` in `acts[slot[j]]`, `rows *
+    /// graph.sizes[j]` values).
     acts: Vec<Vec<f32>>,
-    /// Gradients of the activations.
+    /// Gradients of the activations during a backward pass (empty when not live).
     dacts: Vec<Vec<f32>>,
+    /// Free gradient buffers: a gradient lives from its first write to its producer's backward
+    /// pass, then returns here, so a pass needs only a few at a time.
+    dpool: Vec<Vec<f32>>,
     /// Per operation: the repacked conv weight.
     wr: Vec<Vec<f32>>,
     /// Per operation: the norm statistics saved by the forward pass.
@@ -61,9 +68,13 @@ impl NativeCnn {
         };
         let params = ParamStore::init(&spec, seed);
         let n = graph.ops.len();
+        let slot = slots(&graph);
+        let slots = slot.iter().max().map_or(1, |m| m + 1);
         Ok(NativeCnn {
-            acts: vec![Vec::new(); graph.sizes.len()],
+            slot,
+            acts: vec![Vec::new(); slots],
             dacts: vec![Vec::new(); graph.sizes.len()],
+            dpool: Vec::new(),
             wr: vec![Vec::new(); n],
             saved: vec![Vec::new(); n],
             dwr: Vec::new(),
@@ -143,6 +154,7 @@ impl NativeCnn {
         let NativeCnn {
             graph,
             params,
+            slot,
             acts,
             wr,
             saved,
@@ -155,7 +167,7 @@ impl NativeCnn {
         let shape = graph.input;
         let (c, hw) = (shape.channels, shape.height * shape.width);
         {
-            let a0 = grow(&mut acts[0], rows * c * hw);
+            let a0 = grow(&mut acts[slot[0]], rows * c * hw);
             if c == 1 {
                 a0.copy_from_slice(x);
             } else {
@@ -165,9 +177,18 @@ impl NativeCnn {
         let values = params.values_all_mut();
         for (i, op) in graph.ops.iter().enumerate().take(upto) {
             let size = sizes[i + 1];
-            let (before, after) = acts.split_at_mut(i + 1);
-            let x_of = |j: usize| &before[j][..rows * sizes[j]];
-            let y = grow(&mut after[0], rows * size);
+            let so = slot[i + 1];
+            if let Op::Act { src, act } = *op {
+                if slot[src] == so {
+                    simple::act_in_place(&mut acts[so][..rows * size], rows, size, act, lanes);
+                    continue;
+                }
+            }
+            // The output buffer moves out while the inputs are borrowed.
+            let mut ybuf = std::mem::take(&mut acts[so]);
+            let y = grow(&mut ybuf, rows * size);
+            let x_of = |j: usize| &acts[slot[j]][..rows * sizes[j]];
+            let mut res = Ok(());
             match *op {
                 Op::Conv(ref cv) => {
                     cv.repack(&values[cv.w], &mut wr[i]);
@@ -187,12 +208,11 @@ impl NativeCnn {
                         beta: &values[nm.beta],
                         stats: st.as_mut().map(|(m, v)| (&mut m[..], &mut v[..])),
                     };
-                    let res = nm.forward(x_of(nm.src), rows, p, mode, y, &mut saved[i], red, lanes);
+                    res = nm.forward(x_of(nm.src), rows, p, mode, y, &mut saved[i], red, lanes);
                     if let (Some((m, v)), Some((mi, vi))) = (st, nm.stats) {
                         values[mi] = m;
                         values[vi] = v;
                     }
-                    res?;
                 }
                 Op::Act { src, act } => simple::act_forward(x_of(src), rows, size, act, y, lanes),
                 Op::MaxPool { src, c, ih, iw } => {
@@ -220,8 +240,18 @@ impl NativeCnn {
                 ),
                 Op::Add { a, b } => simple::add_forward(x_of(a), x_of(b), rows, size, y, lanes),
             }
+            acts[so] = ybuf;
+            res?;
         }
         Ok(())
+    }
+
+    /// A free gradient buffer of `n` values for the logits (the top of a backward pass).
+    fn top_grad(&mut self, n: usize) -> &mut [f32] {
+        let last = self.dacts.len() - 1;
+        let buf = self.dpool.pop().unwrap_or_default();
+        self.dacts[last] = buf;
+        grow(&mut self.dacts[last], n)
     }
 
     /// Back-propagates `dacts[last]` (set by the caller) through every operation, adding the
@@ -230,8 +260,10 @@ impl NativeCnn {
         let NativeCnn {
             graph,
             params,
+            slot,
             acts,
             dacts,
+            dpool,
             wr,
             saved,
             dwr,
@@ -248,12 +280,12 @@ impl NativeCnn {
             if !written[out] {
                 continue;
             }
-            let (before, after) = dacts.split_at_mut(out);
-            let dy = &after[0][..rows * sizes[out]];
-            let x_of = |j: usize| &acts[j][..rows * sizes[j]];
+            let dyb = std::mem::take(&mut dacts[out]);
+            let dy = &dyb[..rows * sizes[out]];
+            let x_of = |j: usize| &acts[slot[j]][..rows * sizes[j]];
             macro_rules! dx_of {
                 ($j:expr) => {
-                    grad_of(before, &mut written, $j, rows * sizes[$j])
+                    grad_of(dacts, dpool, &mut written, $j, rows * sizes[$j])
                 };
             }
             match *op {
@@ -327,6 +359,8 @@ impl NativeCnn {
                     simple::pass_grad(dy, rows, per, db, acc, lanes);
                 }
             }
+            // Activation `out` is produced by this operation only: its gradient is complete.
+            dpool.push(dyb);
         }
     }
 }
@@ -335,13 +369,48 @@ impl NativeCnn {
 /// (then operations add into it); marks it as holding one.
 fn grad_of<'a>(
     bufs: &'a mut [Vec<f32>],
+    pool: &mut Vec<Vec<f32>>,
     written: &mut [bool],
     j: usize,
     n: usize,
 ) -> (&'a mut [f32], bool) {
     let acc = written[j];
+    if !acc {
+        bufs[j] = pool.pop().unwrap_or_default();
+    }
     written[j] = true;
     (grow(&mut bufs[j], n), acc)
+}
+
+/// The physical buffer of every activation (see [`NativeCnn`]'s `slot`): an activation
+/// function shares its input's buffer when that input (not the network input) has no other
+/// reader and is not the output of another activation function (whose backward pass reads
+/// it).
+fn slots(graph: &Graph) -> Vec<usize> {
+    let n = graph.sizes.len();
+    let mut readers = vec![0usize; n];
+    for op in &graph.ops {
+        for src in op.sources().into_iter().flatten() {
+            readers[src] += 1;
+        }
+    }
+    let mut slot: Vec<usize> = vec![0];
+    let mut next = 1;
+    for (i, op) in graph.ops.iter().enumerate() {
+        let shared = match *op {
+            Op::Act { src, .. } => {
+                let producer_is_act = src > 0 && matches!(graph.ops[src - 1], Op::Act { .. });
+                (src > 0 && readers[src] == 1 && !producer_is_act).then_some(slot[src])
+            }
+            _ => None,
+        };
+        slot.push(shared.unwrap_or_else(|| {
+            next += 1;
+            next - 1
+        }));
+        debug_assert_eq!(slot.len(), i + 2);
+    }
+    slot
 }
 
 /// Gradient buffers `i` and `j > i` (if any), both mutable.
@@ -381,7 +450,7 @@ impl Network for NativeCnn {
         }
         let last = self.graph.ops.len();
         install(|| self.forward_to(x.data, x.rows, last, Mode::Eval))?;
-        out.extend_from_slice(&self.acts[last][..x.rows * self.graph.sizes[last]]);
+        out.extend_from_slice(&self.acts[self.slot[last]][..x.rows * self.graph.sizes[last]]);
         Ok(())
     }
 
@@ -394,7 +463,7 @@ impl Network for NativeCnn {
         }
         let f = self.graph.features;
         install(|| self.forward_to(x.data, x.rows, f, Mode::Eval))?;
-        out.extend_from_slice(&self.acts[f][..x.rows * self.graph.sizes[f]]);
+        out.extend_from_slice(&self.acts[self.slot[f]][..x.rows * self.graph.sizes[f]]);
         Ok(())
     }
 
@@ -417,20 +486,19 @@ impl Network for NativeCnn {
         let last = self.graph.ops.len();
         let total = install(|| -> Result<f64, BackendError> {
             self.forward_to(x.data, rows, last, Mode::Train { update: true })?;
-            let logits = &self.acts[last][..rows * classes];
-            let dl = grow(&mut self.dacts[last], rows * classes);
+            self.top_grad(rows * classes);
             let total = softmax_cross_entropy(
-                logits,
+                &self.acts[self.slot[last]][..rows * classes],
                 classes,
                 targets,
                 |r, c| mask.allowed(r, c),
                 1.0 / rows as f32,
-                dl,
+                &mut self.dacts[last][..rows * classes],
             );
             self.backward(rows);
             Ok(total)
         })?;
-        logits_out.extend_from_slice(&self.acts[last][..rows * classes]);
+        logits_out.extend_from_slice(&self.acts[self.slot[last]][..rows * classes]);
         Ok((total / rows as f64) as f32)
     }
 
@@ -452,7 +520,7 @@ impl Network for NativeCnn {
         let last = self.graph.ops.len();
         install(|| -> Result<(), BackendError> {
             self.forward_to(x.data, x.rows, last, Mode::Train { update: false })?;
-            grow(&mut self.dacts[last], cotangent.len()).copy_from_slice(cotangent);
+            self.top_grad(cotangent.len()).copy_from_slice(cotangent);
             self.backward(x.rows);
             Ok(())
         })

@@ -31,6 +31,19 @@ pub(super) fn act_forward(
     });
 }
 
+/// `y = act(y)` in place, `per` values per sample.
+pub(super) fn act_in_place(
+    y: &mut [f32],
+    rows: usize,
+    per: usize,
+    act: Activation,
+    sc: &mut [LaneScratch; 2],
+) {
+    lanes::run(rows, rows * per, y, per, sc, |_, _, _, y, _| {
+        activate(y, act)
+    });
+}
+
 /// `dx (+)= dy · act'(x)`, from the stored output `y`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn act_backward(
