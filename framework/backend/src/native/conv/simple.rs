@@ -1,7 +1,7 @@
 //! The cheap layers: activation, 2x2 max-pool, global average pool, flatten, dense layer and
 //! residual sum, forward and backward, on channels-last activations.
 
-use super::super::fused::{activate, activation_backward};
+use super::super::fused::activate;
 use super::super::gemm::{grow, matmul, View};
 use super::lanes::{self, LaneScratch};
 use crate::Activation;
@@ -44,7 +44,7 @@ pub(super) fn act_in_place(
     });
 }
 
-/// `dx (+)= dy · act'(x)`, from the stored output `y`.
+/// `dx (+)= dy · act'(x)`, from the stored output `y` (one branch-free pass).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn act_backward(
     y: &[f32],
@@ -56,23 +56,30 @@ pub(super) fn act_backward(
     accumulate: bool,
     sc: &mut [LaneScratch; 2],
 ) {
-    lanes::run(rows, rows * per, dx, per, sc, |_, r0, n, dx, sc| {
-        let (ys, dys) = (&y[r0 * per..(r0 + n) * per], &dy[r0 * per..(r0 + n) * per]);
-        if !accumulate {
-            dx.copy_from_slice(dys);
-            activation_backward(dx, ys, act);
-            return;
-        }
-        // Chunked through a small buffer so that the derivative code is shared.
-        const T: usize = 4096;
-        let buf = grow(&mut sc.dcols, T);
-        for ((o, yc), dc) in dx.chunks_mut(T).zip(ys.chunks(T)).zip(dys.chunks(T)) {
-            let b = &mut buf[..o.len()];
-            b.copy_from_slice(dc);
-            activation_backward(b, yc, act);
-            for (a, &v) in o.iter_mut().zip(b.iter()) {
-                *a += v;
+    #[inline(always)]
+    fn pass(dx: &mut [f32], y: &[f32], dy: &[f32], accumulate: bool, d: impl Fn(f32, f32) -> f32) {
+        if accumulate {
+            for ((o, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
+                *o += d(yv, g);
             }
+        } else {
+            for ((o, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
+                *o = d(yv, g);
+            }
+        }
+    }
+    lanes::run(rows, rows * per, dx, per, sc, |_, r0, n, dx, _| {
+        let (ys, dys) = (&y[r0 * per..(r0 + n) * per], &dy[r0 * per..(r0 + n) * per]);
+        match act {
+            Activation::Relu => pass(
+                dx,
+                ys,
+                dys,
+                accumulate,
+                |y, g| if y > 0.0 { g } else { 0.0 },
+            ),
+            Activation::Tanh => pass(dx, ys, dys, accumulate, |y, g| g * (1.0 - y * y)),
+            Activation::Sigmoid => pass(dx, ys, dys, accumulate, |y, g| g * (y * (1.0 - y))),
         }
     });
 }
