@@ -484,3 +484,95 @@ fn bad_inputs_are_refused_with_clear_errors() {
         .unwrap();
     assert_eq!(out.len(), 4);
 }
+
+#[test]
+fn initialisation_follows_pytorch_defaults_and_the_init_schemes() {
+    let mut spec = convnet(
+        img(3, 8, 8),
+        &[16, 16],
+        &[32],
+        Norm::Batch,
+        Activation::Relu,
+    );
+    let net = build_network(&spec, 3).unwrap();
+    let p = net.params();
+    for (i, info) in p.infos().iter().enumerate() {
+        let v = p.value(i);
+        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        match (info.role, info.shape.len()) {
+            (ParamRole::Weight, 1) => assert!(v.iter().all(|&x| x == 1.0), "{}", info.name),
+            (ParamRole::Bias, 1) if info.name.starts_with("norms") => {
+                assert!(v.iter().all(|&x| x == 0.0), "{}", info.name)
+            }
+            (ParamRole::Buffer, _) => {
+                let want = if info.name.ends_with("running_var") {
+                    1.0
+                } else {
+                    0.0
+                };
+                assert!(v.iter().all(|&x| x == want), "{}", info.name);
+            }
+            _ => {
+                // U(±1/sqrt(fan_in)) for weights and biases: kaiming_uniform(a = sqrt(5)).
+                let fan_in: usize = match info.role {
+                    ParamRole::Weight => info.shape[1..].iter().product(),
+                    _ => p.infos()[i - 1].shape[1..].iter().product(),
+                };
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                // Within the bound, and (for tensors large enough to tell) spread up to it.
+                let spread = v.len() < 64 || max > 0.8 * bound;
+                assert!(
+                    max <= bound && spread,
+                    "{}: max {max}, bound {bound}",
+                    info.name
+                );
+            }
+        }
+    }
+    // Other schemes: their weight bound with conv fans, biases at zero.
+    if let ModelSpec::ConvNet(s) = &mut spec {
+        s.init = Init::KaimingUniform;
+        s.norm = Norm::None;
+    }
+    let net = build_network(&spec, 3).unwrap();
+    let p = net.params();
+    let w = p.value(p.index_of("convs.1.weight").unwrap());
+    let bound = (6.0f32 / (16.0 * 9.0)).sqrt();
+    let max = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    assert!(
+        max <= bound && max > 0.8 * bound,
+        "kaiming bound {bound}, max {max}"
+    );
+    assert!(p
+        .value(p.index_of("convs.1.bias").unwrap())
+        .iter()
+        .all(|&b| b == 0.0));
+    // Same seed, same bits; another seed, other values.
+    assert_eq!(build_network(&spec, 3).unwrap().params(), p);
+    assert_ne!(
+        build_network(&spec, 4).unwrap().params().values(),
+        p.values()
+    );
+}
+
+#[test]
+fn checkpoints_keep_running_statistics() {
+    let spec = resnet(img(3, 8, 8), 2, [1, 1, 1, 1], Norm::Batch);
+    let mut net = random_net(&spec, 60);
+    let d = spec.input_dim();
+    let x = Rng(61).vec(4 * d, 1.0);
+    let xi = Inputs::new(&x, 4, d).unwrap();
+    let mut logits = Vec::new();
+    net.loss_backward(xi, &[0, 1, 2, 3], None, &mut logits)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    clef_backend::save_safetensors(net.params(), &path).unwrap();
+    let mut other = build_network(&spec, 1).unwrap();
+    clef_backend::load_safetensors(other.params_mut(), &path).unwrap();
+    assert_eq!(other.params().values(), net.params().values());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    net.forward(xi, &mut a).unwrap();
+    other.forward(xi, &mut b).unwrap();
+    assert_eq!(a, b, "eval logits differ after a checkpoint round trip");
+}
