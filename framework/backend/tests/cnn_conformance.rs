@@ -483,6 +483,18 @@ fn bad_inputs_are_refused_with_clear_errors() {
     net.forward(Inputs::new(&x, 1, 192).unwrap(), &mut out)
         .unwrap();
     assert_eq!(out.len(), 4);
+    // The dfdx backend and the NTK are MLP-only, and say so.
+    let err = clef_backend::build_network_with(clef_backend::BackendKind::Dfdx, &spec, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("dfdx backend builds MLPs only"), "{err}");
+    let xi = Inputs::new(&x, 1, 192).unwrap();
+    let mut gram = [0.0f64; 1];
+    let err = clef_backend::ntk::ntk_gram(&spec, net.params(), xi, xi, 0, &mut gram)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("MLPs only") && err.contains("resnet"), "{err}");
 }
 
 #[test]
