@@ -318,7 +318,7 @@ impl NativeCnn {
                 }
                 Op::MaxPool { src, c, ih, iw } => {
                     let (dx, acc) = dx_of!(src);
-                    Pool { c, ih, iw }.backward(x_of(src), dy, rows, dx, acc, lanes);
+                    Pool { c, ih, iw }.backward(x_of(src), x_of(out), dy, rows, dx, acc, lanes);
                 }
                 Op::Gap { src, c, hw } => {
                     let (dx, acc) = dx_of!(src);
@@ -384,8 +384,8 @@ fn grad_of<'a>(
 
 /// The physical buffer of every activation (see [`NativeCnn`]'s `slot`): an activation
 /// function shares its input's buffer when that input (not the network input) has no other
-/// reader and is not the output of another activation function (whose backward pass reads
-/// it).
+/// reader and is not the output of another activation function or of a max-pool (whose
+/// backward passes read it).
 fn slots(graph: &Graph) -> Vec<usize> {
     let n = graph.sizes.len();
     let mut readers = vec![0usize; n];
@@ -399,8 +399,10 @@ fn slots(graph: &Graph) -> Vec<usize> {
     for (i, op) in graph.ops.iter().enumerate() {
         let shared = match *op {
             Op::Act { src, .. } => {
-                let producer_is_act = src > 0 && matches!(graph.ops[src - 1], Op::Act { .. });
-                (src > 0 && readers[src] == 1 && !producer_is_act).then_some(slot[src])
+                // Activation functions and max-pools read their own output backwards.
+                let producer_reads_output =
+                    src > 0 && matches!(graph.ops[src - 1], Op::Act { .. } | Op::MaxPool { .. });
+                (src > 0 && readers[src] == 1 && !producer_reads_output).then_some(slot[src])
             }
             _ => None,
         };

@@ -106,21 +106,18 @@ impl Pool {
         self.oh() * self.ow() * self.c
     }
 
-    /// Offset (within a sample) of the first maximum of window `(oy, ox)`, channel `ch`, in the
-    /// scan order (0,0), (0,1), (1,0), (1,1) (PyTorch's choice among ties).
+    /// The four rows of `c` channels of window `(oy, ox)` (offsets within a sample), in the
+    /// scan order (0,0), (0,1), (1,0), (1,1).
     #[inline]
-    fn argmax(&self, xs: &[f32], oy: usize, ox: usize, ch: usize) -> usize {
+    fn window(&self, oy: usize, ox: usize) -> [usize; 4] {
         let c = self.c;
-        let mut best = ((2 * oy) * self.iw + 2 * ox) * c + ch;
-        for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
-            let i = ((2 * oy + dy) * self.iw + 2 * ox + dx) * c + ch;
-            if xs[i] > xs[best] || xs[i].is_nan() {
-                best = i;
-            }
-        }
-        best
+        let top = ((2 * oy) * self.iw + 2 * ox) * c;
+        let bottom = top + self.iw * c;
+        [top, top + c, bottom, bottom + c]
     }
 
+    /// `y` = the maximum of each window, per channel (the first maximum in scan order, NaN
+    /// winning, as PyTorch's max-pool); branch-free over the channels.
     pub(super) fn forward(&self, x: &[f32], rows: usize, y: &mut [f32], sc: &mut [LaneScratch; 2]) {
         let (ip, op, c) = (self.in_per(), self.out_per(), self.c);
         lanes::run(rows, rows * ip, y, op, sc, |_, r0, n, y, _| {
@@ -129,8 +126,14 @@ impl Pool {
                 let ys = &mut y[s * op..(s + 1) * op];
                 for oy in 0..self.oh() {
                     for ox in 0..self.ow() {
+                        let [a, b, cc, d] = self.window(oy, ox).map(|o| &xs[o..o + c]);
+                        let out = &mut ys[(oy * self.ow() + ox) * c..][..c];
                         for ch in 0..c {
-                            ys[(oy * self.ow() + ox) * c + ch] = xs[self.argmax(xs, oy, ox, ch)];
+                            let mut m = a[ch];
+                            for v in [b[ch], cc[ch], d[ch]] {
+                                m = if v > m || v.is_nan() { v } else { m };
+                            }
+                            out[ch] = m;
                         }
                     }
                 }
@@ -138,10 +141,12 @@ impl Pool {
         });
     }
 
+    /// `dx (+)= dy` routed to the first input of each window equal to its output `y`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward(
         &self,
         x: &[f32],
+        y: &[f32],
         dy: &[f32],
         rows: usize,
         dx: &mut [f32],
@@ -155,12 +160,35 @@ impl Pool {
             }
             for s in 0..n {
                 let xs = &x[(r0 + s) * ip..(r0 + s + 1) * ip];
+                let ys = &y[(r0 + s) * op..(r0 + s + 1) * op];
                 let dys = &dy[(r0 + s) * op..(r0 + s + 1) * op];
                 let dxs = &mut dx[s * ip..(s + 1) * ip];
                 for oy in 0..self.oh() {
                     for ox in 0..self.ow() {
-                        for ch in 0..c {
-                            dxs[self.argmax(xs, oy, ox, ch)] += dys[(oy * self.ow() + ox) * c + ch];
+                        let o = (oy * self.ow() + ox) * c;
+                        let (m, g) = (&ys[o..o + c], &dys[o..o + c]);
+                        let [top, _, bottom, _] = self.window(oy, ox);
+                        let (upper, lower) = dxs.split_at_mut(bottom);
+                        let (da, rest) = upper[top..].split_at_mut(c);
+                        let db = &mut rest[..c];
+                        let (dc, rest) = lower.split_at_mut(c);
+                        let dd = &mut rest[..c];
+                        let xa = &xs[top..top + c];
+                        let xb = &xs[top + c..top + 2 * c];
+                        let xc = &xs[bottom..bottom + c];
+                        let xd = &xs[bottom + c..bottom + 2 * c];
+                        for k in 0..c {
+                            // The first input equal to the maximum takes the gradient (a NaN
+                            // maximum matches nothing: the last input takes it).
+                            let ta = xa[k] == m[k];
+                            let tb = !ta && xb[k] == m[k];
+                            let tc = !ta && !tb && xc[k] == m[k];
+                            let td = !(ta || tb || tc);
+                            let gk = g[k];
+                            da[k] += if ta { gk } else { 0.0 };
+                            db[k] += if tb { gk } else { 0.0 };
+                            dc[k] += if tc { gk } else { 0.0 };
+                            dd[k] += if td { gk } else { 0.0 };
                         }
                     }
                 }
