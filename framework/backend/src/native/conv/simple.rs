@@ -176,7 +176,6 @@ impl Pool {
                         let xa = &xs[top..top + c];
                         let xb = &xs[top + c..top + 2 * c];
                         let xc = &xs[bottom..bottom + c];
-                        let xd = &xs[bottom + c..bottom + 2 * c];
                         for k in 0..c {
                             // The first input equal to the maximum takes the gradient (a NaN
                             // maximum matches nothing: the last input takes it).
