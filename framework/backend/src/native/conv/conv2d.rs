@@ -85,7 +85,7 @@ impl ConvOp {
                         if ix0 >= 0 && ix0 as usize + k <= self.iw {
                             // The whole kernel row is inside: one contiguous copy.
                             let start = ix0 as usize * cin;
-                            seg.copy_from_slice(&xrow[start..start + k * cin]);
+                            copy(seg, &xrow[start..start + k * cin]);
                             continue;
                         }
                         for kx in 0..k {
@@ -95,7 +95,7 @@ impl ConvOp {
                                 d.fill(0.0);
                             } else {
                                 let start = ix as usize * cin;
-                                d.copy_from_slice(&xrow[start..start + cin]);
+                                copy(d, &xrow[start..start + cin]);
                             }
                         }
                     }
@@ -264,5 +264,26 @@ impl ConvOp {
         if let Some(gb) = gb {
             lanes::add_partials(gb, rows, scratch, |s| &s.db);
         }
+    }
+}
+
+/// `dst = src` (same length). The short copies of few-channel inputs (a 3x3 kernel row of a
+/// grey or RGB image is 3 or 9 values) get constant-size moves instead of a `memcpy` call each.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        if let (Ok(d), Ok(s)) = (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            *d = *s;
+        }
+    }
+    match dst.len() {
+        1 => fixed::<1>(dst, src),
+        2 => fixed::<2>(dst, src),
+        3 => fixed::<3>(dst, src),
+        4 => fixed::<4>(dst, src),
+        6 => fixed::<6>(dst, src),
+        9 => fixed::<9>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
