@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run -p clef-benchmarks --release --bin step_throughput -- [--quick] [--batches 32,128]
-//!     [--backends dfdx,native] [--python PATH | --no-torch]
+//!     [--backends dfdx,native] [--models mlp,convnet,resnet18r] [--python PATH | --no-torch]
 //! ```
 //!
 //! PyTorch: `benchmarks/torch_step.py` is started once with `--python` (default `python3`, or
@@ -12,12 +12,15 @@
 //!
 //! One step is what a PyTorch training loop does: `zero_grad`, forward + (unmasked) softmax
 //! cross-entropy + backward (`loss_backward`), and an SGD-with-momentum update, on the MLP
-//! 784-256-256-10 (ReLU). Each configuration is warmed up, then timed in repetitions of a few
+//! 784-256-256-10 (ReLU) and, with `--models`, on the ConvNet (conv3x3 32-32-pool-64-64-pool,
+//! ReLU, no norm, linear head; 1x28x28) and the reduced ResNet-18 (width 20, batch norm;
+//! 3x32x32), native backend only (dfdx builds MLPs only). Each configuration is warmed up, then timed in repetitions of a few
 //! steps, alternating between the backends; the median repetition is reported (and the fastest
 //! one, "min", the best estimate of the uncontended speed on a shared machine).
 //!
 //! The "% of SGEMM" column relates the step's GEMM work (forward, weight gradients, and input
-//! gradients of every layer but the first) to the multithreaded large-SGEMM rate measured below.
+//! gradients of every layer but the first; for the CNNs three times the forward multiply-adds)
+//! to the multithreaded large-SGEMM rate measured below.
 //! The final `hash` line fingerprints the native backend's outputs for one fixed step, so runs
 //! under different `RAYON_NUM_THREADS` can be compared for bit-identity.
 
@@ -31,8 +34,8 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 
 use clef_backend::{
-    build_network_with, Activation, BackendKind, Init, Inputs, MlpSpec, Network, Optimizer,
-    OptimizerSpec,
+    build_network_with, Activation, BackendKind, ConvNetSpec, ImageShape, Init, Inputs, MlpSpec,
+    ModelSpec, Network, Norm, Optimizer, OptimizerSpec, ResNetSpec,
 };
 
 /// splitmix64, for inputs.
@@ -58,6 +61,48 @@ fn mnist_mlp() -> MlpSpec {
         output: 10,
         activation: Activation::Relu,
         init: Init::TorchDefault,
+    }
+}
+
+/// The benchmarked models: (name as `torch_step.py` knows it, spec).
+fn model(name: &str) -> anyhow::Result<ModelSpec> {
+    Ok(match name {
+        "mlp" => mnist_mlp().into(),
+        "convnet" => ModelSpec::ConvNet(ConvNetSpec {
+            input: ImageShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            channels: vec![32, 32, 64, 64],
+            hidden: vec![],
+            output: 10,
+            norm: Norm::None,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+        }),
+        "resnet18r" => ModelSpec::ResNet(ResNetSpec {
+            input: ImageShape {
+                channels: 3,
+                height: 32,
+                width: 32,
+            },
+            width: 20,
+            blocks: [2, 2, 2, 2],
+            output: 10,
+            norm: Norm::Batch,
+            init: Init::TorchDefault,
+        }),
+        other => bail!("unknown model {other:?} (expected mlp, convnet or resnet18r)"),
+    })
+}
+
+/// Floating-point operations of one training step at `batch` rows: the MLP's GEMMs exactly,
+/// three times the forward multiply-adds for the others.
+fn model_flops(spec: &ModelSpec, batch: usize) -> f64 {
+    match spec.as_mlp() {
+        Some(m) => step_flops(m, batch),
+        None => 2.0 * 3.0 * (spec.forward_macs() * batch) as f64,
     }
 }
 
@@ -108,11 +153,11 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(kind: BackendKind, spec: &MlpSpec, batch: usize) -> Self {
+    fn new(kind: BackendKind, spec: &ModelSpec, batch: usize) -> Self {
         let mut rng = Rng(batch as u64);
-        let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.unit()).collect();
+        let x: Vec<f32> = (0..batch * spec.input_dim()).map(|_| rng.unit()).collect();
         let targets: Vec<usize> = (0..batch)
-            .map(|_| (rng.next_u64() % spec.output as u64) as usize)
+            .map(|_| (rng.next_u64() % spec.output() as u64) as usize)
             .collect();
         let net = build_network_with(kind, spec, 0).expect("valid spec");
         let opt = Optimizer::new(
@@ -202,10 +247,16 @@ impl Torch {
 
     /// Runs `steps` steps at `batch` rows (after `warmup` untimed ones) and returns the
     /// seconds per step measured inside Python.
-    fn rep(&mut self, batch: usize, steps: usize, warmup: usize) -> anyhow::Result<f64> {
+    fn rep(
+        &mut self,
+        model: &str,
+        batch: usize,
+        steps: usize,
+        warmup: usize,
+    ) -> anyhow::Result<f64> {
         writeln!(
             self.stdin,
-            "{{\"batch\": {batch}, \"steps\": {steps}, \"warmup\": {warmup}}}"
+            "{{\"batch\": {batch}, \"steps\": {steps}, \"warmup\": {warmup}, \"model\": \"{model}\"}}"
         )?;
         self.stdin.flush()?;
         let mut line = String::new();
@@ -232,22 +283,25 @@ impl Drop for Torch {
 /// alike. Returns clef's timings in `kinds` order, then PyTorch's.
 fn time_steps(
     kinds: &[BackendKind],
-    spec: &MlpSpec,
+    (name, spec): (&str, &ModelSpec),
     batch: usize,
     reps: usize,
     mut torch: Option<&mut Torch>,
 ) -> anyhow::Result<(Vec<Timing>, Option<Timing>)> {
     let mut runners: Vec<Runner> = kinds.iter().map(|&k| Runner::new(k, spec, batch)).collect();
     // Short repetitions (a few ms on a fast backend), so that some of them fall into quiet
-    // periods of a shared machine.
-    let steps = (640 / batch).clamp(1, 20);
+    // periods of a shared machine; one step for the CNNs (tenths of a second).
+    let (steps, warmup) = match spec.as_mlp() {
+        Some(_) => ((640 / batch).clamp(1, 20), 5),
+        None => (1, 2),
+    };
     for r in &mut runners {
-        for _ in 0..steps * 5 {
+        for _ in 0..steps * warmup {
             r.step();
         }
     }
     if let Some(t) = torch.as_deref_mut() {
-        t.rep(batch, steps, steps * 5)?;
+        t.rep(name, batch, steps, steps * warmup)?;
     }
     let mut torch_times = Vec::new();
     for _ in 0..reps {
@@ -255,7 +309,7 @@ fn time_steps(
             r.rep(steps);
         }
         if let Some(t) = torch.as_deref_mut() {
-            torch_times.push(t.rep(batch, steps, 0)?);
+            torch_times.push(t.rep(name, batch, steps, 0)?);
         }
     }
     let torch_timing = (!torch_times.is_empty()).then(|| Timing::of(&mut torch_times));
@@ -308,14 +362,14 @@ fn sgemm_gflops(n: usize, parallelism: gemm::Parallelism, reps: usize) -> f64 {
 }
 
 /// FNV-1a over the bits of everything one native step produces.
-fn native_fingerprint(spec: &MlpSpec) -> u64 {
-    let batch = 128;
+fn native_fingerprint(spec: &ModelSpec, batch: usize) -> u64 {
     let mut rng = Rng(42);
-    let x: Vec<f32> = (0..batch * spec.input).map(|_| rng.unit()).collect();
-    let targets: Vec<usize> = (0..batch).map(|r| r % spec.output).collect();
-    let cot: Vec<f32> = (0..batch * spec.output).map(|_| rng.unit() - 0.5).collect();
+    let (d, k) = (spec.input_dim(), spec.output());
+    let x: Vec<f32> = (0..batch * d).map(|_| rng.unit()).collect();
+    let targets: Vec<usize> = (0..batch).map(|r| r % k).collect();
+    let cot: Vec<f32> = (0..batch * k).map(|_| rng.unit() - 0.5).collect();
     let mut net = build_network_with(BackendKind::Native, spec, 7).expect("valid spec");
-    let inputs = Inputs::new(&x, batch, spec.input).expect("shape");
+    let inputs = Inputs::new(&x, batch, d).expect("shape");
     let (mut logits, mut feats) = (Vec::new(), Vec::new());
     let loss = net
         .loss_backward(inputs, &targets, None, &mut logits)
@@ -357,20 +411,21 @@ struct Args {
     /// Do not run the PyTorch loop.
     #[arg(long)]
     no_torch: bool,
+    /// Models, comma-separated: mlp, convnet (1x28x28), resnet18r (width 20, 3x32x32).
+    #[arg(long, value_delimiter = ',', default_values_t = ["mlp".to_string()])]
+    models: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let reps = if args.quick { 10 } else { 60 };
-    let kinds = args.backends.clone();
-    let spec = mnist_mlp();
+    let models = args
+        .models
+        .iter()
+        .map(|m| model(m).map(|s| (m.clone(), s)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool_threads = rayon::current_num_threads();
-    println!(
-        "MLP {:?} ({:?}), SGD momentum step; {threads} hardware threads, rayon pool of {pool_threads}",
-        spec.widths(),
-        spec.activation
-    );
+    println!("SGD momentum step; {threads} hardware threads, rayon pool of {pool_threads}");
 
     let n = if args.quick { 1024 } else { 2048 };
     let single = sgemm_gflops(n, gemm::Parallelism::None, 5);
@@ -400,16 +455,62 @@ fn main() -> anyhow::Result<()> {
             }
         }
     };
-    println!();
+    for (name, spec) in &models {
+        let (reps, kinds) = match spec.as_mlp() {
+            Some(m) => {
+                println!("\nMLP {:?} ({:?})", m.widths(), m.activation);
+                (if args.quick { 10 } else { 60 }, args.backends.clone())
+            }
+            None => {
+                println!(
+                    "\n{name}: {} parameters, {:.1} MFLOP forward per sample (native only)",
+                    spec.num_params(),
+                    2.0 * spec.forward_macs() as f64 / 1e6
+                );
+                (if args.quick { 3 } else { 12 }, vec![BackendKind::Native])
+            }
+        };
+        run_model(
+            &kinds,
+            (name, spec),
+            &args.batches,
+            reps,
+            multi,
+            torch.as_mut(),
+        )?;
+    }
+    println!(
+        "\n\"vs torch\" = PyTorch's median time per step / this loop's (above 1: faster than PyTorch)."
+    );
+    for (name, spec) in &models {
+        let batch = if spec.as_mlp().is_some() { 128 } else { 32 };
+        println!(
+            "hash {:016x} ({name}, native, batch {batch}: loss, logits, features, grads after loss_backward + vjp)",
+            native_fingerprint(spec, batch)
+        );
+    }
+    Ok(())
+}
+
+/// Times and prints one model at every batch size.
+fn run_model(
+    kinds: &[BackendKind],
+    (name, spec): (&str, &ModelSpec),
+    batches: &[usize],
+    reps: usize,
+    multi: f64,
+    mut torch: Option<&mut Torch>,
+) -> anyhow::Result<()> {
     println!(
         "{:>6} {:>8} {:>10} {:>10} {:>12} {:>9} {:>10} {:>10}",
         "batch", "loop", "ms/step", "(min)", "samples/s", "GFLOP/s", "% SGEMM", "vs torch"
     );
-    for &batch in &args.batches {
-        let flops = step_flops(&spec, batch);
+    for &batch in batches {
+        let flops = model_flops(spec, batch);
         // On a pool thread, as the trainer runs (see clef_backend::pool).
-        let (timings, torch_timing) =
-            clef_backend::pool::install(|| time_steps(&kinds, &spec, batch, reps, torch.as_mut()))?;
+        let (timings, torch_timing) = clef_backend::pool::install(|| {
+            time_steps(kinds, (name, spec), batch, reps, torch.as_deref_mut())
+        })?;
         let torch_s = torch_timing.as_ref().map(|t| t.median_s);
         let rows = kinds
             .iter()
@@ -430,12 +531,5 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "\n\"vs torch\" = PyTorch's median time per step / this loop's (above 1: faster than PyTorch)."
-    );
-    println!(
-        "hash {:016x} (native, batch 128: loss, logits, features, grads after loss_backward + vjp)",
-        native_fingerprint(&spec)
-    );
     Ok(())
 }

@@ -5,11 +5,12 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A backend implementation of [`crate::Network`] for MLPs.
+/// A backend implementation of [`crate::Network`].
 ///
-/// Both compute the same functions from the same initial parameters (see
+/// For MLPs both compute the same functions from the same initial parameters (see
 /// `tests/native_conformance.rs`); they differ in speed and in the last bits of floating-point
-/// rounding.
+/// rounding. Convolutional backbones are native only ([`crate::NativeCnn`]; dfdx's
+/// convolutions need a nightly compiler, so the dfdx backend stays the MLP reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {

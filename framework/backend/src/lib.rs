@@ -24,7 +24,7 @@ pub use checkpoint::{load_safetensors, save_safetensors};
 pub use dfdx_mlp::DfdxMlp;
 pub use error::BackendError;
 pub use kind::BackendKind;
-pub use native::NativeMlp;
+pub use native::{NativeCnn, NativeMlp};
 pub use network::{Inputs, Network};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use params::{ParamInfo, ParamRole, ParamStore};
@@ -60,12 +60,6 @@ pub fn build_network_with<S: Clone + Into<ModelSpec>>(
                 other.kind_name()
             )))
         }
-        (BackendKind::Native, other) => {
-            other.validate()?;
-            return Err(BackendError::Spec(format!(
-                "the native {} is not implemented yet",
-                other.kind_name()
-            )));
-        }
+        (BackendKind::Native, other) => Box::new(NativeCnn::new(other, seed)?),
     })
 }

@@ -201,6 +201,12 @@ impl ParamStore {
         (&mut self.values[i], &self.grads[i])
     }
 
+    /// All value buffers, mutable (backends writing running statistics). Crate-private:
+    /// callers must not resize the buffers (a buffer moved out must be put back).
+    pub(crate) fn values_all_mut(&mut self) -> &mut [Vec<f32>] {
+        &mut self.values
+    }
+
     /// Value (read-only) and gradient (mutable) of tensor `i` (for gradient terms).
     pub fn value_and_grad_for_update(&mut self, i: usize) -> (&[f32], &mut [f32]) {
         (&self.values[i], &mut self.grads[i])

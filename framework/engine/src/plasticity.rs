@@ -213,4 +213,29 @@ mod tests {
         let sv = singular_values(w1, 3, 4).unwrap();
         assert!((stats[1].0 - sv[0]).abs() < 1e-12);
     }
+
+    #[test]
+    fn weight_stats_read_conv_weights_as_matrices_and_skip_norms_and_buffers() {
+        use clef_backend::{ConvNetSpec, ImageShape, ModelSpec, Norm};
+        let spec = ModelSpec::ConvNet(ConvNetSpec {
+            input: ImageShape {
+                channels: 2,
+                height: 4,
+                width: 4,
+            },
+            channels: vec![3],
+            hidden: vec![],
+            output: 2,
+            norm: Norm::Batch,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+        });
+        let p = ParamStore::init(&spec, 5);
+        let stats = weight_stats(&p).unwrap();
+        // convs.0.weight [3, 2, 3, 3] as a 3 x 18 matrix, then the head; not norms.0.weight.
+        assert_eq!(stats.len(), 2);
+        let w = p.value(p.index_of("convs.0.weight").unwrap());
+        let sigma = singular_values(w, 3, 18).unwrap()[0];
+        assert!((stats[0].0 - sigma).abs() < 1e-12);
+    }
 }

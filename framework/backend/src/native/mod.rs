@@ -43,4 +43,5 @@ mod mlp;
 #[cfg(test)]
 mod tests;
 
+pub use conv::NativeCnn;
 pub use mlp::NativeMlp;

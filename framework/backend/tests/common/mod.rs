@@ -37,3 +37,4 @@ pub fn spec(input: usize, hidden: &[usize], output: usize, activation: Activatio
 }
 
 pub const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Tanh, Activation::Sigmoid];
+pub mod cnn_ref;

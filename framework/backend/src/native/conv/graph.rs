@@ -97,6 +97,22 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// The activations this operation reads.
+    pub(crate) fn sources(&self) -> [Option<usize>; 2] {
+        match *self {
+            Op::Conv(ConvOp { src, .. })
+            | Op::Norm(NormOp { src, .. })
+            | Op::Act { src, .. }
+            | Op::MaxPool { src, .. }
+            | Op::Gap { src, .. }
+            | Op::Flatten { src, .. }
+            | Op::Linear { src, .. } => [Some(src), None],
+            Op::Add { a, b } => [Some(a), Some(b)],
+        }
+    }
+}
+
 /// The compiled backbone.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Graph {
