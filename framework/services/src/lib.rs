@@ -158,7 +158,7 @@ pub struct ParamFacts<'a> {
     pub name: &'a str,
     /// Sizes of the dimensions (the ABI allows 1 to 4; others are refused with `CLEF_ERROR`).
     pub shape: &'a [usize],
-    /// `CLEF_ROLE_WEIGHT` or `CLEF_ROLE_BIAS`.
+    /// `CLEF_ROLE_WEIGHT`, `CLEF_ROLE_BIAS` or `CLEF_ROLE_BUFFER`.
     pub role: i32,
     /// Index of the layer.
     pub layer: usize,

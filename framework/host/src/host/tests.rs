@@ -517,3 +517,91 @@ fn contexts_without_training_refuse_services() {
         .unwrap()
         .contains("save_state/load_state"));
 }
+
+/// A ConvNet with batch norm over the host: `param_info` reports the running statistics as
+/// buffers (role, shape, names), and `optimizer_state` refuses them by name.
+#[test]
+fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
+    let data = Arc::new(clef_data::synthetic::gaussian_blobs(4, 16, 6, 3, 1.0, 0));
+    let sc =
+        clef_data::scenario::build(&ScenarioConfig::class_split(2, 2), data, Setting::TaskIl, 0)
+            .unwrap();
+    let spec = clef_backend::ModelSpec::ConvNet(clef_backend::ConvNetSpec {
+        input: clef_backend::ImageShape {
+            channels: 1,
+            height: 4,
+            width: 4,
+        },
+        channels: vec![2, 2],
+        hidden: Vec::new(),
+        output: sc.num_outputs,
+        norm: clef_backend::Norm::Batch,
+        activation: Activation::Relu,
+        init: Init::TorchDefault,
+    });
+    let net = build_network(&spec, 1).unwrap();
+    let opt = Optimizer::new(
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        net.params(),
+    );
+    let mlp = MlpSpec {
+        input: 16,
+        hidden: vec![],
+        output: sc.num_outputs,
+        activation: Activation::Relu,
+        init: Init::KaimingUniform,
+    };
+    let mut w = World {
+        experts: clef_engine::experts::Experts::new(&mlp, 3, sc.tasks.len()),
+        sc,
+        net,
+        opt,
+        rng: ChaCha8Rng::seed_from_u64(7),
+    };
+    let buffer = w
+        .net
+        .params()
+        .infos()
+        .iter()
+        .position(|i| i.name == "norms.0.running_mean")
+        .expect("a running mean");
+    with_ctx(&mut w, 0, |ctx| {
+        let mut h = HostCtx::new("t", Some(ctx), None);
+        let raw = h.as_raw();
+        // SAFETY (whole test): `raw` is a live HostCtx over a live Ctx, and every out
+        // pointer is a live local.
+        unsafe {
+            let mut pi = std::mem::zeroed::<ClefParamInfo>();
+            assert_eq!((HOST.param_info)(raw, buffer as i64, &mut pi), CLEF_OK);
+            assert_eq!(
+                CStr::from_ptr(pi.name).to_str().unwrap(),
+                "norms.0.running_mean"
+            );
+            assert_eq!((pi.role, pi.ndim, pi.numel), (CLEF_ROLE_BUFFER, 1, 2));
+            assert_eq!((HOST.param_info)(raw, 0, &mut pi), CLEF_OK);
+            assert_eq!(
+                (pi.role, pi.ndim, pi.shape),
+                (CLEF_ROLE_WEIGHT, 4, [2, 1, 3, 3])
+            );
+            let mut m = EMPTY_TENSOR;
+            assert_eq!(
+                (HOST.optimizer_state)(raw, c"momentum".as_ptr(), 0, &mut m),
+                CLEF_OK
+            );
+            assert_eq!(
+                (HOST.optimizer_state)(raw, c"momentum".as_ptr(), buffer as i64, &mut m),
+                CLEF_UNSUPPORTED
+            );
+            let e = h.take_service_error().unwrap();
+            assert!(
+                e.contains("norms.0.running_mean") && e.contains("buffer"),
+                "{e}"
+            );
+        }
+    });
+}

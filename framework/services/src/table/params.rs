@@ -111,7 +111,15 @@ pub(super) unsafe extern "C" fn svc_optimizer_state<M: ServiceModel>(
             .into_owned();
         let m = training(&mut h.model)?;
         let i = index("parameter index", idx, m.param_count())?;
-        let shape = m.param_info(i).shape.to_vec();
+        let info = m.param_info(i);
+        if info.role == clef_abi::CLEF_ROLE_BUFFER {
+            return Err(ServiceError::unsupported(format!(
+                "tensor {i} (`{}`) is a buffer (CLEF_ROLE_BUFFER): the optimizer keeps no state \
+                 for it",
+                info.name
+            )));
+        }
+        let shape = info.shape.to_vec();
         let names = m.optimizer_slots();
         match m.optimizer_state(&name, i) {
             Some(buf) => {
