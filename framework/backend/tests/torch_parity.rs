@@ -7,43 +7,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use clef_backend::{
     build_network_with, Activation, BackendKind, Inputs, MlpSpec, Optimizer, OptimizerSpec,
 };
-use common::{spec, Rng};
-
-/// The interpreter to use, or why the test cannot run.
-fn torch_python() -> Result<PathBuf, String> {
-    let python = std::env::var_os("CLEF_TORCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"));
-    let out = Command::new(&python)
-        .args(["-c", "import torch"])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("import failed").to_string();
-        return Err(format!("{} cannot import torch ({last})", python.display()));
-    }
-    Ok(python)
-}
-
-fn write_f32(path: &Path, v: &[f32]) {
-    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
+use common::{read_f32, spec, torch_python, write_f32, Rng};
 
 struct Case {
     spec: MlpSpec,

@@ -38,3 +38,37 @@ pub fn spec(input: usize, hidden: &[usize], output: usize, activation: Activatio
 
 pub const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Tanh, Activation::Sigmoid];
 pub mod cnn_ref;
+
+/// The interpreter with `torch` for the parity tests (`$CLEF_TORCH_PYTHON`, else `python3`), or
+/// why the test cannot run.
+pub fn torch_python() -> Result<std::path::PathBuf, String> {
+    use std::path::PathBuf;
+    let python = std::env::var_os("CLEF_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("import failed").to_string();
+        return Err(format!("{} cannot import torch ({last})", python.display()));
+    }
+    Ok(python)
+}
+
+/// Writes `v` as little-endian f32 bytes (the parity scripts' input format).
+pub fn write_f32(path: &std::path::Path, v: &[f32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Reads little-endian f32 bytes (the parity scripts' output format).
+pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
