@@ -46,15 +46,7 @@ fn world(setting: Setting) -> World {
         init: Init::KaimingUniform,
     };
     let net = build_network(&spec, 1).unwrap();
-    let opt = Optimizer::new(
-        OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-        net.params(),
-    );
+    let opt = sgd(&*net);
     World {
         experts: clef_engine::experts::Experts::new(&spec, 3, sc.tasks.len()),
         sc,
@@ -62,6 +54,19 @@ fn world(setting: Setting) -> World {
         opt,
         rng: ChaCha8Rng::seed_from_u64(7),
     }
+}
+
+/// SGD with momentum 0.9 over `net`'s parameters.
+fn sgd(net: &dyn Network) -> Optimizer {
+    Optimizer::new(
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        net.params(),
+    )
 }
 
 fn with_ctx<R>(w: &mut World, task: usize, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
@@ -540,15 +545,7 @@ fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
         init: Init::TorchDefault,
     });
     let net = build_network(&spec, 1).unwrap();
-    let opt = Optimizer::new(
-        OptimizerSpec::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-        net.params(),
-    );
+    let opt = sgd(&*net);
     let mlp = MlpSpec {
         input: 16,
         hidden: vec![],
