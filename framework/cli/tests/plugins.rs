@@ -17,9 +17,10 @@ use serde_json::Value;
 use clef_experiment::runner::{self, BuiltinStrategies, RunOptions};
 use clef_report::results::ResultsDir;
 
+use common::kill::{assert_kill_and_resume_is_bit_identical, results_without_timings, spawn_run};
 use common::{
     c_plugin_dir, clef, find, lines, plugin_file, plugins, records, repo_root, scratch_target,
-    show, text, without_timings,
+    show, text,
 };
 
 /// A small digits config (two settings, one seed) with plugin directories `plugin_dirs` (the
@@ -463,6 +464,7 @@ fn c_plugin_loads_lists_and_trains() {
         r#"one of "previous-task" | "init""#,
         "samples  int    default 16         range [1, 256]",
         "biases   bool   default true",
+        "backbones: mlp only",
     ] {
         assert!(listing.contains(x), "expected {x:?} in\n{listing}");
     }
@@ -1219,19 +1221,6 @@ fn sharded_tuning_waits_for_every_tuning_trial_then_matches_the_local_run() {
     assert_eq!(sel(&shared), sel(&local));
 }
 
-/// The records of `dir` by strategy, without the fields that measure time.
-fn results_without_timings(dir: &Path) -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = records(dir)
-        .into_iter()
-        .map(|r| {
-            let r = without_timings(r);
-            (r["strategy"].as_str().unwrap_or_default().to_string(), r)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 /// A config `dir/<name>.toml` of five mnist-5k class-split tasks of 600 steps each (long
 /// enough to be killed in the middle), one seed, class-IL, with the workspace's plugins; the
 /// tests set the optimizer and add their `[[strategy]]` tables.
@@ -1246,24 +1235,6 @@ fn killable(name: &str) -> Cfg {
         .iterations(600)
 }
 
-/// `clef run --jobs 1` on `cfg` into `out` in the background; its stderr piped to the test
-/// (which must then read it) or discarded.
-fn spawn_run(cfg: &Path, out: &Path, pipe_stderr: bool) -> std::process::Child {
-    let stderr = if pipe_stderr {
-        std::process::Stdio::piped()
-    } else {
-        std::process::Stdio::null()
-    };
-    clef()
-        .args(["run", "--no-progress", "--jobs", "1", "--out"])
-        .arg(out)
-        .arg(cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn a_trial_killed_mid_stream_resumes_from_its_checkpoint_to_the_same_result() {
     // Two stateful strategies (EWC: Fisher and anchor; replay: its buffer and the RNG), one
@@ -1276,58 +1247,7 @@ fn a_trial_killed_mid_stream_resumes_from_its_checkpoint_to_the_same_result() {
         .strategy("replay")
         .hparams("memory_size = 200")
         .write(tmp.path(), "resume.toml");
-    let whole = tmp.path().join("whole");
-    let (o, _) = run(&cfg, &whole, "warn");
-    assert!(o.status.success(), "{}", show(&o));
-
-    let killed = tmp.path().join("killed");
-    let ckpts = killed.join("checkpoints");
-    let mut child = spawn_run(&cfg, &killed, false);
-    // Kill (SIGKILL) as soon as the first trial has checkpointed its first task.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let written = std::fs::read_dir(&ckpts)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
-            })
-            .unwrap_or(false);
-        if written {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before writing a checkpoint"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint written"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(
-        std::fs::read_dir(killed.join("trials")).map_or(0, |d| d.count()),
-        0,
-        "killed after its first trial finished"
-    );
-
-    // The re-run resumes the killed trial from its checkpoint and ends with the same records.
-    let (o, _) = run(&cfg, &killed, "info");
-    assert!(o.status.success(), "{}", show(&o));
-    let log = text(&o.stderr);
-    assert!(
-        log.contains("resuming the trial from its checkpoint"),
-        "no resume:\n{log}"
-    );
-    assert_eq!(
-        results_without_timings(&killed),
-        results_without_timings(&whole)
-    );
-    // Checkpoints are removed once their trials are stored.
-    let left = std::fs::read_dir(&ckpts).map_or(0, |d| d.count());
-    assert_eq!(left, 0, "checkpoints left behind");
+    assert_kill_and_resume_is_bit_identical(&cfg, tmp.path());
 }
 
 #[test]
@@ -1403,12 +1323,13 @@ fn a_plugin_without_convolutional_support_is_refused_for_a_convnet() {
             .set("model", "channels", "[4, 4]")
             .strategy(strategy)
     };
-    // `sfr` does not declare convolutional backbones (ABI 1.4 descriptor field): refused
-    // before anything runs, naming the entry, the plugin and the backbone.
-    let err = validate_err(&write(convnet("sfr"), tmp.path()));
+    // `fixture-unsaved` does not declare convolutional backbones (ABI 1.4 descriptor field,
+    // MLP only by default): refused before anything runs, naming the entry, the plugin and
+    // the backbone.
+    let err = validate_err(&write(convnet("fixture-unsaved"), tmp.path()));
     for part in [
         "strategy[0].name",
-        "`sfr`",
+        "`fixture-unsaved`",
         "MLP backbones only",
         "`convnet`",
     ] {
@@ -1421,7 +1342,8 @@ fn a_plugin_without_convolutional_support_is_refused_for_a_convnet() {
         .output()
         .expect("run clef");
     assert!(out.status.success(), "{}", show(&out));
-    // `clef plugins` says which backbones each plugin takes.
+    // `clef plugins` says which backbones each plugin takes (the C plugin, which leaves the
+    // descriptor's `backbones` at 0, lists as "mlp only": `c_plugin_loads_lists_and_trains`).
     let listing = clef()
         .arg("plugins")
         .arg("--plugin-dir")
@@ -1440,7 +1362,6 @@ fn a_plugin_without_convolutional_support_is_refused_for_a_convnet() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert!(block("sfr").contains("backbones: mlp only"), "{listing}");
     assert!(
         block("ewc").contains("backbones: mlp, convnet, resnet18"),
         "{listing}"

@@ -124,12 +124,14 @@ impl Trial<'_> {
 }
 
 /// Copies a checkpoint's optimizer slots into `opt`; the error is the name of a slot that
-/// does not fit.
+/// does not fit. A tensor without optimizer state (a batch-norm running statistic, role
+/// `Buffer`) is saved as an empty slot and restores to nothing.
 fn restore_optimizer(opt: &mut Optimizer, slots: &[(String, Vec<Vec<f32>>)]) -> Result<(), String> {
     for (name, tensors) in slots {
         for (i, v) in tensors.iter().enumerate() {
             match opt.state_mut(name, i) {
                 Some(dst) if dst.len() == v.len() => dst.copy_from_slice(v),
+                None if v.is_empty() => {}
                 _ => return Err(name.clone()),
             }
         }
