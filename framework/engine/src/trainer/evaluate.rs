@@ -132,11 +132,23 @@ impl Trial<'_> {
         net.features(inputs, &mut feats)
             .map_err(|e| fail("features", e.to_string()))?;
         let units = feats.len() / n.max(1);
+        // Conv feature maps: dormancy per channel (pooled over positions); ranks on the
+        // features as the head reads them.
+        let (channels, positions) = match net.spec().feature_map() {
+            Some((c, p)) if c * p == units => (c, p),
+            _ => (units, 1),
+        };
         let sv = plasticity::singular_values(&feats, n, units).map_err(|e| fail("features", e))?;
         let weights = plasticity::weight_stats(net.params()).map_err(|e| fail("weights", e))?;
         Ok(TaskDiagnostics {
             train_accuracy: correct as f64 / n.max(1) as f64,
-            dormant_fraction: plasticity::dormant_fraction(&feats, n, units, d.dormant_threshold),
+            dormant_fraction: plasticity::dormant_channel_fraction(
+                &feats,
+                n,
+                channels,
+                positions,
+                d.dormant_threshold,
+            ),
             feature_srank: plasticity::srank(&sv, d.srank_delta),
             feature_effective_rank: plasticity::effective_rank(&sv),
             sigma_max: weights.iter().map(|w| w.0).collect(),
