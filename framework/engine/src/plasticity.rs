@@ -5,7 +5,12 @@
 //!
 //! - **Dormant units** (Sokar et al. 2023, ReDO): unit `i` of a layer with activations `h` has
 //!   score `s_i = mean_x |h_i(x)| / ((1/H) Σ_k mean_x |h_k(x)|)` and is dormant if `s_i ≤ τ`
-//!   (`τ = 0`: dead units). Measured on the features (last hidden layer).
+//!   (`τ = 0`: dead units). Measured on the features (last hidden layer). When the features
+//!   are a convolutional feature map (`ModelSpec::feature_map`: `c` channels of `p` positions)
+//!   the unit is the **channel**, with `mean_x |h_i(x)|` also averaged over the `p` spatial
+//!   positions, as ReDO scores conv layers (`mean |activation|` over the batch and the spatial
+//!   axes). srank and effective rank stay on the features as the head reads them (the
+//!   flattened map; see `docs/metrics.md`).
 //! - **srank** (Kumar et al. 2020, used by Kumar et al. 2023 "L2 Init"): the smallest `k` with
 //!   `Σ_{i≤k} σ_i / Σ_i σ_i ≥ 1 − δ` over the singular values of the feature matrix, `δ = 0.01`.
 //! - **Effective rank** (Roy & Vetterli 2007): `exp(−Σ p_i ln p_i)` with `p_i = σ_i / Σ σ`.
@@ -24,7 +29,8 @@ pub struct TaskDiagnostics {
     /// Accuracy on (a probe subset of) the task's own training data at the end of the task:
     /// can the network still fit what it was just trained on?
     pub train_accuracy: f64,
-    /// Fraction of dormant feature units (score ≤ `dormant_threshold`).
+    /// Fraction of dormant feature units (score ≤ `dormant_threshold`); channels when the
+    /// features are a conv feature map.
     pub dormant_fraction: f64,
     /// srank of the feature matrix on the probe batch.
     pub feature_srank: usize,
@@ -39,15 +45,33 @@ pub struct TaskDiagnostics {
 /// Fraction of the `units` columns of `features` (`rows x units`, row-major) that are dormant:
 /// ReDO score at most `tau` (see the module docs). If every unit is silent, all are dormant.
 pub fn dormant_fraction(features: &[f32], rows: usize, units: usize, tau: f64) -> f64 {
+    dormant_channel_fraction(features, rows, units, 1, tau)
+}
+
+/// Fraction of the `channels` of a feature map that are dormant: each row of `features` holds
+/// `channels` blocks of `positions` values (channel-major, `rows x channels·positions`), and a
+/// channel's ReDO score uses its mean `|h|` over the rows *and* its positions. With
+/// `positions = 1` this is [`dormant_fraction`]. If every channel is silent, all are dormant.
+pub fn dormant_channel_fraction(
+    features: &[f32],
+    rows: usize,
+    channels: usize,
+    positions: usize,
+    tau: f64,
+) -> f64 {
+    let units = channels * positions;
     if units == 0 || rows == 0 {
         return 0.0;
     }
-    let mut mean_abs = vec![0.0f64; units];
+    // Sums of |h| per channel; every channel has the same count (rows·positions), so the
+    // ratio to the layer mean needs no division by it.
+    let mut mean_abs = vec![0.0f64; channels];
     for row in features.chunks_exact(units).take(rows) {
-        for (m, &v) in mean_abs.iter_mut().zip(row) {
-            *m += f64::from(v.abs());
+        for (m, block) in mean_abs.iter_mut().zip(row.chunks_exact(positions)) {
+            *m += block.iter().map(|v| f64::from(v.abs())).sum::<f64>();
         }
     }
+    let units = channels;
     let layer_mean = mean_abs.iter().sum::<f64>() / units as f64;
     if layer_mean == 0.0 {
         return 1.0;
@@ -147,6 +171,34 @@ mod tests {
         assert_eq!(dormant_fraction(&f, 4, 3, 0.15), 2.0 / 3.0);
         assert_eq!(dormant_fraction(&f, 4, 3, 3.0), 1.0);
         assert_eq!(dormant_fraction(&[0.0; 6], 2, 3, 0.0), 1.0);
+    }
+
+    #[test]
+    fn dormant_channels_pool_over_positions_on_a_hand_worked_map() {
+        // 2 rows x 3 channels x 2 positions (channel-major per row).
+        // Channel 0: |h| = 0, 0 | 0, 0        -> mean 0      (dead)
+        // Channel 1: |h| = 0.2, 0 | 0, 0.2    -> mean 0.1
+        // Channel 2: |h| = 1, 3 | 2, 2        -> mean 2
+        // Layer mean (0 + 0.1 + 2) / 3 = 0.7; scores 0, 0.142857, 2.857.
+        let f = [
+            0.0, 0.0, 0.2, 0.0, 1.0, 3.0, //
+            0.0, 0.0, 0.0, -0.2, 2.0, -2.0,
+        ];
+        assert_eq!(dormant_channel_fraction(&f, 2, 3, 2, 0.0), 1.0 / 3.0);
+        assert_eq!(dormant_channel_fraction(&f, 2, 3, 2, 0.14), 1.0 / 3.0);
+        assert_eq!(dormant_channel_fraction(&f, 2, 3, 2, 0.15), 2.0 / 3.0);
+        assert_eq!(dormant_channel_fraction(&f, 2, 3, 2, 2.9), 1.0);
+        // positions = 1 is the unit-level score over the 6 columns: means 0, 0, 0.1, 0.1,
+        // 1.5, 2.5, layer mean 0.7: 2 dead at tau 0, 4 at tau 0.15.
+        assert_eq!(dormant_channel_fraction(&f, 2, 6, 1, 0.0), 2.0 / 6.0);
+        assert_eq!(dormant_fraction(&f, 2, 6, 0.15), 4.0 / 6.0);
+        // A channel with one dead position is not dormant: channel 0 has positions means 0 and
+        // 4, channel 1 means 1 and 1. Per channel: means 2, 1, layer 1.5, none at tau 0.5; per
+        // position: 0, 4, 1, 1, layer 1.5, one unit dead.
+        let g = [0.0, 4.0, 1.0, 1.0];
+        assert_eq!(dormant_channel_fraction(&g, 1, 2, 2, 0.5), 0.0);
+        assert_eq!(dormant_fraction(&g, 1, 4, 0.0), 0.25);
+        assert_eq!(dormant_channel_fraction(&[0.0; 8], 2, 2, 2, 0.0), 1.0);
     }
 
     #[test]

@@ -80,6 +80,54 @@ fn diagnostics_are_recorded_per_task_when_enabled() {
     assert_eq!(run(&cfg).measured.diagnostics, out.measured.diagnostics);
 }
 
+/// On a ConvNet whose features are its last conv map (conv3x3 3-4, 2x2 max-pool: 4 channels of
+/// 4x4 positions on the 8x8 digits), dormancy counts channels (ReDO's per-channel score after
+/// pooling |h| over positions) and the ranks are those of the 64-wide flattened map.
+#[test]
+fn conv_features_count_dormant_channels_and_rank_the_flattened_map() {
+    let text = clef_testkit::Cfg::digits()
+        .settings(&["domain-il"])
+        .set("scenario", "kind", "\"random-labels\"")
+        .tasks(2)
+        .unset("scenario", "classes_per_task")
+        .set("scenario", "samples", "200")
+        .set("model", "backbone", "\"convnet\"")
+        .set("model", "channels", "[3, 4]")
+        .unset("model", "hidden")
+        .adam(0.003)
+        .epochs(3)
+        .batch_size(16)
+        .strategy("finetune")
+        // τ = 1: below-average channels count, so the fraction is rarely 0 or 1.
+        .raw(
+            "diagnostics",
+            "enabled = true\nprobe_size = 150\ndormant_threshold = 1.0",
+        )
+        .toml();
+    let cfg = config::parse(&text, Path::new("diag-cnn.toml")).unwrap();
+    let out = run(&cfg);
+    assert_eq!(out.measured.diagnostics.len(), 2);
+    let mut quarters_strictly_inside = 0;
+    for (t, d) in out.measured.diagnostics.iter().enumerate() {
+        // Per channel: a multiple of 1/4 (per position it would be k/64).
+        let k = d.dormant_fraction * 4.0;
+        assert!((k - k.round()).abs() < 1e-12, "task {t}: {d:?}");
+        quarters_strictly_inside += usize::from(k > 0.5 && k < 3.5);
+        // Ranks of the 150 x 64 map: above the 4 channels a pooled matrix could reach.
+        assert!(
+            (5..=64).contains(&d.feature_srank) && d.feature_effective_rank > 4.0,
+            "task {t}: {d:?}"
+        );
+        // Two conv kernels and the head.
+        assert_eq!(d.sigma_max.len(), 3, "task {t}: {d:?}");
+    }
+    assert!(
+        quarters_strictly_inside > 0,
+        "{:?}",
+        out.measured.diagnostics
+    );
+}
+
 #[test]
 fn diagnostics_are_off_by_default_and_checked() {
     assert!(run(&config("")).measured.diagnostics.is_empty());

@@ -3,7 +3,8 @@
 //! initial weights.
 //!
 //! When the network is built (`on_model_built`) the plugin stores θ0, every parameter tensor
-//! (weights and biases). During every task, including the first, it adds
+//! (weights, biases, conv kernels, norm scales and shifts). During every task, including the
+//! first, it adds
 //!
 //! ```text
 //! penalty(θ) = λ · ‖θ − θ0‖² = λ · Σ_i (θ_i − θ0_i)²        gradient: 2λ · (θ − θ0)
@@ -17,6 +18,10 @@
 //! Hyperparameters and the source of the default: `docs/strategies.md` (Kumar et al. select λ
 //! from {1e-2, 1e-3, 1e-4, 1e-5} and report 1e-2 as the best value across their problems).
 //!
+//! Buffers (batch norm's running statistics, role buffer) are stored with θ0, so that the
+//! stored tensors keep the model's layout, but never pulled: they are not trained, and the
+//! penalty is over the trainable parameters only.
+//!
 //! Stability: with SGD (learning rate η, momentum β) the penalty alone diverges once
 //! `2·η·λ > 2(1 + β)`, i.e. `η·λ > 1 + β`.
 //!
@@ -24,6 +29,7 @@
 
 use clef_sdk::anchor::{self, Anchor};
 use clef_sdk::prelude::*;
+use clef_sdk::Role;
 
 /// The `hparams` table.
 #[derive(HParams)]
@@ -45,7 +51,7 @@ impl Strategy for L2Init {
     const NAME: &'static str = "l2init";
     const DESCRIPTION: &'static str =
         "L2 Init (Kumar et al. 2023): penalty lambda·||θ − θ0||² towards the initial weights";
-    // Works on any parameter tensors (buffers get no gradient the optimizer would use).
+    // Works on any parameter tensors; buffers are skipped.
     const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
@@ -82,8 +88,30 @@ impl Strategy for L2Init {
         let Some(init) = &self.init else {
             bail!("θ0 is not stored (no on_model_built or on_task_start yet)");
         };
-        // ∇ λ‖θ − θ0‖² = 2λ(θ − θ0).
-        anchor::add_pull(ctx, init.tensors(), 2.0 * self.lambda, "θ0")
+        // ∇ λ‖θ − θ0‖² = 2λ(θ − θ0), over every tensor but the buffers.
+        let params = ctx.params()?;
+        let init = init.tensors();
+        ensure!(
+            init.len() == params.len(),
+            "θ0 has {} tensors but the model has {}",
+            init.len(),
+            params.len()
+        );
+        for (i, (p, a)) in params.iter().zip(init).enumerate() {
+            if p.role == Role::Buffer {
+                continue;
+            }
+            let (w, g) = ctx.values_and_grads(i)?;
+            ensure!(
+                w.len() == a.len() && g.len() == a.len(),
+                "parameter {i} (`{}`) has {} values, θ0 {}",
+                p.name,
+                w.len(),
+                a.len()
+            );
+            anchor::add_pull_grad(2.0 * self.lambda, w, a, g);
+        }
+        Ok(())
     }
 }
 

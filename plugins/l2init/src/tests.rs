@@ -1,5 +1,6 @@
 //! Tests of the `l2init` plugin against the SDK's mock host.
 
+use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_BUFFER, CLEF_ROLE_WEIGHT};
 use clef_sdk::anchor;
 use clef_sdk::kit;
 use clef_sdk::testing::{MockHost, MockPlugin};
@@ -104,4 +105,81 @@ fn mismatched_init_is_an_error_not_a_panic() {
     plugin.on_model_built(&mut MockHost::new(5, 1, 1)).unwrap();
     let err = plugin.after_backward(&mut host, 0.0).unwrap_err();
     assert!(err.message.contains("parameter 0"), "{err}");
+}
+
+/// A conv model as the host describes one: a `[4, 2, 3, 3]` kernel, batch norm (scale, shift,
+/// two running-statistic buffers) and a dense head `[3, 36]` with a bias.
+fn conv_host() -> MockHost {
+    let mut host = MockHost::new(36, 3, 1);
+    let t = host.state().params[0].clone();
+    let tensors = [
+        ("convs.0.weight", vec![4, 2, 3, 3], CLEF_ROLE_WEIGHT, 0),
+        ("norms.0.weight", vec![4], CLEF_ROLE_WEIGHT, 0),
+        ("norms.0.bias", vec![4], CLEF_ROLE_BIAS, 0),
+        ("norms.0.running_mean", vec![4], CLEF_ROLE_BUFFER, 0),
+        ("norms.0.running_var", vec![4], CLEF_ROLE_BUFFER, 0),
+        ("layers.0.weight", vec![3, 36], CLEF_ROLE_WEIGHT, 1),
+        ("layers.0.bias", vec![3], CLEF_ROLE_BIAS, 1),
+    ];
+    host.state_mut().params = tensors
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape, role, layer))| {
+            let n: usize = shape.iter().product();
+            let mut p = t.clone();
+            p.values = (0..n)
+                .map(|j| (((i * 31 + j * 17) % 23) as f32 - 11.0) * 0.02)
+                .collect();
+            p.name = std::ffi::CString::new(name).unwrap();
+            p.shape = shape;
+            p.role = role;
+            p.layer = layer;
+            p.grads = vec![0.0; n];
+            p.momentum = p.momentum.map(|_| vec![0.0; n]);
+            p
+        })
+        .collect();
+    host
+}
+
+#[test]
+fn conv_tensors_match_finite_differences_and_buffers_are_not_pulled() {
+    let lambda = 0.4;
+    let mut host = conv_host();
+    let mut plugin = MockPlugin::create::<L2Init>(&format!("lambda = {lambda:?}")).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    let init = kit::saved::<L2Init>(&mut plugin, &mut host)
+        .init
+        .expect("θ0 stored")
+        .0;
+    // θ0 keeps every tensor, buffers included, so it has the model's layout.
+    assert_eq!(init, host.values());
+    host.perturb(0.05);
+    host.seed_grads();
+    let before = host.grads();
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    let after = host.grads();
+    let buffers = [3usize, 4];
+    for &b in &buffers {
+        assert_ne!(
+            host.values()[b],
+            init[b],
+            "the buffer moved, yet gets no pull"
+        );
+        assert_eq!(after[b], before[b], "buffer {b}");
+    }
+    // The penalty over the trainable tensors (kernel, norm scale and shift, head).
+    let trainable: Vec<usize> = (0..init.len()).filter(|i| !buffers.contains(i)).collect();
+    let loss = |t: &[Vec<f64>]| {
+        let t: Vec<Vec<f64>> = trainable.iter().map(|&i| t[i].clone()).collect();
+        let a: Vec<Vec<f32>> = trainable.iter().map(|&i| init[i].clone()).collect();
+        penalty(lambda, &t, &a)
+    };
+    kit::assert_grad_matches_fd(&kit::theta(&host), &before, &after, loss, 1e-4, 1e-4);
+    // The kernel's gradient is 2λ(θ − θ0) entry by entry.
+    let v = host.values();
+    for j in 0..72 {
+        let want = before[0][j] + 2.0 * lambda as f32 * (v[0][j] - init[0][j]);
+        assert!((after[0][j] - want).abs() < 1e-6);
+    }
 }

@@ -2,8 +2,9 @@
 //! Ostaszewski & Machado, "Learning Continually by Spectral Regularization", ICLR 2025): keep
 //! every layer's largest singular value near 1, and its bias small.
 //!
-//! For every weight matrix `W_l` (`[out, in]`; a tensor of higher rank is read as
-//! `[shape[0], rest]`) with largest singular value `σ_l`, and every bias `b_l`:
+//! For every weight matrix `W_l` (`[out, in]`; a conv kernel `[out, in, kh, kw]` is read as the
+//! `[out, in·kh·kw]` matrix, as `torch.nn.utils.spectral_norm` and Miyato et al. 2018 do) with
+//! largest singular value `σ_l`, and every bias `b_l`:
 //!
 //! ```text
 //! penalty(θ) = λ · Σ_l (σ_l^k − 1)²  +  λ · Σ_l (‖b_l‖^k)²              (bias = "norm", default)
@@ -32,6 +33,18 @@
 //!
 //! Hyperparameters (`lambda`, `k`, `power_iterations`, `bias`), their defaults and where they
 //! come from: `docs/strategies.md`.
+//!
+//! Convolutional backbones (`docs/strategies.md` has the reasons and sources): a conv kernel is
+//! regularised through its reshaped matrix (an upper bound of the convolution's operator norm up
+//! to `√(kh·kw)`, at the cost of two matrix-vector products, where the exact operator norm of
+//! Sedghi et al. 2019 needs an FFT and an SVD per frequency). A norm scale `γ` (role weight,
+//! shape `[c]`) multiplies each channel, i.e. it is the diagonal matrix `diag(γ)`, whose
+//! largest singular value is `max_i |γ_i|`: with `norm_scales = "diagonal"` (default) it gets
+//! `λ(max|γ|^k − 1)²` (0 at PyTorch's initialisation γ = 1; the gradient goes to the
+//! largest `|γ_i|`, ties to the first); `"none"` leaves scales alone. Norm shifts are biases
+//! (role bias) and get the bias term; BN running statistics (role buffer) are never touched.
+//! `bias = "augmented"` appends to `X.weight` the bias named `X.bias` (the layer's own bias),
+//! never a norm's shift.
 //!
 //! Edge cases: when `Wᵀu = 0` (e.g. `W = 0`) `u` is kept, `σ = 0` and no gradient is
 //! added; likewise the bias gradient is 0 at `b = 0`. Non-finite weights are an error.
@@ -72,6 +85,29 @@ pub struct Config {
     /// bias term: norm = λ(‖b‖^k)², augmented = σ_max([W | b]), none
     #[hparam(default = "norm")]
     pub bias: BiasMode,
+    /// norm scales γ ([c]): diagonal = λ(max|γ|^k − 1)² (σ_max of diag(γ)), none
+    #[hparam(default = "diagonal")]
+    pub norm_scales: ScaleMode,
+}
+
+/// What happens to 1-D weights (norm scales `γ`, shape `[c]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
+pub enum ScaleMode {
+    /// `λ(max_i |γ_i|^k − 1)²`: the largest singular value of `diag(γ)` kept near 1.
+    Diagonal,
+    /// Norm scales are not regularised.
+    None,
+}
+
+/// `(max_i |γ_i|, argmax)` (the first index at ties; `(0, 0)` for an empty slice).
+pub fn max_abs(g: &[f32]) -> (f32, usize) {
+    let mut best = (0.0f32, 0usize);
+    for (i, &x) in g.iter().enumerate() {
+        if x.abs() > best.0 {
+            best = (x.abs(), i);
+        }
+    }
+    best
 }
 
 /// Power-iteration state of one weight matrix.
@@ -244,6 +280,12 @@ pub struct Spectral {
     layers: Option<Vec<Layer>>,
     /// Biases with the `‖b‖^(2k)` term.
     norm_biases: Vec<usize>,
+    /// How norm scales are treated.
+    #[serde(default = "default_scale_mode")]
+    norm_scales: ScaleMode,
+    /// Norm scales (1-D weights) with the `(max|γ|^k − 1)²` term.
+    #[serde(default)]
+    scales: Vec<usize>,
     /// `rows` floats for `power_step` (overwritten before every read).
     #[serde(skip)]
     scratch: Vec<f32>,
@@ -252,14 +294,26 @@ pub struct Spectral {
     extra: Vec<f32>,
 }
 
+fn default_scale_mode() -> ScaleMode {
+    ScaleMode::Diagonal
+}
+
 impl Spectral {
     /// Finds the weight matrices and biases and draws the initial `u` of every layer.
     fn setup(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
         let params = ctx.params()?;
         let mut layers = Vec::new();
         let mut used = vec![false; params.len()];
+        let mut scales = Vec::new();
         for (i, p) in params.iter().enumerate() {
             if p.role != Role::Weight || p.numel == 0 {
+                continue;
+            }
+            if p.shape.len() == 1 {
+                // A norm scale: diag(γ), not a one-column matrix.
+                if self.norm_scales == ScaleMode::Diagonal {
+                    scales.push(i);
+                }
                 continue;
             }
             let rows = p.shape.first().copied().unwrap_or(0);
@@ -271,9 +325,16 @@ impl Spectral {
             );
             let cols = p.numel / rows;
             let augment = if self.bias == BiasMode::Augmented {
-                params
-                    .iter()
-                    .position(|b| b.role == Role::Bias && b.layer == p.layer && b.numel == rows)
+                // The layer's own bias (`X.weight` with `X.bias`), never a norm's shift.
+                let bias_name = p
+                    .name
+                    .strip_suffix("weight")
+                    .map(|stem| format!("{stem}bias"));
+                params.iter().position(|b| {
+                    b.role == Role::Bias
+                        && b.numel == rows
+                        && bias_name.as_deref() == Some(b.name.as_str())
+                })
             } else {
                 None
             };
@@ -316,9 +377,11 @@ impl Spectral {
         info!(
             matrices = layers.len(),
             biases = self.norm_biases.len(),
+            norm_scales = scales.len(),
             "spectral regularisation set up"
         );
         self.layers = Some(layers);
+        self.scales = scales;
         Ok(())
     }
 }
@@ -327,6 +390,8 @@ impl Strategy for Spectral {
     const NAME: &'static str = "spectral";
     const DESCRIPTION: &'static str =
         "Spectral regularisation (Lewandowski et al. 2025): lambda·Σ_l (σ_max(W_l)^k − 1)² + bias term, by power iteration";
+    // Conv kernels as [out, in·kh·kw] matrices, norm scales as diag(γ), buffers skipped.
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
 
     type State = SerdeState;
@@ -339,6 +404,8 @@ impl Strategy for Spectral {
             bias: config.bias,
             layers: None,
             norm_biases: Vec::new(),
+            norm_scales: config.norm_scales,
+            scales: Vec::new(),
             scratch: Vec::new(),
             extra: Vec::new(),
         })
@@ -365,6 +432,7 @@ impl Strategy for Spectral {
             power_iterations,
             layers,
             norm_biases,
+            scales,
             scratch,
             extra,
             ..
@@ -429,6 +497,23 @@ impl Strategy for Spectral {
                 for (g, &ui) in gb.iter_mut().zip(&layer.u) {
                     *g += vb * ui;
                 }
+            }
+        }
+        for &s in scales.iter() {
+            let (v, g) = ctx.values_and_grads(s)?;
+            ensure!(
+                v.len() == g.len(),
+                "spectral: norm scale {s} values and gradient differ in size"
+            );
+            ensure!(
+                v.iter().all(|x| x.is_finite()),
+                "spectral: non-finite values in norm scale {s}"
+            );
+            let (sigma, at) = max_abs(v);
+            // d max|γ| / dγ_at = sign(γ_at).
+            let c = sigma_coefficient(*lambda, *k, f64::from(sigma)) as f32;
+            if c != 0.0 {
+                g[at] += c * v[at].signum();
             }
         }
         for &b in norm_biases.iter() {

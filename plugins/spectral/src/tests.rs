@@ -4,7 +4,7 @@
 //! standard tests.
 
 use super::*;
-use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT};
+use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_BUFFER, CLEF_ROLE_WEIGHT};
 use clef_sdk::kit;
 use clef_sdk::rng::SplitMix64;
 use clef_sdk::testing::{MockHost, MockParam, MockPlugin};
@@ -12,7 +12,8 @@ use std::ffi::CString;
 
 clef_sdk::standard_tests!(
     Spectral,
-    config = "lambda = 0.5\nk = 1.5\npower_iterations = 2\nbias = \"augmented\"",
+    config =
+        "lambda = 0.5\nk = 1.5\npower_iterations = 2\nbias = \"augmented\"\nnorm_scales = \"none\"",
     docs = "../../docs/strategies.md"
 );
 
@@ -129,9 +130,14 @@ fn penalty_f64(
     theta: &[Vec<f64>],
     layers: &[Layer],
     norm_biases: &[usize],
+    scales: &[usize],
     exact: bool,
 ) -> f64 {
     let mut p = 0.0;
+    for &s in scales {
+        let max = theta[s].iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        p += sigma_penalty(lambda, k, max);
+    }
     for l in layers {
         let (a, n) = layer_matrix(theta, l);
         let sigma = if exact {
@@ -163,12 +169,13 @@ fn check_fd(
     k: f64,
     layers: &[Layer],
     norm_biases: &[usize],
+    scales: &[usize],
     exact: bool,
     h: f64,
     rel: f64,
 ) -> usize {
     let after = host.grads();
-    let loss = |t: &[Vec<f64>]| penalty_f64(lambda, k, t, layers, norm_biases, exact);
+    let loss = |t: &[Vec<f64>]| penalty_f64(lambda, k, t, layers, norm_biases, scales, exact);
     kit::assert_grad_matches_fd(&kit::theta(host), before, &after, loss, h, rel);
     after
         .iter()
@@ -320,7 +327,18 @@ fn gradient_matches_finite_differences_of_the_surrogate() {
             if bias == "augmented" { 2 } else { 0 }
         );
         assert_eq!(biases.len(), if bias == "norm" { 2 } else { 0 });
-        let nonzero = check_fd(&host, &before, lambda, k, &ls, &biases, false, 1e-5, 2e-4);
+        let nonzero = check_fd(
+            &host,
+            &before,
+            lambda,
+            k,
+            &ls,
+            &biases,
+            &[],
+            false,
+            1e-5,
+            2e-4,
+        );
         assert!(
             nonzero >= 20,
             "k = {k}, {bias}: only {nonzero} non-zero entries"
@@ -354,7 +372,18 @@ fn converged_gradient_matches_finite_differences_of_the_exact_penalty() {
         let before = host.grads();
         plugin.after_backward(&mut host, 0.0).unwrap();
         let (ls, biases) = layers(&mut plugin, &mut host);
-        let nonzero = check_fd(&host, &before, lambda, k, &ls, &biases, true, 1e-6, 1e-3);
+        let nonzero = check_fd(
+            &host,
+            &before,
+            lambda,
+            k,
+            &ls,
+            &biases,
+            &[],
+            true,
+            1e-6,
+            1e-3,
+        );
         assert!(nonzero >= 20, "k = {k}: only {nonzero} non-zero entries");
     }
 }
@@ -426,5 +455,257 @@ fn not_set_up_or_another_models_state_is_an_error_not_a_panic() {
             err.message.starts_with("spectral:") && err.message.contains("expected"),
             "{bias}: {err}"
         );
+    }
+}
+
+/// A small convolutional model as the host describes one: a `[4, 2, 3, 3]` conv, then either
+/// batch norm (scale `[4]` spread around 1, shift, two running-statistic buffers) or the conv's
+/// own bias, a second conv `[3, 4, 3, 3]` with a bias, and a dense head `[3, 12]` with a bias.
+fn conv_host(norm: bool) -> MockHost {
+    let mut host = MockHost::new(12, 3, 1);
+    let t = host.state().params[0].clone();
+    let mut ps = vec![param(
+        &t,
+        "convs.0.weight",
+        vec![4, 2, 3, 3],
+        CLEF_ROLE_WEIGHT,
+        0,
+        11,
+        0.4,
+    )];
+    if norm {
+        let mut scale = param(&t, "norms.0.weight", vec![4], CLEF_ROLE_WEIGHT, 0, 12, 0.4);
+        scale.values.iter_mut().for_each(|v| *v += 1.0);
+        ps.push(scale);
+        ps.push(param(
+            &t,
+            "norms.0.bias",
+            vec![4],
+            CLEF_ROLE_BIAS,
+            0,
+            13,
+            0.2,
+        ));
+        ps.push(param(
+            &t,
+            "norms.0.running_mean",
+            vec![4],
+            CLEF_ROLE_BUFFER,
+            0,
+            14,
+            0.5,
+        ));
+        ps.push(param(
+            &t,
+            "norms.0.running_var",
+            vec![4],
+            CLEF_ROLE_BUFFER,
+            0,
+            15,
+            0.5,
+        ));
+    } else {
+        ps.push(param(
+            &t,
+            "convs.0.bias",
+            vec![4],
+            CLEF_ROLE_BIAS,
+            0,
+            16,
+            0.3,
+        ));
+    }
+    ps.push(param(
+        &t,
+        "convs.1.weight",
+        vec![3, 4, 3, 3],
+        CLEF_ROLE_WEIGHT,
+        1,
+        17,
+        0.3,
+    ));
+    ps.push(param(
+        &t,
+        "convs.1.bias",
+        vec![3],
+        CLEF_ROLE_BIAS,
+        1,
+        18,
+        0.3,
+    ));
+    ps.push(param(
+        &t,
+        "layers.0.weight",
+        vec![3, 12],
+        CLEF_ROLE_WEIGHT,
+        2,
+        19,
+        0.5,
+    ));
+    ps.push(param(
+        &t,
+        "layers.0.bias",
+        vec![3],
+        CLEF_ROLE_BIAS,
+        2,
+        20,
+        0.3,
+    ));
+    host.state_mut().params = ps;
+    host
+}
+
+fn cfg_scales(lambda: f64, k: f64, iters: usize, bias: &str, scales: &str) -> String {
+    format!(
+        "{}\nnorm_scales = \"{scales}\"",
+        cfg(lambda, k, iters, bias)
+    )
+}
+
+fn index(host: &MockHost, name: &str) -> usize {
+    host.state()
+        .params
+        .iter()
+        .position(|p| p.name.to_str() == Ok(name))
+        .expect("tensor exists")
+}
+
+#[test]
+fn conv_kernels_are_reshaped_matrices_and_norm_tensors_are_sorted_out() {
+    for (norm, bias) in [(true, "norm"), (true, "augmented"), (false, "augmented")] {
+        let mut host = conv_host(norm);
+        let mut plugin =
+            MockPlugin::create::<Spectral>(&cfg_scales(0.3, 2.0, 1, bias, "diagonal")).unwrap();
+        plugin.on_model_built(&mut host).unwrap();
+        let saved = kit::saved::<Spectral>(&mut plugin, &mut host);
+        let ls = saved.layers.expect("set up");
+        // Every conv kernel as [out, in·kh·kw], the head as [out, in]; no 1-D weight.
+        let shapes: Vec<(usize, usize)> = ls.iter().map(|l| (l.rows, l.cols)).collect();
+        assert_eq!(shapes, vec![(4, 18), (3, 36), (3, 12)], "norm {norm}");
+        let c0 = index(&host, "convs.0.weight");
+        assert_eq!(ls[0].weight, c0);
+        if norm {
+            assert_eq!(saved.scales, vec![index(&host, "norms.0.weight")]);
+            // The norm's shift is never appended to the conv kernel: it gets the norm term.
+            assert_eq!(ls[0].augment, None);
+            assert!(saved.norm_biases.contains(&index(&host, "norms.0.bias")));
+        } else {
+            assert!(saved.scales.is_empty());
+            assert_eq!(ls[0].augment, Some(index(&host, "convs.0.bias")));
+        }
+        if bias == "augmented" {
+            assert_eq!(ls[1].augment, Some(index(&host, "convs.1.bias")));
+            assert_eq!(ls[2].augment, Some(index(&host, "layers.0.bias")));
+        }
+        // No buffer is in any list.
+        let buffers: Vec<usize> = host
+            .state()
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.role == CLEF_ROLE_BUFFER)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(buffers.len(), if norm { 2 } else { 0 });
+        for b in &buffers {
+            assert!(!saved.norm_biases.contains(b) && !saved.scales.contains(b));
+            assert!(ls.iter().all(|l| l.weight != *b && l.augment != Some(*b)));
+        }
+    }
+}
+
+/// Finite differences on the conv model: the surrogate (one power step, the plugin's own
+/// `u`, `v`) and, after 300 steps with the weights fixed, the exact penalty with σ from a full
+/// SVD of each reshaped kernel `[out, in·kh·kw]`, plus `λ(max|γ|^k − 1)²` for the norm scale.
+/// Buffers keep their gradients. Tolerances as in the two-layer tests above.
+#[test]
+fn conv_gradient_matches_finite_differences() {
+    for (norm, bias, k) in [
+        (true, "norm", 2.0),
+        (true, "augmented", 1.5),
+        (false, "augmented", 2.0),
+        (false, "norm", 3.0),
+    ] {
+        let lambda = 0.3;
+        for exact in [false, true] {
+            let mut host = conv_host(norm);
+            let mut plugin =
+                MockPlugin::create::<Spectral>(&cfg_scales(lambda, k, 1, bias, "diagonal"))
+                    .unwrap();
+            plugin.on_model_built(&mut host).unwrap();
+            if exact {
+                for _ in 0..300 {
+                    plugin.after_backward(&mut host, 0.0).unwrap();
+                }
+            }
+            for p in &mut host.state_mut().params {
+                p.grads.iter_mut().for_each(|g| *g = 0.25);
+            }
+            let before = host.grads();
+            plugin.after_backward(&mut host, 0.0).unwrap();
+            let saved = kit::saved::<Spectral>(&mut plugin, &mut host);
+            let ls = saved.layers.expect("set up");
+            let (h, rel) = if exact { (1e-6, 1e-3) } else { (1e-5, 2e-4) };
+            let nonzero = check_fd(
+                &host,
+                &before,
+                lambda,
+                k,
+                &ls,
+                &saved.norm_biases,
+                &saved.scales,
+                exact,
+                h,
+                rel,
+            );
+            assert!(
+                nonzero >= 100,
+                "norm {norm}, {bias}, k {k}: only {nonzero} entries"
+            );
+            let after = host.grads();
+            for (i, p) in host.state().params.iter().enumerate() {
+                if p.role == CLEF_ROLE_BUFFER {
+                    assert_eq!(after[i], before[i], "buffer {i} got a gradient");
+                }
+            }
+            if norm {
+                // The scale's gradient sits on its largest |γ_i| only.
+                let s = index(&host, "norms.0.weight");
+                let moved = after[s]
+                    .iter()
+                    .zip(&before[s])
+                    .filter(|(a, b)| a != b)
+                    .count();
+                assert_eq!(moved, 1, "{:?}", after[s]);
+            }
+        }
+    }
+}
+
+#[test]
+fn norm_scale_term_by_hand() {
+    // γ = (1, −2, 0.5): diag(γ) has σ_max = 2 at index 1. k = 2, λ = 0.1:
+    // ∂/∂γ_1 = 2λ(σ² − 1)·2σ·sign(γ_1) = 0.2·3·4·(−1) = −2.4; nothing elsewhere.
+    let mut host = conv_host(true);
+    let s = index(&host, "norms.0.weight");
+    host.state_mut().params[s].values = vec![1.0, -2.0, 0.5, 0.0];
+    let mut plugin =
+        MockPlugin::create::<Spectral>(&cfg_scales(0.1, 2.0, 1, "none", "diagonal")).unwrap();
+    plugin.on_model_built(&mut host).unwrap();
+    plugin.after_backward(&mut host, 0.0).unwrap();
+    let g = host.grads();
+    assert_eq!(g[s], vec![0.0, -2.4, 0.0, 0.0]);
+    // At PyTorch's initialisation (γ = 1) the term is 0; with norm_scales = "none" it is off.
+    for (values, mode) in [
+        (vec![1.0; 4], "diagonal"),
+        (vec![1.0, -2.0, 0.5, 0.0], "none"),
+    ] {
+        zero_grads(&mut host);
+        host.state_mut().params[s].values = values;
+        let mut plugin =
+            MockPlugin::create::<Spectral>(&cfg_scales(0.1, 2.0, 1, "none", mode)).unwrap();
+        plugin.on_model_built(&mut host).unwrap();
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        assert!(host.grads()[s].iter().all(|&x| x == 0.0), "{mode}");
     }
 }

@@ -32,6 +32,14 @@
 //! matrices are regularised by default, because biases start at zero in clef (their initial
 //! distribution is a point mass, so the penalty on them would be a plain `λ‖b‖²`).
 //!
+//! Convolutional backbones: a conv kernel `[out, in, kh, kw]` is one tensor of
+//! `out·in·kh·kw` values, its distribution compared as a whole (the penalty ignores shapes, so
+//! it is the same whether the kernel is read as a matrix or a 4-D tensor). A norm scale `γ`
+//! (role weight, `[c]`) is regularised too: it starts at 1 everywhere, so its initial
+//! distribution is a point mass and the penalty is `λ·Σ_i (γ_i − 1)²`, a pull of every scale
+//! back to 1. Norm shifts are biases (off by default, like every bias); BN running statistics
+//! (role buffer) are never regularised.
+//!
 //! Cost per step: one sort of each regularised tensor, done as a 3-pass LSD radix sort of
 //! (order-preserving 32-bit key, index) pairs, O(n) per tensor.
 //!
@@ -229,6 +237,8 @@ impl Strategy for Wasserstein {
     const NAME: &'static str = "wasserstein";
     const DESCRIPTION: &'static str =
         "Wasserstein regularisation: lambda·Σ_l Σ_i (sort(W_l)_i − sort(W0_l)_i)² towards the initial weight distribution";
+    // Any tensor shape: conv kernels and norm scales are sorted as flat tensors; buffers skipped.
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
 
     type State = SerdeState;

@@ -2,7 +2,7 @@
 //! differences of the penalty, the bound by L2 Init, errors; the kit's standard tests.
 
 use super::*;
-use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_WEIGHT};
+use clef_sdk::abi::{CLEF_ROLE_BIAS, CLEF_ROLE_BUFFER, CLEF_ROLE_WEIGHT};
 use clef_sdk::kit;
 use clef_sdk::testing::{MockHost, MockParam, MockPlugin};
 use std::ffi::CString;
@@ -261,5 +261,102 @@ fn missing_theta0_or_another_models_state_is_an_error_not_a_panic() {
         fresh.load_state(&mut host, &blob).unwrap();
         let err = fresh.after_backward(&mut host, 0.0).unwrap_err();
         assert!(err.message.contains(expected), "{err}");
+    }
+}
+
+/// A small convolutional model as the host describes one: a `[4, 2, 3, 3]` conv, batch norm
+/// (scale at its initial 1, shift, two running-statistic buffers), a `[3, 4, 3, 3]` conv with a
+/// bias and a dense head `[3, 36]` with a bias.
+fn conv_host() -> MockHost {
+    let mut host = MockHost::new(36, 3, 1);
+    let t = host.state().params[0].clone();
+    let mut scale = param(&t, "norms.0.weight", vec![4], CLEF_ROLE_WEIGHT, 0, 2);
+    scale.values = vec![1.0; 4];
+    host.state_mut().params = vec![
+        param(
+            &t,
+            "convs.0.weight",
+            vec![4, 2, 3, 3],
+            CLEF_ROLE_WEIGHT,
+            0,
+            1,
+        ),
+        scale,
+        param(&t, "norms.0.bias", vec![4], CLEF_ROLE_BIAS, 0, 3),
+        param(&t, "norms.0.running_mean", vec![4], CLEF_ROLE_BUFFER, 0, 4),
+        param(&t, "norms.0.running_var", vec![4], CLEF_ROLE_BUFFER, 0, 5),
+        param(
+            &t,
+            "convs.1.weight",
+            vec![3, 4, 3, 3],
+            CLEF_ROLE_WEIGHT,
+            1,
+            6,
+        ),
+        param(&t, "convs.1.bias", vec![3], CLEF_ROLE_BIAS, 1, 7),
+        param(&t, "layers.0.weight", vec![3, 36], CLEF_ROLE_WEIGHT, 2, 8),
+        param(&t, "layers.0.bias", vec![3], CLEF_ROLE_BIAS, 2, 9),
+    ];
+    host
+}
+
+/// On conv tensors: the regularised tensors are the kernels, the norm scale and the head (and
+/// the biases and the norm's shift with `biases = true`), never the buffers; the added gradient
+/// matches central finite differences of the f64 penalty over every tensor (buffers: zero);
+/// the norm scale, whose initial distribution is a point mass at 1, gets `2λ(γ_i − 1)`.
+#[test]
+fn conv_tensors_gradient_matches_finite_differences_and_buffers_are_skipped() {
+    for (normalize, biases) in [("sum", false), ("mean", true)] {
+        let lambda = 0.7;
+        let mut host = conv_host();
+        let mut plugin =
+            MockPlugin::create::<Wasserstein>(&cfg(lambda, normalize, biases)).unwrap();
+        plugin.on_model_built(&mut host).unwrap();
+        let layers = kit::saved::<Wasserstein>(&mut plugin, &mut host)
+            .layers
+            .expect("θ0 stored");
+        let indices: Vec<usize> = layers.iter().map(|l| l.index).collect();
+        let want = if biases {
+            vec![0, 1, 2, 5, 6, 7, 8]
+        } else {
+            vec![0, 1, 5, 7]
+        };
+        assert_eq!(indices, want, "{normalize}/{biases}");
+        assert_eq!(layers[1].sorted_init, vec![1.0; 4]);
+        perturb(&mut host, 0.03);
+        for p in &mut host.state_mut().params {
+            p.grads.iter_mut().for_each(|g| *g = 0.125);
+        }
+        let before = host.grads();
+        plugin.after_backward(&mut host, 0.0).unwrap();
+        let after = host.grads();
+        let norm = if normalize == "sum" {
+            Normalize::Sum
+        } else {
+            Normalize::Mean
+        };
+        // Values of a tensor are > 1e-3 apart (the helper's construction, and the perturbation
+        // of the scale: 1 + 0.03·(((13 + 5j) % 7) − 3 + 0.1j)), so with h = 1e-6 the
+        // quadratic pieces do not change and the differences are exact to f64 rounding.
+        let loss = |t: &[Vec<f64>]| {
+            layers
+                .iter()
+                .map(|l| penalty(f64::from(lambda as f32), norm, &t[l.index], &l.sorted_init))
+                .sum::<f64>()
+        };
+        kit::assert_grad_matches_fd(&kit::theta(&host), &before, &after, loss, 1e-6, 1e-5);
+        for b in [3, 4] {
+            assert_eq!(after[b], before[b], "buffer {b}");
+        }
+        // The scale by hand: 2λ·c·(γ_i − 1), c = 1 (sum) or 1/4 (mean).
+        let c = if normalize == "sum" { 1.0 } else { 0.25 };
+        for (j, (&g, &v)) in after[1]
+            .iter()
+            .zip(&host.state().params[1].values)
+            .enumerate()
+        {
+            let want = 0.125 + 2.0 * lambda as f32 * c * (v - 1.0);
+            assert!((g - want).abs() < 1e-6, "γ[{j}]: {g} vs {want}");
+        }
     }
 }

@@ -159,6 +159,24 @@ impl ModelSpec {
         }
     }
 
+    /// The layout of `features` when they are a convolutional feature map: `(channels,
+    /// positions)`, the features of one row being `channels` blocks of `positions` values each
+    /// (channel-major, PyTorch's flattened `[c, h, w]` order). A ConvNet without dense hidden
+    /// layers gives its last `c x h x w` map, `(c, h * w)`; the ResNet its globally pooled
+    /// vector, `(c, 1)`. `None` for the MLP, a ConvNet whose features are a dense hidden layer,
+    /// and an invalid spec. The plasticity diagnostics pool per channel with it (ReDO's
+    /// per-channel dormancy).
+    pub fn feature_map(&self) -> Option<(usize, usize)> {
+        use crate::native::conv::Op;
+        let g = self.graph()?.ok()?;
+        // Activation `a > 0` is the output of operation `a - 1`.
+        match g.ops.get(g.features.checked_sub(1)?)? {
+            Op::Flatten { c, hw, .. } => Some((*c, *hw)),
+            Op::Gap { c, .. } => Some((*c, 1)),
+            _ => None,
+        }
+    }
+
     /// Trainable scalars, buffers (BN running statistics) excluded (0 for an invalid spec).
     pub fn num_params(&self) -> usize {
         match self.graph() {
@@ -203,5 +221,63 @@ impl ModelSpec {
             ModelSpec::ConvNet(_) => "convnet",
             ModelSpec::ResNet(_) => "resnet",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convnet(channels: Vec<usize>, hidden: Vec<usize>) -> ModelSpec {
+        ModelSpec::ConvNet(ConvNetSpec {
+            input: ImageShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            channels,
+            hidden,
+            output: 10,
+            norm: Norm::Batch,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+        })
+    }
+
+    #[test]
+    fn feature_map_gives_channels_and_positions_of_the_features() {
+        // Two 2x2 max-pools: 28 -> 14 -> 7; 16 channels of 49 positions = feature_dim.
+        let c = convnet(vec![8, 8, 16, 16], vec![]);
+        assert_eq!(c.feature_map(), Some((16, 49)));
+        assert_eq!(c.feature_dim(), 16 * 49);
+        // One pool after the second conv only: 3 convs -> 14x14.
+        assert_eq!(convnet(vec![4, 6, 5], vec![]).feature_map(), Some((5, 196)));
+        // A dense hidden layer feeds the head: plain units.
+        assert_eq!(convnet(vec![8, 8], vec![32]).feature_map(), None);
+        // The ResNet's features are already pooled: one position per channel.
+        let r = ModelSpec::ResNet(ResNetSpec {
+            input: ImageShape {
+                channels: 3,
+                height: 8,
+                width: 8,
+            },
+            width: 4,
+            blocks: [1, 1, 1, 1],
+            output: 5,
+            norm: Norm::Batch,
+            init: Init::TorchDefault,
+        });
+        assert_eq!(r.feature_map(), Some((32, 1)));
+        assert_eq!(r.feature_dim(), 32);
+        let m = ModelSpec::Mlp(MlpSpec {
+            input: 4,
+            hidden: vec![3],
+            output: 2,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+        });
+        assert_eq!(m.feature_map(), None);
+        // An invalid spec has no layout.
+        assert_eq!(convnet(vec![], vec![]).feature_map(), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use clef_backend::{Inputs, Network};
+use clef_backend::{Inputs, ModelSpec, Network};
 use clef_data::Setting;
 
 use super::trial::Trial;
@@ -132,16 +132,35 @@ impl Trial<'_> {
         net.features(inputs, &mut feats)
             .map_err(|e| fail("features", e.to_string()))?;
         let units = feats.len() / n.max(1);
+        // Conv feature maps: dormancy per channel (pooled over positions); ranks on the
+        // features as the head reads them.
+        let (channels, positions) = feature_layout(net.spec(), units);
         let sv = plasticity::singular_values(&feats, n, units).map_err(|e| fail("features", e))?;
         let weights = plasticity::weight_stats(net.params()).map_err(|e| fail("weights", e))?;
         Ok(TaskDiagnostics {
             train_accuracy: correct as f64 / n.max(1) as f64,
-            dormant_fraction: plasticity::dormant_fraction(&feats, n, units, d.dormant_threshold),
+            dormant_fraction: plasticity::dormant_channel_fraction(
+                &feats,
+                n,
+                channels,
+                positions,
+                d.dormant_threshold,
+            ),
             feature_srank: plasticity::srank(&sv, d.srank_delta),
             feature_effective_rank: plasticity::effective_rank(&sv),
             sigma_max: weights.iter().map(|w| w.0).collect(),
             mean_abs_weight: weights.iter().map(|w| w.1).collect(),
         })
+    }
+}
+
+/// How the diagnostics group `units` feature values per row: `(channels, positions)` from the
+/// spec's conv feature map ([`ModelSpec::feature_map`]), or `(units, 1)` (one unit each) for
+/// dense features and whenever the map does not account for exactly `units` values.
+fn feature_layout(spec: &ModelSpec, units: usize) -> (usize, usize) {
+    match spec.feature_map() {
+        Some((c, p)) if c * p == units => (c, p),
+        _ => (units, 1),
     }
 }
 
@@ -172,5 +191,37 @@ mod tests {
         assert_eq!(argmax(&l, None), 1);
         assert_eq!(argmax(&l, Some(&[true, false, true, true])), 2);
         assert_eq!(argmax(&[f32::NAN, 1.0], None), 1);
+    }
+
+    #[test]
+    fn feature_layout_pools_conv_maps_only() {
+        use clef_backend::{Activation, ConvNetSpec, ImageShape, Init, MlpSpec, Norm};
+        let conv = |hidden: Vec<usize>| {
+            ModelSpec::ConvNet(ConvNetSpec {
+                input: ImageShape {
+                    channels: 1,
+                    height: 28,
+                    width: 28,
+                },
+                channels: vec![8, 8, 16, 16],
+                hidden,
+                output: 10,
+                norm: Norm::None,
+                activation: Activation::Relu,
+                init: Init::TorchDefault,
+            })
+        };
+        assert_eq!(feature_layout(&conv(vec![]), 784), (16, 49));
+        // A width the map does not explain (e.g. an expert's features): one unit per value.
+        assert_eq!(feature_layout(&conv(vec![]), 100), (100, 1));
+        assert_eq!(feature_layout(&conv(vec![32]), 32), (32, 1));
+        let mlp = ModelSpec::Mlp(MlpSpec {
+            input: 784,
+            hidden: vec![100],
+            output: 10,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+        });
+        assert_eq!(feature_layout(&mlp, 100), (100, 1));
     }
 }

@@ -15,5 +15,5 @@ mod simple;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use graph::{Graph, InitKind};
+pub(crate) use graph::{Graph, InitKind, Op};
 pub use net::NativeCnn;
