@@ -51,3 +51,11 @@ fn ewc_and_replay_resume_bit_identically_on_a_cnn() {
     resumes("ewc", "class-il", "lambda = 50.0");
     resumes("replay", "class-il", "memory_size = 100");
 }
+
+#[test]
+fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
+    // Spectral keeps power-iteration vectors per layer (conv kernels reshaped, BN scales as
+    // diagonals); Wasserstein keeps the sorted initial values per tensor.
+    resumes("spectral", "class-il", "lambda = 0.01");
+    resumes("wasserstein", "class-il", "lambda = 0.01");
+}
