@@ -304,9 +304,9 @@ fn train(p: &mut MockPlugin, h: &mut MockHost, task: usize, active: usize) {
         let conv = &st.layers[1];
         assert_eq!(conv.mask.iter().filter(|&&m| m).count(), active);
         let w = vals(h, CONV);
-        for i in 0..72 {
-            if !conv.mask[i] {
-                assert_eq!(w[i], 0.0, "task {task} step {s}: {i} outside the mask");
+        for (i, (&w, &m)) in w.iter().zip(&conv.mask).enumerate() {
+            if !m {
+                assert_eq!(w, 0.0, "task {task} step {s}: {i} outside the mask");
             }
         }
     }
