@@ -59,3 +59,9 @@ fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
     resumes("spectral", "class-il", "lambda = 0.01");
     resumes("wasserstein", "class-il", "lambda = 0.01");
 }
+
+#[test]
+fn dst_resumes_bit_identically_on_a_cnn() {
+    // Masks, frozen set, per-task norm tensors and BN statistics, θ0: task-IL only.
+    resumes("dst", "task-il", "sparsity = 0.8, task_steps = 60, update_every = 20");
+}

@@ -10,18 +10,25 @@
 //!
 //! # Per task t
 //!
-//! 1. **Mask.** Per-layer densities `d_l` for the global density `d = 1 − sparsity`:
-//!    `uniform` (`d_l = d`) or `erk` (`d_l = ε·(n_out + n_in)/(n_out·n_in)`, layers that
-//!    would exceed 1 made dense and ε re-solved, see [`sparsity::erk_densities`]). The mask
+//! 1. **Mask.** Masked tensors: every weight of rank ≥ 2, dense `[out, in]` and conv
+//!    `[out, in, kh, kw]` (element-wise: per output channel, input channel and kernel
+//!    position), the first conv and the classifier included. Per-layer densities `d_l` for the
+//!    global density `d = 1 − sparsity`: `uniform` (`d_l = d`) or `erk`
+//!    (`d_l = ε·sum(shape)/prod(shape)`, e.g. `(n_out + n_in + k_h + k_w)/(n_out·n_in·k_h·k_w)`,
+//!    layers that would exceed 1 made dense and ε re-solved, see [`sparsity::erk_densities`]);
+//!    `dense_first` holds the first masked layer at 1 inside the same global budget. The mask
 //!    samples `round(d_l·N_l)` positions uniformly (`sampling = "exact"`) or each position
 //!    with probability `d_l` (`"bernoulli"`, the original code). It is drawn over the whole
 //!    layer, so it overlaps the frozen weights of earlier tasks by about `d·|F|` positions:
 //!    those are *reused* (their frozen value is used, never trained).
 //! 2. **Values.** Positions outside the mask are 0. New (never used) positions start at their
 //!    value at initialisation θ0 (`new_weights = "init"`) or at 0 for tasks ≥ 1
-//!    (`"zero"`, the original code's quirk); frozen positions keep their value. Biases are
-//!    per task (`bias = "per-task"`: every task trains its own copy, starting from θ0's
-//!    biases) or shared (`"shared"`: trained by every task, which breaks isolation).
+//!    (`"zero"`, the original code's quirk); frozen positions keep their value. Biases, norm
+//!    shifts and norm scales (1-D weights) are never masked: per task (`bias = "per-task"`:
+//!    every task trains its own copy, starting from θ0's values) or shared (`"shared"`: trained
+//!    by every task, which breaks isolation). Batch norm running statistics (buffers) are
+//!    always per task: reset to θ0's at a task's start, saved at its end, loaded for its
+//!    evaluation.
 //! 3. **Training.** After every optimizer step every position the task may not train
 //!    (outside the mask, or frozen) is written back to its fixed value (bitwise). The
 //!    optimizer state is masked with the weights: a position's state is zeroed whenever it
@@ -55,6 +62,8 @@ pub mod topology;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_conv;
 
 use clef_sdk::prelude::*;
 use clef_sdk::rng::SplitMix64;
@@ -62,7 +71,10 @@ use clef_sdk::state::{Bits, Floats};
 use clef_sdk::tracing::{info, warn};
 use clef_sdk::Role;
 
-use sparsity::{erk_densities, sample_mask, uniform_densities, Sampling};
+use sparsity::{
+    erk_densities, erk_densities_with_dense, sample_mask, uniform_densities,
+    uniform_densities_dense_first, Sampling,
+};
 use topology::{drop_fraction, update_layer, FrozenGrowth, Growth, LayerView};
 
 /// The hyperparameters (`docs/strategies.md` has the table, with sources).
@@ -102,9 +114,13 @@ pub struct Config {
     /// original code (0 in training, the frozen value at evaluation)
     #[hparam(default = "reuse")]
     pub frozen_growth: FrozenGrowth,
-    /// biases: one trained copy per task (isolated) or shared by every task
+    /// biases and norm parameters: one trained copy per task (isolated) or shared by every task
     #[hparam(default = "per-task")]
     pub bias: Bias,
+    /// keep the first masked layer dense (density 1) inside the global budget
+    #[hparam(default = false)]
+    #[serde(default)]
+    pub dense_first: bool,
 }
 
 /// How a layer's per-task densities are set (`init`).
@@ -134,7 +150,7 @@ pub enum GrowInit {
     Init,
 }
 
-/// Whether every task trains its own copy of the biases (`bias`).
+/// Whether every task trains its own copy of the biases and norm parameters (`bias`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum Bias {
     /// One trained copy per task, restored at its evaluation (isolated).
@@ -152,9 +168,9 @@ pub enum Bias {
 pub struct Layer {
     /// Parameter index.
     pub param: usize,
-    /// Parameter name (`layers.{l}.weight`).
+    /// Parameter name (`layers.{l}.weight`, `convs.{i}.weight`, `layer1.0.conv1.weight`, ...).
     pub name: String,
-    /// Shape `[out, in]`.
+    /// Shape `[out, in]` or `[out, in, kh, kw]`.
     pub shape: Vec<usize>,
     /// Values at initialisation (θ0).
     #[serde(with = "clef_sdk::state::tensor")]
@@ -209,10 +225,18 @@ pub struct Dst {
     layers: Vec<Layer>,
     /// Target density per layer (same order as `layers`).
     densities: Vec<f64>,
-    /// Bias parameter indices and their values at initialisation.
+    /// Parameter indices and values at initialisation of the unmasked trainable tensors:
+    /// biases, norm shifts and norm scales (1-D weights). They follow `bias`.
     biases: Vec<(usize, Floats)>,
     /// Per finished task: its bias values (`bias = "per-task"`).
     task_biases: Vec<Vec<Floats>>,
+    /// Buffers (batch norm running statistics) and their values at initialisation: always
+    /// per task, whatever `bias` says (they are statistics of one task's data).
+    #[serde(default)]
+    buffers: Vec<(usize, Floats)>,
+    /// Per finished task: its buffer values.
+    #[serde(default)]
+    task_buffers: Vec<Vec<Floats>>,
     /// Optimizer state slots present (`momentum` or `exp_avg` + `exp_avg_sq`).
     slots: Vec<String>,
     /// The task being trained (set by `on_task_start`, cleared by `on_task_end`).
@@ -244,11 +268,12 @@ impl Dst {
     /// Checks that the masked layers and biases (restored from a checkpoint, perhaps) have
     /// the sizes of the model's parameters.
     fn check_layout(&self, ctx: &Ctx<'_>) -> Result<()> {
-        let params = self
-            .layers
-            .iter()
-            .map(|l| (l.param, l.numel()))
-            .chain(self.biases.iter().map(|(p, v)| (*p, v.len())));
+        let params = self.layers.iter().map(|l| (l.param, l.numel())).chain(
+            self.biases
+                .iter()
+                .chain(&self.buffers)
+                .map(|(p, v)| (*p, v.len())),
+        );
         for (param, n) in params {
             let found = ctx.values_ref(param).map(<[f32]>::len);
             ensure!(
@@ -376,6 +401,39 @@ impl Dst {
     }
 }
 
+/// Per-layer target densities for `cfg` (`init`, `sparsity`, `dense_first`); `first` names
+/// the first masked layer for the error when `dense_first` cannot fit in the budget.
+fn target_densities(cfg: &Config, shapes: &[Vec<usize>], first: &str) -> Result<Vec<f64>> {
+    let density = 1.0 - cfg.sparsity;
+    if !cfg.dense_first {
+        return Ok(match cfg.init {
+            MaskInit::Uniform => uniform_densities(shapes, density),
+            MaskInit::Erk => erk_densities(shapes, density),
+        });
+    }
+    let solved = match cfg.init {
+        MaskInit::Uniform => uniform_densities_dense_first(shapes, density),
+        MaskInit::Erk => {
+            let mut held = vec![false; shapes.len()];
+            held[0] = true;
+            erk_densities_with_dense(shapes, density, &held)
+        }
+    };
+    let Some(d) = solved else {
+        let n = |s: &Vec<usize>| s.iter().product::<usize>();
+        let total: usize = shapes.iter().map(n).sum();
+        bail!(
+            "strategy `dst`: hparam `dense_first` = true keeps `{first}` dense ({} weights), but \
+             the budget at sparsity {} is {:.0} of the {total} masked weights, leaving nothing \
+             for the other layers: lower `sparsity` or set dense_first = false",
+            n(&shapes[0]),
+            cfg.sparsity,
+            density * total as f64,
+        );
+    };
+    Ok(d)
+}
+
 fn momentum_needs_adam() -> String {
     "strategy `dst`: hparam `growth` = \"momentum\" regrows by Adam's moment ratio \
      |exp_avg / (sqrt(exp_avg_sq) + 1e-8)|, but the optimizer has no `exp_avg`/`exp_avg_sq` \
@@ -388,6 +446,9 @@ impl Strategy for Dst {
     const NAME: &'static str = "dst";
     const DESCRIPTION: &'static str =
         "dynamic sparse training with per-task masks and frozen weights (Yildirim et al. 2024)";
+    /// Conv kernels are masked element-wise like dense weights; norm scales and shifts follow
+    /// `bias`; batch norm running statistics are kept per task (never trained, never masked).
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
 
     type State = SerdeState;
@@ -408,6 +469,8 @@ impl Strategy for Dst {
             densities: Vec::new(),
             biases: Vec::new(),
             task_biases: Vec::new(),
+            buffers: Vec::new(),
+            task_buffers: Vec::new(),
             slots: Vec::new(),
             training: None,
             steps_in_task: 0,
@@ -420,10 +483,14 @@ impl Strategy for Dst {
         self.layers.clear();
         self.biases.clear();
         self.task_biases.clear();
+        self.buffers.clear();
+        self.task_buffers.clear();
         for (i, p) in ctx.params()?.into_iter().enumerate() {
             let values = ctx.values_ref(i)?.to_vec();
             match p.role {
-                Role::Weight => self.layers.push(Layer {
+                // Dense `[out, in]` and conv `[out, in, kh, kw]` weights are masked; a norm
+                // scale `[c]` (also role Weight) is not: it goes with the biases.
+                Role::Weight if p.shape.len() >= 2 => self.layers.push(Layer {
                     param: i,
                     name: p.name,
                     shape: p.shape,
@@ -437,6 +504,7 @@ impl Strategy for Dst {
                     fixed: Vec::new(),
                     task_masks: Vec::new(),
                 }),
+                Role::Buffer => self.buffers.push((i, Floats(values))),
                 _ => self.biases.push((i, Floats(values))),
             }
         }
@@ -445,10 +513,7 @@ impl Strategy for Dst {
             "strategy `dst`: the network has no weight tensors to mask"
         );
         let shapes: Vec<Vec<usize>> = self.layers.iter().map(|l| l.shape.clone()).collect();
-        self.densities = match self.cfg.init {
-            MaskInit::Uniform => uniform_densities(&shapes, 1.0 - self.cfg.sparsity),
-            MaskInit::Erk => erk_densities(&shapes, 1.0 - self.cfg.sparsity),
-        };
+        self.densities = target_densities(&self.cfg, &shapes, &self.layers[0].name)?;
         let param = self.layers[0].param;
         self.slots.clear();
         for slot in SLOTS {
@@ -514,6 +579,10 @@ impl Strategy for Dst {
             for (param, init) in &self.biases {
                 ctx.values(*param)?.copy_from_slice(init);
             }
+        }
+        // Every task collects its own running statistics, from their initial values.
+        for (param, init) in &self.buffers {
+            ctx.values(*param)?.copy_from_slice(init);
         }
         self.training = Some(t);
         self.steps_in_task = 0;
@@ -594,6 +663,12 @@ impl Strategy for Dst {
                 .collect::<Result<Vec<_>>>()?;
             self.task_biases.push(biases);
         }
+        let buffers = self
+            .buffers
+            .iter()
+            .map(|(p, _)| ctx.values_ref(*p).map(|v| Floats(v.to_vec())))
+            .collect::<Result<Vec<_>>>()?;
+        self.task_buffers.push(buffers);
         reports.extend([
             ("density.total".to_string(), active as f64 / total as f64),
             ("active_weights".to_string(), active as f64),
@@ -649,8 +724,13 @@ impl Strategy for Dst {
                 *w = if m { c } else { 0.0 };
             }
         }
-        if let Some(biases) = self.task_biases.get(j) {
-            for ((param, _), b) in self.biases.iter().zip(biases) {
+        let per_task = [
+            (&self.biases, self.task_biases.get(j)),
+            (&self.buffers, self.task_buffers.get(j)),
+        ];
+        for (tensors, values) in per_task {
+            let Some(values) = values else { continue };
+            for ((param, _), b) in tensors.iter().zip(values) {
                 let v = ctx.values(*param)?;
                 self.saved.push((*param, v.to_vec()));
                 v.copy_from_slice(b);

@@ -30,13 +30,35 @@ pub fn uniform_densities(shapes: &[Vec<usize>], density: f64) -> Vec<f64> {
 /// ε = (density·Σ_{l∉D} N_l − (1 − density)·Σ_{l∈D} N_l) / Σ_{l∉D} r_l·N_l
 /// ```
 pub fn erk_densities(shapes: &[Vec<usize>], density: f64) -> Vec<f64> {
+    erk_solve(shapes, density, &vec![false; shapes.len()])
+        .unwrap_or_else(|| vec![1.0; shapes.len()])
+}
+
+/// [`erk_densities`] with the layers flagged in `dense` held at density 1 from the start
+/// (`dense_first`), inside the budget: the other layers share what is left,
+/// `density·Σ N_l − Σ_{l∈D} N_l`. `None` when the held layers alone exceed the budget (or take
+/// all of it, leaving the others nothing).
+pub fn erk_densities_with_dense(
+    shapes: &[Vec<usize>],
+    density: f64,
+    dense: &[bool],
+) -> Option<Vec<f64>> {
+    erk_solve(shapes, density, dense)
+}
+
+/// The ERK solve from a starting dense set. Without a starting set it is only `None` when
+/// nothing is left to solve for (every layer dense), which [`erk_densities`] maps to density 1
+/// everywhere as before.
+fn erk_solve(shapes: &[Vec<usize>], density: f64, held: &[bool]) -> Option<Vec<f64>> {
     let density = density.clamp(0.0, 1.0);
     let numel: Vec<f64> = shapes
         .iter()
         .map(|s| s.iter().product::<usize>() as f64)
         .collect();
     let score: Vec<f64> = shapes.iter().map(|s| erk_score(s)).collect();
-    let mut dense = vec![false; shapes.len()];
+    let forced = held.iter().any(|&h| h);
+    let mut dense = held.to_vec();
+    dense.resize(shapes.len(), false);
     loop {
         let (mut rhs, mut divisor) = (0.0, 0.0);
         for l in 0..shapes.len() {
@@ -48,10 +70,17 @@ pub fn erk_densities(shapes: &[Vec<usize>], density: f64) -> Vec<f64> {
             }
         }
         if divisor <= 0.0 {
-            // Every layer is dense (only possible at density 1).
-            return vec![1.0; shapes.len()];
+            // Every layer is dense (without held layers only possible at density 1).
+            return if forced {
+                None
+            } else {
+                Some(vec![1.0; shapes.len()])
+            };
         }
         let eps = rhs / divisor;
+        if forced && eps <= 0.0 {
+            return None;
+        }
         let max_score = (0..shapes.len())
             .filter(|&l| !dense[l])
             .map(|l| score[l])
@@ -63,17 +92,38 @@ pub fn erk_densities(shapes: &[Vec<usize>], density: f64) -> Vec<f64> {
                 }
             }
         } else {
-            return (0..shapes.len())
-                .map(|l| {
-                    if dense[l] {
-                        1.0
-                    } else {
-                        (eps * score[l]).clamp(0.0, 1.0)
-                    }
-                })
-                .collect();
+            return Some(
+                (0..shapes.len())
+                    .map(|l| {
+                        if dense[l] {
+                            1.0
+                        } else {
+                            (eps * score[l]).clamp(0.0, 1.0)
+                        }
+                    })
+                    .collect(),
+            );
         }
     }
+}
+
+/// Uniform with the first layer dense inside the budget: the others get
+/// `(density·Σ N_l − N_0) / Σ_{l≥1} N_l`. `None` when the first layer alone takes the whole
+/// budget (or there is no other layer).
+pub fn uniform_densities_dense_first(shapes: &[Vec<usize>], density: f64) -> Option<Vec<f64>> {
+    let density = density.clamp(0.0, 1.0);
+    let numel: Vec<f64> = shapes
+        .iter()
+        .map(|s| s.iter().product::<usize>() as f64)
+        .collect();
+    let (first, rest) = numel.split_first()?;
+    let rest_total: f64 = rest.iter().sum();
+    let left = density * (first + rest_total) - first;
+    if rest_total <= 0.0 || left <= 0.0 {
+        return None;
+    }
+    let d = (left / rest_total).min(1.0);
+    Some(std::iter::once(1.0).chain(rest.iter().map(|_| d)).collect())
 }
 
 /// Active weights of a layer of `numel` scalars at density `d` with exact sampling:
