@@ -47,12 +47,13 @@
 //!
 //! # Checkpoints
 //!
-//! `type State = NotCheckpointed`: PAR's experts (their weights, heads and optimizer state) live
-//! in the host's expert pool, which trial checkpoints do not hold, and `load_state` would have
-//! no expert services to rebuild them. The plugin therefore exports no `save_state` /
-//! `load_state`: the host turns checkpoints off for its trials (with a warning), and a killed
-//! trial starts again from its first task instead of resuming with a pool that no longer
-//! exists.
+//! `type State = SerdeState`: the whole strategy (its hyperparameters, the base architecture,
+//! its record of every expert and route, the prototypes, the random projection and the frozen
+//! extractor) through serde. The experts themselves (weights, buffers, heads, routing, frozen
+//! copies, optimizer state) are in the host's expert pool, which the trial checkpoint holds
+//! (checkpoint format version 2), so a killed PAR trial resumes bit-identically. The teacher of a
+//! transfer task and the batch rows live within a task only and are not saved (checkpoints
+//! are written at task boundaries).
 
 pub mod kd;
 pub mod relatedness;
@@ -65,7 +66,7 @@ use relatedness::{Aggregate, Decision, Prototypes};
 use search::{Arch, Multinomial, Space};
 
 /// PAR's decision rule, or the expert-per-task reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum Policy {
     /// Relatedness-driven reuse, transfer or allocation.
     Par,
@@ -74,7 +75,7 @@ pub enum Policy {
 }
 
 /// The fixed feature extractor of the prototypes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum Features {
     /// The raw inputs.
     Raw,
@@ -85,7 +86,7 @@ pub enum Features {
 }
 
 /// Activation of the new-expert policy's experts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]
 pub enum BaseActivation {
     /// ReLU.
     Relu,
@@ -110,7 +111,7 @@ impl BaseActivation {
 /// `needs_past_tasks` only act from the second task on (relatedness to old tasks,
 /// distillation towards old heads): the first task always runs the search (or, with
 /// `policy = "new-expert"`, the base architecture).
-#[derive(Debug, Clone, HParams)]
+#[derive(Debug, Clone, HParams, Serialize, Deserialize)]
 pub struct Config {
     /// PAR's decision rule, or a new base-architecture expert for every task
     #[hparam(default = "par")]
@@ -176,7 +177,7 @@ pub struct Config {
 }
 
 /// What the plugin knows about one expert it routed tasks to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ExpertRec {
     arch: Arch,
     /// Tasks routed to it.
@@ -195,15 +196,16 @@ struct Transfer {
 }
 
 /// The frozen feature extractor of `features = "expert"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Extractor {
     arch: Arch,
     /// Weights and biases of the hidden layers, `[w0, b0, w1, b1, ...]`.
+    #[serde(with = "clef_sdk::state::tensors")]
     body: Vec<Vec<f32>>,
 }
 
-/// The PAR strategy.
-#[derive(Debug)]
+/// The PAR strategy (its checkpoint state: everything but the task-local teacher and batch).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Par {
     cfg: Config,
     space: Space,
@@ -216,10 +218,14 @@ pub struct Par {
     protos: Vec<Option<Prototypes>>,
     projection: Option<Vec<f32>>,
     extractor: Option<Extractor>,
+    /// Within a transfer task only (checkpoints are written between tasks).
+    #[serde(skip)]
     transfer: Option<Transfer>,
     frozen: Option<usize>,
     /// Current-task rows of the batch.
+    #[serde(skip)]
     x: Vec<f32>,
+    #[serde(skip)]
     rows: usize,
 }
 
@@ -436,7 +442,7 @@ impl Strategy for Par {
     const DESCRIPTION: &'static str =
         "relatedness-driven expert reuse, distillation and architecture search (Wang et al. 2023)";
     type Config = Config;
-    type State = NotCheckpointed;
+    type State = SerdeState;
 
     fn new(cfg: Config) -> Result<Self> {
         ensure!(

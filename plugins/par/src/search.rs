@@ -18,7 +18,8 @@
 use clef_sdk::Activation;
 
 /// An MLP architecture.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "StoredArch", try_from = "StoredArch")]
 pub struct Arch {
     /// Hidden widths.
     pub hidden: Vec<usize>,
@@ -42,6 +43,39 @@ pub fn activation_of(code: u8) -> Option<Activation> {
         1 => Some(Activation::Tanh),
         2 => Some(Activation::Sigmoid),
         _ => None,
+    }
+}
+
+/// [`Arch`] in checkpoints (the activation as [`activation_code`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredArch {
+    hidden: Vec<usize>,
+    activation: u8,
+}
+
+impl From<Arch> for StoredArch {
+    fn from(a: Arch) -> Self {
+        StoredArch {
+            hidden: a.hidden,
+            activation: activation_code(a.activation),
+        }
+    }
+}
+
+impl TryFrom<StoredArch> for Arch {
+    type Error = String;
+
+    fn try_from(s: StoredArch) -> Result<Self, String> {
+        let activation = activation_of(s.activation).ok_or_else(|| {
+            format!(
+                "unknown activation code {} (expected 0, 1 or 2)",
+                s.activation
+            )
+        })?;
+        Ok(Arch {
+            hidden: s.hidden,
+            activation,
+        })
     }
 }
 
@@ -69,7 +103,8 @@ impl Arch {
 }
 
 /// The discrete search space.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "StoredSpace", try_from = "StoredSpace")]
 pub struct Space {
     /// Depth options (number of hidden layers).
     pub depths: Vec<usize>,
@@ -77,6 +112,41 @@ pub struct Space {
     pub widths: Vec<usize>,
     /// Activation options.
     pub activations: Vec<Activation>,
+}
+
+/// [`Space`] in checkpoints (activations as [`activation_code`]s).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSpace {
+    depths: Vec<usize>,
+    widths: Vec<usize>,
+    activations: Vec<u8>,
+}
+
+impl From<Space> for StoredSpace {
+    fn from(s: Space) -> Self {
+        StoredSpace {
+            depths: s.depths,
+            widths: s.widths,
+            activations: s.activations.into_iter().map(activation_code).collect(),
+        }
+    }
+}
+
+impl TryFrom<StoredSpace> for Space {
+    type Error = String;
+
+    fn try_from(s: StoredSpace) -> Result<Self, String> {
+        let activations = s
+            .activations
+            .iter()
+            .map(|&c| activation_of(c).ok_or_else(|| format!("unknown activation code {c}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Space {
+            depths: s.depths,
+            widths: s.widths,
+            activations,
+        })
+    }
 }
 
 impl Space {

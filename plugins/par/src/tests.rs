@@ -329,15 +329,22 @@ fn bad_hparams_name_plugin_and_key() {
 }
 
 #[test]
-fn checkpoints_are_not_offered() {
-    // The experts live in the host's pool, which checkpoints do not hold: no state hooks, so
-    // the host turns checkpoints off for PAR's trials instead of resuming with a lost pool.
+fn the_state_holds_the_expert_records_and_round_trips() {
+    // The experts live in the host's pool (checkpointed by the host); the plugin's state holds
+    // its records of them, the routes, prototypes and the projection.
     let mut host = MockHost::new(4, 4, 2);
-    let mut p = MockPlugin::create::<Par>(&toml("")).unwrap();
-    assert!(p.descriptor().save_state.is_none());
-    assert!(p.descriptor().load_state.is_none());
+    let cfg = toml("features = \"projection\"\nprojection_dim = 3");
+    let mut p = MockPlugin::create::<Par>(&cfg).unwrap();
+    assert!(p.descriptor().save_state.is_some());
+    assert!(p.descriptor().load_state.is_some());
     p.on_model_built(&mut host).unwrap();
+    let fresh = p.save_state(&mut host).unwrap();
     p.on_task_start(&mut host).unwrap();
     p.on_task_end(&mut host).unwrap();
     assert!(host.state().experts.len() > 1, "task 0 added an expert");
+    let saved = p.save_state(&mut host).unwrap();
+    assert_ne!(saved, fresh, "task 0 left nothing in the state");
+    let mut q = MockPlugin::create::<Par>(&cfg).unwrap();
+    q.load_state(&mut host, &saved).unwrap();
+    assert_eq!(q.save_state(&mut host).unwrap(), saved);
 }

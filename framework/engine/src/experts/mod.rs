@@ -15,6 +15,11 @@
 //! **Default path.** Until a strategy calls `expert_add` or `expert_select`, the pool is
 //! *inactive*: the trainer makes one boolean check per step and per evaluation and otherwise
 //! runs exactly as without a pool (bit-identical results).
+//!
+//! **Checkpoints.** [`snapshot`]: the whole pool goes into the trial checkpoint at a task
+//! boundary and comes back on resume.
+
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,130 @@
+//! PAR resumes bit-identically: its experts (the host's expert pool) and its own state are in
+//! the trial checkpoint, so a PAR trial killed after a task on which experts exist ends, once
+//! re-run, with exactly the records of an uninterrupted run.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clef_testkit::Cfg;
+use serde_json::Value;
+
+use common::{clef, plugins, records, show, text, without_timings};
+
+/// Records of `dir` without the fields that measure time.
+fn results(dir: &Path) -> Vec<Value> {
+    records(dir).into_iter().map(without_timings).collect()
+}
+
+/// Five mnist-5k task-IL tasks of 400 steps (long enough to be killed between two
+/// checkpoints), one seed, with the workspace's plugins and one `par` table of `hparams`.
+fn par_cfg(dir: &Path, hparams: &str) -> std::path::PathBuf {
+    Cfg::digits()
+        .name("par-resume")
+        .seeds(&[7])
+        .settings(&["task-il"])
+        .plugin_dirs(&[plugins()])
+        .dataset("mnist-5k")
+        .hidden(&[64])
+        .iterations(400)
+        .momentum(0.9)
+        .strategy("par")
+        .hparams(hparams)
+        .write(dir, "par.toml")
+}
+
+fn run(cfg: &Path, out: &Path) -> std::process::Output {
+    common::run_cfg(cfg, out, "info", &["--jobs", "1"])
+}
+
+/// Runs `cfg` into `out` and kills it (SIGKILL) as soon as its first checkpoint exists.
+fn run_and_kill_after_first_checkpoint(cfg: &Path, out: &Path) {
+    let ckpts = out.join("checkpoints");
+    let mut child = clef()
+        .args(["run", "--no-progress", "--jobs", "1", "--out"])
+        .arg(out)
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let written = std::fs::read_dir(&ckpts)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+            })
+            .unwrap_or(false);
+        if written {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before writing a checkpoint"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(out.join("trials")).map_or(0, |d| d.count()),
+        0,
+        "killed after the trial finished"
+    );
+}
+
+fn killed_par_trial_resumes_to_the_same_records(hparams: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = par_cfg(tmp.path(), hparams);
+    let whole = tmp.path().join("whole");
+    let o = run(&cfg, &whole);
+    assert!(o.status.success(), "{}", show(&o));
+    let log = text(&o.stderr);
+    assert!(
+        !log.contains("no more checkpoints"),
+        "PAR's checkpoints were turned off:\n{log}"
+    );
+    let reference = results(&whole);
+    assert_eq!(reference.len(), 1);
+    // Experts exist from the first task on (PAR adds one per new task).
+    let metrics = &reference[0]["strategy_metrics"];
+    assert!(
+        metrics[0]["experts"].as_f64().unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+
+    let killed = tmp.path().join("killed");
+    run_and_kill_after_first_checkpoint(&cfg, &killed);
+    let o = run(&cfg, &killed);
+    assert!(o.status.success(), "{}", show(&o));
+    let log = text(&o.stderr);
+    assert!(
+        log.contains("resuming the trial from its checkpoint"),
+        "no resume:\n{log}"
+    );
+    assert!(!log.contains("starts afresh"), "the resume failed:\n{log}");
+    assert_eq!(results(&killed), reference);
+    let left = std::fs::read_dir(killed.join("checkpoints")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "checkpoints left behind");
+}
+
+#[test]
+fn a_killed_par_trial_resumes_from_its_checkpoint_with_its_experts() {
+    // PAR's rule with the first expert as frozen feature extractor (state: the extractor,
+    // prototypes, expert records) and a small search (the pool holds the search's experts too).
+    killed_par_trial_resumes_to_the_same_records(
+        "features = \"expert\", search_epochs = 2, search_steps = 10, min_width = 16, \
+         max_width = 32, max_depth = 2",
+    );
+}
+
+#[test]
+fn a_killed_expert_per_task_trial_resumes_with_a_random_projection() {
+    // One expert per task (the pool grows every task) and the projection in PAR's state.
+    killed_par_trial_resumes_to_the_same_records(
+        "policy = \"new-expert\", features = \"projection\", projection_dim = 16",
+    );
+}
