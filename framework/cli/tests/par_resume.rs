@@ -1,6 +1,7 @@
 //! PAR resumes bit-identically: its experts (the host's expert pool) and its own state are in
-//! the trial checkpoint, so a PAR trial killed after a task on which experts exist ends, once
-//! re-run, with exactly the records of an uninterrupted run.
+//! the trial checkpoint, so a PAR trial killed after three of its five tasks (experts, several
+//! heads on one expert, search experts in the pool) ends, once re-run, with exactly the records
+//! of an uninterrupted run.
 
 mod common;
 
@@ -38,8 +39,17 @@ fn run(cfg: &Path, out: &Path) -> std::process::Output {
     common::run_cfg(cfg, out, "info", &["--jobs", "1"])
 }
 
-/// Runs `cfg` into `out` and kills it (SIGKILL) as soon as its first checkpoint exists.
-fn run_and_kill_after_first_checkpoint(cfg: &Path, out: &Path) {
+/// `tasks_done` of the checkpoint at `path` (read from its JSON metadata: magic, version, length,
+/// then `{"key":..,"tasks_done":N,..}`), if it exists.
+fn tasks_done(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let n = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?) as usize;
+    let meta: Value = serde_json::from_slice(bytes.get(20..20 + n)?).ok()?;
+    meta["tasks_done"].as_u64()
+}
+
+/// Runs `cfg` into `out` and kills it (SIGKILL) as soon as it has checkpointed `tasks` tasks.
+fn run_and_kill_after_checkpoint(cfg: &Path, out: &Path, tasks: u64) {
     let ckpts = out.join("checkpoints");
     let mut child = clef()
         .args(["run", "--no-progress", "--jobs", "1", "--out"])
@@ -53,8 +63,10 @@ fn run_and_kill_after_first_checkpoint(cfg: &Path, out: &Path) {
     loop {
         let written = std::fs::read_dir(&ckpts)
             .map(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+                d.filter_map(Result::ok).any(|e| {
+                    e.path().extension().is_some_and(|x| x == "ckpt")
+                        && tasks_done(&e.path()).is_some_and(|n| n >= tasks)
+                })
             })
             .unwrap_or(false);
         if written {
@@ -62,7 +74,7 @@ fn run_and_kill_after_first_checkpoint(cfg: &Path, out: &Path) {
         }
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the run ended before writing a checkpoint"
+            "the run ended before checkpointing {tasks} tasks"
         );
         assert!(Instant::now() < deadline, "no checkpoint written");
         std::thread::sleep(Duration::from_millis(2));
@@ -97,7 +109,8 @@ fn killed_par_trial_resumes_to_the_same_records(hparams: &str) {
     );
 
     let killed = tmp.path().join("killed");
-    run_and_kill_after_first_checkpoint(&cfg, &killed);
+    // After three of the five tasks: experts hold several tasks' heads by then.
+    run_and_kill_after_checkpoint(&cfg, &killed, 3);
     let o = run(&cfg, &killed);
     assert!(o.status.success(), "{}", show(&o));
     let log = text(&o.stderr);
@@ -113,11 +126,21 @@ fn killed_par_trial_resumes_to_the_same_records(hparams: &str) {
 
 #[test]
 fn a_killed_par_trial_resumes_from_its_checkpoint_with_its_experts() {
-    // PAR's rule with the first expert as frozen feature extractor (state: the extractor,
-    // prototypes, expert records) and a small search (the pool holds the search's experts too).
+    // PAR's rule with raw-pixel prototypes and a small search (the pool also holds the
+    // search's unrouted experts).
     killed_par_trial_resumes_to_the_same_records(
-        "features = \"expert\", search_epochs = 2, search_steps = 10, min_width = 16, \
-         max_width = 32, max_depth = 2",
+        "search_epochs = 2, search_steps = 10, min_width = 16, max_width = 32, max_depth = 2",
+    );
+}
+
+#[test]
+fn a_killed_par_trial_sharing_one_expert_resumes_its_heads_and_teacher_state() {
+    // alpha = beta = 1: every task after the first reuses (with distillation) the first
+    // task's expert, so the pool stores several heads per expert; the first expert, frozen
+    // after task 0, is the feature extractor in PAR's state.
+    killed_par_trial_resumes_to_the_same_records(
+        "alpha = 1.0, beta = 1.0, features = \"expert\", search_epochs = 2, \
+         search_steps = 10, min_width = 16, max_width = 32, max_depth = 2",
     );
 }
 
