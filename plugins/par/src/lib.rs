@@ -174,6 +174,26 @@ pub struct Config {
     /// activation of the new-expert policy's experts
     #[hparam(default = "relu")]
     pub base_activation: BaseActivation,
+    /// convolutional backbones: numbers of 3x3 convolutions 1..=max_conv_depth
+    #[hparam(default = 4, range = 1..=16)]
+    pub max_conv_depth: usize,
+    /// convolutional backbones: smallest channel count (powers of two up to max_channels)
+    #[hparam(default = 8, range = 1..=4096)]
+    pub min_channels: usize,
+    /// convolutional backbones: largest channel count
+    #[hparam(default = 32, range = 1..=4096)]
+    pub max_channels: usize,
+}
+
+/// Powers of two from `lo` up to `hi`.
+fn doublings(lo: usize, hi: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut w = lo;
+    while w <= hi {
+        out.push(w);
+        w *= 2;
+    }
+    out
 }
 
 /// What the plugin knows about one expert it routed tasks to.
@@ -336,10 +356,13 @@ impl Par {
         Ok((x, y, n))
     }
 
-    /// Adds an expert of `arch` and returns its id.
+    /// Adds an expert of `arch` (a ConvNet body through `expert_add_conv`, else an MLP) and
+    /// returns its id.
     fn add_expert(&mut self, ctx: &mut Ctx<'_>, arch: &Arch) -> Result<usize> {
-        let id = ctx.expert_add(&arch.hidden, arch.activation)?;
-        Ok(id)
+        if arch.is_conv() {
+            return ctx.expert_add_conv(&arch.channels, &arch.hidden);
+        }
+        ctx.expert_add(&arch.hidden, arch.activation)
     }
 
     /// The architecture search on the current task (see the crate docs).
@@ -441,6 +464,7 @@ impl Strategy for Par {
     const NAME: &'static str = "par";
     const DESCRIPTION: &'static str =
         "relatedness-driven expert reuse, distillation and architecture search (Wang et al. 2023)";
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
     type State = SerdeState;
 
@@ -457,16 +481,18 @@ impl Strategy for Par {
             cfg.min_width,
             cfg.max_width
         );
-        let mut widths = Vec::new();
-        let mut w = cfg.min_width;
-        while w <= cfg.max_width {
-            widths.push(w);
-            w *= 2;
-        }
+        ensure!(
+            cfg.min_channels <= cfg.max_channels,
+            "strategy `par`: hparam `min_channels` ({}) must not exceed hparam `max_channels` ({})",
+            cfg.min_channels,
+            cfg.max_channels
+        );
+        // The MLP space; on_model_built switches to the ConvNet space on a conv backbone.
         let space = Space {
             depths: (1..=cfg.max_depth).collect(),
-            widths,
+            widths: doublings(cfg.min_width, cfg.max_width),
             activations: vec![Activation::Relu, Activation::Tanh],
+            conv: None,
         };
         Ok(Par {
             cfg,
@@ -485,17 +511,39 @@ impl Strategy for Par {
     }
 
     fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-        // The configured network's hidden widths (the new-expert policy's architecture).
+        // The configured network's architecture (the new-expert policy's): its conv channels
+        // (4-D weights) and dense hidden widths (2-D weights but the output layer's).
         let params = ctx.params()?;
-        let weights: Vec<usize> = params
-            .iter()
-            .filter(|p| p.role == clef_sdk::Role::Weight)
-            .map(|p| p.shape[0])
-            .collect();
-        let hidden = weights[..weights.len().saturating_sub(1)].to_vec();
+        let weights = |ndim: usize| -> Vec<usize> {
+            params
+                .iter()
+                .filter(|p| p.role == clef_sdk::Role::Weight && p.shape.len() == ndim)
+                .map(|p| p.shape[0])
+                .collect()
+        };
+        let channels = weights(4);
+        let dense = weights(2);
+        let hidden = dense[..dense.len().saturating_sub(1)].to_vec();
+        let activation = self.cfg.base_activation.activation();
+        if !channels.is_empty() {
+            ensure!(
+                self.cfg.features != Features::Expert,
+                "strategy `par`: hparam `features` = \"expert\" needs an MLP backbone (the \
+                 plugin evaluates the frozen extractor itself); use \"raw\" or \"projection\""
+            );
+            // The ConvNet space: number of convolutions x channel count; the dense part and
+            // the activation are the backbone's.
+            self.space = Space {
+                depths: (1..=self.cfg.max_conv_depth).collect(),
+                widths: doublings(self.cfg.min_channels, self.cfg.max_channels),
+                activations: vec![activation],
+                conv: Some(hidden.clone()),
+            };
+        }
         self.base = Some(Arch {
+            channels,
             hidden,
-            activation: self.cfg.base_activation.activation(),
+            activation,
         });
         Ok(())
     }
@@ -508,6 +556,11 @@ impl Strategy for Par {
         ensure!(
             ctx.can_use_experts(),
             "strategy `par` needs a host with the ABI 1.2 expert services"
+        );
+        ensure!(
+            self.space.conv.is_none() || ctx.can_add_conv_experts(),
+            "strategy `par` on a convolutional backbone needs a host with the ABI 1.5 service \
+             `expert_add_conv`"
         );
         let t = info.task;
         if self.routes.len() < info.num_tasks {
@@ -646,11 +699,18 @@ impl Strategy for Par {
         for (e, s) in &scores {
             Self::report(ctx, &format!("score.expert{e}"), *s)?;
         }
-        Self::report(ctx, "arch.depth", arch.hidden.len() as f64)?;
+        // Depth and width: of the convolutions for a ConvNet body, else of the hidden layers.
+        let layers = if arch.is_conv() {
+            &arch.channels
+        } else {
+            &arch.hidden
+        };
+        Self::report(ctx, "arch.conv", f64::from(u8::from(arch.is_conv())))?;
+        Self::report(ctx, "arch.depth", layers.len() as f64)?;
         Self::report(
             ctx,
             "arch.width",
-            arch.hidden.first().copied().unwrap_or(0) as f64,
+            layers.first().copied().unwrap_or(0) as f64,
         )?;
         Self::report(
             ctx,

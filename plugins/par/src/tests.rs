@@ -153,17 +153,11 @@ fn multinomial_update_matches_hand_computation() {
 
 #[test]
 fn parameter_accounting_is_exact() {
-    let a = Arch {
-        hidden: vec![64, 64],
-        activation: Activation::Relu,
-    };
+    let a = Arch::mlp(vec![64, 64], Activation::Relu);
     // 784·64 + 64 + 64·64 + 64 = 50240 + 4160 = 54400; a 2-class head: 2·65 = 130.
     assert_eq!(a.body_params(784), 54_400);
     assert_eq!(a.head_params(784, 2), 130);
-    let lin = Arch {
-        hidden: vec![],
-        activation: Activation::Tanh,
-    };
+    let lin = Arch::mlp(vec![], Activation::Tanh);
     assert_eq!(lin.body_params(10), 0);
     assert_eq!(lin.head_params(10, 3), 33);
 }

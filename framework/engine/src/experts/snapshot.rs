@@ -168,7 +168,7 @@ impl Experts {
             }
             t.heads = s.heads.values().flat_map(head_tensors).collect();
             meta.push(SlotMeta {
-                spec: s.spec.clone().into(),
+                spec: s.spec.clone(),
                 loaded: match s.loaded {
                     Loaded::Base => None,
                     Loaded::Task(t) => Some(t),
@@ -215,16 +215,13 @@ impl Experts {
         if let Some(e) = m.routes.iter().flatten().find(|&&e| e >= n) {
             return Err(format!("a task is routed to expert {e} of {n}"));
         }
-        let spec0: ModelSpec = self.slots[0].spec.clone().into();
-        if m.slots[0].spec != spec0 {
+        if m.slots[0].spec != self.slots[0].spec {
             return Err("expert 0 is not this trial's network".into());
         }
         let mut slots = Vec::with_capacity(n);
         for (id, (meta, t)) in m.slots.iter().zip(&state.slots).enumerate() {
             let what = format!("expert {id}");
-            let Some(spec) = meta.spec.as_mlp().cloned() else {
-                return Err(format!("{what}: the pool holds MLP experts only"));
-            };
+            let spec = meta.spec.clone();
             let seed = if id == 0 {
                 self.init_seed
             } else {
