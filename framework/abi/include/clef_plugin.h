@@ -45,8 +45,9 @@
  * CLEF_NOT_ALLOWED, and create has no ctx at all (a refused rng_u64 returns 0, a refused
  * param_count the negative status, get_extension NULL). A view stays valid until the hook that
  * obtained it returns; fetching one view never moves another (a tensor's values and gradient
- * may be held together); only expert_add / expert_select invalidate views. The detail of a
- * refused call is appended to the plugin's error message if the hook then fails.
+ * may be held together); only expert_add / expert_add_conv / expert_select invalidate views.
+ * The detail of a refused call is appended to the plugin's error message if the hook then
+ * fails.
  *
  * SHAPES: inputs are row-major f32, `rows * input_dim` values (input_dim, num_outputs and
  * feature_dim come from task_info and are fixed for the trial). Logits and cotangents are

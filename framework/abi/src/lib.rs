@@ -25,7 +25,8 @@
 //! Every function pointer of [`ClefHost`] is non-null: a host that lacks a service installs a
 //! stub returning [`CLEF_UNSUPPORTED`]. A view (tensor, batch) stays valid until the hook that
 //! obtained it returns, and fetching one view never moves another (parameter values and
-//! gradients may be held at the same time); only `expert_add`/`expert_select` invalidate views.
+//! gradients may be held at the same time); only `expert_add`/`expert_add_conv`/`expert_select`
+//! invalidate views.
 //! Services need the ctx of a training hook (`on_model_built` ... `after_eval`): during
 //! `create` only `log(null, ..)` works, and in `save_state`/`load_state` every service but
 //! `log` returns [`CLEF_NOT_ALLOWED`]. `include/clef_plugin.h` states, next to every service,

@@ -21,6 +21,14 @@ fn results(dir: &Path) -> Vec<Value> {
 /// Five mnist-5k task-IL tasks of 400 steps (long enough to be killed between two
 /// checkpoints), one seed, with the workspace's plugins and one `par` table of `hparams`.
 fn par_cfg(dir: &Path, hparams: &str) -> std::path::PathBuf {
+    mlp()
+        .strategy("par")
+        .hparams(hparams)
+        .write(dir, "par.toml")
+}
+
+/// The MLP stream of [`par_cfg`], without a strategy.
+fn mlp() -> Cfg {
     Cfg::digits()
         .name("par-resume")
         .seeds(&[7])
@@ -30,9 +38,6 @@ fn par_cfg(dir: &Path, hparams: &str) -> std::path::PathBuf {
         .hidden(&[64])
         .iterations(400)
         .momentum(0.9)
-        .strategy("par")
-        .hparams(hparams)
-        .write(dir, "par.toml")
 }
 
 fn run(cfg: &Path, out: &Path) -> std::process::Output {
@@ -91,7 +96,12 @@ fn run_and_kill_after_checkpoint(cfg: &Path, out: &Path, tasks: u64) {
 fn killed_par_trial_resumes_to_the_same_records(hparams: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = par_cfg(tmp.path(), hparams);
-    let whole = tmp.path().join("whole");
+    killed_trial_resumes_to_the_same_records(&cfg, tmp.path());
+}
+
+fn killed_trial_resumes_to_the_same_records(cfg: &Path, dir: &Path) {
+    let cfg = cfg.to_path_buf();
+    let whole = dir.join("whole");
     let o = run(&cfg, &whole);
     assert!(o.status.success(), "{}", show(&o));
     let log = text(&o.stderr);
@@ -108,7 +118,7 @@ fn killed_par_trial_resumes_to_the_same_records(hparams: &str) {
         "{metrics}"
     );
 
-    let killed = tmp.path().join("killed");
+    let killed = dir.join("killed");
     // After three of the five tasks: experts hold several tasks' heads by then.
     run_and_kill_after_checkpoint(&cfg, &killed, 3);
     let o = run(&cfg, &killed);
@@ -150,4 +160,27 @@ fn a_killed_expert_per_task_trial_resumes_with_a_random_projection() {
     killed_par_trial_resumes_to_the_same_records(
         "policy = \"new-expert\", features = \"projection\", projection_dim = 16",
     );
+}
+
+#[test]
+fn a_killed_par_trial_on_a_convnet_resumes_with_its_conv_experts() {
+    // Convolutional experts (expert_add_conv) with batch norm: their running statistics are
+    // buffers the pool must save too; a small conv search space.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = mlp()
+        .set("model", "backbone", "\"convnet\"")
+        .set("model", "channels", "[4, 4]")
+        .set("model", "norm", "\"batch\"")
+        .hidden(&[])
+        .iterations(150)
+        .strategy("par")
+        .hparams(
+            "search_epochs = 2, search_steps = 5, max_conv_depth = 2, min_channels = 2, \
+             max_channels = 4",
+        )
+        .write(tmp.path(), "par-cnn.toml");
+    killed_trial_resumes_to_the_same_records(&cfg, tmp.path());
+    let recs = results(&tmp.path().join("whole"));
+    let m = &recs[0]["strategy_metrics"];
+    assert_eq!(m[0]["arch.conv"].as_f64(), Some(1.0), "{m}");
 }

@@ -37,8 +37,14 @@
 //! MdeNAS's supernet). The chosen architecture is then trained from scratch as the task's
 //! expert by the normal training loop.
 //!
+//! Convolutional backbones (`CONV_BACKBONES`): every expert is a ConvNet body added through
+//! the ABI 1.5 `expert_add_conv` (the backbone's image shape, norm, activation and dense
+//! layers), and the search runs over the number of convolutions (1..=`max_conv_depth`) × their
+//! channel count (`min_channels`..=`max_channels`, powers of two): the paper's cell search
+//! restricted to the depth and width of a plain ConvNet, which is what clef's backends build.
+//!
 //! Reported per task (`strategy_metrics`): `decision`, `expert`, `relatedness.task<j>` for
-//! every old task, `score.expert<e>` for every expert, `arch.depth`, `arch.width`,
+//! every old task, `score.expert<e>` for every expert, `arch.conv`, `arch.depth`, `arch.width`,
 //! `arch.activation` (0 relu, 1 tanh, 2 sigmoid), `experts` (experts in use) and
 //! `params.total` (the pool's parameters at the end of the task, from `expert_params`).
 //!

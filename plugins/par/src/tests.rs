@@ -3,7 +3,7 @@ use clef_sdk::Activation;
 
 use super::kd::kd_loss_grad;
 use super::relatedness::{decide, divergence, prototypes, relatedness, Aggregate, Decision};
-use super::search::{Arch, Multinomial};
+use super::search::{Arch, Multinomial, Space};
 use super::Par;
 
 clef_sdk::standard_tests!(
@@ -341,4 +341,43 @@ fn the_state_holds_the_expert_records_and_round_trips() {
     let mut q = MockPlugin::create::<Par>(&cfg).unwrap();
     q.load_state(&mut host, &saved).unwrap();
     assert_eq!(q.save_state(&mut host).unwrap(), saved);
+}
+
+#[test]
+fn the_conv_space_searches_the_convolutions_and_keeps_the_dense_part() {
+    let space = Space {
+        depths: vec![1, 2, 3],
+        widths: vec![8, 16],
+        activations: vec![Activation::Tanh],
+        conv: Some(vec![32]),
+    };
+    assert_eq!(space.sizes(), [3, 2, 1]);
+    let a = space.arch([2, 1, 0]);
+    assert_eq!(a.channels, vec![16, 16, 16]);
+    assert_eq!(a.hidden, vec![32]);
+    assert!(a.is_conv());
+    // An MLP space gives MLP architectures.
+    let mlp = Space {
+        conv: None,
+        ..space.clone()
+    };
+    let b = mlp.arch([0, 0, 0]);
+    assert!(!b.is_conv());
+    assert_eq!(b.hidden, vec![8]);
+    // Both come back from the checkpoint encoding exactly.
+    let bytes = clef_sdk::state::encode(&(space.clone(), a.clone())).unwrap();
+    let (s2, a2): (Space, Arch) = clef_sdk::state::decode(&bytes).unwrap();
+    assert_eq!((s2, a2), (space, a));
+}
+
+#[test]
+fn min_channels_above_max_channels_is_refused() {
+    let e = MockPlugin::create::<Par>(&toml("min_channels = 64\nmax_channels = 8"))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("min_channels") && msg.contains("max_channels"),
+        "{msg}"
+    );
 }
