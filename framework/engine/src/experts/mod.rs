@@ -1,7 +1,9 @@
-//! A trial's pool of expert networks (the host side of `expert_add`, `expert_select`,
-//! `expert_freeze`, `expert_params`, `head_forward` and `head_vjp`).
+//! A trial's pool of expert networks (the host side of `expert_add`, `expert_add_conv`,
+//! `expert_select`, `expert_freeze`, `expert_params`, `head_forward` and `head_vjp`).
 //!
-//! The configured network is expert 0. The *selected* expert lives in the trainer's `net` and
+//! The configured network is expert 0. Experts are [`ModelSpec`]s: MLPs on any backbone (on
+//! an image they read the flattened pixels), ConvNets on a convolutional backbone; an expert's
+//! output layer is its last two tensors, its body everything before (buffers included). The *selected* expert lives in the trainer's `net` and
 //! `optimizer` (what [`crate::strategy::Ctx`] points to), so training, the parameter views, the
 //! forward services and evaluation all use it with no indirection; the others wait in their
 //! slots and are swapped in by `Experts::activate`.
@@ -12,7 +14,7 @@
 //! loaded into the expert's output layer; the others are kept here. Task-IL masks each task to
 //! its units, so a head's parameters are `n_units * (feature_dim + 1)`.
 //!
-//! **Default path.** Until a strategy calls `expert_add` or `expert_select`, the pool is
+//! **Default path.** Until a strategy adds, selects or freezes an expert, the pool is
 //! *inactive*: the trainer makes one boolean check per step and per evaluation and otherwise
 //! runs exactly as without a pool (bit-identical results).
 //!
