@@ -302,3 +302,107 @@ impl Experts {
         self.enabled = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clef_backend::{Activation, Init, MlpSpec};
+
+    use super::*;
+
+    fn spec() -> MlpSpec {
+        MlpSpec {
+            input: 3,
+            hidden: vec![4],
+            output: 4,
+            activation: Activation::Relu,
+            init: Init::KaimingUniform,
+        }
+    }
+
+    fn sgd() -> OptimizerSpec {
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// A pool of three tasks: expert 1 holds tasks 0 and 1 (task 1's head loaded), frozen,
+    /// with momentum; expert 2 is selected for task 2.
+    fn pool() -> (Experts, Box<dyn Network>, Optimizer) {
+        let mut net = build_network(&spec(), 1).unwrap();
+        let mut opt = Optimizer::new(sgd(), net.params());
+        let mut e = Experts::new(&spec(), 9, 3);
+        let a = e.add(vec![5], Activation::Tanh, &opt).unwrap();
+        e.select(0, a, &mut net, &mut opt).unwrap();
+        e.select(1, a, &mut net, &mut opt).unwrap();
+        opt.state_mut("momentum", 0).unwrap().fill(0.25);
+        opt.set_steps(3);
+        e.freeze(a, true, &*net).unwrap();
+        let b = e.add(vec![2, 2], Activation::Relu, &opt).unwrap();
+        e.select(2, b, &mut net, &mut opt).unwrap();
+        (e, net, opt)
+    }
+
+    #[test]
+    fn a_rebuilt_pool_takes_the_same_snapshot() {
+        let (e, _, opt) = pool();
+        let state = e.snapshot();
+        assert_eq!(state.meta.active, 2);
+        assert_eq!(state.meta.routes, vec![Some(1), Some(1), Some(2)]);
+        let one = &state.meta.slots[1];
+        assert_eq!(
+            (one.loaded, one.heads.clone(), one.frozen, one.base),
+            (Some(1), vec![0], true, true)
+        );
+        assert_eq!(one.optimizer_steps, 3);
+        // The selected expert's tensors are the trainer's, not repeated here.
+        assert!(state.slots[2].params.is_empty());
+
+        let (mut fresh, mut net, mut o) = (
+            Experts::new(&spec(), 9, 3),
+            build_network(&spec(), 1).unwrap(),
+            opt.clone(),
+        );
+        let r = fresh.rebuild(&state, opt.spec()).unwrap();
+        assert_eq!(r.active_net().map(|n| n.params().len()), Some(6));
+        fresh.install(r, &mut net, &mut o);
+        assert!(fresh.enabled());
+        assert_eq!(fresh.snapshot(), state);
+        assert_eq!(
+            net.params().len(),
+            6,
+            "the selected expert (2 hidden layers) is the trainer's"
+        );
+    }
+
+    #[test]
+    fn a_pool_of_another_trial_or_with_bad_tensors_is_refused() {
+        let (e, _, opt) = pool();
+        let state = e.snapshot();
+        let err = |s: &PoolState, target: &Experts| target.rebuild(s, opt.spec()).err().unwrap();
+        let other = MlpSpec {
+            hidden: vec![7],
+            ..spec()
+        };
+        assert!(err(&state, &Experts::new(&other, 9, 3))
+            .contains("expert 0 is not this trial's network"));
+        assert!(
+            err(&state, &Experts::new(&spec(), 9, 4)).contains("routes 3 tasks, this trial has 4")
+        );
+        let mut s = state.clone();
+        s.slots[1].params[0].pop();
+        assert!(err(&s, &Experts::new(&spec(), 9, 3))
+            .contains("expert 1: its parameters do not match its spec"));
+        let mut s = state.clone();
+        s.slots[1].heads.pop();
+        assert!(err(&s, &Experts::new(&spec(), 9, 3)).contains("expert 1: 1 tensors, expected 2"));
+        let mut s = state.clone();
+        s.meta.routes[0] = Some(7);
+        assert!(err(&s, &Experts::new(&spec(), 9, 3)).contains("routed to expert 7 of 3"));
+        let mut s = state;
+        s.slots[1].frozen.clear();
+        assert!(err(&s, &Experts::new(&spec(), 9, 3)).contains("frozen copy does not match"));
+    }
+}
