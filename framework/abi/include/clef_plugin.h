@@ -45,8 +45,9 @@
  * CLEF_NOT_ALLOWED, and create has no ctx at all (a refused rng_u64 returns 0, a refused
  * param_count the negative status, get_extension NULL). A view stays valid until the hook that
  * obtained it returns; fetching one view never moves another (a tensor's values and gradient
- * may be held together); only expert_add / expert_select invalidate views. The detail of a
- * refused call is appended to the plugin's error message if the hook then fails.
+ * may be held together); only expert_add / expert_add_conv / expert_select invalidate views.
+ * The detail of a refused call is appended to the plugin's error message if the hook then
+ * fails.
  *
  * SHAPES: inputs are row-major f32, `rows * input_dim` values (input_dim, num_outputs and
  * feature_dim come from task_info and are fixed for the trial). Logits and cotangents are
@@ -83,7 +84,7 @@ extern "C" {
 #endif
 
 #define CLEF_ABI_MAJOR 1
-#define CLEF_ABI_MINOR 4
+#define CLEF_ABI_MINOR 5
 #define CLEF_ENTRY_SYMBOL "clef_plugin_entry_v1"
 
 /* status codes */
@@ -329,6 +330,16 @@ typedef struct clef_host {
      * num_outputs], cotangent_len == rows * num_outputs. */
     int32_t (*head_vjp)(clef_ctx *ctx, int64_t task, const float *x, int64_t rows,
                         const float *cotangent, int64_t cotangent_len);
+
+    /* ABI 1.5: present only if struct_size >= offsetof(clef_host, expert_add_conv) +
+     * sizeof(void *). Adds an expert with a convolutional body: channels[n_channels] 3x3
+     * convolutions (each > 0, n_channels >= 1; a 2x2 max-pool after every second one), then
+     * hidden[n_hidden] dense widths (each > 0; hidden may be NULL when n_hidden is 0) and the
+     * output layer, with the trial's input image shape, output size, norm, activation and
+     * initialisation; writes its id to *out_id. Arrays caller-owned, read during the call.
+     * Hooks, task-IL only; CLEF_NOT_ALLOWED when the trial's network is not convolutional. */
+    int32_t (*expert_add_conv)(clef_ctx *ctx, const int64_t *channels, int64_t n_channels,
+                               const int64_t *hidden, int64_t n_hidden, int64_t *out_id);
 } clef_host;
 
 /* The plugin's static description and entry points (plugin-owned, static). Every hook is

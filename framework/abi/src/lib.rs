@@ -25,7 +25,8 @@
 //! Every function pointer of [`ClefHost`] is non-null: a host that lacks a service installs a
 //! stub returning [`CLEF_UNSUPPORTED`]. A view (tensor, batch) stays valid until the hook that
 //! obtained it returns, and fetching one view never moves another (parameter values and
-//! gradients may be held at the same time); only `expert_add`/`expert_select` invalidate views.
+//! gradients may be held at the same time); only `expert_add`/`expert_add_conv`/`expert_select`
+//! invalidate views.
 //! Services need the ctx of a training hook (`on_model_built` ... `after_eval`): during
 //! `create` only `log(null, ..)` works, and in `save_state`/`load_state` every service but
 //! `log` returns [`CLEF_NOT_ALLOWED`]. `include/clef_plugin.h` states, next to every service,
@@ -64,8 +65,9 @@ pub const CLEF_ABI_MAJOR: u16 = 1;
 /// ABI minor version: fields added at the end of structs. 1.1 appended `report` to
 /// [`ClefHost`]; 1.2 appended the expert-pool services (`expert_freeze`, `expert_params`,
 /// `head_forward`, `head_vjp`); 1.3 appended `create_typed` to [`ClefPluginDescriptor`]
-/// (hyperparameters as typed values, [`ClefHparamValue`]).
-pub const CLEF_ABI_MINOR: u16 = 4;
+/// (hyperparameters as typed values, [`ClefHparamValue`]); 1.4 appended `backbones` to the
+/// descriptor (convolutional backbones); 1.5 appended `expert_add_conv` to [`ClefHost`].
+pub const CLEF_ABI_MINOR: u16 = 5;
 /// Name of the exported entry symbol (NUL-terminated).
 pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
 
@@ -468,6 +470,24 @@ pub struct ClefHost {
         cotangent: *const f32,
         cotangent_len: i64,
     ) -> i32,
+
+    // ---- ABI 1.5 (present when `struct_size >= CLEF_HOST_SIZE_V1_5`) ----
+    /// Adds an expert with a convolutional body to the trial's pool and writes its id: a
+    /// ConvNet of `n_channels` 3x3 convolutions (padding 1) of `channels[i]` output channels
+    /// (each > 0, `n_channels >= 1`; a 2x2 max-pool after every second one), then `n_hidden`
+    /// dense layers of `hidden[i]` widths (each > 0; `hidden` may be null when `n_hidden` is 0)
+    /// and the output layer, with the trial's input image shape, output size, norm, activation
+    /// and initialisation. Both arrays are caller-owned and read during the call only. Task-IL
+    /// only; `CLEF_NOT_ALLOWED` when the trial's network is not convolutional (an MLP trial has
+    /// no image shape).
+    pub expert_add_conv: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        channels: *const i64,
+        n_channels: i64,
+        hidden: *const i64,
+        n_hidden: i64,
+        out_id: *mut i64,
+    ) -> i32,
 }
 
 /// A plugin's static description and entry points. Starts with `{abi_major, abi_minor,
@@ -617,4 +637,7 @@ pub const CLEF_HOST_SIZE_V1_0: usize = core::mem::offset_of!(ClefHost, report);
 pub const CLEF_HOST_SIZE_V1_1: usize = core::mem::offset_of!(ClefHost, expert_freeze);
 
 /// Size of the host service table of ABI 1.2 (up to and including `head_vjp`).
-pub const CLEF_HOST_SIZE_V1_2: usize = core::mem::size_of::<ClefHost>();
+pub const CLEF_HOST_SIZE_V1_2: usize = core::mem::offset_of!(ClefHost, expert_add_conv);
+
+/// Size of the host service table of ABI 1.5 (up to and including `expert_add_conv`).
+pub const CLEF_HOST_SIZE_V1_5: usize = core::mem::size_of::<ClefHost>();

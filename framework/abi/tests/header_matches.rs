@@ -97,7 +97,8 @@ fn expected() -> Vec<(String, i128)> {
             expert_freeze,
             expert_params,
             head_forward,
-            head_vjp
+            head_vjp,
+            expert_add_conv
         ]
     );
     layout!(

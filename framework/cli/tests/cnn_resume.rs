@@ -1,7 +1,8 @@
 //! Checkpoint and resume on a convolutional backbone, for every seed plugin: a trial killed
 //! (SIGKILL) after its first task resumes from its checkpoint to the records of the
 //! uninterrupted run, bit for bit (every field but timings). The CNN has batch norm, so the
-//! running statistics (buffers) go through the checkpoint too.
+//! running statistics (buffers) go through the checkpoint too. PAR on a ConvNet (its expert
+//! pool in the checkpoint) is in `par_resume.rs`.
 
 mod common;
 
@@ -37,7 +38,7 @@ fn resumes(strategy: &str, setting: &str, hparams: &str) {
         cfg = cfg.hparams(hparams);
     }
     let cfg = cfg.write(tmp.path(), "cnn.toml");
-    assert_kill_and_resume_is_bit_identical(&cfg, tmp.path());
+    assert_kill_and_resume_is_bit_identical(&cfg, tmp.path(), 1);
 }
 
 #[test]
@@ -63,5 +64,9 @@ fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
 #[test]
 fn dst_resumes_bit_identically_on_a_cnn() {
     // Masks, frozen set, per-task norm tensors and BN statistics, θ0: task-IL only.
-    resumes("dst", "task-il", "sparsity = 0.8, task_steps = 60, update_every = 20");
+    resumes(
+        "dst",
+        "task-il",
+        "sparsity = 0.8, task_steps = 60, update_every = 20",
+    );
 }

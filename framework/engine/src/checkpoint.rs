@@ -14,8 +14,16 @@
 //! | u64 count, then per tensor: u64 len + len f32     (parameters)
 //! | u64 slots, then per slot: u64 len + name, then a tensor list as above (optimizer state)
 //! | u64 len + strategy state bytes
+//! [ version 2 only: the expert pool
+//! | u64 n | n bytes of JSON pool metadata (`PoolMeta`: selected expert, routes, per expert
+//!   its spec, loaded head, optimizer steps, frozen/base flags, stored heads' tasks)
+//! | per expert: parameters, optimizer state, frozen copy, base head, stored heads
+//!   (each a tensor list as above; optimizer state as above) ]
 //! | u64 FNV-1a of every byte before it
 //! ```
+//!
+//! A trial without an expert pool writes version 1, exactly the format before pools were
+//! checkpointed; a trial whose strategy uses the pool writes version 2. Both are read.
 //!
 //! Little-endian throughout. Every length is checked against the bytes left before anything is
 //! allocated, and the trailing checksum catches torn or corrupted files, so a bad checkpoint is
@@ -27,11 +35,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::experts::snapshot::{PoolMeta, PoolState, SlotTensors};
 use crate::measurements::Measurements;
 use clef_data::seed::fnv1a;
 
 const MAGIC: &[u8; 8] = b"CLEFCKPT";
+/// Named tensor lists: `(optimizer slot name, one tensor per parameter)`.
+pub type NamedTensors = Vec<(String, Vec<Vec<f32>>)>;
+
+/// The format without an expert pool.
 const VERSION: u32 = 1;
+/// The format with the expert pool after the strategy state.
+const VERSION_POOL: u32 = 2;
 
 /// The measurements and counters of a trial after `tasks_done` tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,9 +72,12 @@ pub struct Checkpoint {
     /// Parameter values, in the network's parameter order.
     pub params: Vec<Vec<f32>>,
     /// Optimizer state: `(slot name, one tensor per parameter)`.
-    pub optimizer: Vec<(String, Vec<Vec<f32>>)>,
+    pub optimizer: NamedTensors,
     /// The strategy's `save_state` bytes.
     pub strategy_state: Vec<u8>,
+    /// The expert pool, if the strategy uses one (`params` and `optimizer` are then its
+    /// selected expert's).
+    pub pool: Option<PoolState>,
 }
 
 /// A checkpoint that cannot be written or read.
@@ -74,6 +92,15 @@ pub struct CheckpointError {
 
 fn put_u64(b: &mut Vec<u8>, v: u64) {
     b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_named(b: &mut Vec<u8>, named: &[(String, Vec<Vec<f32>>)]) {
+    put_u64(b, named.len() as u64);
+    for (name, ts) in named {
+        put_u64(b, name.len() as u64);
+        b.extend_from_slice(name.as_bytes());
+        put_tensors(b, ts);
+    }
 }
 
 fn put_tensors(b: &mut Vec<u8>, ts: &[Vec<f32>]) {
@@ -91,20 +118,32 @@ fn put_tensors(b: &mut Vec<u8>, ts: &[Vec<f32>]) {
 pub fn encode(c: &Checkpoint) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&VERSION.to_le_bytes());
+    let version = if c.pool.is_some() {
+        VERSION_POOL
+    } else {
+        VERSION
+    };
+    b.extend_from_slice(&version.to_le_bytes());
     // Serialising plain data to JSON cannot fail.
     let meta = serde_json::to_vec(&c.progress).unwrap_or_default();
     put_u64(&mut b, meta.len() as u64);
     b.extend_from_slice(&meta);
     put_tensors(&mut b, &c.params);
-    put_u64(&mut b, c.optimizer.len() as u64);
-    for (name, ts) in &c.optimizer {
-        put_u64(&mut b, name.len() as u64);
-        b.extend_from_slice(name.as_bytes());
-        put_tensors(&mut b, ts);
-    }
+    put_named(&mut b, &c.optimizer);
     put_u64(&mut b, c.strategy_state.len() as u64);
     b.extend_from_slice(&c.strategy_state);
+    if let Some(pool) = &c.pool {
+        let meta = serde_json::to_vec(&pool.meta).unwrap_or_default();
+        put_u64(&mut b, meta.len() as u64);
+        b.extend_from_slice(&meta);
+        for s in &pool.slots {
+            put_tensors(&mut b, &s.params);
+            put_named(&mut b, &s.optimizer);
+            put_tensors(&mut b, &s.frozen);
+            put_tensors(&mut b, &s.base);
+            put_tensors(&mut b, &s.heads);
+        }
+    }
     let sum = fnv1a(&b);
     put_u64(&mut b, sum);
     b
@@ -159,6 +198,36 @@ impl<'a> Cursor<'a> {
             })
             .collect()
     }
+
+    fn named(&mut self, what: &str) -> Result<NamedTensors, String> {
+        let slots = self.len(16, what)?;
+        let mut out = Vec::with_capacity(slots);
+        for _ in 0..slots {
+            let n = self.len(1, "slot name")?;
+            let name = String::from_utf8(self.take(n, "slot name")?.to_vec())
+                .map_err(|_| "slot name is not UTF-8".to_string())?;
+            out.push((name, self.tensors(what)?));
+        }
+        Ok(out)
+    }
+
+    fn pool(&mut self) -> Result<PoolState, String> {
+        let n = self.len(1, "pool metadata")?;
+        let meta: PoolMeta = serde_json::from_slice(self.take(n, "pool metadata")?)
+            .map_err(|e| format!("pool metadata: {e}"))?;
+        let slots = (0..meta.slots.len())
+            .map(|_| {
+                Ok(SlotTensors {
+                    params: self.tensors("expert parameters")?,
+                    optimizer: self.named("expert optimizer state")?,
+                    frozen: self.tensors("frozen expert body")?,
+                    base: self.tensors("expert base head")?,
+                    heads: self.tensors("expert heads")?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(PoolState { meta, slots })
+    }
 }
 
 /// Parses [`encode`]'s output; `path` names the file in errors.
@@ -186,9 +255,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
     let mut v = [0u8; 4];
     v.copy_from_slice(c.take(4, "version").map_err(fail)?);
     let version = u32::from_le_bytes(v);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_POOL {
         return Err(fail(format!(
-            "format version {version}; this clef reads version {VERSION}"
+            "format version {version}; this clef reads versions {VERSION} and {VERSION_POOL}"
         )));
     }
     let n = c.len(1, "metadata").map_err(fail)?;
@@ -196,16 +265,14 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
     let progress: Progress =
         serde_json::from_slice(meta).map_err(|e| fail(format!("metadata: {e}")))?;
     let params = c.tensors("parameters").map_err(fail)?;
-    let slots = c.len(16, "optimizer slots").map_err(fail)?;
-    let mut optimizer = Vec::with_capacity(slots);
-    for _ in 0..slots {
-        let n = c.len(1, "slot name").map_err(fail)?;
-        let name = String::from_utf8(c.take(n, "slot name").map_err(fail)?.to_vec())
-            .map_err(|_| fail("slot name is not UTF-8".into()))?;
-        optimizer.push((name, c.tensors("optimizer state").map_err(fail)?));
-    }
+    let optimizer = c.named("optimizer state").map_err(fail)?;
     let n = c.len(1, "strategy state").map_err(fail)?;
     let strategy_state = c.take(n, "strategy state").map_err(fail)?.to_vec();
+    let pool = if version == VERSION_POOL {
+        Some(c.pool().map_err(fail)?)
+    } else {
+        None
+    };
     if !c.rest.is_empty() {
         return Err(fail(format!("{} unexpected trailing bytes", c.rest.len())));
     }
@@ -214,6 +281,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> 
         params,
         optimizer,
         strategy_state,
+        pool,
     })
 }
 
@@ -321,7 +389,55 @@ mod tests {
                 ),
             ],
             strategy_state: b"plugin bytes".to_vec(),
+            pool: None,
         }
+    }
+
+    fn with_pool() -> Checkpoint {
+        use crate::experts::snapshot::SlotMeta;
+        let spec = clef_backend::MlpSpec {
+            input: 2,
+            hidden: vec![3],
+            output: 2,
+            activation: clef_backend::Activation::Relu,
+            init: clef_backend::Init::KaimingUniform,
+        };
+        let meta = |loaded, frozen, base, heads: Vec<usize>| SlotMeta {
+            spec: spec.clone().into(),
+            loaded,
+            optimizer_steps: 5,
+            frozen,
+            base,
+            heads,
+        };
+        let mut c = sample();
+        c.pool = Some(PoolState {
+            meta: PoolMeta {
+                active: 1,
+                routes: vec![Some(1), Some(0)],
+                slots: vec![
+                    meta(Some(1), true, true, vec![]),
+                    meta(Some(0), false, true, vec![]),
+                ],
+            },
+            slots: vec![
+                SlotTensors {
+                    params: vec![vec![0.5; 6], vec![0.0; 3], vec![1.0; 6], vec![2.0; 2]],
+                    optimizer: vec![(
+                        "momentum".into(),
+                        vec![vec![0.1; 6], vec![], vec![], vec![]],
+                    )],
+                    frozen: vec![vec![0.5; 6], vec![-0.0; 3]],
+                    base: vec![vec![3.0; 6], vec![4.0; 2]],
+                    heads: vec![],
+                },
+                SlotTensors {
+                    base: vec![vec![7.0; 6], vec![8.0; 2]],
+                    ..SlotTensors::default()
+                },
+            ],
+        });
+        c
     }
 
     #[test]
@@ -330,6 +446,34 @@ mod tests {
         let d = decode(&encode(&c), Path::new("x")).unwrap();
         assert_eq!(d, c);
         assert_eq!(d.params[0][1].to_bits(), (-0.0f32).to_bits());
+    }
+
+    #[test]
+    fn a_pool_round_trips_exactly_and_only_pool_checkpoints_change_version() {
+        let c = with_pool();
+        let bytes = encode(&c);
+        assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+        assert_eq!(decode(&bytes, Path::new("x")).unwrap(), c);
+        // Without a pool: version 1, byte for byte the format before pools.
+        let plain = encode(&sample());
+        assert_eq!(&plain[8..12], &1u32.to_le_bytes());
+        for cut in (0..bytes.len()).step_by(5) {
+            assert!(decode(&bytes[..cut], Path::new("ck")).is_err());
+        }
+    }
+
+    #[test]
+    fn an_unknown_version_names_the_versions_read() {
+        let mut bytes = encode(&sample());
+        bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let n = bytes.len() - 8;
+        let sum = fnv1a(&bytes[..n]);
+        bytes[n..].copy_from_slice(&sum.to_le_bytes());
+        let e = decode(&bytes, Path::new("ck")).unwrap_err().to_string();
+        assert!(
+            e.contains("format version 3; this clef reads versions 1 and 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -813,6 +813,56 @@ fn catalogue() -> Vec<(&'static str, Call)> {
                 vec![],
             )
         }),
+        ("expert_add_conv on an MLP trial", |h, c, _| {
+            let mut id = -1i64;
+            // SAFETY: one channel count, no hidden widths, a live out value.
+            (
+                st(unsafe {
+                    (h.expert_add_conv)(c, [4i64].as_ptr(), 1, std::ptr::null(), 0, &mut id)
+                }),
+                vec![id as f64],
+            )
+        }),
+        ("expert_add_conv channel 0", |h, c, _| {
+            let mut id = -1i64;
+            // SAFETY: as above.
+            (
+                st(unsafe {
+                    (h.expert_add_conv)(c, [4i64, 0].as_ptr(), 2, [8i64].as_ptr(), 1, &mut id)
+                }),
+                vec![],
+            )
+        }),
+        ("expert_add_conv no convolution", |h, c, _| {
+            let mut id = -1i64;
+            // SAFETY: nothing is read from the empty arrays.
+            (
+                st(unsafe {
+                    (h.expert_add_conv)(c, std::ptr::null(), 0, std::ptr::null(), 0, &mut id)
+                }),
+                vec![],
+            )
+        }),
+        ("expert_add_conv hidden width -1", |h, c, _| {
+            let mut id = -1i64;
+            // SAFETY: as above.
+            (
+                st(unsafe {
+                    (h.expert_add_conv)(c, [4i64].as_ptr(), 1, [-1i64].as_ptr(), 1, &mut id)
+                }),
+                vec![],
+            )
+        }),
+        ("expert_add_conv null channels", |h, c, _| {
+            let mut id = -1i64;
+            // SAFETY: the host refuses a null array of positive length before reading it.
+            (
+                st(unsafe {
+                    (h.expert_add_conv)(c, std::ptr::null(), 2, std::ptr::null(), 0, &mut id)
+                }),
+                vec![],
+            )
+        }),
         ("expert_select 9", |h, c, _| {
             // SAFETY: the host's table and context.
             (st(unsafe { (h.expert_select)(c, 9) }), vec![])

@@ -403,6 +403,24 @@ pub trait ServiceModel {
         Err(ServiceError::unsupported("this host has no expert pool"))
     }
 
+    /// Whether the pool can add convolutional experts (the trial's network is convolutional).
+    fn conv_experts(&self) -> bool {
+        false
+    }
+
+    /// Adds a convolutional expert (task-IL, `conv_experts()`, at least one channel count,
+    /// every width positive) and returns its id.
+    fn expert_add_conv(
+        &mut self,
+        channels: Vec<usize>,
+        hidden: Vec<usize>,
+    ) -> ServiceResult<usize> {
+        let _ = (channels, hidden);
+        Err(ServiceError::unsupported(
+            "this host has no convolutional experts",
+        ))
+    }
+
     /// Routes the current task to expert `id < expert_count()` and selects it (task-IL).
     fn expert_select(&mut self, id: usize) -> ServiceResult {
         let _ = id;

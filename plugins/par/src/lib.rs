@@ -37,8 +37,14 @@
 //! MdeNAS's supernet). The chosen architecture is then trained from scratch as the task's
 //! expert by the normal training loop.
 //!
+//! Convolutional backbones (`CONV_BACKBONES`): every expert is a ConvNet body added through
+//! the ABI 1.5 `expert_add_conv` (the backbone's image shape, norm, activation and dense
+//! layers), and the search runs over the number of convolutions (1..=`max_conv_depth`) × their
+//! channel count (`min_channels`..=`max_channels`, powers of two): the paper's cell search
+//! restricted to the depth and width of a plain ConvNet, which is what clef's backends build.
+//!
 //! Reported per task (`strategy_metrics`): `decision`, `expert`, `relatedness.task<j>` for
-//! every old task, `score.expert<e>` for every expert, `arch.depth`, `arch.width`,
+//! every old task, `score.expert<e>` for every expert, `arch.conv`, `arch.depth`, `arch.width`,
 //! `arch.activation` (0 relu, 1 tanh, 2 sigmoid), `experts` (experts in use) and
 //! `params.total` (the pool's parameters at the end of the task, from `expert_params`).
 //!
@@ -47,13 +53,15 @@
 //!
 //! # Checkpoints
 //!
-//! `type State = NotCheckpointed`: PAR's experts (their weights, heads and optimizer state) live
-//! in the host's expert pool, which trial checkpoints do not hold, and `load_state` would have
-//! no expert services to rebuild them. The plugin therefore exports no `save_state` /
-//! `load_state`: the host turns checkpoints off for its trials (with a warning), and a killed
-//! trial starts again from its first task instead of resuming with a pool that no longer
-//! exists.
+//! `type State = SerdeState`: the whole strategy (its hyperparameters, the base architecture,
+//! its record of every expert and route, the prototypes, the random projection and the frozen
+//! extractor) through serde. The experts themselves (weights, buffers, heads, routing, frozen
+//! copies, optimizer state) are in the host's expert pool, which the trial checkpoint holds
+//! (checkpoint format version 2), so a killed PAR trial resumes bit-identically. The teacher of a
+//! transfer task and the batch rows live within a task only and are not saved (checkpoints
+//! are written at task boundaries).
 
+pub mod config;
 pub mod kd;
 pub mod relatedness;
 pub mod search;
@@ -61,122 +69,14 @@ pub mod search;
 use clef_sdk::prelude::*;
 use clef_sdk::{Activation, Split};
 
-use relatedness::{Aggregate, Decision, Prototypes};
+use config::doublings;
+pub use config::{BaseActivation, Config, Features, Policy};
+
+use relatedness::{Decision, Prototypes};
 use search::{Arch, Multinomial, Space};
 
-/// PAR's decision rule, or the expert-per-task reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
-pub enum Policy {
-    /// Relatedness-driven reuse, transfer or allocation.
-    Par,
-    /// A new expert with the configured architecture for every task.
-    NewExpert,
-}
-
-/// The fixed feature extractor of the prototypes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
-pub enum Features {
-    /// The raw inputs.
-    Raw,
-    /// A fixed Gaussian random projection to `projection_dim` dimensions.
-    Projection,
-    /// The penultimate features of the first task's expert, frozen after task 0.
-    Expert,
-}
-
-/// Activation of the new-expert policy's experts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice)]
-pub enum BaseActivation {
-    /// ReLU.
-    Relu,
-    /// tanh.
-    Tanh,
-    /// Logistic sigmoid.
-    Sigmoid,
-}
-
-impl BaseActivation {
-    /// The SDK's activation.
-    pub fn activation(self) -> Activation {
-        match self {
-            BaseActivation::Relu => Activation::Relu,
-            BaseActivation::Tanh => Activation::Tanh,
-            BaseActivation::Sigmoid => Activation::Sigmoid,
-        }
-    }
-}
-
-/// The hyperparameters (table and sources: `docs/strategies.md`). Those marked
-/// `needs_past_tasks` only act from the second task on (relatedness to old tasks,
-/// distillation towards old heads): the first task always runs the search (or, with
-/// `policy = "new-expert"`, the base architecture).
-#[derive(Debug, Clone, HParams)]
-pub struct Config {
-    /// PAR's decision rule, or a new base-architecture expert for every task
-    #[hparam(default = "par")]
-    pub policy: Policy,
-    /// fixed feature extractor of the prototypes: raw inputs, a Gaussian random projection, or
-    /// the first expert frozen after task 0
-    #[hparam(default = "raw", needs_past_tasks)]
-    pub features: Features,
-    /// width of the random projection
-    #[hparam(default = 64, range = 1..=65_536, needs_past_tasks)]
-    pub projection_dim: usize,
-    /// fraction of a task's training samples used for prototypes (PAR: a 10% validation split)
-    #[hparam(default = 0.1, range = 1e-6..=1.0, needs_past_tasks)]
-    pub proto_fraction: f64,
-    /// regularisation threshold on the relatedness score S
-    #[hparam(default = 0.5, range = 0.0..=1.0, needs_past_tasks)]
-    pub alpha: f64,
-    /// reuse-architecture threshold (alpha < S <= beta)
-    #[hparam(default = 0.75, range = 0.0..=1.0, needs_past_tasks)]
-    pub beta: f64,
-    /// expert score from its tasks' scores
-    #[hparam(default = "mean", needs_past_tasks)]
-    pub aggregate: Aggregate,
-    /// direct reuse (head only) below this fraction of the expert's largest task
-    #[hparam(default = 0.5, range = 0.0..=1e6, needs_past_tasks)]
-    pub reuse_ratio: f64,
-    /// weight of each old head's distillation term
-    #[hparam(default = 1.0, range = 0.0..=1e6, needs_past_tasks)]
-    pub kd_weight: f64,
-    /// distillation temperature
-    #[hparam(default = 2.0, range = 0.01..=100.0, needs_past_tasks)]
-    pub kd_temperature: f64,
-    /// architecture search rounds (sampled architectures)
-    #[hparam(default = 8, range = 1..=100_000)]
-    pub search_epochs: usize,
-    /// SGD steps per search round
-    #[hparam(default = 50, range = 0..=10_000_000)]
-    pub search_steps: usize,
-    /// rows per search step
-    #[hparam(default = 64, range = 1..=1_000_000)]
-    pub search_batch: usize,
-    /// SGD learning rate of the search
-    #[hparam(default = 0.05, range = 0.0..=100.0)]
-    pub search_lr: f64,
-    /// MdeNAS learning rate of the option probabilities
-    #[hparam(default = 0.01, range = 0.0..=100.0)]
-    pub lr_search: f64,
-    /// training samples the search uses (half train, half validation)
-    #[hparam(default = 2000, range = 2..=100_000_000)]
-    pub search_subset: usize,
-    /// depths 1..=max_depth
-    #[hparam(default = 3, range = 1..=16)]
-    pub max_depth: usize,
-    /// smallest width (powers of two up to max_width)
-    #[hparam(default = 64, range = 1..=65_536)]
-    pub min_width: usize,
-    /// largest width
-    #[hparam(default = 256, range = 1..=65_536)]
-    pub max_width: usize,
-    /// activation of the new-expert policy's experts
-    #[hparam(default = "relu")]
-    pub base_activation: BaseActivation,
-}
-
 /// What the plugin knows about one expert it routed tasks to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ExpertRec {
     arch: Arch,
     /// Tasks routed to it.
@@ -195,15 +95,16 @@ struct Transfer {
 }
 
 /// The frozen feature extractor of `features = "expert"`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Extractor {
     arch: Arch,
     /// Weights and biases of the hidden layers, `[w0, b0, w1, b1, ...]`.
+    #[serde(with = "clef_sdk::state::tensors")]
     body: Vec<Vec<f32>>,
 }
 
-/// The PAR strategy.
-#[derive(Debug)]
+/// The PAR strategy (its checkpoint state: everything but the task-local teacher and batch).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Par {
     cfg: Config,
     space: Space,
@@ -216,10 +117,14 @@ pub struct Par {
     protos: Vec<Option<Prototypes>>,
     projection: Option<Vec<f32>>,
     extractor: Option<Extractor>,
+    /// Within a transfer task only (checkpoints are written between tasks).
+    #[serde(skip)]
     transfer: Option<Transfer>,
     frozen: Option<usize>,
     /// Current-task rows of the batch.
+    #[serde(skip)]
     x: Vec<f32>,
+    #[serde(skip)]
     rows: usize,
 }
 
@@ -330,10 +235,13 @@ impl Par {
         Ok((x, y, n))
     }
 
-    /// Adds an expert of `arch` and returns its id.
+    /// Adds an expert of `arch` (a ConvNet body through `expert_add_conv`, else an MLP) and
+    /// returns its id.
     fn add_expert(&mut self, ctx: &mut Ctx<'_>, arch: &Arch) -> Result<usize> {
-        let id = ctx.expert_add(&arch.hidden, arch.activation)?;
-        Ok(id)
+        if arch.is_conv() {
+            return ctx.expert_add_conv(&arch.channels, &arch.hidden);
+        }
+        ctx.expert_add(&arch.hidden, arch.activation)
     }
 
     /// The architecture search on the current task (see the crate docs).
@@ -435,8 +343,9 @@ impl Strategy for Par {
     const NAME: &'static str = "par";
     const DESCRIPTION: &'static str =
         "relatedness-driven expert reuse, distillation and architecture search (Wang et al. 2023)";
+    const CONV_BACKBONES: bool = true;
     type Config = Config;
-    type State = NotCheckpointed;
+    type State = SerdeState;
 
     fn new(cfg: Config) -> Result<Self> {
         ensure!(
@@ -451,16 +360,18 @@ impl Strategy for Par {
             cfg.min_width,
             cfg.max_width
         );
-        let mut widths = Vec::new();
-        let mut w = cfg.min_width;
-        while w <= cfg.max_width {
-            widths.push(w);
-            w *= 2;
-        }
+        ensure!(
+            cfg.min_channels <= cfg.max_channels,
+            "strategy `par`: hparam `min_channels` ({}) must not exceed hparam `max_channels` ({})",
+            cfg.min_channels,
+            cfg.max_channels
+        );
+        // The MLP space; on_model_built switches to the ConvNet space on a conv backbone.
         let space = Space {
             depths: (1..=cfg.max_depth).collect(),
-            widths,
+            widths: doublings(cfg.min_width, cfg.max_width),
             activations: vec![Activation::Relu, Activation::Tanh],
+            conv: None,
         };
         Ok(Par {
             cfg,
@@ -479,17 +390,39 @@ impl Strategy for Par {
     }
 
     fn on_model_built(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-        // The configured network's hidden widths (the new-expert policy's architecture).
+        // The configured network's architecture (the new-expert policy's): its conv channels
+        // (4-D weights) and dense hidden widths (2-D weights but the output layer's).
         let params = ctx.params()?;
-        let weights: Vec<usize> = params
-            .iter()
-            .filter(|p| p.role == clef_sdk::Role::Weight)
-            .map(|p| p.shape[0])
-            .collect();
-        let hidden = weights[..weights.len().saturating_sub(1)].to_vec();
+        let weights = |ndim: usize| -> Vec<usize> {
+            params
+                .iter()
+                .filter(|p| p.role == clef_sdk::Role::Weight && p.shape.len() == ndim)
+                .map(|p| p.shape[0])
+                .collect()
+        };
+        let channels = weights(4);
+        let dense = weights(2);
+        let hidden = dense[..dense.len().saturating_sub(1)].to_vec();
+        let activation = self.cfg.base_activation.activation();
+        if !channels.is_empty() {
+            ensure!(
+                self.cfg.features != Features::Expert,
+                "strategy `par`: hparam `features` = \"expert\" needs an MLP backbone (the \
+                 plugin evaluates the frozen extractor itself); use \"raw\" or \"projection\""
+            );
+            // The ConvNet space: number of convolutions x channel count; the dense part and
+            // the activation are the backbone's.
+            self.space = Space {
+                depths: (1..=self.cfg.max_conv_depth).collect(),
+                widths: doublings(self.cfg.min_channels, self.cfg.max_channels),
+                activations: vec![activation],
+                conv: Some(hidden.clone()),
+            };
+        }
         self.base = Some(Arch {
+            channels,
             hidden,
-            activation: self.cfg.base_activation.activation(),
+            activation,
         });
         Ok(())
     }
@@ -502,6 +435,11 @@ impl Strategy for Par {
         ensure!(
             ctx.can_use_experts(),
             "strategy `par` needs a host with the ABI 1.2 expert services"
+        );
+        ensure!(
+            self.space.conv.is_none() || ctx.can_add_conv_experts(),
+            "strategy `par` on a convolutional backbone needs a host with the ABI 1.5 service \
+             `expert_add_conv`"
         );
         let t = info.task;
         if self.routes.len() < info.num_tasks {
@@ -640,11 +578,18 @@ impl Strategy for Par {
         for (e, s) in &scores {
             Self::report(ctx, &format!("score.expert{e}"), *s)?;
         }
-        Self::report(ctx, "arch.depth", arch.hidden.len() as f64)?;
+        // Depth and width: of the convolutions for a ConvNet body, else of the hidden layers.
+        let layers = if arch.is_conv() {
+            &arch.channels
+        } else {
+            &arch.hidden
+        };
+        Self::report(ctx, "arch.conv", f64::from(u8::from(arch.is_conv())))?;
+        Self::report(ctx, "arch.depth", layers.len() as f64)?;
         Self::report(
             ctx,
             "arch.width",
-            arch.hidden.first().copied().unwrap_or(0) as f64,
+            layers.first().copied().unwrap_or(0) as f64,
         )?;
         Self::report(
             ctx,

@@ -92,7 +92,9 @@ pub fn relatedness(d: f64) -> f64 {
 
 /// How an expert's score aggregates its tasks' relatedness scores (hyperparameter
 /// `aggregate`: `mean`, `min` or `max`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clef_sdk::HParamChoice)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clef_sdk::HParamChoice, serde::Serialize, serde::Deserialize,
+)]
 pub enum Aggregate {
     /// Mean (the code's default).
     Mean,

@@ -1,9 +1,12 @@
-//! The MLP search space, parameter accounting, and the MdeNAS multinomial distribution
+//! The search space, parameter accounting, and the MdeNAS multinomial distribution
 //! learning update of the official PAR code (`github.com/WenjinW/PAR`,
 //! `src/automl/mdenas_search.py`).
 //!
-//! The space has three decisions ("edges"): depth, width (shared by every hidden layer) and
-//! activation. Each has a probability vector, initially uniform. After an architecture is
+//! The space has three decisions ("edges"). On an MLP backbone: depth, width (shared by every
+//! hidden layer) and activation. On a convolutional backbone: the number of 3x3 convolutions,
+//! their channel count (shared by every convolution) and a third decision with a single option
+//! (the backbone's activation; the dense part after the convolutions is the backbone's). Each
+//! has a probability vector, initially uniform. After an architecture is
 //! sampled, trained and evaluated:
 //!
 //! ```text
@@ -17,12 +20,15 @@
 
 use clef_sdk::Activation;
 
-/// An MLP architecture.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An expert architecture: an MLP, or (non-empty `channels`) a ConvNet body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "StoredArch", try_from = "StoredArch")]
 pub struct Arch {
-    /// Hidden widths.
+    /// Output channels of each 3x3 convolution (empty: an MLP).
+    pub channels: Vec<usize>,
+    /// Hidden (dense) widths.
     pub hidden: Vec<usize>,
-    /// Hidden activation.
+    /// Hidden activation (MLP experts; a ConvNet expert has the backbone's).
     pub activation: Activation,
 }
 
@@ -45,8 +51,59 @@ pub fn activation_of(code: u8) -> Option<Activation> {
     }
 }
 
+/// [`Arch`] in checkpoints (the activation as [`activation_code`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredArch {
+    #[serde(default)]
+    channels: Vec<usize>,
+    hidden: Vec<usize>,
+    activation: u8,
+}
+
+impl From<Arch> for StoredArch {
+    fn from(a: Arch) -> Self {
+        StoredArch {
+            channels: a.channels,
+            hidden: a.hidden,
+            activation: activation_code(a.activation),
+        }
+    }
+}
+
+impl TryFrom<StoredArch> for Arch {
+    type Error = String;
+
+    fn try_from(s: StoredArch) -> Result<Self, String> {
+        let activation = activation_of(s.activation).ok_or_else(|| {
+            format!(
+                "unknown activation code {} (expected 0, 1 or 2)",
+                s.activation
+            )
+        })?;
+        Ok(Arch {
+            channels: s.channels,
+            hidden: s.hidden,
+            activation,
+        })
+    }
+}
+
 impl Arch {
-    /// Scalar parameters of the body (every layer but the output layer) on `input` features.
+    /// An MLP architecture.
+    pub fn mlp(hidden: Vec<usize>, activation: Activation) -> Self {
+        Arch {
+            channels: Vec::new(),
+            hidden,
+            activation,
+        }
+    }
+
+    /// True for a ConvNet body.
+    pub fn is_conv(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    /// Scalar parameters of an MLP body (every layer but the output layer) on `input` features.
     pub fn body_params(&self, input: usize) -> usize {
         let mut prev = input;
         let mut n = 0;
@@ -69,7 +126,8 @@ impl Arch {
 }
 
 /// The discrete search space.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "StoredSpace", try_from = "StoredSpace")]
 pub struct Space {
     /// Depth options (number of hidden layers).
     pub depths: Vec<usize>,
@@ -77,6 +135,48 @@ pub struct Space {
     pub widths: Vec<usize>,
     /// Activation options.
     pub activations: Vec<Activation>,
+    /// On a convolutional backbone: the backbone's dense hidden widths, kept by every
+    /// searched ConvNet body (depth and width are then the convolutions').
+    pub conv: Option<Vec<usize>>,
+}
+
+/// [`Space`] in checkpoints (activations as [`activation_code`]s).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSpace {
+    depths: Vec<usize>,
+    widths: Vec<usize>,
+    activations: Vec<u8>,
+    #[serde(default)]
+    conv: Option<Vec<usize>>,
+}
+
+impl From<Space> for StoredSpace {
+    fn from(s: Space) -> Self {
+        StoredSpace {
+            depths: s.depths,
+            widths: s.widths,
+            activations: s.activations.into_iter().map(activation_code).collect(),
+            conv: s.conv,
+        }
+    }
+}
+
+impl TryFrom<StoredSpace> for Space {
+    type Error = String;
+
+    fn try_from(s: StoredSpace) -> Result<Self, String> {
+        let activations = s
+            .activations
+            .iter()
+            .map(|&c| activation_of(c).ok_or_else(|| format!("unknown activation code {c}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Space {
+            depths: s.depths,
+            widths: s.widths,
+            activations,
+            conv: s.conv,
+        })
+    }
 }
 
 impl Space {
@@ -87,9 +187,15 @@ impl Space {
 
     /// The architecture of option indices `[depth, width, activation]`.
     pub fn arch(&self, choice: [usize; 3]) -> Arch {
-        Arch {
-            hidden: vec![self.widths[choice[1]]; self.depths[choice[0]]],
-            activation: self.activations[choice[2]],
+        let layers = vec![self.widths[choice[1]]; self.depths[choice[0]]];
+        let activation = self.activations[choice[2]];
+        match &self.conv {
+            Some(hidden) => Arch {
+                channels: layers,
+                hidden: hidden.clone(),
+                activation,
+            },
+            None => Arch::mlp(layers, activation),
         }
     }
 }

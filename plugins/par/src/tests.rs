@@ -3,7 +3,7 @@ use clef_sdk::Activation;
 
 use super::kd::kd_loss_grad;
 use super::relatedness::{decide, divergence, prototypes, relatedness, Aggregate, Decision};
-use super::search::{Arch, Multinomial};
+use super::search::{Arch, Multinomial, Space};
 use super::Par;
 
 clef_sdk::standard_tests!(
@@ -153,17 +153,11 @@ fn multinomial_update_matches_hand_computation() {
 
 #[test]
 fn parameter_accounting_is_exact() {
-    let a = Arch {
-        hidden: vec![64, 64],
-        activation: Activation::Relu,
-    };
+    let a = Arch::mlp(vec![64, 64], Activation::Relu);
     // 784·64 + 64 + 64·64 + 64 = 50240 + 4160 = 54400; a 2-class head: 2·65 = 130.
     assert_eq!(a.body_params(784), 54_400);
     assert_eq!(a.head_params(784, 2), 130);
-    let lin = Arch {
-        hidden: vec![],
-        activation: Activation::Tanh,
-    };
+    let lin = Arch::mlp(vec![], Activation::Tanh);
     assert_eq!(lin.body_params(10), 0);
     assert_eq!(lin.head_params(10, 3), 33);
 }
@@ -329,15 +323,61 @@ fn bad_hparams_name_plugin_and_key() {
 }
 
 #[test]
-fn checkpoints_are_not_offered() {
-    // The experts live in the host's pool, which checkpoints do not hold: no state hooks, so
-    // the host turns checkpoints off for PAR's trials instead of resuming with a lost pool.
+fn the_state_holds_the_expert_records_and_round_trips() {
+    // The experts live in the host's pool (checkpointed by the host); the plugin's state holds
+    // its records of them, the routes, prototypes and the projection.
     let mut host = MockHost::new(4, 4, 2);
-    let mut p = MockPlugin::create::<Par>(&toml("")).unwrap();
-    assert!(p.descriptor().save_state.is_none());
-    assert!(p.descriptor().load_state.is_none());
+    let cfg = toml("features = \"projection\"\nprojection_dim = 3");
+    let mut p = MockPlugin::create::<Par>(&cfg).unwrap();
+    assert!(p.descriptor().save_state.is_some());
+    assert!(p.descriptor().load_state.is_some());
     p.on_model_built(&mut host).unwrap();
+    let fresh = p.save_state(&mut host).unwrap();
     p.on_task_start(&mut host).unwrap();
     p.on_task_end(&mut host).unwrap();
     assert!(host.state().experts.len() > 1, "task 0 added an expert");
+    let saved = p.save_state(&mut host).unwrap();
+    assert_ne!(saved, fresh, "task 0 left nothing in the state");
+    let mut q = MockPlugin::create::<Par>(&cfg).unwrap();
+    q.load_state(&mut host, &saved).unwrap();
+    assert_eq!(q.save_state(&mut host).unwrap(), saved);
+}
+
+#[test]
+fn the_conv_space_searches_the_convolutions_and_keeps_the_dense_part() {
+    let space = Space {
+        depths: vec![1, 2, 3],
+        widths: vec![8, 16],
+        activations: vec![Activation::Tanh],
+        conv: Some(vec![32]),
+    };
+    assert_eq!(space.sizes(), [3, 2, 1]);
+    let a = space.arch([2, 1, 0]);
+    assert_eq!(a.channels, vec![16, 16, 16]);
+    assert_eq!(a.hidden, vec![32]);
+    assert!(a.is_conv());
+    // An MLP space gives MLP architectures.
+    let mlp = Space {
+        conv: None,
+        ..space.clone()
+    };
+    let b = mlp.arch([0, 0, 0]);
+    assert!(!b.is_conv());
+    assert_eq!(b.hidden, vec![8]);
+    // Both come back from the checkpoint encoding exactly.
+    let bytes = clef_sdk::state::encode(&(space.clone(), a.clone())).unwrap();
+    let (s2, a2): (Space, Arch) = clef_sdk::state::decode(&bytes).unwrap();
+    assert_eq!((s2, a2), (space, a));
+}
+
+#[test]
+fn min_channels_above_max_channels_is_refused() {
+    let e = MockPlugin::create::<Par>(&toml("min_channels = 64\nmax_channels = 8"))
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("min_channels") && msg.contains("max_channels"),
+        "{msg}"
+    );
 }

@@ -40,11 +40,59 @@ pub fn results_without_timings(dir: &Path) -> Vec<(String, Value)> {
     out
 }
 
+/// `tasks_done` of the checkpoint at `path` (read from its JSON metadata: magic, version,
+/// length, then `{"key":..,"tasks_done":N,..}`), if it exists and is readable.
+pub fn tasks_done(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let n = u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?) as usize;
+    let meta: Value = serde_json::from_slice(bytes.get(20..20 + n)?).ok()?;
+    meta["tasks_done"].as_u64()
+}
+
+/// Runs `cfg` (one trial at a time) into `out` and kills it (SIGKILL) as soon as a trial has
+/// checkpointed `tasks` tasks; no trial may have finished by then.
+pub fn run_and_kill_after_checkpoint(cfg: &Path, out: &Path, tasks: u64) {
+    let ckpts = out.join("checkpoints");
+    let mut child = spawn_run(cfg, out, false);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let written = std::fs::read_dir(&ckpts)
+            .map(|d| {
+                d.filter_map(Result::ok).any(|e| {
+                    e.path().extension().is_some_and(|x| x == "ckpt")
+                        && tasks_done(&e.path()).is_some_and(|n| n >= tasks)
+                })
+            })
+            .unwrap_or(false);
+        if written {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("poll clef").is_none(),
+            "the run ended before checkpointing {tasks} tasks"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill clef");
+    child.wait().expect("reap clef");
+    assert_eq!(
+        std::fs::read_dir(out.join("trials")).map_or(0, |d| d.count()),
+        0,
+        "killed after a trial finished"
+    );
+}
+
 /// Runs `cfg` (one trial at a time) into `tmp/whole`; runs it again into `tmp/killed`, kills
-/// that run (SIGKILL) as soon as its first trial has checkpointed its first task, re-runs it
-/// and checks that the re-run resumed from the checkpoint, ends with the uninterrupted run's
-/// records (every field but timings) and leaves no checkpoint behind.
-pub fn assert_kill_and_resume_is_bit_identical(cfg: &Path, tmp: &Path) {
+/// that run (SIGKILL) as soon as its first trial has checkpointed `after_tasks` tasks, re-runs
+/// it and checks that the re-run resumed from the checkpoint (no fresh start), ends with the
+/// uninterrupted run's records (every field but timings) and leaves no checkpoint behind.
+/// Returns the uninterrupted run's records, for the caller's own checks.
+pub fn assert_kill_and_resume_is_bit_identical(
+    cfg: &Path,
+    tmp: &Path,
+    after_tasks: u64,
+) -> Vec<(String, Value)> {
     let whole = tmp.join("whole");
     let o = run_cfg(cfg, &whole, "warn", &["--jobs", "1"]);
     assert!(o.status.success(), "{}", show(&o));
@@ -55,35 +103,7 @@ pub fn assert_kill_and_resume_is_bit_identical(cfg: &Path, tmp: &Path) {
     );
 
     let killed = tmp.join("killed");
-    let ckpts = killed.join("checkpoints");
-    let mut child = spawn_run(cfg, &killed, false);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let written = std::fs::read_dir(&ckpts)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
-            })
-            .unwrap_or(false);
-        if written {
-            break;
-        }
-        assert!(
-            child.try_wait().expect("poll clef").is_none(),
-            "the run ended before writing a checkpoint"
-        );
-        assert!(Instant::now() < deadline, "no checkpoint written");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().expect("kill clef");
-    child.wait().expect("reap clef");
-    assert_eq!(
-        std::fs::read_dir(killed.join("trials")).map_or(0, |d| d.count()),
-        0,
-        "killed after its first trial finished"
-    );
-
-    // The re-run resumes the killed trial from its checkpoint and ends with the same records.
+    run_and_kill_after_checkpoint(cfg, &killed, after_tasks);
     let o = run_cfg(cfg, &killed, "info", &["--jobs", "1"]);
     assert!(o.status.success(), "{}", show(&o));
     let log = text(&o.stderr);
@@ -91,11 +111,11 @@ pub fn assert_kill_and_resume_is_bit_identical(cfg: &Path, tmp: &Path) {
         log.contains("resuming the trial from its checkpoint"),
         "no resume:\n{log}"
     );
-    assert_eq!(
-        results_without_timings(&killed),
-        results_without_timings(&whole)
-    );
+    assert!(!log.contains("starts afresh"), "the resume failed:\n{log}");
+    let reference = results_without_timings(&whole);
+    assert_eq!(results_without_timings(&killed), reference);
     // Checkpoints are removed once their trials are stored.
-    let left = std::fs::read_dir(&ckpts).map_or(0, |d| d.count());
+    let left = std::fs::read_dir(killed.join("checkpoints")).map_or(0, |d| d.count());
     assert_eq!(left, 0, "checkpoints left behind");
+    reference
 }

@@ -178,20 +178,8 @@ fn run_trial_here(
         }
     };
     out.num_params = spec.num_params();
-    // The expert pool builds and swaps MLPs: a convolutional backbone refuses its services.
-    let experts = match spec.as_mlp() {
-        Some(mlp) => Experts::new(mlp, derive_seed(seed, "init"), scenario.tasks.len()),
-        None => Experts::new(
-            &cfg.model
-                .mlp_spec(scenario.input_dim(), scenario.num_outputs),
-            derive_seed(seed, "init"),
-            scenario.tasks.len(),
-        )
-        .refusing(format!(
-            "the expert pool holds MLP experts only, and this trial's backbone is `{}`",
-            cfg.model.backbone.as_str()
-        )),
-    };
+    // The expert pool (MLP experts on any backbone, ConvNet experts on a convolutional one).
+    let experts = Experts::new(&spec, derive_seed(seed, "init"), scenario.tasks.len());
     let init_seed = derive_seed(seed, "init");
     let net = match build_network(&spec, init_seed) {
         Ok(n) => n,

@@ -1,10 +1,9 @@
 //! Checkpoints at task boundaries: writing the trial's state after a task, and resuming from
 //! it ([`crate::checkpoint`] holds the file format).
 
-use clef_backend::Optimizer;
-
 use super::trial::Trial;
 use crate::checkpoint;
+use crate::experts::snapshot::{optimizer_state, restore_optimizer};
 use crate::strategy::Strategy;
 
 impl Trial<'_> {
@@ -20,9 +19,21 @@ impl Trial<'_> {
             return Ok(None);
         };
         let p = &c.progress;
-        let params = self.net.params_mut();
+        // The expert pool (rebuilt aside: nothing changes until every check has passed).
+        let pool = match &c.pool {
+            Some(state) => Some(
+                self.experts
+                    .rebuild(state, self.opt.spec())
+                    .map_err(|e| format!("checkpoint {}: {e}", target.path.display()))?,
+            ),
+            None => None,
+        };
+        let params = match pool.as_ref().and_then(|r| r.active_net()) {
+            Some(net) => net.params(),
+            None => self.net.params(),
+        };
         if c.params.len() != params.len()
-            || (0..params.len()).any(|i| params.value_mut(i).len() != c.params[i].len())
+            || (0..params.len()).any(|i| params.value(i).len() != c.params[i].len())
         {
             return Err(format!(
                 "checkpoint {}: its parameters do not match the model",
@@ -36,9 +47,13 @@ impl Trial<'_> {
                 p.rng_word_pos
             )
         })?;
-        restore_optimizer(&mut self.opt, &c.optimizer).map_err(|name| {
+        let mut opt = match pool.as_ref().and_then(|r| r.active_net()) {
+            Some(net) => clef_backend::Optimizer::new(self.opt.spec().clone(), net.params()),
+            None => self.opt.clone(),
+        };
+        restore_optimizer(&mut opt, &c.optimizer).map_err(|e| {
             format!(
-                "checkpoint {}: optimizer state `{name}` does not match the optimizer",
+                "checkpoint {}: {e} does not match the optimizer",
                 target.path.display()
             )
         })?;
@@ -48,6 +63,10 @@ impl Trial<'_> {
                 target.path.display()
             )
         })?;
+        if let Some(r) = pool {
+            self.experts.install(r, &mut self.net, &mut self.opt);
+        }
+        self.opt = opt;
         let params = self.net.params_mut();
         for (i, v) in c.params.iter().enumerate() {
             params.value_mut(i).copy_from_slice(v);
@@ -64,19 +83,15 @@ impl Trial<'_> {
         Ok(Some(p.tasks_done))
     }
 
-    /// Writes the trial's state after `tasks_done` tasks to `self.target`. A strategy on the
-    /// expert pool, one whose `save_state` fails, or a write error turns checkpoints off for
-    /// the rest of the trial (with a warning); the trial itself goes on.
+    /// Writes the trial's state after `tasks_done` tasks to `self.target` (with the expert
+    /// pool if the strategy uses it). A strategy whose `save_state` fails, or a write error,
+    /// turns checkpoints off for the rest of the trial (with a warning); the trial itself goes
+    /// on.
     pub(super) fn checkpoint(&mut self, tasks_done: usize, strategy: &mut dyn Strategy) {
         let Some(target) = &self.target else { return };
         let stop = |why: String| {
             tracing::warn!(path = %target.path.display(), "no more checkpoints for this trial: {why}");
         };
-        if self.experts.enabled() {
-            stop("the strategy uses the expert pool, which checkpoints do not hold".into());
-            self.target = None;
-            return;
-        }
         let strategy_state = match strategy.save_state() {
             Ok(b) => b,
             Err(e) => {
@@ -86,22 +101,7 @@ impl Trial<'_> {
             }
         };
         let params = self.net.params();
-        let optimizer = self
-            .opt
-            .state_names()
-            .iter()
-            .map(|name| {
-                let slots = (0..params.len())
-                    .map(|i| {
-                        self.opt
-                            .state(name, i)
-                            .map(<[f32]>::to_vec)
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                (name.to_string(), slots)
-            })
-            .collect();
+        let optimizer = optimizer_state(&self.opt, params.len());
         let mut measured = self.measured.clone();
         measured.steps = self.step;
         let c = checkpoint::Checkpoint {
@@ -115,26 +115,11 @@ impl Trial<'_> {
             params: params.values().to_vec(),
             optimizer,
             strategy_state,
+            pool: self.experts.enabled().then(|| self.experts.snapshot()),
         };
         if let Err(e) = checkpoint::save(&c, &target.path) {
             stop(e.to_string());
             self.target = None;
         }
     }
-}
-
-/// Copies a checkpoint's optimizer slots into `opt`; the error is the name of a slot that
-/// does not fit. A tensor without optimizer state (a batch-norm running statistic, role
-/// `Buffer`) is saved as an empty slot and restores to nothing.
-fn restore_optimizer(opt: &mut Optimizer, slots: &[(String, Vec<Vec<f32>>)]) -> Result<(), String> {
-    for (name, tensors) in slots {
-        for (i, v) in tensors.iter().enumerate() {
-            match opt.state_mut(name, i) {
-                Some(dst) if dst.len() == v.len() => dst.copy_from_slice(v),
-                None if v.is_empty() => {}
-                _ => return Err(name.clone()),
-            }
-        }
-    }
-    Ok(())
 }

@@ -358,6 +358,21 @@ impl ServiceModel for CoreModel<'_, '_> {
             .map_err(ServiceError::error)
     }
 
+    fn conv_experts(&self) -> bool {
+        self.ctx().experts.conv_experts()
+    }
+
+    fn expert_add_conv(
+        &mut self,
+        channels: Vec<usize>,
+        hidden: Vec<usize>,
+    ) -> ServiceResult<usize> {
+        let c = self.ctx_mut();
+        c.experts
+            .add_conv(channels, hidden, c.optimizer)
+            .map_err(ServiceError::error)
+    }
+
     fn expert_select(&mut self, id: usize) -> ServiceResult {
         let c = self.ctx_mut();
         c.experts

@@ -602,3 +602,107 @@ fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
         }
     });
 }
+
+#[test]
+fn conv_experts_have_the_trials_image_shape_norm_and_a_counted_body() {
+    let data = Arc::new(clef_data::synthetic::gaussian_blobs(4, 16, 6, 3, 1.0, 0));
+    let sc =
+        clef_data::scenario::build(&ScenarioConfig::class_split(2, 2), data, Setting::TaskIl, 0)
+            .unwrap();
+    let spec = clef_backend::ModelSpec::ConvNet(clef_backend::ConvNetSpec {
+        input: clef_backend::ImageShape {
+            channels: 1,
+            height: 4,
+            width: 4,
+        },
+        channels: vec![2, 2],
+        hidden: Vec::new(),
+        output: sc.num_outputs,
+        norm: clef_backend::Norm::Batch,
+        activation: Activation::Relu,
+        init: Init::TorchDefault,
+    });
+    let net = build_network(&spec, 1).unwrap();
+    let opt = sgd(&*net);
+    let mut w = World {
+        experts: clef_engine::experts::Experts::new(&spec, 3, sc.tasks.len()),
+        sc,
+        net,
+        opt,
+        rng: ChaCha8Rng::seed_from_u64(7),
+    };
+    let outs = w.sc.num_outputs;
+    let x: Vec<f32> = (0..2 * 16).map(|i| i as f32 * 0.05 - 0.7).collect();
+    with_ctx(&mut w, 0, |ctx| {
+        let mut h = HostCtx::new("t", Some(ctx), None);
+        let raw = h.as_raw();
+        let (mut id, mut n) = (-1i64, 0i64);
+        // SAFETY (whole test): live ctx; buffers of the documented sizes.
+        unsafe {
+            assert_eq!(
+                (HOST.expert_add_conv)(raw, [3i64].as_ptr(), 1, [5i64].as_ptr(), 1, &mut id),
+                CLEF_OK
+            );
+            assert_eq!(id, 1);
+            assert_eq!((HOST.expert_select)(raw, 1), CLEF_OK);
+            // conv (no bias before a norm), norm weight/bias/running_mean/running_var, the
+            // dense layer and the head.
+            assert_eq!((HOST.param_count)(raw), 9);
+            let mut pi = std::mem::zeroed::<ClefParamInfo>();
+            assert_eq!((HOST.param_info)(raw, 0, &mut pi), CLEF_OK);
+            assert_eq!((pi.ndim, pi.shape), (4, [3, 1, 3, 3]));
+            assert_eq!((HOST.param_info)(raw, 5, &mut pi), CLEF_OK);
+            // One conv, no pooling: 3·4·4 = 48 features into the dense layer of 5.
+            assert_eq!((pi.ndim, &pi.shape[..2]), (2, &[5, 48][..]));
+            // Body: conv 3·9 = 27, norm 3 + 3, dense 48·5 + 5 = 245 (buffers do not count);
+            // task 0's 2-unit head 2·(5 + 1) = 12.
+            assert_eq!((HOST.expert_params)(raw, 1, &mut n), CLEF_OK);
+            assert_eq!(n, 27 + 6 + 245 + 12);
+            let mut a = vec![0.0f32; 2 * outs];
+            let mut b = vec![0.0f32; 2 * outs];
+            assert_eq!(
+                (HOST.forward)(raw, x.as_ptr(), 2, a.as_mut_ptr(), a.len() as i64),
+                CLEF_OK
+            );
+            assert_eq!(
+                (HOST.head_forward)(raw, 0, x.as_ptr(), 2, b.as_mut_ptr(), b.len() as i64),
+                CLEF_OK
+            );
+            assert_eq!(a, b);
+            assert!(a.iter().all(|v| v.is_finite()) && a.iter().any(|&v| v != 0.0));
+            // An MLP expert on the same trial reads the flattened image.
+            assert_eq!(
+                (HOST.expert_add)(raw, [4i64].as_ptr(), 1, 0, &mut id),
+                CLEF_OK
+            );
+            assert_eq!(id, 2);
+            assert_eq!((HOST.expert_params)(raw, 2, &mut n), CLEF_OK);
+            assert_eq!(n, 16 * 4 + 4);
+            // Too many poolings for a 4x4 image: the spec check's message comes back.
+            assert_eq!(
+                (HOST.expert_add_conv)(raw, [2i64; 6].as_ptr(), 6, std::ptr::null(), 0, &mut id),
+                clef_abi::CLEF_ERROR
+            );
+            let e = h.take_service_error().unwrap();
+            assert!(e.contains("expert_add_conv"), "{e}");
+        }
+    });
+}
+
+#[test]
+fn conv_experts_are_refused_on_an_mlp_trial() {
+    let mut w = world(Setting::TaskIl);
+    with_ctx(&mut w, 0, |ctx| {
+        let mut h = HostCtx::new("t", Some(ctx), None);
+        let raw = h.as_raw();
+        let mut id = -1i64;
+        // SAFETY: live ctx and out value.
+        let code = unsafe {
+            (HOST.expert_add_conv)(raw, [3i64].as_ptr(), 1, std::ptr::null(), 0, &mut id)
+        };
+        assert_eq!(code, CLEF_NOT_ALLOWED);
+        assert_eq!(id, -1);
+        let e = h.take_service_error().unwrap();
+        assert!(e.contains("convolutional backbone"), "{e}");
+    });
+}

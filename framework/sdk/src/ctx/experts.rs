@@ -1,7 +1,8 @@
-//! The expert pool and per-task heads: `expert_add`, `expert_select`, and (ABI 1.2)
-//! `expert_freeze`, `expert_params`, `head_forward`, `head_vjp`.
+//! The expert pool and per-task heads: `expert_add`, `expert_select`, (ABI 1.2)
+//! `expert_freeze`, `expert_params`, `head_forward`, `head_vjp`, and (ABI 1.5)
+//! `expert_add_conv`.
 
-use clef_abi::{CLEF_HOST_SIZE_V1_2, CLEF_UNSUPPORTED};
+use clef_abi::{CLEF_HOST_SIZE_V1_2, CLEF_HOST_SIZE_V1_5, CLEF_UNSUPPORTED};
 
 use super::{check, count, to_i64, Ctx};
 use crate::error::{Error, Result};
@@ -43,6 +44,40 @@ impl Ctx<'_> {
         // The model changed: the problem dimensions may have too.
         self.dims = None;
         count("expert_add", "id", id)
+    }
+
+    /// Whether the host offers [`expert_add_conv`](Ctx::expert_add_conv) (ABI 1.5).
+    pub fn can_add_conv_experts(&self) -> bool {
+        self.host.struct_size as usize >= CLEF_HOST_SIZE_V1_5
+    }
+
+    /// Adds an expert with a convolutional body to the trial's pool and returns its id: one 3x3
+    /// convolution per `channels` entry (at least one; a 2x2 max-pool after every second),
+    /// `hidden` dense widths, then the output layer, with the trial's image shape, norm,
+    /// activation and initialisation (ABI 1.5). Task-IL only; refused with
+    /// [`HostStatus::NotAllowed`](crate::HostStatus) when the trial's network is not
+    /// convolutional, `Unsupported` on a host older than 1.5.
+    pub fn expert_add_conv(&mut self, channels: &[usize], hidden: &[usize]) -> Result<usize> {
+        if !self.can_add_conv_experts() {
+            return Err(Error::host("expert_add_conv", CLEF_UNSUPPORTED));
+        }
+        let channels: Vec<i64> = channels.iter().map(|&c| to_i64(c)).collect();
+        let hidden: Vec<i64> = hidden.iter().map(|&h| to_i64(h)).collect();
+        let mut id = 0i64;
+        // SAFETY: the table's `struct_size` covers the 1.5 service (checked); valid context;
+        // `channels` and `hidden` are live with the lengths passed and `id` is writable.
+        check("expert_add_conv", unsafe {
+            (self.host.expert_add_conv)(
+                self.raw,
+                channels.as_ptr(),
+                to_i64(channels.len()),
+                hidden.as_ptr(),
+                to_i64(hidden.len()),
+                &mut id,
+            )
+        })?;
+        self.dims = None;
+        count("expert_add_conv", "id", id)
     }
 
     /// Routes the current task to expert `id` with a head of its own (fresh the first time):

@@ -1,5 +1,6 @@
-//! The expert pool and per-task heads: `expert_add`, `expert_select`, and (ABI 1.2)
-//! `expert_freeze`, `expert_params`, `head_forward`, `head_vjp`.
+//! The expert pool and per-task heads: `expert_add`, `expert_select`, (ABI 1.2)
+//! `expert_freeze`, `expert_params`, `head_forward`, `head_vjp`, and (ABI 1.5)
+//! `expert_add_conv`.
 
 use clef_abi::ClefCtx;
 
@@ -44,6 +45,65 @@ pub(super) unsafe extern "C" fn svc_expert_add<M: ServiceModel>(
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "expert_add", body) }
+}
+
+/// Positive widths from `n` plugin values at `p` (`what` names them in errors).
+///
+/// # Safety
+/// `p` points to `n` readable values during the call, or `n == 0`.
+unsafe fn widths(
+    p: *const i64,
+    n: i64,
+    count_name: &str,
+    what: &str,
+) -> Result<Vec<usize>, ServiceError> {
+    let n = count(count_name, n)?;
+    // SAFETY: `n` readable values during the call (caller).
+    let ws = unsafe { slice(p, n, what) }?;
+    ws.iter()
+        .map(|&w| {
+            usize::try_from(w)
+                .ok()
+                .filter(|&w| w > 0)
+                .ok_or_else(|| ServiceError::invalid(format!("{what} width {w} is not positive")))
+        })
+        .collect()
+}
+
+pub(super) unsafe extern "C" fn svc_expert_add_conv<M: ServiceModel>(
+    raw: *mut ClefCtx,
+    channels: *const i64,
+    n_channels: i64,
+    hidden: *const i64,
+    n_hidden: i64,
+    out_id: *mut i64,
+) -> i32 {
+    let body = |h: &mut HostCall<M>| {
+        // SAFETY: `n_channels` and `n_hidden` readable values during the call (ABI).
+        let chans = unsafe { widths(channels, n_channels, "n_channels", "channels") }?;
+        if chans.is_empty() {
+            return Err(ServiceError::invalid(
+                "n_channels is 0: a convolutional expert needs at least one convolution",
+            ));
+        }
+        // SAFETY: as above.
+        let dense = unsafe { widths(hidden, n_hidden, "n_hidden", "hidden") }?;
+        let m = training(&mut h.model)?;
+        require_task_il(m)?;
+        if !m.conv_experts() {
+            return Err(ServiceError::not_allowed(
+                "convolutional experts need a convolutional backbone (`model.backbone` \
+                 \"convnet\" or \"resnet18\"); use expert_add on an MLP",
+            ));
+        }
+        // Checked before the pool changes: a refused call adds nothing.
+        check_out(out_id, "out_id")?;
+        let id = m.expert_add_conv(chans, dense)?;
+        // SAFETY: `out_id` is writable during the call (ABI; checked non-null and aligned).
+        unsafe { write_out(out_id, id as i64, "out_id") }
+    };
+    // SAFETY: `raw` is null or this hook's ctx (ABI).
+    unsafe { service(raw, "expert_add_conv", body) }
 }
 
 pub(super) unsafe extern "C" fn svc_expert_select<M: ServiceModel>(

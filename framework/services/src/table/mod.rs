@@ -53,6 +53,7 @@ pub const fn table<M: ServiceModel>() -> ClefHost {
         expert_params: experts::svc_expert_params::<M>,
         head_forward: experts::svc_head_forward::<M>,
         head_vjp: experts::svc_head_vjp::<M>,
+        expert_add_conv: experts::svc_expert_add_conv::<M>,
     }
 }
 

@@ -1,7 +1,9 @@
-//! A trial's pool of expert networks (the host side of `expert_add`, `expert_select`,
-//! `expert_freeze`, `expert_params`, `head_forward` and `head_vjp`).
+//! A trial's pool of expert networks (the host side of `expert_add`, `expert_add_conv`,
+//! `expert_select`, `expert_freeze`, `expert_params`, `head_forward` and `head_vjp`).
 //!
-//! The configured network is expert 0. The *selected* expert lives in the trainer's `net` and
+//! The configured network is expert 0. Experts are [`ModelSpec`]s: MLPs on any backbone (on
+//! an image they read the flattened pixels), ConvNets on a convolutional backbone; an expert's
+//! output layer is its last two tensors, its body everything before (buffers included). The *selected* expert lives in the trainer's `net` and
 //! `optimizer` (what [`crate::strategy::Ctx`] points to), so training, the parameter views, the
 //! forward services and evaluation all use it with no indirection; the others wait in their
 //! slots and are swapped in by `Experts::activate`.
@@ -12,13 +14,20 @@
 //! loaded into the expert's output layer; the others are kept here. Task-IL masks each task to
 //! its units, so a head's parameters are `n_units * (feature_dim + 1)`.
 //!
-//! **Default path.** Until a strategy calls `expert_add` or `expert_select`, the pool is
+//! **Default path.** Until a strategy adds, selects or freezes an expert, the pool is
 //! *inactive*: the trainer makes one boolean check per step and per evaluation and otherwise
 //! runs exactly as without a pool (bit-identical results).
+//!
+//! **Checkpoints.** [`snapshot`]: the whole pool goes into the trial checkpoint at a task
+//! boundary and comes back on resume.
+
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 
-use clef_backend::{build_network, MlpSpec, Network, Optimizer, ParamStore};
+use clef_backend::{
+    build_network, ConvNetSpec, MlpSpec, ModelSpec, Network, Optimizer, ParamStore,
+};
 
 use clef_data::scenario::Scenario;
 use clef_data::seed::derive_seed;
@@ -42,7 +51,7 @@ enum Loaded {
 }
 
 struct Slot {
-    spec: MlpSpec,
+    spec: ModelSpec,
     /// `None` while this expert is the selected one (it lives in the trainer's `net`).
     net: Option<Box<dyn Network>>,
     opt: Option<Optimizer>,
@@ -63,8 +72,6 @@ pub struct Experts {
     /// Routing is in use (some strategy called `expert_add` or `expert_select`).
     enabled: bool,
     init_seed: u64,
-    /// Why this trial's network cannot be pooled (a convolutional backbone), if it cannot.
-    refused: Option<String>,
 }
 
 /// Index of the output layer's weight and bias in a [`ParamStore`].
@@ -80,6 +87,15 @@ fn read_head(p: &ParamStore) -> Head {
     }
 }
 
+/// The weight initialisation of a backbone.
+fn init_of(spec: &ModelSpec) -> clef_backend::Init {
+    match spec {
+        ModelSpec::Mlp(m) => m.init,
+        ModelSpec::ConvNet(c) => c.init,
+        ModelSpec::ResNet(r) => r.init,
+    }
+}
+
 fn write_head(p: &mut ParamStore, h: &Head) {
     let (w, b) = head_indices(p);
     p.value_mut(w).copy_from_slice(&h.weight);
@@ -89,10 +105,10 @@ fn write_head(p: &mut ParamStore, h: &Head) {
 impl Experts {
     /// A pool holding only the configured network (expert 0, of architecture `spec`);
     /// `init_seed` seeds new experts and heads.
-    pub fn new(spec: &MlpSpec, init_seed: u64, num_tasks: usize) -> Self {
+    pub fn new<S: Clone + Into<ModelSpec>>(spec: &S, init_seed: u64, num_tasks: usize) -> Self {
         Experts {
             slots: vec![Slot {
-                spec: spec.clone(),
+                spec: spec.clone().into(),
                 net: None,
                 opt: None,
                 frozen: None,
@@ -104,21 +120,6 @@ impl Experts {
             routes: vec![None; num_tasks],
             enabled: false,
             init_seed,
-            refused: None,
-        }
-    }
-
-    /// The same pool, refusing every service that would use it with `why` (the configured
-    /// network is not an MLP: the pool builds and swaps MLP experts only).
-    pub fn refusing(mut self, why: impl Into<String>) -> Self {
-        self.refused = Some(why.into());
-        self
-    }
-
-    fn usable(&self) -> Result<(), String> {
-        match &self.refused {
-            Some(why) => Err(why.clone()),
-            None => Ok(()),
         }
     }
 
@@ -148,7 +149,7 @@ impl Experts {
     }
 
     /// Architecture of expert `id`.
-    pub fn spec(&self, id: usize) -> Option<&MlpSpec> {
+    pub fn spec(&self, id: usize) -> Option<&ModelSpec> {
         self.slots.get(id).map(|s| &s.spec)
     }
 
@@ -157,23 +158,65 @@ impl Experts {
         self.slots.get(id).is_some_and(|s| s.frozen.is_some())
     }
 
-    /// Adds an expert with `hidden` widths and `activation` (input, output and initialisation
-    /// as expert 0) and returns its id. Its optimizer has `opt_spec`'s settings.
+    /// Adds an MLP expert with `hidden` widths and `activation` (input, output and
+    /// initialisation as expert 0) and returns its id. Its optimizer has `optimizer`'s settings.
     pub fn add(
         &mut self,
         hidden: Vec<usize>,
         activation: clef_backend::Activation,
         optimizer: &Optimizer,
     ) -> Result<usize, String> {
-        self.usable()?;
         let base = &self.slots[0].spec;
-        let spec = MlpSpec {
-            input: base.input,
+        let spec = ModelSpec::Mlp(MlpSpec {
+            input: base.input_dim(),
             hidden,
-            output: base.output,
+            output: base.output(),
             activation,
-            init: base.init,
+            init: init_of(base),
+        });
+        self.push(spec, optimizer)
+    }
+
+    /// True if the configured network is convolutional, so [`Experts::add_conv`] can build
+    /// experts on its image shape.
+    pub fn conv_experts(&self) -> bool {
+        self.slots[0].spec.image_shape().is_some()
+    }
+
+    /// Adds a ConvNet expert: `channels` 3x3 convolutions, `hidden` dense widths, and the
+    /// configured network's input image shape, output size, norm, activation (ReLU for a
+    /// ResNet) and initialisation; returns its id.
+    pub fn add_conv(
+        &mut self,
+        channels: Vec<usize>,
+        hidden: Vec<usize>,
+        optimizer: &Optimizer,
+    ) -> Result<usize, String> {
+        let base = &self.slots[0].spec;
+        let spec = match base {
+            ModelSpec::ConvNet(c) => ConvNetSpec {
+                channels,
+                hidden,
+                ..c.clone()
+            },
+            ModelSpec::ResNet(r) => ConvNetSpec {
+                input: r.input,
+                channels,
+                hidden,
+                output: r.output,
+                norm: r.norm,
+                activation: clef_backend::Activation::Relu,
+                init: r.init,
+            },
+            ModelSpec::Mlp(_) => {
+                return Err("convolutional experts need a convolutional backbone".into())
+            }
         };
+        self.push(ModelSpec::ConvNet(spec), optimizer)
+    }
+
+    /// Builds an expert of `spec` (seeded per trial and id) and adds it to the pool.
+    fn push(&mut self, spec: ModelSpec, optimizer: &Optimizer) -> Result<usize, String> {
         spec.validate().map_err(|e| e.to_string())?;
         let id = self.slots.len();
         let net = build_network(&spec, derive_seed(self.init_seed, &format!("expert-{id}")))
@@ -192,15 +235,16 @@ impl Experts {
         Ok(id)
     }
 
-    /// A fresh head for `task` on expert `id` (deterministic per trial, expert and task).
+    /// A fresh head for `task` on expert `id` (deterministic per trial, expert and task): a
+    /// linear layer `feature_dim -> output` with the expert's initialisation.
     fn fresh_head(&self, id: usize, task: usize) -> Head {
         let spec = &self.slots[id].spec;
         let layer = MlpSpec {
             input: spec.feature_dim(),
             hidden: Vec::new(),
-            output: spec.output,
-            activation: spec.activation,
-            init: spec.init,
+            output: spec.output(),
+            activation: clef_backend::Activation::Relu,
+            init: init_of(spec),
         };
         let p = ParamStore::init_mlp(
             &layer,
@@ -221,7 +265,6 @@ impl Experts {
         net: &mut Box<dyn Network>,
         opt: &mut Optimizer,
     ) -> Result<(), String> {
-        self.usable()?;
         if id >= self.slots.len() {
             return Err(format!(
                 "expert {id} does not exist ({} experts)",
@@ -339,7 +382,6 @@ impl Experts {
 
     /// Freezes or unfreezes expert `id`'s body (values now).
     pub fn freeze(&mut self, id: usize, frozen: bool, net: &dyn Network) -> Result<(), String> {
-        self.usable()?;
         if id >= self.slots.len() {
             return Err(format!(
                 "expert {id} does not exist ({} experts)",
@@ -398,20 +440,17 @@ impl Experts {
     }
 
     /// Parameters of expert `id`: its body plus one head per routed task
-    /// (`n_units * (feature_dim + 1)`).
+    /// (`n_units * (feature_dim + 1)`); buffers (batch-norm statistics) do not count.
     pub fn params_of(&self, id: usize, scenario: &Scenario) -> Option<usize> {
         let spec = &self.slots.get(id)?.spec;
-        let widths = spec.widths();
-        let body: usize = widths[..widths.len() - 1]
-            .windows(2)
-            .map(|w| w[0] * w[1] + w[1])
-            .sum();
+        let fd = spec.feature_dim();
+        let body = spec.num_params() - spec.output() * (fd + 1);
         let heads: usize = self
             .routes
             .iter()
             .enumerate()
             .filter(|(_, r)| **r == Some(id))
-            .map(|(t, _)| scenario.tasks[t].units.len() * (spec.feature_dim() + 1))
+            .map(|(t, _)| scenario.tasks[t].units.len() * (fd + 1))
             .sum();
         Some(body + heads)
     }
