@@ -1175,6 +1175,51 @@ fn validate_accepts_the_shipped_gtep_config() {
     );
 }
 
+/// Every config in `configs/` validates with the workspace's plugins: its keys, strategies,
+/// backbones (a seed plugin that lost `CONV_BACKBONES` would be refused by the CNN studies),
+/// data and search spaces. `seq-cifar10` needs CIFAR-10, which is not shipped: it must fail
+/// naming the missing files and `data.path`.
+#[test]
+fn validate_accepts_every_shipped_config() {
+    let installed =
+        Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file();
+    let why = "Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)";
+    if !clef_testkit::require_resource(installed, why) {
+        return;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 15, "{files:?}");
+    for f in files {
+        let out = clef()
+            .arg("validate")
+            .arg(&f)
+            .arg("--plugin-dir")
+            .arg(plugins())
+            .output()
+            .expect("run clef");
+        if f.ends_with("seq-cifar10.toml") {
+            let err = text(&out.stderr);
+            assert!(!out.status.success(), "{}", show(&out));
+            assert!(
+                err.contains("data_batch_1.bin") && err.contains("data.path"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                out.status.success() && text(&out.stdout).contains(": ok ("),
+                "{}: {}",
+                f.display(),
+                show(&out)
+            );
+        }
+    }
+}
+
 /// Tuning protocols sharded over one shared store (the two-array Slurm workflow): a shard that
 /// lacks other shards' tuning trials stops after its own and says so; once every tuning trial
 /// is stored, the shards' evaluation slices complete exactly the trials of a local run.
