@@ -383,6 +383,9 @@ impl Strategy for Sfr {
         "SFR: function-space regulariser τ/2·Σ (1/M)(f(Z)−f_old(Z))ᵀΛ(f(Z)−f_old(Z)) with Λ from a sparse NTK-GP";
     type Config = Config;
     type State = SerdeState;
+    /// Backbone-agnostic: it needs only `forward`, `vjp` and `ntk_gram`, which the host
+    /// offers for every backbone (the conv NTK with batch norm in evaluation mode).
+    const CONV_BACKBONES: bool = true;
 
     fn new(config: Config) -> Result<Self> {
         Ok(Self {
