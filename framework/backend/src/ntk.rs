@@ -170,7 +170,7 @@ impl Weights {
 
 /// The NTK Gram of output unit `output` between `a` and `b`: `out[i * b.rows + j] =
 /// J(a_i) · J(b_j)ᵀ` (`out.len() == a.rows * b.rows`), for the MLP `spec` (other backbones:
-/// an error) with parameters
+/// an error here; [`crate::Network::ntk_gram`] dispatches them to their backend) with parameters
 /// `params` (tensors named `layers.{l}.weight` / `layers.{l}.bias`, as every backend stores
 /// them).
 pub fn ntk_gram(
