@@ -37,8 +37,9 @@ pub struct Measurements {
     /// enabled).
     pub diagnostics: Vec<TaskDiagnostics>,
     /// Per trained task: whether training *collapsed* on it ([`TailTally::collapsed`]: over the
-    /// last quarter of its steps the loss stayed at the entropy of the labels and the online
-    /// accuracy at the majority-class rate, i.e. the network learned nothing input-dependent).
+    /// last quarter of its steps the loss stayed at or above the entropy of the labels and the
+    /// online accuracy at or below the majority-class rate, i.e. the network learned nothing
+    /// input-dependent about the task).
     /// Absent in checkpoints written before the flag existed (read as no collapse).
     #[serde(default)]
     pub collapsed: Vec<bool>,

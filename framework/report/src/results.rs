@@ -85,8 +85,9 @@ pub struct TrialRecord {
     /// Per trained task: loss-of-plasticity diagnostics (`[diagnostics]`); omitted when off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<clef_engine::plasticity::TaskDiagnostics>,
-    /// Per trained task: training collapsed on it (loss at the label entropy and online
-    /// accuracy at chance over its last quarter of steps; `docs/metrics.md`). Absent in
+    /// Per trained task: training collapsed on it (loss at or above the label entropy and
+    /// online accuracy at or below chance over its last quarter of steps; `docs/metrics.md`).
+    /// Absent in
     /// records written before the flag existed.
     #[serde(default)]
     pub collapsed: Vec<bool>,
@@ -110,8 +111,9 @@ impl TrialRecord {
         }
         let list: Vec<String> = tasks.iter().map(usize::to_string).collect();
         Some(format!(
-            "{} / {} / seed {} ({}): training collapsed on task(s) {} of {}: loss at the label \
-             entropy and online accuracy at chance over the task's last quarter of steps \
+            "{} / {} / seed {} ({}): training collapsed on task(s) {} of {}: loss at or above the \
+             label entropy and online accuracy at or below chance over the task's last quarter \
+             of steps \
              (online accuracy {}; mean loss {})",
             self.setting,
             self.strategy,

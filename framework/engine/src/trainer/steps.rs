@@ -185,8 +185,8 @@ impl Trial<'_> {
                 tail_accuracy = tally.tail.accuracy(),
                 majority_rate = pmax,
                 "training collapsed on this task: over its last quarter of steps the loss stayed \
-                 at the label entropy and the online accuracy at chance (docs/metrics.md, \
-                 `collapsed`)"
+                 at or above the label entropy and the online accuracy at or below chance \
+                 (docs/metrics.md, `collapsed`)"
             );
         }
         m.collapsed.push(collapsed);
