@@ -81,6 +81,21 @@ pub trait Network: Send {
     /// function-space regularisers). Training mode (batch statistics) without updating batch
     /// norm's running statistics.
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError>;
+
+    /// The neural-tangent-kernel Gram of output unit `output` between `a` and `b`: `out[i *
+    /// b.rows + j] = J(a_i) · J(b_j)ᵀ` over every trainable tensor (buffers excluded), in
+    /// evaluation mode (batch norm's running statistics); `out.len() == a.rows * b.rows`.
+    /// Leaves parameters and gradients as they were. The default is the MLP kernel of
+    /// [`crate::ntk::ntk_gram`] (an error for other backbones); `NativeCnn` overrides it.
+    fn ntk_gram(
+        &mut self,
+        a: Inputs<'_>,
+        b: Inputs<'_>,
+        output: usize,
+        out: &mut [f64],
+    ) -> Result<(), BackendError> {
+        crate::ntk::ntk_gram(self.spec(), self.params(), a, b, output, out)
+    }
 }
 
 /// A validated class mask of a loss call: shared by every row or given per row.

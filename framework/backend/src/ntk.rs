@@ -170,7 +170,7 @@ impl Weights {
 
 /// The NTK Gram of output unit `output` between `a` and `b`: `out[i * b.rows + j] =
 /// J(a_i) · J(b_j)ᵀ` (`out.len() == a.rows * b.rows`), for the MLP `spec` (other backbones:
-/// an error) with parameters
+/// an error here; [`crate::Network::ntk_gram`] dispatches them to their backend) with parameters
 /// `params` (tensors named `layers.{l}.weight` / `layers.{l}.bias`, as every backend stores
 /// them).
 pub fn ntk_gram(
@@ -250,7 +250,7 @@ pub fn ntk_grams(
 const SPLIT_MIN_MACS: usize = 1 << 20;
 
 /// `A · Bᵀ` with `A` `m × k` and `B` `n × k`, both row-major: an `m × n` row-major result.
-fn gemm_abt(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+pub(crate) fn gemm_abt(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
     // B is n × k row-major, so Bᵀ (k × n) has row stride 1 and column stride k.
     matmul(a, b, m, n, k, (1, k as isize))
 }

@@ -1169,7 +1169,7 @@ fn validate_accepts_the_shipped_gtep_config() {
     let config = repo_root().join("configs/gtep-fmnist-to-mnist.toml");
     let out = run_shipped(&["validate", config.to_str().unwrap()]);
     assert!(
-        text(&out.stdout).contains("ok (122 trials: 56 tuning, up to 66 evaluation"),
+        text(&out.stdout).contains("ok (124 trials: 58 tuning, up to 66 evaluation"),
         "{}",
         show(&out)
     );

@@ -375,6 +375,7 @@ mod tests {
                     steps: 140,
                     strategy_metrics: vec![metrics, BTreeMap::new()],
                     diagnostics: Vec::new(),
+                    collapsed: vec![false, true],
                 },
             },
             params: vec![vec![1.0, -0.0, f32::MIN_POSITIVE], vec![], vec![3.5]],

@@ -187,6 +187,9 @@ pub fn execute(
 }
 
 fn log_outcome(r: &TrialRecord) {
+    if let Some(line) = r.collapse_warning() {
+        tracing::warn!("trial completed with a collapsed network: {line}");
+    }
     match r.status.as_str() {
         "completed" => tracing::info!(
             phase = r.phase,
@@ -327,6 +330,7 @@ fn base_record(plan: &Plan<'_>, t: &PlannedTrial, scenario: &Scenario) -> TrialR
         clef_version: env!("CARGO_PKG_VERSION").to_string(),
         strategy_metrics: Vec::new(),
         diagnostics: Vec::new(),
+        collapsed: Vec::new(),
     }
 }
 
@@ -370,6 +374,7 @@ fn fill(r: &mut TrialRecord, o: trainer::TrialOutcome, setting: Setting) {
     r.num_params = o.num_params;
     r.strategy_metrics = m.strategy_metrics;
     r.diagnostics = m.diagnostics;
+    r.collapsed = m.collapsed;
 }
 
 #[cfg(test)]

@@ -85,6 +85,51 @@ pub struct TrialRecord {
     /// Per trained task: loss-of-plasticity diagnostics (`[diagnostics]`); omitted when off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<clef_engine::plasticity::TaskDiagnostics>,
+    /// Per trained task: training collapsed on it (loss at or above the label entropy and
+    /// online accuracy at or below chance over its last quarter of steps; `docs/metrics.md`).
+    /// Absent in
+    /// records written before the flag existed.
+    #[serde(default)]
+    pub collapsed: Vec<bool>,
+}
+
+impl TrialRecord {
+    /// The tasks (0-based) on which training collapsed.
+    pub fn collapsed_tasks(&self) -> Vec<usize> {
+        self.collapsed
+            .iter()
+            .enumerate()
+            .filter_map(|(t, &c)| c.then_some(t))
+            .collect()
+    }
+
+    /// One line naming the trial and its collapsed tasks, or `None` if none collapsed.
+    pub fn collapse_warning(&self) -> Option<String> {
+        let tasks = self.collapsed_tasks();
+        if tasks.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = tasks.iter().map(usize::to_string).collect();
+        Some(format!(
+            "{} / {} / seed {} ({}): training collapsed on task(s) {} of {}: loss at or above the \
+             label entropy and online accuracy at or below chance over the task's last quarter \
+             of steps \
+             (online accuracy {}; mean loss {})",
+            self.setting,
+            self.strategy,
+            self.seed,
+            self.phase,
+            list.join(", "),
+            self.tasks.len(),
+            fmt_list(&self.online_accuracy),
+            fmt_list(&self.mean_loss),
+        ))
+    }
+}
+
+fn fmt_list(xs: &[f64]) -> String {
+    let v: Vec<String> = xs.iter().map(|x| format!("{x:.3}")).collect();
+    v.join(", ")
 }
 
 fn default_phase() -> String {
@@ -271,10 +316,21 @@ pub fn results_table(selections: &[Selection], records: &[TrialRecord]) -> Strin
             fmt_stat(&xs)
         };
         let failed = rs.len() - ok.len();
-        let seeds = if failed > 0 {
-            format!("{} ({} not completed)", rs.len(), failed)
-        } else {
+        let collapsed = rs
+            .iter()
+            .filter(|r| !r.collapsed_tasks().is_empty())
+            .count();
+        let mut notes = Vec::new();
+        if failed > 0 {
+            notes.push(format!("{failed} not completed"));
+        }
+        if collapsed > 0 {
+            notes.push(format!("⚠ {collapsed} collapsed"));
+        }
+        let seeds = if notes.is_empty() {
             rs.len().to_string()
+        } else {
+            format!("{} ({})", rs.len(), notes.join(", "))
         };
         let sps: Vec<f64> = ok.iter().map(|r| r.samples_per_second).collect();
         let (sps_mean, _) = mean_std(&sps);
@@ -356,12 +412,33 @@ pub fn summary_markdown(
             );
         }
     }
+    let collapsed: Vec<String> = shown.iter().filter_map(|r| r.collapse_warning()).collect();
+    if !collapsed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## ⚠ Trials whose training collapsed\n\nThese completed, but the network learned \
+             nothing input-dependent on some task (`collapsed` in docs/metrics.md); their metrics \
+             are in the table above, marked in its seeds column.\n"
+        );
+        for line in collapsed {
+            let _ = writeln!(s, "- ⚠ {line}");
+        }
+    }
     let _ = writeln!(
         s,
         "\n## Accuracy matrices\n\nRow i = after training task i; column j = task j.\n"
     );
     for r in &shown {
-        let _ = writeln!(s, "### {} / {} / seed {}\n", r.setting, r.strategy, r.seed);
+        let mark = if r.collapsed_tasks().is_empty() {
+            ""
+        } else {
+            " (⚠ collapsed)"
+        };
+        let _ = writeln!(
+            s,
+            "### {} / {} / seed {}{mark}\n",
+            r.setting, r.strategy, r.seed
+        );
         let _ = writeln!(s, "```");
         for row in &r.accuracy_matrix {
             let cells: Vec<String> = row.iter().map(|v| format!("{v:.3}")).collect();
@@ -408,6 +485,7 @@ impl TrialRecord {
             clef_version: "0".into(),
             strategy_metrics: Vec::new(),
             diagnostics: Vec::new(),
+            collapsed: Vec::new(),
         }
     }
 }
@@ -474,6 +552,44 @@ pub(crate) mod tests {
             tied: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_collapsed_trial_is_marked_in_the_table_and_listed_in_the_summary() {
+        let ok = record("a", 0, 0.9);
+        let mut dead = record("a", 1, 0.5);
+        dead.tasks = vec!["t0".into(), "t1".into(), "t2".into()];
+        dead.collapsed = vec![false, true, true];
+        dead.online_accuracy = vec![0.97, 0.49, 0.5];
+        assert_eq!(dead.collapsed_tasks(), vec![1, 2]);
+        assert_eq!(ok.collapse_warning(), None);
+        let sel = [selection("run", "a", &["a-0", "a-1"])];
+        let md = summary_markdown("x", &sel, &[ok.clone(), dead.clone()]);
+        assert!(
+            md.contains("| class-il | a | run | 2 (⚠ 1 collapsed) |"),
+            "{md}"
+        );
+        assert!(md.contains("## ⚠ Trials whose training collapsed"), "{md}");
+        assert!(
+            md.contains(
+                "- ⚠ class-il / a / seed 1 (eval): training collapsed on task(s) 1, 2 of 3"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("online accuracy 0.970, 0.490, 0.500"), "{md}");
+        assert!(
+            md.contains("### class-il / a / seed 1 (⚠ collapsed)"),
+            "{md}"
+        );
+        assert!(!md.contains("seed 0 (⚠"), "{md}");
+        // Nothing collapsed: no section, no marker.
+        let clean = summary_markdown("x", &sel, &[ok, record("a", 1, 0.8)]);
+        assert!(!clean.contains('⚠'), "{clean}");
+        // Old records without the field read as not collapsed.
+        let mut v = serde_json::to_value(&dead).unwrap();
+        v.as_object_mut().unwrap().remove("collapsed");
+        let back: TrialRecord = serde_json::from_value(v).unwrap();
+        assert!(back.collapsed_tasks().is_empty());
     }
 
     #[test]

@@ -228,6 +228,38 @@ impl OutputSummary {
         Ok((out, f.jitter))
     }
 
+    /// The largest eigenvalue of `Λ Q` with `Q = K_zz / scale` (the unscaled NTK at `Z`): the
+    /// curvature that `½ (f − f_old)ᵀ Λ (f − f_old)` adds to the loss in parameter space, along
+    /// its stiffest direction, for a network linear in its parameters (the Hessian there is
+    /// `J_Zᵀ Λ J_Z`, whose non-zero eigenvalues are those of `Λ J_Z J_Zᵀ = Λ Q`). Computed as
+    /// the largest eigenvalue of the symmetric `Q^½ Λ Q^½` (from the eigendecomposition of `Q`,
+    /// negative rounding-level eigenvalues clamped to 0). Multiply by `τ / M` for the
+    /// regulariser's curvature.
+    pub fn curvature(&self, lambda: &[f64], scale: f64) -> Result<f64> {
+        let m = self.m;
+        ensure!(
+            lambda.len() == m * m,
+            "Λ has {} values, expected {m} x {m}",
+            lambda.len()
+        );
+        ensure!(scale > 0.0, "kernel scale must be positive, got {scale}");
+        let q = Mat::from_fn(m, m, |r, c| self.kzz[r * m + c] / scale);
+        let Ok(evd) = q.self_adjoint_eigen(Side::Lower) else {
+            bail!("the eigendecomposition of K_zz did not converge (non-finite kernel?)")
+        };
+        let (u, d) = (evd.U(), evd.S());
+        // Q^½ = U D^½ Uᵀ ⇒ Q^½ Λ Q^½ has the eigenvalues of D^½ Uᵀ Λ U D^½.
+        let root: Vec<f64> = (0..m).map(|i| d[i].max(0.0).sqrt()).collect();
+        let ulu = u.transpose() * mat(lambda, m, m) * u;
+        let sym = Mat::from_fn(m, m, |r, c| {
+            0.5 * root[r] * root[c] * (ulu[(r, c)] + ulu[(c, r)])
+        });
+        let Ok(eig) = sym.self_adjoint_eigenvalues(Side::Lower) else {
+            bail!("the eigenvalues of Q^½ Λ Q^½ did not converge (non-finite Λ?)")
+        };
+        Ok(eig.last().copied().unwrap_or(0.0).max(0.0))
+    }
+
     /// The posterior for predictions: factors of `K_zz` and `K_zz + B_u`, and `α_u`.
     pub fn posterior(&self) -> Result<Posterior> {
         let m = self.m;

@@ -107,6 +107,10 @@ pub struct TaskSummary {
     /// Per output unit: the GP summary (`None` for units outside the training softmax, and
     /// with `no_covariance`).
     pub gp: Vec<Option<OutputSummary>>,
+    /// `τ/M · max_c λ_max(Λ_c Q_c)` ([`OutputSummary::curvature`]): the regulariser's stiffest
+    /// curvature in parameter space for one unit of this task (0 with `no_covariance`).
+    #[serde(default)]
+    pub curvature: f64,
 }
 
 impl TaskSummary {
@@ -307,6 +311,7 @@ impl Sfr {
             scale,
             lambda: vec![None; k],
             gp: vec![None; k],
+            curvature: 0.0,
         };
         if cfg.no_covariance {
             return Ok(summary);
@@ -348,21 +353,26 @@ impl Sfr {
             }
             start += rows;
         }
-        let mut max_jitter: f64 = 0.0;
+        let (mut max_jitter, mut curvature): (f64, f64) = (0.0, 0.0);
         for &u in &units {
             if let Some(gp) = &summary.gp[u] {
                 let (l, j) = gp.lambda()?;
                 max_jitter = max_jitter.max(j);
+                curvature = curvature.max(gp.curvature(&l, summary.scale)?);
                 summary.lambda[u] = Some(l);
             }
         }
+        let curvature = cfg.tau / m as f64 * curvature;
         info!(
             task = task.task,
             units = units.len(),
             m,
             max_jitter,
-            "SFR summary built"
+            curvature,
+            "SFR summary built (curvature: the regulariser's largest Hessian eigenvalue per unit; \
+             SGD with momentum μ diverges when lr · curvature summed over the summaries exceeds 2(1 + μ))"
         );
+        summary.curvature = curvature;
         Ok(summary)
     }
 }
@@ -373,6 +383,9 @@ impl Strategy for Sfr {
         "SFR: function-space regulariser τ/2·Σ (1/M)(f(Z)−f_old(Z))ᵀΛ(f(Z)−f_old(Z)) with Λ from a sparse NTK-GP";
     type Config = Config;
     type State = SerdeState;
+    /// Backbone-agnostic: it needs only `forward`, `vjp` and `ntk_gram`, which the host
+    /// offers for every backbone (the conv NTK with batch norm in evaluation mode).
+    const CONV_BACKBONES: bool = true;
 
     fn new(config: Config) -> Result<Self> {
         Ok(Self {
@@ -415,6 +428,9 @@ impl Strategy for Sfr {
             seconds = start.elapsed().as_secs_f64(),
             "task boundary"
         );
+        if ctx.can_report() && !self.config.no_covariance {
+            ctx.report("sfr.curvature", summary.curvature)?;
+        }
         self.tasks.push(summary);
         self.refresh();
         Ok(())

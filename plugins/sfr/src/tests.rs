@@ -518,3 +518,52 @@ fn summary_predict_and_dual_update_on_the_live_model() {
     let var_sum = |pred: &[(Vec<f64>, Vec<f64>)]| pred[0].1.iter().sum::<f64>();
     assert!(var_sum(&probe.pred_after) < var_sum(&probe.pred_before));
 }
+
+/// The reported curvature is the largest eigenvalue of the penalty's Hessian in parameter
+/// space: on the linear mock, `∂f_c(z)/∂(W_c, b_c) = [z, 1]`, so the Hessian block of unit `c`
+/// is `τ/M Σ_ij Λ_ij [z_i, 1][z_j, 1]ᵀ`, built here independently and diagonalised. This is
+/// the number that separates stable from diverging SGD (`lr · curvature < 2(1 + μ)`): the
+/// collapse of `configs/gtep-fmnist-to-mnist.toml` (`docs/strategies.md`, `sfr`) was τ = 0.1
+/// and τ = 1 past that bound.
+#[test]
+fn curvature_is_the_largest_hessian_eigenvalue_of_the_penalty() {
+    // M < d + 1: Q = Z Zᵀ + 1 has full rank (no null direction where the jitters dominate Λ).
+    let d = 8;
+    let tau = 3.0;
+    let mut h = host(d);
+    let mut p = MockPlugin::create::<Sfr>(&toml(tau, 5, false)).unwrap();
+    p.on_task_start(&mut h).unwrap();
+    p.on_task_end(&mut h).unwrap();
+    let s = &state_of(&mut p, &mut h)[0];
+    let m = s.m();
+    let mut want: f64 = 0.0;
+    for c in 0..2 {
+        let l = s.lambda[c].as_ref().unwrap();
+        let jz = |i: usize, a: usize| {
+            if a < d {
+                f64::from(s.z[i * d + a])
+            } else {
+                1.0
+            }
+        };
+        let hess = Mat::from_fn(d + 1, d + 1, |a, b| {
+            let mut v = 0.0;
+            for i in 0..m {
+                for j in 0..m {
+                    v += l[i * m + j] * jz(i, a) * jz(j, b);
+                }
+            }
+            tau / m as f64 * v
+        });
+        let eig = hess.self_adjoint_eigenvalues(Side::Lower).unwrap();
+        want = want.max(*eig.last().unwrap());
+    }
+    assert!(want > 0.0);
+    assert!(
+        (s.curvature - want).abs() < 1e-6 * want,
+        "curvature {} vs the Hessian's largest eigenvalue {want}",
+        s.curvature
+    );
+    // Reported for the task.
+    assert_eq!(h.reported(0, "sfr.curvature"), Some(s.curvature));
+}

@@ -15,6 +15,7 @@ use clef_data::seed::derive_seed;
 use super::evaluate::argmax;
 use super::trial::Trial;
 use super::{hook_err, steps_for, TrialStatus};
+use crate::measurements::TailTally;
 use crate::strategy::{Batch, DataMode, Strategy};
 
 /// The rows a task trains on, as `(task, position)` pairs: the current task's training split,
@@ -59,6 +60,10 @@ struct Tally {
     correct: u64,
     seen: u64,
     loss_sum: f64,
+    /// Whether the current step is in the task's tail (its last quarter).
+    in_tail: bool,
+    /// The tail's totals, which decide the collapse flag.
+    tail: TailTally,
 }
 
 /// The seeded order in which the pool's rows are visited: reshuffled at every epoch.
@@ -132,7 +137,9 @@ impl Trial<'_> {
             }
         };
         let t_start = Instant::now();
-        for _ in 0..steps {
+        let tail_start = TailTally::start(steps);
+        for step in 0..steps {
+            tally.in_tail = step >= tail_start;
             batch.x.clear();
             batch.targets.clear();
             batch.mask.clone_from(&mask);
@@ -168,6 +175,21 @@ impl Trial<'_> {
         } else {
             0.0
         });
+        let collapsed = tally.tail.collapsed();
+        if collapsed {
+            let (h, pmax) = tally.tail.constant_predictor();
+            tracing::warn!(
+                task = ti,
+                tail_loss = tally.tail.mean_loss(),
+                label_entropy = h,
+                tail_accuracy = tally.tail.accuracy(),
+                majority_rate = pmax,
+                "training collapsed on this task: over its last quarter of steps the loss stayed \
+                 at or above the label entropy and the online accuracy at or below chance \
+                 (docs/metrics.md, `collapsed`)"
+            );
+        }
+        m.collapsed.push(collapsed);
         Ok(())
     }
 
@@ -203,9 +225,16 @@ impl Trial<'_> {
         }
         // Online accuracy: the current task's rows, before the update, each with its own mask.
         let c = sc.num_outputs;
+        let mut tail_rows = Vec::new();
         for r in 0..batch.current_rows {
             let pred = argmax(&logits[r * c..(r + 1) * c], batch.row_mask(r, c));
             tally.correct += (pred == batch.targets[r]) as u64;
+            if tally.in_tail {
+                tail_rows.push((batch.targets[r], pred));
+            }
+        }
+        if tally.in_tail {
+            tally.tail.add_step(f64::from(loss), tail_rows);
         }
         tally.seen += batch.current_rows as u64;
         tally.loss_sum += loss as f64;

@@ -293,11 +293,10 @@ impl ServiceModel for CoreModel<'_, '_> {
         output: usize,
         out: &mut [f64],
     ) -> ServiceResult {
-        let c = self.ctx();
+        let c = self.ctx_mut();
         let dim = c.scenario.input_dim();
         let (ia, ib) = (inputs(a, rows_a, dim)?, inputs(b, rows_b, dim)?);
-        clef_backend::ntk::ntk_gram(c.net.spec(), c.net.params(), ia, ib, output, out)
-            .map_err(backend)
+        c.net.ntk_gram(ia, ib, output, out).map_err(backend)
     }
 
     // data: the batch, appended rows, task samples

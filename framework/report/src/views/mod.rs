@@ -182,6 +182,23 @@ pub fn write_views(
              above show evaluation trials only.\n"
         );
     }
+    let tune_collapsed: Vec<String> = records
+        .iter()
+        .filter(|r| r.phase == "tune")
+        .filter_map(TrialRecord::collapse_warning)
+        .collect();
+    if !tune_collapsed.is_empty() {
+        let _ = writeln!(
+            text,
+            "⚠ {} tuning trial(s) completed with a collapsed network (`collapsed` in \
+             docs/metrics.md); the selection counted their accuracy as measured:\n",
+            tune_collapsed.len()
+        );
+        for line in tune_collapsed {
+            let _ = writeln!(text, "- ⚠ {line}");
+        }
+        text.push('\n');
+    }
     text.push_str(&summary_markdown("", &selections, &eval).replacen(
         "# clef results: \n\n",
         "## Evaluation trials\n\n",

@@ -11,6 +11,7 @@ mod graph;
 mod lanes;
 mod net;
 mod norm;
+mod ntk;
 mod simple;
 #[cfg(test)]
 mod tests;

@@ -86,8 +86,13 @@ impl NativeCnn {
         })
     }
 
+    /// Number of operations (activation `ops()` holds the logits).
+    pub(super) fn ops(&self) -> usize {
+        self.graph.ops.len()
+    }
+
     /// Checks that the store still holds this network's tensors.
-    fn check_params(&self) -> Result<(), BackendError> {
+    pub(super) fn check_params(&self) -> Result<(), BackendError> {
         let p = &self.params;
         if p.len() != self.graph.infos.len() {
             return Err(BackendError::Spec(format!(
@@ -107,7 +112,7 @@ impl NativeCnn {
         Ok(())
     }
 
-    fn check_input(&self, x: &Inputs<'_>) -> Result<(), BackendError> {
+    pub(super) fn check_input(&self, x: &Inputs<'_>) -> Result<(), BackendError> {
         let d = self.spec.input_dim();
         if x.cols != d {
             return Err(BackendError::shape(
@@ -144,7 +149,7 @@ impl NativeCnn {
     }
 
     /// Runs operations `0..upto` on `x` (activation `upto` is then in `acts[upto]`).
-    fn forward_to(
+    pub(super) fn forward_to(
         &mut self,
         x: &[f32],
         rows: usize,
@@ -247,7 +252,7 @@ impl NativeCnn {
     }
 
     /// A free gradient buffer of `n` values for the logits (the top of a backward pass).
-    fn top_grad(&mut self, n: usize) -> &mut [f32] {
+    pub(super) fn top_grad(&mut self, n: usize) -> &mut [f32] {
         let last = self.dacts.len() - 1;
         let buf = self.dpool.pop().unwrap_or_default();
         self.dacts[last] = buf;
@@ -255,8 +260,9 @@ impl NativeCnn {
     }
 
     /// Back-propagates `dacts[last]` (set by the caller) through every operation, adding the
-    /// parameter gradients into the store.
-    fn backward(&mut self, rows: usize) {
+    /// parameter gradients into the store; `mode` must be the one of the forward pass
+    /// (batch norm's input gradient differs).
+    pub(super) fn backward(&mut self, rows: usize, mode: Mode) {
         let NativeCnn {
             graph,
             params,
@@ -310,6 +316,7 @@ impl NativeCnn {
                         gb,
                         red,
                         lanes,
+                        mode,
                     );
                 }
                 Op::Act { src, act } => {
@@ -497,11 +504,21 @@ impl Network for NativeCnn {
                 1.0 / rows as f32,
                 &mut self.dacts[last][..rows * classes],
             );
-            self.backward(rows);
+            self.backward(rows, Mode::Train { update: true });
             Ok(total)
         })?;
         logits_out.extend_from_slice(&self.acts[self.slot[last]][..rows * classes]);
         Ok((total / rows as f64) as f32)
+    }
+
+    fn ntk_gram(
+        &mut self,
+        a: Inputs<'_>,
+        b: Inputs<'_>,
+        output: usize,
+        out: &mut [f64],
+    ) -> Result<(), BackendError> {
+        self.ntk_gram_into(a, b, output, out)
     }
 
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError> {
@@ -523,7 +540,7 @@ impl Network for NativeCnn {
         install(|| -> Result<(), BackendError> {
             self.forward_to(x.data, x.rows, last, Mode::Train { update: false })?;
             self.top_grad(cotangent.len()).copy_from_slice(cotangent);
-            self.backward(x.rows);
+            self.backward(x.rows, Mode::Train { update: false });
             Ok(())
         })
     }

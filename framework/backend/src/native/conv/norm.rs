@@ -84,6 +84,13 @@ impl NormOp {
                         ))
                     }
                 };
+                // Saved for an evaluation-mode backward pass (the NTK): mean and 1/std.
+                saved.clear();
+                saved.extend_from_slice(rm);
+                saved.extend(
+                    rv.iter()
+                        .map(|&v| (1.0 / (f64::from(v) + EPS).sqrt()) as f32),
+                );
                 (0..c)
                     .map(|i| {
                         let a = f64::from(p.gamma[i]) / (f64::from(rv[i]) + EPS).sqrt();
@@ -239,6 +246,7 @@ impl NormOp {
         gbeta: &mut [f32],
         red: &mut Vec<f64>,
         scratch: &mut [LaneScratch; 2],
+        mode: Mode,
     ) {
         let (c, per) = (self.c, self.per());
         let groups = self.groups;
@@ -268,9 +276,16 @@ impl NormOp {
         let red: &[f64] = red;
         match groups {
             None => {
+                // Training: the batch statistics depend on x, hence the two mean terms. In
+                // evaluation the running statistics are constants: dx = gamma / std · dy.
                 let count = (rows * self.hw) as f64;
-                let k1: Vec<f32> = (0..c).map(|ch| (red[ch] / count) as f32).collect();
-                let k2: Vec<f32> = (0..c).map(|ch| (red[c + ch] / count) as f32).collect();
+                let (k1, k2): (Vec<f32>, Vec<f32>) = match mode {
+                    Mode::Eval => (vec![0.0; c], vec![0.0; c]),
+                    Mode::Train { .. } => (
+                        (0..c).map(|ch| (red[ch] / count) as f32).collect(),
+                        (0..c).map(|ch| (red[c + ch] / count) as f32).collect(),
+                    ),
+                };
                 lanes::run(rows, rows * per, dx, per, scratch, |_, r0, n, dx, _| {
                     let xs = &x[r0 * per..(r0 + n) * per];
                     let dys = &dy[r0 * per..(r0 + n) * per];
