@@ -70,3 +70,10 @@ fn dst_resumes_bit_identically_on_a_cnn() {
         "sparsity = 0.8, task_steps = 60, update_every = 20",
     );
 }
+
+#[test]
+fn sfr_resumes_bit_identically_on_a_cnn() {
+    // The duals, inducing points and their stored kernel factors of every past task (from
+    // the conv NTK), a small inducing set to keep the test short.
+    resumes("sfr", "class-il", "tau = 0.1, inducing_points = 20");
+}
