@@ -45,6 +45,32 @@ fn each_backbone_takes_its_own_keys() {
     let (key, _) = invalid_key(convnet().set("model", "channels", "[8, 0]"));
     assert_eq!(key, "model.channels");
 
+    let (key, msg) = invalid_key(base().set("model", "pool", "\"avg\""));
+    assert_eq!(key, "model.pool", "pool is a ConvNet key");
+    assert!(
+        msg.contains("`mlp`") && msg.contains("\"flatten\"") && msg.contains("\"avg\""),
+        "{msg}"
+    );
+    let (key, _) = invalid_key(
+        base()
+            .unset("model", "hidden")
+            .set("model", "backbone", "\"resnet18\"")
+            .set("model", "pool", "\"flatten\""),
+    );
+    assert_eq!(key, "model.pool", "the ResNet always pools");
+    match parse(convnet().set("model", "pool", "\"max\"")) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("pool") && msg.contains("flatten") && msg.contains("avg"),
+                "{msg}"
+            );
+        }
+        Ok(_) => panic!("pool = \"max\" was accepted"),
+    }
+    let avg = parse(convnet().set("model", "pool", "\"avg\"")).expect("pool = avg");
+    assert_eq!(avg.model.pool, Some(clef_backend::ConvPool::Avg));
+
     let ok = convnet()
         .set("model", "channels", "[4, 4]")
         .set("model", "norm", "\"group\"")
