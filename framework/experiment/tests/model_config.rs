@@ -97,6 +97,23 @@ fn an_mlp_config_keeps_its_trial_identity() {
 }
 
 #[test]
+fn a_convnet_config_without_pool_keeps_its_trial_identity() {
+    // `pool` unset is left out of the serialised [model] table (the trial's identity), so
+    // ConvNet trial ids from before the key existed stay; set, it is part of it.
+    let convnet = || {
+        base()
+            .set("model", "backbone", "\"convnet\"")
+            .set("model", "channels", "[4, 4]")
+    };
+    let c = parse(convnet()).expect("config");
+    let json = serde_json::to_value(&c.model).expect("json");
+    assert!(json.get("pool").is_none(), "{json}");
+    let c = parse(convnet().set("model", "pool", "\"avg\"")).expect("config");
+    let json = serde_json::to_value(&c.model).expect("json");
+    assert_eq!(json["pool"], "avg");
+}
+
+#[test]
 fn an_image_backbone_needs_image_data_of_a_size_it_can_shrink() {
     // 10 synthetic features are not a square image.
     let no_image = base()
