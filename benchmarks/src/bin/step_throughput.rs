@@ -80,6 +80,7 @@ fn model(name: &str) -> anyhow::Result<ModelSpec> {
             norm: Norm::None,
             activation: Activation::Relu,
             init: Init::TorchDefault,
+            pool: Default::default(),
         }),
         "resnet18r" => ModelSpec::ResNet(ResNetSpec {
             input: ImageShape {

@@ -28,7 +28,9 @@ pub use native::{NativeCnn, NativeMlp};
 pub use network::{Inputs, Network};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use params::{ParamInfo, ParamRole, ParamStore};
-pub use spec::{Activation, ConvNetSpec, ImageShape, Init, MlpSpec, ModelSpec, Norm, ResNetSpec};
+pub use spec::{
+    Activation, ConvNetSpec, ConvPool, ImageShape, Init, MlpSpec, ModelSpec, Norm, ResNetSpec,
+};
 
 /// Builds the default backend's ([`BackendKind::default`]) network for `spec` (a
 /// [`ModelSpec`], or an [`MlpSpec`]), initialised from `seed`.

@@ -6,8 +6,8 @@
 mod common;
 
 use clef_backend::{
-    build_network, Activation, ConvNetSpec, ImageShape, Init, Inputs, ModelSpec, Network, Norm,
-    ParamRole, ResNetSpec,
+    build_network, Activation, ConvNetSpec, ConvPool, ImageShape, Init, Inputs, ModelSpec, Network,
+    Norm, ParamRole, ResNetSpec,
 };
 use common::cnn_ref::RefNet;
 use common::Rng;
@@ -35,7 +35,19 @@ fn convnet(
         norm,
         activation: act,
         init: Init::TorchDefault,
+        pool: ConvPool::Flatten,
     })
+}
+
+/// The same ConvNet with global average pooling before the dense part.
+fn avg_pooled(spec: ModelSpec) -> ModelSpec {
+    match spec {
+        ModelSpec::ConvNet(s) => ModelSpec::ConvNet(ConvNetSpec {
+            pool: ConvPool::Avg,
+            ..s
+        }),
+        other => other,
+    }
 }
 
 fn resnet(input: ImageShape, width: usize, blocks: [usize; 4], norm: Norm) -> ModelSpec {
@@ -49,7 +61,8 @@ fn resnet(input: ImageShape, width: usize, blocks: [usize; 4], norm: Norm) -> Mo
     })
 }
 
-/// Small backbones covering every layer: odd sizes, every norm and activation, stride-2
+/// Small backbones covering every layer: odd sizes, every norm and activation, both ConvNet
+/// pools, stride-2
 /// stages with projection shortcuts, identity shortcuts (two blocks per stage).
 fn cases() -> Vec<ModelSpec> {
     vec![
@@ -69,6 +82,22 @@ fn cases() -> Vec<ModelSpec> {
             Activation::Tanh,
         ),
         convnet(img(1, 5, 6), &[3, 3], &[], Norm::Batch, Activation::Sigmoid),
+        // Global average pooling: over an odd 3x4 map straight into the head, and into a
+        // dense hidden layer under group norm.
+        avg_pooled(convnet(
+            img(2, 7, 9),
+            &[4, 4, 6],
+            &[],
+            Norm::Batch,
+            Activation::Relu,
+        )),
+        avg_pooled(convnet(
+            img(3, 6, 5),
+            &[4, 6],
+            &[5],
+            Norm::Group { groups: 2 },
+            Activation::Tanh,
+        )),
         resnet(img(3, 12, 12), 4, [1, 1, 1, 1], Norm::Batch),
         resnet(img(2, 9, 7), 2, [2, 1, 1, 1], Norm::Group { groups: 2 }),
         resnet(img(1, 8, 8), 2, [1, 2, 1, 1], Norm::None),
@@ -309,6 +338,13 @@ fn results_are_bit_identical_for_one_and_two_threads() {
             Norm::Group { groups: 4 },
             Activation::Relu,
         ),
+        avg_pooled(convnet(
+            img(1, 12, 12),
+            &[8, 8],
+            &[],
+            Norm::Batch,
+            Activation::Relu,
+        )),
         resnet(img(3, 16, 16), 8, [1, 1, 1, 1], Norm::Batch),
     ];
     for spec in &specs {
@@ -353,6 +389,12 @@ fn parameter_counts_names_and_validation() {
         c.forward_macs(),
         288 * 784 + 32 * 288 * 784 + 64 * 288 * 196 + 64 * 576 * 196 + 31_360
     );
+    // Global average pooling: the same convs (64 992), a head of 64 x 10 + 10 reading one mean
+    // per channel (the mean itself counts no multiply-adds).
+    let avg = avg_pooled(c.clone());
+    assert_eq!(avg.num_params(), 64_992 + 650);
+    assert_eq!(avg.feature_dim(), 64);
+    assert_eq!(avg.forward_macs(), c.forward_macs() - 31_360 + 640);
     // With batch norm: no conv bias, gamma and beta per channel, running stats are buffers.
     if let ModelSpec::ConvNet(s) = &mut c {
         s.norm = Norm::Batch;

@@ -1,7 +1,8 @@
-//! The convolutional backbones train exactly like PyTorch: the same ConvNet / ResNet (tensors
-//! loaded by name into `torch.nn` modules, so the names map one to one), batch and SGD
-//! settings give the same losses, the same parameters and batch-norm running statistics after
-//! a few steps, and the same eval-mode logits (`tests/support/cnn_parity.py`).
+//! The convolutional backbones train exactly like PyTorch: the same ConvNet (flattened or
+//! average-pooled) / ResNet (tensors loaded by name into `torch.nn` modules, so the names map
+//! one to one), batch and SGD settings give the same losses, the same parameters and
+//! batch-norm running statistics after a few steps, and the same eval-mode logits
+//! (`tests/support/cnn_parity.py`).
 //!
 //! Needs a Python with `torch`: `$CLEF_TORCH_PYTHON`, else `python3`; without one the test is
 //! skipped with the reason (and fails under CI, see `clef_testkit::require_resource`).
@@ -12,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 use clef_backend::{
-    build_network, Activation, ConvNetSpec, ImageShape, Init, Inputs, ModelSpec, Norm, Optimizer,
-    OptimizerSpec, ResNetSpec,
+    build_network, Activation, ConvNetSpec, ConvPool, ImageShape, Init, Inputs, ModelSpec, Norm,
+    Optimizer, OptimizerSpec, ResNetSpec,
 };
 use common::{read_f32, torch_python, write_f32, Rng};
 
@@ -38,6 +39,7 @@ fn model_json(spec: &ModelSpec) -> serde_json::Value {
             "activation": match s.activation {
                 Activation::Relu => "relu", Activation::Tanh => "tanh", Activation::Sigmoid => "sigmoid",
             },
+            "pool": s.pool.as_str(),
         }),
         ModelSpec::ResNet(s) => serde_json::json!({
             "kind": "resnet", "input": shape(s.input), "width": s.width, "blocks": s.blocks,
@@ -76,6 +78,7 @@ fn cnn_losses_updates_and_running_statistics_match_pytorch() {
                 norm: Norm::Batch,
                 activation: Activation::Relu,
                 init: Init::TorchDefault,
+                pool: Default::default(),
             }),
             rows: 6,
             steps: 3,
@@ -103,10 +106,27 @@ fn cnn_losses_updates_and_running_statistics_match_pytorch() {
                 norm: Norm::Group { groups: 2 },
                 activation: Activation::Tanh,
                 init: Init::TorchDefault,
+                pool: Default::default(),
             }),
             rows: 4,
             steps: 3,
             mask: Some(vec![true, false, true, true, false, true]),
+        },
+        Case {
+            // Global average pooling over an odd 3x2 map into a dense hidden layer.
+            spec: ModelSpec::ConvNet(ConvNetSpec {
+                input: img(2, 7, 5),
+                channels: vec![4, 6, 6],
+                hidden: vec![8],
+                output: 4,
+                norm: Norm::Batch,
+                activation: Activation::Relu,
+                init: Init::TorchDefault,
+                pool: ConvPool::Avg,
+            }),
+            rows: 5,
+            steps: 3,
+            mask: None,
         },
     ];
     for (k, case) in cases.iter().enumerate() {

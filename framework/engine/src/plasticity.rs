@@ -281,6 +281,7 @@ mod tests {
             norm: Norm::Batch,
             activation: Activation::Relu,
             init: Init::TorchDefault,
+            pool: Default::default(),
         });
         let p = ParamStore::init(&spec, 5);
         let stats = weight_stats(&p).unwrap();

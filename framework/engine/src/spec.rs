@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use clef_backend::{
-    Activation, ConvNetSpec, ImageShape, Init, MlpSpec, ModelSpec, Norm, OptimizerSpec, ResNetSpec,
+    Activation, ConvNetSpec, ConvPool, ImageShape, Init, MlpSpec, ModelSpec, Norm, OptimizerSpec,
+    ResNetSpec,
 };
 use clef_data::augment::Augment;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,11 @@ pub struct ModelConfig {
     /// Channel groups of `norm = "group"` (required then; must divide every channel count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<usize>,
+    /// `convnet`: how the last feature map reaches the dense layers and the head: `flatten`
+    /// (default, `c * h * w` values) or `avg` (global average pooling, `c` values). Experts
+    /// added with `expert_add_conv` inherit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<ConvPool>,
     /// Hidden non-linearity (MLP and the ConvNet; the ResNet uses ReLU).
     #[serde(default = "default_activation")]
     pub activation: Activation,
@@ -331,6 +337,7 @@ impl ModelConfig {
                 norm: norm(Norm::None)?,
                 activation: self.activation,
                 init: self.init,
+                pool: self.pool.unwrap_or_default(),
             }),
             Backbone::Resnet18 => ModelSpec::ResNet(ResNetSpec {
                 input: image()?,

@@ -45,6 +45,32 @@ fn each_backbone_takes_its_own_keys() {
     let (key, _) = invalid_key(convnet().set("model", "channels", "[8, 0]"));
     assert_eq!(key, "model.channels");
 
+    let (key, msg) = invalid_key(base().set("model", "pool", "\"avg\""));
+    assert_eq!(key, "model.pool", "pool is a ConvNet key");
+    assert!(
+        msg.contains("`mlp`") && msg.contains("\"flatten\"") && msg.contains("\"avg\""),
+        "{msg}"
+    );
+    let (key, _) = invalid_key(
+        base()
+            .unset("model", "hidden")
+            .set("model", "backbone", "\"resnet18\"")
+            .set("model", "pool", "\"flatten\""),
+    );
+    assert_eq!(key, "model.pool", "the ResNet always pools");
+    match parse(convnet().set("model", "pool", "\"max\"")) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("pool") && msg.contains("flatten") && msg.contains("avg"),
+                "{msg}"
+            );
+        }
+        Ok(_) => panic!("pool = \"max\" was accepted"),
+    }
+    let avg = parse(convnet().set("model", "pool", "\"avg\"")).expect("pool = avg");
+    assert_eq!(avg.model.pool, Some(clef_backend::ConvPool::Avg));
+
     let ok = convnet()
         .set("model", "channels", "[4, 4]")
         .set("model", "norm", "\"group\"")
@@ -68,6 +94,23 @@ fn an_mlp_config_keeps_its_trial_identity() {
         json,
         serde_json::json!({"hidden": [32], "activation": "relu", "init": "kaiming-uniform"})
     );
+}
+
+#[test]
+fn a_convnet_config_without_pool_keeps_its_trial_identity() {
+    // `pool` unset is left out of the serialised [model] table (the trial's identity), so
+    // ConvNet trial ids from before the key existed stay; set, it is part of it.
+    let convnet = || {
+        base()
+            .set("model", "backbone", "\"convnet\"")
+            .set("model", "channels", "[4, 4]")
+    };
+    let c = parse(convnet()).expect("config");
+    let json = serde_json::to_value(&c.model).expect("json");
+    assert!(json.get("pool").is_none(), "{json}");
+    let c = parse(convnet().set("model", "pool", "\"avg\"")).expect("config");
+    let json = serde_json::to_value(&c.model).expect("json");
+    assert_eq!(json["pool"], "avg");
 }
 
 #[test]

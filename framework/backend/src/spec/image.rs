@@ -40,10 +40,38 @@ pub enum Norm {
     None,
 }
 
+/// How the ConvNet turns its last feature map into the vector that feeds the dense layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvPool {
+    /// `torch.flatten` of the `[c, h, w]` map: `c * h * w` values.
+    #[default]
+    Flatten,
+    /// Global average pooling, `nn.AdaptiveAvgPool2d(1)` then flatten: one mean per channel,
+    /// `c` values.
+    Avg,
+}
+
+impl ConvPool {
+    /// True for the default, `flatten` (left out of a serialised spec, so specs written before
+    /// the key existed read and write unchanged).
+    pub fn is_flatten(&self) -> bool {
+        *self == ConvPool::Flatten
+    }
+
+    /// The name used in configs: `flatten` or `avg`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConvPool::Flatten => "flatten",
+            ConvPool::Avg => "avg",
+        }
+    }
+}
+
 /// The small CNN of the CL literature: per entry of `channels` a 3x3 convolution (padding 1,
 /// stride 1), `norm`, `activation`, and a 2x2 max-pool after every second convolution; then
-/// flatten (PyTorch's `[c, h, w]` order), dense `hidden` layers with `activation`, and a linear
-/// head of `output` units.
+/// `pool` (flatten in PyTorch's `[c, h, w]` order, or global average pooling), dense `hidden`
+/// layers with `activation`, and a linear head of `output` units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConvNetSpec {
     /// Input image shape.
@@ -60,6 +88,9 @@ pub struct ConvNetSpec {
     pub activation: Activation,
     /// Initialisation of conv and dense weights.
     pub init: Init,
+    /// The last feature map to a vector: flatten (the default) or global average pooling.
+    #[serde(default, skip_serializing_if = "ConvPool::is_flatten")]
+    pub pool: ConvPool,
 }
 
 /// The CIFAR ResNet-18 (Mammoth's `resnet18`; `width` 20 is its `reduced_resnet18`): a 3x3

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 mod image;
 
-pub use image::{ConvNetSpec, ImageShape, Norm, ResNetSpec};
+pub use image::{ConvNetSpec, ConvPool, ImageShape, Norm, ResNetSpec};
 
 use crate::native::conv::Graph;
 use crate::BackendError;
@@ -162,8 +162,8 @@ impl ModelSpec {
     /// The layout of `features` when they are a convolutional feature map: `(channels,
     /// positions)`, the features of one row being `channels` blocks of `positions` values each
     /// (channel-major, PyTorch's flattened `[c, h, w]` order). A ConvNet without dense hidden
-    /// layers gives its last `c x h x w` map, `(c, h * w)`; the ResNet its globally pooled
-    /// vector, `(c, 1)`. `None` for the MLP, a ConvNet whose features are a dense hidden layer,
+    /// layers gives its last `c x h x w` map, `(c, h * w)` (`(c, 1)` under `pool = avg`); the
+    /// ResNet its globally pooled vector, `(c, 1)`. `None` for the MLP, a ConvNet whose features are a dense hidden layer,
     /// and an invalid spec. The plasticity diagnostics pool per channel with it (ReDO's
     /// per-channel dormancy).
     pub fn feature_map(&self) -> Option<(usize, usize)> {
@@ -229,6 +229,10 @@ mod tests {
     use super::*;
 
     fn convnet(channels: Vec<usize>, hidden: Vec<usize>) -> ModelSpec {
+        convnet_pooled(channels, hidden, ConvPool::Flatten)
+    }
+
+    fn convnet_pooled(channels: Vec<usize>, hidden: Vec<usize>, pool: ConvPool) -> ModelSpec {
         ModelSpec::ConvNet(ConvNetSpec {
             input: ImageShape {
                 channels: 1,
@@ -241,6 +245,7 @@ mod tests {
             norm: Norm::Batch,
             activation: Activation::Relu,
             init: Init::TorchDefault,
+            pool,
         })
     }
 
@@ -279,5 +284,58 @@ mod tests {
         assert_eq!(m.feature_map(), None);
         // An invalid spec has no layout.
         assert_eq!(convnet(vec![], vec![]).feature_map(), None);
+    }
+
+    #[test]
+    fn avg_pool_feeds_one_mean_per_channel_to_the_head() {
+        let flat = convnet(vec![8, 8, 16, 16], vec![]);
+        let avg = convnet_pooled(vec![8, 8, 16, 16], vec![], ConvPool::Avg);
+        assert_eq!(avg.feature_map(), Some((16, 1)));
+        assert_eq!(avg.feature_dim(), 16);
+        // Same body; the head shrinks from 10 x (784 + 1) to 10 x (16 + 1).
+        assert_eq!(
+            flat.num_params() - avg.num_params(),
+            10 * (16 * 49 + 1) - 10 * (16 + 1)
+        );
+        // Dense hidden layers read the pooled vector: layers.0 is 16 -> 32.
+        let h = convnet_pooled(vec![8, 8, 16, 16], vec![32], ConvPool::Avg);
+        assert_eq!(h.feature_map(), None);
+        assert_eq!(h.feature_dim(), 32);
+        assert_eq!(
+            h.num_params() - avg.num_params(),
+            (16 * 32 + 32) + 10 * (32 + 1) - 10 * (16 + 1)
+        );
+        // The last map may be 1x1 already (4x4 input, two pools); pooling it is a copy.
+        let small = ModelSpec::ConvNet(ConvNetSpec {
+            input: ImageShape {
+                channels: 1,
+                height: 4,
+                width: 4,
+            },
+            channels: vec![3, 5, 5, 7],
+            hidden: vec![],
+            output: 2,
+            norm: Norm::None,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+            pool: ConvPool::Avg,
+        });
+        assert_eq!(small.feature_map(), Some((7, 1)));
+    }
+
+    #[test]
+    fn the_default_pool_is_left_out_of_a_serialised_spec() {
+        let flat = convnet(vec![4], vec![]);
+        let json = serde_json::to_string(&flat).expect("json");
+        assert!(!json.contains("pool"), "{json}");
+        let back: ModelSpec = serde_json::from_str(&json).expect("read back");
+        assert_eq!(back, flat);
+        let avg = convnet_pooled(vec![4], vec![], ConvPool::Avg);
+        let json = serde_json::to_string(&avg).expect("json");
+        assert!(json.contains("\"pool\":\"avg\""), "{json}");
+        assert_eq!(
+            serde_json::from_str::<ModelSpec>(&json).expect("read back"),
+            avg
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use clef_backend::{Activation, ModelSpec, Norm, ParamStore};
+use clef_backend::{Activation, ConvPool, ModelSpec, Norm, ParamStore};
 
 /// An NCHW tensor.
 #[derive(Clone, Debug)]
@@ -216,6 +216,14 @@ impl RefNet {
         y
     }
 
+    /// `nn.AdaptiveAvgPool2d(1)` + flatten: the mean of each channel's map, `[n, c]`.
+    fn global_mean(t: &T) -> Vec<f64> {
+        let hw = t.h * t.w;
+        (0..t.n * t.c)
+            .map(|i| t.d[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64)
+            .collect()
+    }
+
     /// `(features, logits)` of `rows` NCHW images.
     pub fn forward(&mut self, x: &[f32], rows: usize) -> (Vec<f64>, Vec<f64>) {
         self.batch_stats.clear();
@@ -238,7 +246,10 @@ impl RefNet {
                         t = Self::maxpool(&t);
                     }
                 }
-                let mut h = t.d.clone();
+                let mut h = match s.pool {
+                    ConvPool::Flatten => t.d.clone(),
+                    ConvPool::Avg => Self::global_mean(&t),
+                };
                 for (l, &w) in s.hidden.iter().enumerate() {
                     h = self.linear(&h, rows, &format!("layers.{l}"), w);
                     let tt = T {
@@ -279,10 +290,7 @@ impl RefNet {
                         t = Self::act(&y, Activation::Relu);
                     }
                 }
-                let hw = t.h * t.w;
-                let feats: Vec<f64> = (0..rows * t.c)
-                    .map(|i| t.d[i * hw..(i + 1) * hw].iter().sum::<f64>() / hw as f64)
-                    .collect();
+                let feats = Self::global_mean(&t);
                 let logits = self.linear(&feats, rows, "linear", s.output);
                 (feats, logits)
             }

@@ -54,7 +54,9 @@ class ConvNet(nn.Module):
             cin = c
             if i % 2 == 1:
                 h, w = h // 2, w // 2
-        widths = [cin * h * w] + m["hidden"] + [m["output"]]
+        self.pool = m.get("pool", "flatten")
+        flat = cin if self.pool == "avg" else cin * h * w
+        widths = [flat] + m["hidden"] + [m["output"]]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x):
@@ -62,6 +64,8 @@ class ConvNet(nn.Module):
             x = self.act(norm(conv(x)))
             if i % 2 == 1:
                 x = F.max_pool2d(x, 2)
+        if self.pool == "avg":
+            x = nn.AdaptiveAvgPool2d(1)(x)
         x = x.flatten(1)
         for lin in self.layers[:-1]:
             x = self.act(lin(x))

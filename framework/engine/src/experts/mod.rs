@@ -185,7 +185,7 @@ impl Experts {
 
     /// Adds a ConvNet expert: `channels` 3x3 convolutions, `hidden` dense widths, and the
     /// configured network's input image shape, output size, norm, activation (ReLU for a
-    /// ResNet) and initialisation; returns its id.
+    /// ResNet), initialisation and pool (`[model] pool`; flatten on a ResNet); returns its id.
     pub fn add_conv(
         &mut self,
         channels: Vec<usize>,
@@ -207,6 +207,8 @@ impl Experts {
                 norm: r.norm,
                 activation: clef_backend::Activation::Relu,
                 init: r.init,
+                // The ResNet has no `pool` key; its ConvNet experts keep the flatten they had.
+                pool: clef_backend::ConvPool::Flatten,
             },
             ModelSpec::Mlp(_) => {
                 return Err("convolutional experts need a convolutional backbone".into())
@@ -461,5 +463,54 @@ impl Experts {
             .filter(|&e| self.routes.contains(&Some(e)))
             .filter_map(|e| self.params_of(e, scenario))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clef_backend::{Activation, ConvPool, ImageShape, Init, Norm, OptimizerSpec};
+
+    fn convnet(pool: ConvPool) -> ModelSpec {
+        ModelSpec::ConvNet(ConvNetSpec {
+            input: ImageShape {
+                channels: 1,
+                height: 8,
+                width: 8,
+            },
+            channels: vec![4, 4],
+            hidden: vec![],
+            output: 3,
+            norm: Norm::None,
+            activation: Activation::Relu,
+            init: Init::TorchDefault,
+            pool,
+        })
+    }
+
+    #[test]
+    fn conv_experts_inherit_the_trials_pool() {
+        for (pool, map) in [(ConvPool::Flatten, (8, 16)), (ConvPool::Avg, (8, 1))] {
+            let base = convnet(pool);
+            let net = build_network(&base, 1).unwrap();
+            let opt = Optimizer::new(
+                OptimizerSpec::Sgd {
+                    lr: 0.1,
+                    momentum: 0.0,
+                    weight_decay: 0.0,
+                    nesterov: false,
+                },
+                net.params(),
+            );
+            let mut e = Experts::new(&base, 9, 2);
+            let id = e.add_conv(vec![8, 8, 8], vec![], &opt).unwrap();
+            let spec = e.spec(id).unwrap();
+            // Three convs, one 2x2 pool: an 8 x 4 x 4 map, flattened or averaged.
+            assert_eq!(spec.feature_map(), Some(map), "{pool:?}");
+            match spec {
+                ModelSpec::ConvNet(s) => assert_eq!(s.pool, pool),
+                other => panic!("expected a ConvNet expert, got {other:?}"),
+            }
+        }
     }
 }

@@ -209,6 +209,7 @@ mod tests {
                 norm: Norm::None,
                 activation: Activation::Relu,
                 init: Init::TorchDefault,
+                pool: Default::default(),
             })
         };
         assert_eq!(feature_layout(&conv(vec![]), 784), (16, 49));

@@ -205,6 +205,16 @@ impl Config {
                 format!("is not used by backbone `{name}`"),
             )
         };
+        let pool_unused = |set: bool| {
+            check(
+                !set,
+                "model.pool",
+                format!(
+                    "is not used by backbone `{name}`: only `convnet` takes it (\"flatten\", the \
+                     default, or \"avg\" for global average pooling)"
+                ),
+            )
+        };
         match m.backbone {
             Backbone::Mlp => {
                 check(
@@ -217,6 +227,7 @@ impl Config {
                 unused("width", m.width.is_some())?;
                 unused("blocks", m.blocks.is_some())?;
                 unused("norm", m.norm.is_some())?;
+                pool_unused(m.pool.is_some())?;
             }
             Backbone::Convnet => {
                 unused("width", m.width.is_some())?;
@@ -225,6 +236,7 @@ impl Config {
             Backbone::Resnet18 => {
                 unused("hidden", m.hidden.is_some())?;
                 unused("channels", m.channels.is_some())?;
+                pool_unused(m.pool.is_some())?;
             }
         }
         for (i, w) in m.hidden.iter().flatten().enumerate() {

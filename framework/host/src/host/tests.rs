@@ -543,6 +543,7 @@ fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
         norm: clef_backend::Norm::Batch,
         activation: Activation::Relu,
         init: Init::TorchDefault,
+        pool: Default::default(),
     });
     let net = build_network(&spec, 1).unwrap();
     let opt = sgd(&*net);
@@ -621,6 +622,7 @@ fn conv_experts_have_the_trials_image_shape_norm_and_a_counted_body() {
         norm: clef_backend::Norm::Batch,
         activation: Activation::Relu,
         init: Init::TorchDefault,
+        pool: Default::default(),
     });
     let net = build_network(&spec, 1).unwrap();
     let opt = sgd(&*net);

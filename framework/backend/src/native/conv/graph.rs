@@ -6,7 +6,7 @@
 //! Activations are stored channels-last (`[h, w, c]` per sample, samples one after another);
 //! activation 0 is the input, operation `i` writes activation `i + 1`.
 
-use crate::spec::{Activation, ConvNetSpec, ImageShape, Norm, ResNetSpec};
+use crate::spec::{Activation, ConvNetSpec, ConvPool, ImageShape, Norm, ResNetSpec};
 use crate::{BackendError, ParamInfo, ParamRole};
 
 /// How a tensor is initialised (see [`crate::ParamStore::init`]).
@@ -420,15 +420,25 @@ impl Graph {
                 };
             }
         }
-        let flat = x.c * x.h * x.w;
-        let mut cur = b.push(
-            Op::Flatten {
-                src: x.act,
-                c: x.c,
-                hw: x.h * x.w,
-            },
-            flat,
-        );
+        let (op, flat) = match spec.pool {
+            ConvPool::Flatten => (
+                Op::Flatten {
+                    src: x.act,
+                    c: x.c,
+                    hw: x.h * x.w,
+                },
+                x.c * x.h * x.w,
+            ),
+            ConvPool::Avg => (
+                Op::Gap {
+                    src: x.act,
+                    c: x.c,
+                    hw: x.h * x.w,
+                },
+                x.c,
+            ),
+        };
+        let mut cur = b.push(op, flat);
         let mut fin = flat;
         for (l, &h) in spec.hidden.iter().enumerate() {
             cur = b.linear(cur, fin, h, &format!("layers.{l}"))?;
