@@ -7,8 +7,8 @@
 mod common;
 
 use clef_backend::{
-    build_network, Activation, ConvNetSpec, ImageShape, Init, Inputs, ModelSpec, Network, Norm,
-    ParamRole, ResNetSpec,
+    build_network, Activation, ConvNetSpec, ConvPool, ImageShape, Init, Inputs, ModelSpec, Network,
+    Norm, ParamRole, ResNetSpec,
 };
 use common::cnn_ref::RefNet;
 use common::Rng;
@@ -30,7 +30,19 @@ fn convnet(input: ImageShape, channels: &[usize], hidden: &[usize], norm: Norm) 
         norm,
         activation: Activation::Tanh,
         init: Init::TorchDefault,
+        pool: ConvPool::Flatten,
     })
+}
+
+/// [`convnet`] with global average pooling before the dense part.
+fn convnet_avg(input: ImageShape, channels: &[usize], norm: Norm) -> ModelSpec {
+    match convnet(input, channels, &[], norm) {
+        ModelSpec::ConvNet(c) => ModelSpec::ConvNet(ConvNetSpec {
+            pool: ConvPool::Avg,
+            ..c
+        }),
+        other => other,
+    }
 }
 
 fn resnet(input: ImageShape, norm: Norm) -> ModelSpec {
@@ -105,6 +117,7 @@ fn conv_ntk_matches_finite_difference_jacobians() {
         convnet(img(2, 6, 5), &[3, 4], &[4], Norm::Batch),
         convnet(img(1, 6, 6), &[2, 4, 4], &[], Norm::Group { groups: 2 }),
         convnet(img(1, 5, 5), &[2, 3], &[], Norm::None),
+        convnet_avg(img(1, 6, 6), &[2, 3], Norm::Batch),
         resnet(img(1, 8, 8), Norm::Batch),
         resnet(img(2, 6, 6), Norm::Group { groups: 2 }),
     ];
