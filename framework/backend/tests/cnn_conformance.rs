@@ -104,27 +104,9 @@ fn cases() -> Vec<ModelSpec> {
     ]
 }
 
-/// A network with every tensor randomised (so that biases, norm scales and running
-/// statistics matter).
+/// [`common::random_net`] with this file's weight noise.
 fn random_net(spec: &ModelSpec, seed: u64) -> Box<dyn Network> {
-    let mut net = build_network(spec, seed).expect("valid spec");
-    let mut rng = Rng(seed * 7 + 1);
-    let infos = net.params().infos().to_vec();
-    for (i, info) in infos.iter().enumerate() {
-        let v = net.params_mut().value_mut(i);
-        let one_d = info.shape.len() == 1;
-        for x in v.iter_mut() {
-            let u = rng.uniform();
-            *x = match (info.role, info.name.ends_with("running_var")) {
-                (ParamRole::Buffer, true) => 0.5 + 0.4 * u.abs(),
-                (ParamRole::Buffer, false) => 0.2 * u,
-                (ParamRole::Weight, _) if one_d => 1.0 + 0.3 * u,
-                (ParamRole::Bias, _) => 0.2 * u,
-                (ParamRole::Weight, _) => *x + 0.1 * u,
-            };
-        }
-    }
-    net
+    common::random_net(spec, seed, 0.1)
 }
 
 fn close(a: f64, b: f64, atol: f64, rtol: f64) -> bool {

@@ -56,26 +56,9 @@ fn resnet(input: ImageShape, norm: Norm) -> ModelSpec {
     })
 }
 
-/// A network with every tensor randomised (biases, norm scales and running statistics matter).
+/// [`common::random_net`] with this file's weight noise.
 fn random_net(spec: &ModelSpec, seed: u64) -> Box<dyn Network> {
-    let mut net = build_network(spec, seed).expect("valid spec");
-    let mut rng = Rng(seed * 7 + 1);
-    let infos = net.params().infos().to_vec();
-    for (i, info) in infos.iter().enumerate() {
-        let v = net.params_mut().value_mut(i);
-        let one_d = info.shape.len() == 1;
-        for x in v.iter_mut() {
-            let u = rng.uniform();
-            *x = match (info.role, info.name.ends_with("running_var")) {
-                (ParamRole::Buffer, true) => 0.5 + 0.4 * u.abs(),
-                (ParamRole::Buffer, false) => 0.2 * u,
-                (ParamRole::Weight, _) if one_d => 1.0 + 0.3 * u,
-                (ParamRole::Bias, _) => 0.2 * u,
-                (ParamRole::Weight, _) => *x + 0.3 * u,
-            };
-        }
-    }
-    net
+    common::random_net(spec, seed, 0.3)
 }
 
 /// `rows × P` Jacobian of logit `c` over every trainable tensor, by central differences of

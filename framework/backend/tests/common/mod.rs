@@ -72,3 +72,33 @@ pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
 }
+
+/// A network of `spec` with every tensor randomised (so that biases, norm scales and running
+/// statistics matter): weights get `weight_noise · u` added to their initial value (`u`
+/// uniform in [-1, 1)), norm scales are `1 + 0.3u`, biases and running means `0.2u`, running
+/// variances `0.5 + 0.4|u|`.
+pub fn random_net(
+    spec: &clef_backend::ModelSpec,
+    seed: u64,
+    weight_noise: f32,
+) -> Box<dyn clef_backend::Network> {
+    use clef_backend::ParamRole;
+    let mut net = clef_backend::build_network(spec, seed).expect("valid spec");
+    let mut rng = Rng(seed * 7 + 1);
+    let infos = net.params().infos().to_vec();
+    for (i, info) in infos.iter().enumerate() {
+        let v = net.params_mut().value_mut(i);
+        let one_d = info.shape.len() == 1;
+        for x in v.iter_mut() {
+            let u = rng.uniform();
+            *x = match (info.role, info.name.ends_with("running_var")) {
+                (ParamRole::Buffer, true) => 0.5 + 0.4 * u.abs(),
+                (ParamRole::Buffer, false) => 0.2 * u,
+                (ParamRole::Weight, _) if one_d => 1.0 + 0.3 * u,
+                (ParamRole::Bias, _) => 0.2 * u,
+                (ParamRole::Weight, _) => *x + weight_noise * u,
+            };
+        }
+    }
+    net
+}

@@ -523,10 +523,9 @@ fn contexts_without_training_refuse_services() {
         .contains("save_state/load_state"));
 }
 
-/// A ConvNet with batch norm over the host: `param_info` reports the running statistics as
-/// buffers (role, shape, names), and `optimizer_state` refuses them by name.
-#[test]
-fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
+/// A task-IL world of two 2-class tasks of 1x4x4 blobs on a ConvNet conv3x3 2-2 with batch
+/// norm and a linear head (PyTorch initialisation), SGD, its expert pool over the same spec.
+fn bn_convnet_world() -> World {
     let data = Arc::new(clef_data::synthetic::gaussian_blobs(4, 16, 6, 3, 1.0, 0));
     let sc =
         clef_data::scenario::build(&ScenarioConfig::class_split(2, 2), data, Setting::TaskIl, 0)
@@ -547,20 +546,20 @@ fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
     });
     let net = build_network(&spec, 1).unwrap();
     let opt = sgd(&*net);
-    let mlp = MlpSpec {
-        input: 16,
-        hidden: vec![],
-        output: sc.num_outputs,
-        activation: Activation::Relu,
-        init: Init::KaimingUniform,
-    };
-    let mut w = World {
-        experts: clef_engine::experts::Experts::new(&mlp, 3, sc.tasks.len()),
+    World {
+        experts: clef_engine::experts::Experts::new(&spec, 3, sc.tasks.len()),
         sc,
         net,
         opt,
         rng: ChaCha8Rng::seed_from_u64(7),
-    };
+    }
+}
+
+/// A ConvNet with batch norm over the host: `param_info` reports the running statistics as
+/// buffers (role, shape, names), and `optimizer_state` refuses them by name.
+#[test]
+fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
+    let mut w = bn_convnet_world();
     let buffer = w
         .net
         .params()
@@ -606,33 +605,7 @@ fn batch_norm_buffers_are_reported_and_have_no_optimizer_state() {
 
 #[test]
 fn conv_experts_have_the_trials_image_shape_norm_and_a_counted_body() {
-    let data = Arc::new(clef_data::synthetic::gaussian_blobs(4, 16, 6, 3, 1.0, 0));
-    let sc =
-        clef_data::scenario::build(&ScenarioConfig::class_split(2, 2), data, Setting::TaskIl, 0)
-            .unwrap();
-    let spec = clef_backend::ModelSpec::ConvNet(clef_backend::ConvNetSpec {
-        input: clef_backend::ImageShape {
-            channels: 1,
-            height: 4,
-            width: 4,
-        },
-        channels: vec![2, 2],
-        hidden: Vec::new(),
-        output: sc.num_outputs,
-        norm: clef_backend::Norm::Batch,
-        activation: Activation::Relu,
-        init: Init::TorchDefault,
-        pool: Default::default(),
-    });
-    let net = build_network(&spec, 1).unwrap();
-    let opt = sgd(&*net);
-    let mut w = World {
-        experts: clef_engine::experts::Experts::new(&spec, 3, sc.tasks.len()),
-        sc,
-        net,
-        opt,
-        rng: ChaCha8Rng::seed_from_u64(7),
-    };
+    let mut w = bn_convnet_world();
     let outs = w.sc.num_outputs;
     let x: Vec<f32> = (0..2 * 16).map(|i| i as f32 * 0.05 - 0.7).collect();
     with_ctx(&mut w, 0, |ctx| {
