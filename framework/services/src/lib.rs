@@ -26,7 +26,7 @@
 //! documentation says what was checked), so they repeat no check. Two hosts use it: the real
 //! one in `clef-host` (over the trainer's network, optimizer, scenario and expert pool) and
 //! `MockHost` in `clef-sdk` (a linear model for plugin unit tests), which therefore agree on
-//! every rule by construction; `framework/host/tests/service_conformance.rs` checks that they
+//! every rule by construction; `framework/host/tests/service_conformance/` checks that they
 //! also agree on the numbers where their models coincide.
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -1,5 +1,5 @@
 //! The layer's own rules on a toy model (the real host and the mock are compared with each
-//! other in `framework/host/tests/service_conformance.rs`).
+//! other in `framework/host/tests/service_conformance/`).
 
 use std::ffi::c_char;
 

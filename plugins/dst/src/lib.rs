@@ -64,6 +64,8 @@ pub mod topology;
 mod tests;
 #[cfg(test)]
 mod tests_conv;
+#[cfg(test)]
+mod tests_masks;
 
 use clef_sdk::prelude::*;
 use clef_sdk::rng::SplitMix64;

@@ -46,7 +46,7 @@ pub fn host_table() -> &'static ClefHost {
 /// What `*mut ClefCtx` points to during one hook call: the shared layer's per-call context over
 /// the core's model (`repr(transparent)`, so the pointer is the [`HostCall`]'s, which the
 /// services of [`host_table`] expect). The plugin hooks build one per call; it is public so
-/// tests can call the real host's services as a plugin would (`tests/service_conformance.rs`).
+/// tests can call the real host's services as a plugin would (`tests/service_conformance/`).
 #[repr(transparent)]
 pub struct HostCtx<'a, 'c>(HostCall<CoreModel<'a, 'c>>);
 

@@ -6,7 +6,7 @@
 //! `save_state`/`load_state`, the batch services only in `before_batch`, `task_samples` only
 //! for tasks up to the current one and only from the training split, the expert services only
 //! in task-IL, ...), every error message and status code is the real host's by construction.
-//! `framework/host/tests/service_conformance.rs` runs the same calls against both.
+//! `framework/host/tests/service_conformance/` runs the same calls against both.
 //!
 //! Its model is a single linear layer, `logits = W x + b` with `W = params[0]`
 //! (`[num_outputs, input_dim]`) and `b = params[1]`, so `forward`, `features` (the identity:
