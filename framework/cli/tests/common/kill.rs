@@ -1,5 +1,5 @@
 //! Killing a run in the middle of a trial and resuming it: the reliability tests' procedure
-//! (`plugins.rs` for the MLP strategies, `cnn_resume.rs` for every seed plugin on a CNN).
+//! (`resume.rs`: the MLP strategies and every seed plugin on a CNN; `par_resume.rs`).
 
 use std::path::Path;
 use std::process::{Child, Stdio};
