@@ -43,7 +43,7 @@ fn quantities(max_layers: usize) -> Vec<Quantity> {
         },
         Quantity {
             stem: "dormant-fraction".into(),
-            title: "fraction of dormant feature units".into(),
+            title: "fraction of dormant feature units (channels on CNNs)".into(),
             y_desc: "dormant fraction",
             values: Box::new(|r| diag(r, |d| d.dormant_fraction)),
         },
