@@ -73,13 +73,23 @@ impl TailTally {
 
     /// Adds one step: its mean loss and, per current-task row, `(target, prediction)`.
     pub fn add_step(&mut self, loss: f64, rows: impl IntoIterator<Item = (usize, usize)>) {
+        self.add_loss(loss);
+        for (target, pred) in rows {
+            self.add_row(target, pred);
+        }
+    }
+
+    /// Adds one step's mean loss.
+    pub fn add_loss(&mut self, loss: f64) {
         self.loss_sum += loss;
         self.steps += 1;
-        for (target, pred) in rows {
-            *self.counts.entry(target).or_default() += 1;
-            self.correct += u64::from(target == pred);
-            self.seen += 1;
-        }
+    }
+
+    /// Adds one current-task row's target and online prediction.
+    pub fn add_row(&mut self, target: usize, pred: usize) {
+        *self.counts.entry(target).or_default() += 1;
+        self.correct += u64::from(target == pred);
+        self.seen += 1;
     }
 
     /// Mean loss over the tail's steps (0 when empty).

@@ -258,6 +258,17 @@ impl Experts {
         }
     }
 
+    /// An error naming `id` when the pool has no expert `id`.
+    fn check_id(&self, id: usize) -> Result<(), String> {
+        if id >= self.slots.len() {
+            return Err(format!(
+                "expert {id} does not exist ({} experts)",
+                self.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Makes expert `id` the selected one with `head` in its output layer, swapping networks
     /// and optimizers through `net` and `opt` (the trainer's).
     fn activate(
@@ -267,12 +278,7 @@ impl Experts {
         net: &mut Box<dyn Network>,
         opt: &mut Optimizer,
     ) -> Result<(), String> {
-        if id >= self.slots.len() {
-            return Err(format!(
-                "expert {id} does not exist ({} experts)",
-                self.len()
-            ));
-        }
+        self.check_id(id)?;
         if id == self.active && self.slots[id].loaded == head {
             return Ok(());
         }
@@ -324,12 +330,7 @@ impl Experts {
         net: &mut Box<dyn Network>,
         opt: &mut Optimizer,
     ) -> Result<(), String> {
-        if id >= self.slots.len() {
-            return Err(format!(
-                "expert {id} does not exist ({} experts)",
-                self.len()
-            ));
-        }
+        self.check_id(id)?;
         if task >= self.routes.len() {
             return Err(format!("task {task} does not exist"));
         }
@@ -384,12 +385,7 @@ impl Experts {
 
     /// Freezes or unfreezes expert `id`'s body (values now).
     pub fn freeze(&mut self, id: usize, frozen: bool, net: &dyn Network) -> Result<(), String> {
-        if id >= self.slots.len() {
-            return Err(format!(
-                "expert {id} does not exist ({} experts)",
-                self.len()
-            ));
-        }
+        self.check_id(id)?;
         self.enabled = true;
         if !frozen {
             self.slots[id].frozen = None;

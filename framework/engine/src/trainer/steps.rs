@@ -225,16 +225,15 @@ impl Trial<'_> {
         }
         // Online accuracy: the current task's rows, before the update, each with its own mask.
         let c = sc.num_outputs;
-        let mut tail_rows = Vec::new();
         for r in 0..batch.current_rows {
             let pred = argmax(&logits[r * c..(r + 1) * c], batch.row_mask(r, c));
             tally.correct += (pred == batch.targets[r]) as u64;
             if tally.in_tail {
-                tail_rows.push((batch.targets[r], pred));
+                tally.tail.add_row(batch.targets[r], pred);
             }
         }
         if tally.in_tail {
-            tally.tail.add_step(f64::from(loss), tail_rows);
+            tally.tail.add_loss(f64::from(loss));
         }
         tally.seen += batch.current_rows as u64;
         tally.loss_sum += loss as f64;
