@@ -1,5 +1,5 @@
 /*
- * clef_plugin.h: the clef strategy-plugin C ABI, version 1.3.
+ * clef_plugin.h: the clef strategy-plugin C ABI, version 1.6.
  *
  * Everything a C plugin needs is in this file. It is the same contract as the Rust crate
  * `clef-abi` (framework/abi/src/lib.rs); a test checks that every size, field offset and
@@ -9,7 +9,8 @@
  * clef_plugin_descriptor whose first fields are {abi_major, abi_minor, struct_size}. The host
  * refuses a plugin whose abi_major differs from CLEF_ABI_MAJOR, or whose struct_size is smaller
  * than its declared minor version needs (CLEF_DESCRIPTOR_SIZE_V1_0 up to 1.2,
- * CLEF_DESCRIPTOR_SIZE_V1_3 from 1.3). Fields are append-only: a host reads only the fields
+ * CLEF_DESCRIPTOR_SIZE_V1_3 for 1.3, CLEF_DESCRIPTOR_SIZE_V1_4 for 1.4 and 1.5,
+ * CLEF_DESCRIPTOR_SIZE_V1_6 from 1.6). Fields are append-only: a host reads only the fields
  * struct_size covers and treats the rest as NULL. Set
  *     .abi_major = CLEF_ABI_MAJOR, .abi_minor = CLEF_ABI_MINOR,
  *     .struct_size = sizeof(clef_plugin_descriptor)
@@ -19,10 +20,11 @@
  *     on_model_built                            -- after the network is built
  *     for each task:
  *         on_task_start
- *         for each batch: before_batch, [host zeroes gradients, backward],
- *                         after_backward, [optimizer step], after_step
+ *         for each batch: before_batch, [host zeroes gradients, forward, loss (1.6, if
+ *                         set), backward], after_backward, [optimizer step], after_step
  *         on_task_end
- *         for each evaluated task: before_eval, [evaluation], after_eval
+ *         for each evaluated task: before_eval, [evaluation: predict (1.6) if set],
+ *                                  after_eval
  *         save_state                            -- after every task but the last: checkpoint
  *     destroy
  * On resume from a checkpoint: create, on_model_built (initial weights), load_state, then the
@@ -84,7 +86,7 @@ extern "C" {
 #endif
 
 #define CLEF_ABI_MAJOR 1
-#define CLEF_ABI_MINOR 5
+#define CLEF_ABI_MINOR 6
 #define CLEF_ENTRY_SYMBOL "clef_plugin_entry_v1"
 
 /* status codes */
@@ -206,6 +208,23 @@ typedef struct clef_batch {
     int64_t cols;           /* = input_dim */
     int64_t current_rows;   /* the first current_rows rows come from the current task */
 } clef_batch;
+
+/* ABI 1.6: what the loss hook receives (host-owned, valid during the call; read only the
+ * fields struct_size covers): the whole training batch, appended rows included, with its
+ * training-mode logits. */
+typedef struct clef_loss_input {
+    uint32_t struct_size;   /* sizeof(clef_loss_input) as the host knows it */
+    uint32_t reserved;      /* zero */
+    int64_t rows;
+    int64_t num_outputs;
+    int64_t input_dim;
+    int64_t current_rows;   /* the first current_rows rows come from the current task; the
+                             * others are the rows the strategy appended, in order */
+    const float *x;         /* rows * input_dim inputs (after augmentation) */
+    const float *logits;    /* rows * num_outputs, training mode (batch statistics) */
+    const int64_t *targets; /* rows target units */
+    const uint8_t *masks;   /* rows * num_outputs: non-zero = unit in the row's softmax */
+} clef_loss_input;
 
 /* The host's sink for save_state: copies len bytes from data (plugin-owned, read during the
  * call only) to the checkpoint. Returns CLEF_OK, or an error to pass on. */
@@ -340,6 +359,29 @@ typedef struct clef_host {
      * Hooks, task-IL only; CLEF_NOT_ALLOWED when the trial's network is not convolutional. */
     int32_t (*expert_add_conv)(clef_ctx *ctx, const int64_t *channels, int64_t n_channels,
                                const int64_t *hidden, int64_t n_hidden, int64_t *out_id);
+
+    /* ABI 1.6: present only if struct_size >= CLEF_HOST_SIZE_V1_6.
+     * batch_grad: the gradient of the mean masked softmax cross-entropy of x[rows *
+     * input_dim] with targets[rows] and masks (NULL = the current task's training mask, else
+     * rows * num_outputs bytes) written FLAT into out[out_len]: every tensor in param_info
+     * order, out_len == the sum of their numel (buffers included, written as zero). Training
+     * mode without updating batch-norm statistics; gradients, parameters and optimizer state
+     * are left as they were. *loss_out (may be NULL) = the loss. Hooks. */
+    int32_t (*batch_grad)(clef_ctx *ctx, const float *x, int64_t rows, const int64_t *targets,
+                          const uint8_t *masks, float *out, int64_t out_len, float *loss_out);
+    /* sample_grads: ADDS sum_i |J(x_i)^T c_i|^power into the gradient buffers, element-wise,
+     * c_i = row i of cotangent[rows * num_outputs], power 1 or 2 (MAS importance, empirical
+     * Fisher). Evaluation mode (batch-norm running statistics). Hooks. */
+    int32_t (*sample_grads)(clef_ctx *ctx, const float *x, int64_t rows, const float *cotangent,
+                            int64_t cotangent_len, int32_t power);
+    /* reinit: a fresh seeded initialisation of the network and a reset optimizer. Only in
+     * on_task_start / on_task_end and without the expert pool (CLEF_NOT_ALLOWED otherwise). */
+    int32_t (*reinit)(clef_ctx *ctx);
+    /* train_step: one optimizer step on the mean masked cross-entropy of the given rows
+     * (targets and masks as batch_grad), no hook called; *loss_out (may be NULL) = the loss.
+     * Only in on_task_start / on_task_end. A non-finite loss is CLEF_ERROR, no update. */
+    int32_t (*train_step)(clef_ctx *ctx, const float *x, int64_t rows, const int64_t *targets,
+                          const uint8_t *masks, float *loss_out);
 } clef_host;
 
 /* The plugin's static description and entry points (plugin-owned, static). Every hook is
@@ -411,13 +453,31 @@ typedef struct clef_plugin_descriptor {
      * the host refuses a config pairing the plugin with a convolutional backbone. */
     uint32_t backbones;
     uint32_t reserved; /* zero */
+
+    /* ABI 1.6 (read only when struct_size >= CLEF_DESCRIPTOR_SIZE_V1_6).
+     * loss: replaces the training loss (NULL = masked softmax cross-entropy). Called once per
+     * step after the forward pass of the whole batch, before backward: write d loss / d logits
+     * into cotangent[rows * num_outputs] (host-owned, zeroed) and the loss into *loss_out;
+     * the host back-propagates it. Services as in after_backward. */
+    int32_t (*loss)(void *inst, clef_ctx *ctx, const clef_loss_input *input, float *cotangent,
+                    float *loss_out);
+    /* predict: replaces the logits at evaluation (NULL = the network's forward): one score per
+     * output unit for x[rows * input_dim] into out[out_len == rows * num_outputs]; the host
+     * predicts the best unit of the evaluation mask. task = the evaluated task in task-IL, -1
+     * otherwise. Between before_eval and after_eval, per evaluation chunk, for the accuracy
+     * matrix only. Services as in after_eval. */
+    int32_t (*predict)(void *inst, clef_ctx *ctx, int64_t task, const float *x, int64_t rows,
+                       float *out, int64_t out_len);
 } clef_plugin_descriptor;
 
 /* Descriptor sizes of each version: 1.0 to 1.2 end after load_state, 1.3 after
- * create_typed, 1.4 after reserved. */
+ * create_typed, 1.4 and 1.5 after reserved, 1.6 after predict. */
 #define CLEF_DESCRIPTOR_SIZE_V1_0 offsetof(clef_plugin_descriptor, create_typed)
 #define CLEF_DESCRIPTOR_SIZE_V1_3 offsetof(clef_plugin_descriptor, backbones)
-#define CLEF_DESCRIPTOR_SIZE_V1_4 sizeof(clef_plugin_descriptor)
+#define CLEF_DESCRIPTOR_SIZE_V1_4 offsetof(clef_plugin_descriptor, loss)
+#define CLEF_DESCRIPTOR_SIZE_V1_6 sizeof(clef_plugin_descriptor)
+/* Host table sizes: 1.6 ends after train_step. */
+#define CLEF_HOST_SIZE_V1_6 sizeof(clef_host)
 
 /* The one symbol a plugin exports. */
 typedef const clef_plugin_descriptor *(*clef_entry_fn)(void);

@@ -10,7 +10,8 @@
 //! fields are `{abi_major, abi_minor, struct_size}`. The host reads those first and refuses the
 //! plugin unless `abi_major == CLEF_ABI_MAJOR` and `struct_size` covers every field of the
 //! plugin's declared minor version ([`CLEF_DESCRIPTOR_SIZE_V1_0`] up to 1.2,
-//! [`CLEF_DESCRIPTOR_SIZE_V1_3`] for 1.3, [`CLEF_DESCRIPTOR_SIZE_V1_4`] from 1.4). Fields are append-only: a new minor version only adds fields
+//! [`CLEF_DESCRIPTOR_SIZE_V1_3`] for 1.3, [`CLEF_DESCRIPTOR_SIZE_V1_4`] for 1.4 and 1.5,
+//! [`CLEF_DESCRIPTOR_SIZE_V1_6`] from 1.6). Fields are append-only: a new minor version only adds fields
 //! at the end of a struct, so an older plugin (smaller `struct_size`) still loads and a newer
 //! host treats the missing trailing hooks as absent.
 //!
@@ -66,8 +67,10 @@ pub const CLEF_ABI_MAJOR: u16 = 1;
 /// [`ClefHost`]; 1.2 appended the expert-pool services (`expert_freeze`, `expert_params`,
 /// `head_forward`, `head_vjp`); 1.3 appended `create_typed` to [`ClefPluginDescriptor`]
 /// (hyperparameters as typed values, [`ClefHparamValue`]); 1.4 appended `backbones` to the
-/// descriptor (convolutional backbones); 1.5 appended `expert_add_conv` to [`ClefHost`].
-pub const CLEF_ABI_MINOR: u16 = 5;
+/// descriptor (convolutional backbones); 1.5 appended `expert_add_conv` to [`ClefHost`]; 1.6
+/// appended the hooks `loss` and `predict` to the descriptor ([`ClefLossInput`]) and the
+/// services `batch_grad`, `sample_grads`, `reinit` and `train_step` to [`ClefHost`].
+pub const CLEF_ABI_MINOR: u16 = 6;
 /// Name of the exported entry symbol (NUL-terminated).
 pub const CLEF_ENTRY_SYMBOL: &[u8] = b"clef_plugin_entry_v1\0";
 
@@ -292,6 +295,36 @@ pub struct ClefBatch {
     pub current_rows: i64,
 }
 
+/// (1.6) What the `loss` hook receives: the whole training batch (the task's rows and the rows
+/// the strategy appended) with its training-mode logits. Host-owned, valid during the call;
+/// read only the fields `struct_size` covers (later versions append fields).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ClefLossInput {
+    /// `size_of::<ClefLossInput>()` as the host knows it.
+    pub struct_size: u32,
+    /// Reserved: zero.
+    pub reserved: u32,
+    /// Rows of the batch.
+    pub rows: i64,
+    /// Logits per row.
+    pub num_outputs: i64,
+    /// Features per row.
+    pub input_dim: i64,
+    /// Rows from the current task's stream (the first `current_rows`); the others were appended
+    /// by the strategy in `before_batch`, in the order it appended them.
+    pub current_rows: i64,
+    /// `rows * input_dim` inputs, row-major (after augmentation).
+    pub x: *const f32,
+    /// `rows * num_outputs` logits, training mode (batch norm with the batch's statistics).
+    pub logits: *const f32,
+    /// The target unit of each row (`rows`).
+    pub targets: *const i64,
+    /// `rows * num_outputs` bytes: non-zero where the unit is in the row's training softmax (the
+    /// mask the default cross-entropy would use).
+    pub masks: *const u8,
+}
+
 /// Receives bytes from `save_state`: `writer` is the host's opaque sink.
 pub type ClefWriteFn =
     unsafe extern "C" fn(writer: *mut c_void, data: *const u8, len: usize) -> i32;
@@ -488,6 +521,58 @@ pub struct ClefHost {
         n_hidden: i64,
         out_id: *mut i64,
     ) -> i32,
+
+    // ---- ABI 1.6 (present when `struct_size >= CLEF_HOST_SIZE_V1_6`) ----
+    /// The gradient of the mean masked softmax cross-entropy of `rows` plugin-chosen rows (a
+    /// second batch, e.g. A-GEM's memory batch), written flat into `out`: every tensor in
+    /// `param_info` order, `out_len` = the sum of their `numel` (buffers included, their part
+    /// zero). `targets` (`rows`), `masks` null (the current task's training mask) or `rows *
+    /// num_outputs` bytes, as `batch_append`. Training mode (batch statistics) without updating
+    /// batch norm's running statistics; the gradient buffers, parameters and optimizer state
+    /// are left exactly as they were. Writes the loss into `loss_out` (may be null).
+    pub batch_grad: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        targets: *const i64,
+        masks: *const u8,
+        out: *mut f32,
+        out_len: i64,
+        loss_out: *mut f32,
+    ) -> i32,
+    /// Per-sample gradient powers: adds `sum_i |J(x_i)^T c_i|^power` into the gradient buffers
+    /// (element-wise over every trainable tensor), `c_i` row `i` of `cotangent`
+    /// (`cotangent_len == rows * num_outputs`), `power` 1 or 2: MAS's importance
+    /// (`c_i = 2 f(x_i)`, power 1) or the empirical Fisher (`c_i` = the cross-entropy's
+    /// gradient, power 2) in one call. Evaluation mode (batch norm's running statistics); adds
+    /// like `vjp` (zero the gradients first to read it alone).
+    pub sample_grads: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        cotangent: *const f32,
+        cotangent_len: i64,
+        power: i32,
+    ) -> i32,
+    /// Re-initialises the network (a fresh seeded draw of the configured initialisation,
+    /// batch-norm statistics reset) and resets the optimizer state. Only in `on_task_start` and
+    /// `on_task_end`, and not while the expert pool is in use (`CLEF_NOT_ALLOWED`). Invalidates
+    /// nothing (tensors keep their buffers); does not call `on_model_built`.
+    pub reinit: unsafe extern "C" fn(ctx: *mut ClefCtx) -> i32,
+    /// One optimizer step of the trial's optimizer on the mean masked softmax cross-entropy of
+    /// `rows` plugin-chosen rows (training mode; batch norm's running statistics updated), with
+    /// no hook called: training on a plugin's own data, e.g. GDumb's memory. `targets`, `masks`
+    /// as `batch_grad`. Gradients are zeroed first. Writes the loss into `loss_out` (may be
+    /// null). Only in `on_task_start` and `on_task_end` (`CLEF_NOT_ALLOWED` elsewhere); a
+    /// non-finite loss is `CLEF_ERROR` and leaves the parameters unchanged.
+    pub train_step: unsafe extern "C" fn(
+        ctx: *mut ClefCtx,
+        x: *const f32,
+        rows: i64,
+        targets: *const i64,
+        masks: *const u8,
+        loss_out: *mut f32,
+    ) -> i32,
 }
 
 /// A plugin's static description and entry points. Starts with `{abi_major, abi_minor,
@@ -606,6 +691,40 @@ pub struct ClefPluginDescriptor {
     pub backbones: u32,
     /// Reserved: zero.
     pub reserved: u32,
+
+    // ---- ABI 1.6 (present when `struct_size >= CLEF_DESCRIPTOR_SIZE_V1_6`) ----
+    /// Replaces the training loss (null: the masked softmax cross-entropy). Called once per
+    /// step after the forward pass of the whole batch (`input`), before its backward pass: the
+    /// plugin writes `d loss / d logits` into `cotangent` (`rows * num_outputs` floats, host-
+    /// owned, zeroed) and the loss into `loss_out`; the host back-propagates the cotangent
+    /// through the same forward pass. Services as in `after_backward` (no batch services).
+    pub loss: Option<
+        unsafe extern "C" fn(
+            inst: *mut c_void,
+            ctx: *mut ClefCtx,
+            input: *const ClefLossInput,
+            cotangent: *mut f32,
+            loss_out: *mut f32,
+        ) -> i32,
+    >,
+    /// Replaces the network's logits at evaluation (null: the network's `forward`): writes one
+    /// score per output unit for `rows` test inputs `x` (`rows * input_dim`) into `out`
+    /// (`out_len == rows * num_outputs`); the host predicts the highest-scoring unit of the
+    /// evaluation mask, as with logits. `task` is the evaluated task's id in task-IL, -1 when
+    /// the setting hides it. Called between `before_eval` and `after_eval`, once per
+    /// evaluation chunk, for the accuracy matrix (not for the untrained network's accuracies
+    /// nor the diagnostics' probe). Services as in `after_eval` (`features`, `forward`, ...).
+    pub predict: Option<
+        unsafe extern "C" fn(
+            inst: *mut c_void,
+            ctx: *mut ClefCtx,
+            task: i64,
+            x: *const f32,
+            rows: i64,
+            out: *mut f32,
+            out_len: i64,
+        ) -> i32,
+    >,
 }
 
 // SAFETY: the descriptor and schema are immutable static data owned by the plugin library,
@@ -625,9 +744,13 @@ pub const CLEF_DESCRIPTOR_SIZE_V1_0: usize =
 /// declaring ABI 1.3 must provide.
 pub const CLEF_DESCRIPTOR_SIZE_V1_3: usize = core::mem::offset_of!(ClefPluginDescriptor, backbones);
 
-/// Size of the descriptor of ABI 1.4 (up to and including `reserved`): what a plugin declaring
-/// ABI 1.4 must provide.
-pub const CLEF_DESCRIPTOR_SIZE_V1_4: usize = core::mem::size_of::<ClefPluginDescriptor>();
+/// Size of the descriptor of ABI 1.4 and 1.5 (up to and including `reserved`): what a plugin
+/// declaring ABI 1.4 or 1.5 must provide.
+pub const CLEF_DESCRIPTOR_SIZE_V1_4: usize = core::mem::offset_of!(ClefPluginDescriptor, loss);
+
+/// Size of the descriptor of ABI 1.6 (up to and including `predict`): what a plugin declaring
+/// ABI 1.6 must provide.
+pub const CLEF_DESCRIPTOR_SIZE_V1_6: usize = core::mem::size_of::<ClefPluginDescriptor>();
 
 /// Size of the host service table of ABI 1.0 (every service up to and including
 /// `get_extension`): the smallest table a plugin must accept.
@@ -640,4 +763,7 @@ pub const CLEF_HOST_SIZE_V1_1: usize = core::mem::offset_of!(ClefHost, expert_fr
 pub const CLEF_HOST_SIZE_V1_2: usize = core::mem::offset_of!(ClefHost, expert_add_conv);
 
 /// Size of the host service table of ABI 1.5 (up to and including `expert_add_conv`).
-pub const CLEF_HOST_SIZE_V1_5: usize = core::mem::size_of::<ClefHost>();
+pub const CLEF_HOST_SIZE_V1_5: usize = core::mem::offset_of!(ClefHost, batch_grad);
+
+/// Size of the host service table of ABI 1.6 (up to and including `train_step`).
+pub const CLEF_HOST_SIZE_V1_6: usize = core::mem::size_of::<ClefHost>();

@@ -98,7 +98,11 @@ fn expected() -> Vec<(String, i128)> {
             expert_params,
             head_forward,
             head_vjp,
-            expert_add_conv
+            expert_add_conv,
+            batch_grad,
+            sample_grads,
+            reinit,
+            train_step
         ]
     );
     layout!(
@@ -128,7 +132,25 @@ fn expected() -> Vec<(String, i128)> {
             load_state,
             create_typed,
             backbones,
-            reserved
+            reserved,
+            loss,
+            predict
+        ]
+    );
+    layout!(
+        ClefLossInput,
+        "clef_loss_input",
+        [
+            struct_size,
+            reserved,
+            rows,
+            num_outputs,
+            input_dim,
+            current_rows,
+            x,
+            logits,
+            targets,
+            masks
         ]
     );
     layout!(ClefHparamValue, "clef_hparam_value", [number, text]);
@@ -170,7 +192,9 @@ fn expected() -> Vec<(String, i128)> {
         CLEF_BACKBONE_CONV,
         CLEF_DESCRIPTOR_SIZE_V1_0,
         CLEF_DESCRIPTOR_SIZE_V1_3,
-        CLEF_DESCRIPTOR_SIZE_V1_4
+        CLEF_DESCRIPTOR_SIZE_V1_4,
+        CLEF_DESCRIPTOR_SIZE_V1_6,
+        CLEF_HOST_SIZE_V1_6
     );
     v
 }

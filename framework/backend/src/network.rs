@@ -75,6 +75,23 @@ pub trait Network: Send {
         logits_out: &mut Vec<f32>,
     ) -> Result<f32, BackendError>;
 
+    /// Logits in training mode (batch norm normalises with the batch's statistics) without
+    /// touching the running statistics or the gradients: what [`Network::loss_backward`]'s
+    /// forward pass computes. With [`Network::backward_logits`] it makes a training step with a
+    /// caller-defined loss (the plugin `loss` hook). The default is [`Network::forward`], exact
+    /// for networks without batch norm (the MLPs).
+    fn train_logits(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError> {
+        self.forward(x, out)
+    }
+
+    /// The backward pass of a training step with a caller-defined loss: adds `J(x)^T *
+    /// cotangent` into the gradients like [`Network::vjp`], but as the training step does it:
+    /// batch norm's running statistics are updated (as by [`Network::loss_backward`]). The
+    /// default is [`Network::vjp`] (networks without running statistics).
+    fn backward_logits(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError> {
+        self.vjp(x, cotangent)
+    }
+
     /// Vector-Jacobian product: adds `J(x)^T * cotangent` into the gradients, where `J` is the
     /// Jacobian of the logits (`x.rows * output` values) with respect to the parameters and
     /// `cotangent` has one value per logit. Used for output-space losses (distillation,

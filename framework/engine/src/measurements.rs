@@ -24,6 +24,11 @@ pub struct Measurements {
     pub train_seconds: f64,
     /// Seconds spent evaluating.
     pub eval_seconds: f64,
+    /// Seconds spent in the strategy's end-of-task work (`on_task_end`: consolidation such as
+    /// a Fisher, exemplar selection, retraining on a memory), beside `train_seconds`. Absent in
+    /// checkpoints written before it was measured (read as 0).
+    #[serde(default)]
+    pub task_end_seconds: f64,
     /// Training rows processed (including rows a strategy added).
     pub samples_seen: u64,
     /// Optimizer steps taken (`step` in a checkpoint's metadata).

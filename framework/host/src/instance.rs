@@ -4,7 +4,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use clef_abi::{
-    ClefCtx, ClefHparamValue, ClefTaskInfo, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_NOT_ALLOWED,
+    ClefCtx, ClefHparamValue, ClefLossInput, ClefTaskInfo, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_NOT_ALLOWED,
     CLEF_OK, CLEF_PANIC, CLEF_UNSUPPORTED,
 };
 
@@ -396,6 +396,80 @@ impl Strategy for PluginStrategy {
         self.run("after_step", Some(ctx), None, |inst, raw| {
             // SAFETY: this plugin's hook, with its instance and this call's ctx.
             f.map(|f| unsafe { f(inst, raw) })
+        })
+    }
+
+    fn custom_loss(&self) -> bool {
+        self.plugin.desc.loss.is_some()
+    }
+
+    /// The plugin's `loss` (ABI 1.6) over the whole batch: the host materialises every row's
+    /// mask and the `i64` targets, the plugin fills the cotangent and the loss (NaN unless it
+    /// writes one, which the trainer then reports as a diverged trial).
+    fn loss(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        batch: &Batch,
+        logits: &[f32],
+        cotangent: &mut [f32],
+    ) -> StrategyResult<f32> {
+        let Some(f) = self.plugin.desc.loss else {
+            anyhow::bail!("plugin `{}` has no loss hook", self.name())
+        };
+        let c = ctx.scenario.num_outputs;
+        let rows = batch.rows();
+        let targets: Vec<i64> = batch.targets.iter().map(|&t| t as i64).collect();
+        let mut masks = Vec::with_capacity(rows * c);
+        for r in 0..rows {
+            match batch.row_mask(r, c) {
+                Some(m) => masks.extend(m.iter().map(|&b| u8::from(b))),
+                None => masks.extend(std::iter::repeat_n(1u8, c)),
+            }
+        }
+        let input = ClefLossInput {
+            struct_size: std::mem::size_of::<ClefLossInput>() as u32,
+            reserved: 0,
+            rows: rows as i64,
+            num_outputs: c as i64,
+            input_dim: ctx.scenario.input_dim() as i64,
+            current_rows: batch.current_rows as i64,
+            x: batch.x.as_ptr(),
+            logits: logits.as_ptr(),
+            targets: targets.as_ptr(),
+            masks: masks.as_ptr(),
+        };
+        let mut loss = f32::NAN;
+        let (cot, loss_out) = (cotangent.as_mut_ptr(), &mut loss as *mut f32);
+        self.run("loss", Some(ctx), None, |inst, raw| {
+            // SAFETY: this plugin's hook, with its instance, this call's ctx, an input whose
+            // arrays (batch, logits, targets, masks) outlive the call, a cotangent of `rows *
+            // num_outputs` writable floats and a writable loss.
+            Some(unsafe { f(inst, raw, &input, cot, loss_out) })
+        })?;
+        Ok(loss)
+    }
+
+    fn predicts(&self) -> bool {
+        self.plugin.desc.predict.is_some()
+    }
+
+    fn predict(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        task: Option<usize>,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> StrategyResult {
+        let Some(f) = self.plugin.desc.predict else {
+            anyhow::bail!("plugin `{}` has no predict hook", self.name())
+        };
+        let task = task.map_or(-1, |t| t as i64);
+        let (len, dst) = (out.len() as i64, out.as_mut_ptr());
+        self.run("predict", Some(ctx), None, |inst, raw| {
+            // SAFETY: this plugin's hook, with its instance, this call's ctx, `rows *
+            // input_dim` readable inputs and `len` writable scores, valid for the call.
+            Some(unsafe { f(inst, raw, task, x.as_ptr(), rows as i64, dst, len) })
         })
     }
 

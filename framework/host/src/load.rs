@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use clef_abi::{
     ClefEntryFn, ClefHparam, ClefPluginDescriptor, CLEF_ABI_MAJOR, CLEF_ABI_MINOR,
     CLEF_BACKBONE_CONV, CLEF_DESCRIPTOR_SIZE_V1_0, CLEF_DESCRIPTOR_SIZE_V1_3,
-    CLEF_DESCRIPTOR_SIZE_V1_4, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
+    CLEF_DESCRIPTOR_SIZE_V1_4, CLEF_DESCRIPTOR_SIZE_V1_6, CLEF_ENTRY_SYMBOL, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
     CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_HPARAM_NEEDS_PAST_TASKS,
 };
 
@@ -187,10 +187,13 @@ struct DescriptorHead {
 }
 
 /// Bytes of the descriptor an ABI `1.minor` plugin must provide. Fields are append-only; ABI
-/// 1.0 to 1.2 is every field up to `load_state`, 1.3 adds `create_typed`, 1.4 `backbones`. A plugin newer than
-/// this host (`minor > CLEF_ABI_MINOR`) is read as far as this host knows.
+/// 1.0 to 1.2 is every field up to `load_state`, 1.3 adds `create_typed`, 1.4 `backbones`, 1.6
+/// the `loss` and `predict` hooks. A plugin newer than this host (`minor > CLEF_ABI_MINOR`) is
+/// read as far as this host knows.
 fn required_descriptor_size(minor: u16) -> usize {
-    if minor >= 4 {
+    if minor >= 6 {
+        CLEF_DESCRIPTOR_SIZE_V1_6
+    } else if minor >= 4 {
         CLEF_DESCRIPTOR_SIZE_V1_4
     } else if minor >= 3 {
         CLEF_DESCRIPTOR_SIZE_V1_3
@@ -532,6 +535,8 @@ mod descriptor_tests {
         assert_eq!(required_descriptor_size(2), CLEF_DESCRIPTOR_SIZE_V1_0);
         assert_eq!(required_descriptor_size(3), CLEF_DESCRIPTOR_SIZE_V1_3);
         assert_eq!(required_descriptor_size(4), CLEF_DESCRIPTOR_SIZE_V1_4);
+        assert_eq!(required_descriptor_size(5), CLEF_DESCRIPTOR_SIZE_V1_4);
+        assert_eq!(required_descriptor_size(6), CLEF_DESCRIPTOR_SIZE_V1_6);
         // SAFETY: a zeroed descriptor is valid (integers, null pointers, `None`s).
         let mut d: ClefPluginDescriptor = unsafe { std::mem::zeroed() };
         d.abi_major = CLEF_ABI_MAJOR;

@@ -125,6 +125,17 @@ pub(crate) fn before_batch<M: ServiceModel>(model: &M) -> ServiceResult {
     }
 }
 
+/// The rule of `reinit` and `train_step`: task boundaries only.
+pub(crate) fn boundary<M: ServiceModel>(model: &M) -> ServiceResult {
+    if model.access() == Access::Boundary {
+        Ok(())
+    } else {
+        Err(ServiceError::not_allowed(
+            "only available in on_task_start and on_task_end",
+        ))
+    }
+}
+
 /// The expert-pool rule: evaluation routes each task to its expert by task id.
 pub(crate) fn require_task_il<M: ServiceModel>(model: &M) -> ServiceResult {
     if model.facts().setting == CLEF_SETTING_TASK_IL {

@@ -61,9 +61,13 @@ pub enum Access {
     /// `save_state` / `load_state`: no training context; every service but `log` is refused
     /// with `CLEF_NOT_ALLOWED`.
     NoTraining,
-    /// A hook with a training context other than `before_batch`: everything but the batch
-    /// services (`batch_get`, `batch_append`).
+    /// A hook with a training context other than `before_batch` and the task boundaries:
+    /// everything but the batch services (`batch_get`, `batch_append`) and the boundary
+    /// services (`reinit`, `train_step`).
     Training,
+    /// `on_task_start` / `on_task_end`: everything but the batch services, `reinit` and
+    /// `train_step` included.
+    Boundary,
     /// `before_batch`: every service.
     BeforeBatch,
 }
@@ -377,6 +381,56 @@ pub trait ServiceModel {
         x: &mut Vec<f32>,
         targets: &mut Vec<usize>,
     ) -> ServiceResult;
+
+    /// The flat gradient of the mean masked cross-entropy of `rows >= 1` labelled rows
+    /// (`x.len() == rows * input_dim`; every target `< num_outputs` and inside its row's mask;
+    /// `masks`: `None` = the current task's training mask, else `rows * num_outputs` flags)
+    /// into `out` (every tensor in `param_info` order, `out.len()` = their total `numel`,
+    /// every value to be written), training mode without touching batch-norm statistics,
+    /// gradients, parameters or optimizer state. Returns the loss.
+    fn batch_grad(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        targets: &[usize],
+        masks: Option<&[bool]>,
+        out: &mut [f32],
+    ) -> ServiceResult<f32> {
+        let _ = (x, rows, targets, masks, out);
+        Err(ServiceError::unsupported("this host has no batch_grad"))
+    }
+
+    /// Adds `sum_i |J(x_i)^T c_i|^power` into the gradients (`rows >= 1`, lengths checked,
+    /// `power` 1 or 2).
+    fn sample_grads(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        cotangent: &[f32],
+        power: u32,
+    ) -> ServiceResult {
+        let _ = (x, rows, cotangent, power);
+        Err(ServiceError::unsupported("this host has no sample_grads"))
+    }
+
+    /// Re-initialises the network and resets the optimizer (asked only at a task boundary).
+    fn reinit(&mut self) -> ServiceResult {
+        Err(ServiceError::unsupported("this host cannot re-initialise the network"))
+    }
+
+    /// One optimizer step on the mean masked cross-entropy of labelled rows (checked as for
+    /// [`batch_grad`](ServiceModel::batch_grad); asked only at a task boundary). Returns the
+    /// loss; a non-finite loss must leave the parameters unchanged and return an error.
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        targets: &[usize],
+        masks: Option<&[bool]>,
+    ) -> ServiceResult<f32> {
+        let _ = (x, rows, targets, masks);
+        Err(ServiceError::unsupported("this host has no train_step"))
+    }
 
     /// Keeps a value `report` accepted (a valid key, a finite value) for the current task.
     fn report(&mut self, key: String, value: f64);

@@ -17,8 +17,10 @@
 mod builtin;
 pub mod hparams;
 mod provider;
+mod services;
 
 pub use builtin::{builtin, builtin_names, Finetune, Joint};
+pub use services::ServiceError;
 pub use hparams::{HParamKind, HParamSpec, HValue};
 pub use provider::{BuiltinStrategies, StrategyProvider, StrategySchema};
 
@@ -61,6 +63,20 @@ pub struct Ctx<'a> {
     pub step: u64,
     /// The trial seed (strategies should draw randomness from `rng`).
     pub seed: u64,
+    /// The task boundary the hook runs at (`on_task_start` / `on_task_end`), `None` in every
+    /// other hook: [`Ctx::reinit_network`] and [`Ctx::train_step`] need one.
+    pub boundary: Option<Boundary>,
+    /// Re-initialisations done with this context (each draws a fresh seed).
+    pub reinits: u64,
+}
+
+/// The task boundary a hook runs at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// `on_task_start`.
+    Start,
+    /// `on_task_end`.
+    End,
 }
 
 /// A training mini-batch as the loss will see it.
@@ -191,6 +207,44 @@ pub trait Strategy: Send {
     /// Called with each batch before the forward pass; may append rows (replay).
     fn before_batch(&mut self, _ctx: &mut Ctx<'_>, _batch: &mut Batch) -> StrategyResult {
         Ok(())
+    }
+
+    /// True if the strategy replaces the training loss ([`Strategy::loss`]).
+    fn custom_loss(&self) -> bool {
+        false
+    }
+
+    /// The training loss of `batch` (only called when [`Strategy::custom_loss`]): given the
+    /// batch's training-mode `logits` (`rows * num_outputs`), write `d loss / d logits` into
+    /// `cotangent` (same length, zeroed) and return the loss; the trainer back-propagates it.
+    fn loss(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _batch: &Batch,
+        _logits: &[f32],
+        _cotangent: &mut [f32],
+    ) -> StrategyResult<f32> {
+        anyhow::bail!("strategy `{}` declares no loss", self.name())
+    }
+
+    /// True if the strategy scores evaluation inputs itself ([`Strategy::predict`]).
+    fn predicts(&self) -> bool {
+        false
+    }
+
+    /// Scores of `rows` evaluation inputs `x` (one per output unit, into `out`, `rows *
+    /// num_outputs`; the highest-scoring unit of the evaluation mask is the prediction). Only
+    /// called when [`Strategy::predicts`], between `before_eval` and `after_eval`; `task` as in
+    /// [`Strategy::before_eval`].
+    fn predict(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _task: Option<usize>,
+        _x: &[f32],
+        _rows: usize,
+        _out: &mut [f32],
+    ) -> StrategyResult {
+        anyhow::bail!("strategy `{}` does not predict", self.name())
     }
 
     /// Called after the loss gradient is in the gradient buffers, before the optimizer step:

@@ -16,7 +16,7 @@ impl Trial<'_> {
     pub(super) fn evaluate_untrained(&mut self) -> Result<(), TrialStatus> {
         let t0 = Instant::now();
         self.measured.random_init_accuracy = (0..self.scenario.tasks.len())
-            .map(|j| self.evaluate(None, j))
+            .map(|j| self.evaluate(None, j, None))
             .collect::<Result<_, _>>()?;
         self.measured.eval_seconds += t0.elapsed().as_secs_f64();
         Ok(())
@@ -44,7 +44,12 @@ impl Trial<'_> {
             strategy
                 .before_eval(&mut self.ctx(ti), id)
                 .map_err(|e| hook_err(strategy, "before_eval", e))?;
-            row.push(self.evaluate(Some(ti), j)?);
+            let scorer = if strategy.predicts() {
+                Some((&mut *strategy, ti, id))
+            } else {
+                None
+            };
+            row.push(self.evaluate(Some(ti), j, scorer)?);
             strategy
                 .after_eval(&mut self.ctx(ti))
                 .map_err(|e| hook_err(strategy, "after_eval", e))?;
@@ -59,8 +64,15 @@ impl Trial<'_> {
         Ok(row)
     }
 
-    /// Accuracy on task `j`'s test split after training through `trained`.
-    fn evaluate(&mut self, trained: Option<usize>, j: usize) -> Result<f64, TrialStatus> {
+    /// Accuracy on task `j`'s test split after training through `trained`. With a `scorer`
+    /// (a strategy that predicts, the task whose hooks run, and the evaluated task's id as
+    /// `before_eval` got it), the strategy's scores replace the network's logits.
+    fn evaluate<'d>(
+        &mut self,
+        trained: Option<usize>,
+        j: usize,
+        mut scorer: Option<(&mut (dyn Strategy + 'd), usize, Option<usize>)>,
+    ) -> Result<f64, TrialStatus> {
         let sc = self.scenario;
         let task = &sc.tasks[j];
         let mask = sc.eval_mask(trained, j);
@@ -76,9 +88,19 @@ impl Trial<'_> {
             sc.gather(task, true, chunk, &mut x, &mut y);
             let inputs = Inputs::new(&x, chunk.len(), sc.input_dim())
                 .map_err(|e| TrialStatus::Failed(format!("evaluation batch: {e}")))?;
-            self.net
-                .forward(inputs, &mut logits)
-                .map_err(|e| TrialStatus::Failed(format!("evaluation forward: {e}")))?;
+            match scorer.as_mut() {
+                Some((strategy, ti, id)) => {
+                    logits.clear();
+                    logits.resize(chunk.len() * c, 0.0);
+                    strategy
+                        .predict(&mut self.ctx(*ti), *id, &x, chunk.len(), &mut logits)
+                        .map_err(|e| hook_err(&**strategy, "predict", e))?;
+                }
+                None => self
+                    .net
+                    .forward(inputs, &mut logits)
+                    .map_err(|e| TrialStatus::Failed(format!("evaluation forward: {e}")))?,
+            }
             for (r, &target) in y.iter().enumerate() {
                 correct +=
                     (argmax(&logits[r * c..(r + 1) * c], mask.as_deref()) == target) as usize;

@@ -60,11 +60,13 @@ pub struct TrialOutcome {
 }
 
 impl TrialOutcome {
-    /// Training throughput in rows per second.
+    /// Training throughput in rows per second: the rows trained on over the time of the
+    /// training loops and the strategy's end-of-task work together.
     pub fn samples_per_second(&self) -> f64 {
         let m = &self.measured;
-        if m.train_seconds > 0.0 {
-            m.samples_seen as f64 / m.train_seconds
+        let seconds = m.train_seconds + m.task_end_seconds;
+        if seconds > 0.0 {
+            m.samples_seen as f64 / seconds
         } else {
             0.0
         }
@@ -203,6 +205,7 @@ fn run_trial_here(
         rng: ChaCha8Rng::seed_from_u64(derive_seed(seed, "strategy")),
         step: 0,
         measured: Measurements::default(),
+        cotangent: Vec::new(),
     };
     if let Err(e) = trial.run(strategy) {
         out.status = e;

@@ -213,10 +213,30 @@ impl Trial<'_> {
         let rows = batch.rows();
         let inputs = Inputs::new(&batch.x, rows, sc.input_dim())
             .map_err(|e| TrialStatus::Failed(format!("batch: {e}")))?;
-        let loss = self
-            .net
-            .loss_backward(inputs, &batch.targets, batch.loss_mask(), logits)
-            .map_err(|e| TrialStatus::Failed(format!("backward: {e}")))?;
+        let loss = if strategy.custom_loss() {
+            // The strategy's loss: training-mode logits, its cotangent, the backward pass.
+            self.net
+                .train_logits(inputs, logits)
+                .map_err(|e| TrialStatus::Failed(format!("forward: {e}")))?;
+            self.cotangent.clear();
+            self.cotangent.resize(logits.len(), 0.0);
+            let mut cot = std::mem::take(&mut self.cotangent);
+            let loss = strategy
+                .loss(&mut self.ctx(ti), batch, logits, &mut cot)
+                .map_err(|e| hook_err(strategy, "loss", e))?;
+            let back = if loss.is_finite() {
+                self.net.backward_logits(inputs, &cot)
+            } else {
+                Ok(())
+            };
+            self.cotangent = cot;
+            back.map_err(|e| TrialStatus::Failed(format!("backward: {e}")))?;
+            loss
+        } else {
+            self.net
+                .loss_backward(inputs, &batch.targets, batch.loss_mask(), logits)
+                .map_err(|e| TrialStatus::Failed(format!("backward: {e}")))?
+        };
         if !loss.is_finite() {
             return Err(TrialStatus::Diverged {
                 task: ti,

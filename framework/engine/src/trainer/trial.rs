@@ -12,7 +12,7 @@ use super::steps::TrainingPool;
 use super::{hook_err, steps_for, CheckpointTarget, TrialSpec, TrialStatus};
 use crate::experts::Experts;
 use crate::measurements::Measurements;
-use crate::strategy::{Ctx, DataMode, Strategy};
+use crate::strategy::{Boundary, Ctx, DataMode, Strategy};
 
 /// Everything one trial holds while it runs: what it was given (spec, stream, seeds, where its
 /// checkpoints go) and what it changes (network, optimizer, expert pool, strategy RNG, step
@@ -45,6 +45,8 @@ pub(super) struct Trial<'a> {
     pub step: u64,
     /// What the trial measured so far.
     pub measured: Measurements,
+    /// The cotangent buffer of a strategy's own loss (reused across steps).
+    pub cotangent: Vec<f32>,
 }
 
 impl Trial<'_> {
@@ -59,6 +61,16 @@ impl Trial<'_> {
             task,
             step: self.step,
             seed: self.seed,
+            boundary: None,
+            reinits: 0,
+        }
+    }
+
+    /// The context of `on_task_start` / `on_task_end` of task `task`.
+    pub fn boundary_ctx(&mut self, task: usize, at: Boundary) -> Ctx<'_> {
+        Ctx {
+            boundary: Some(at),
+            ..self.ctx(task)
         }
     }
 
@@ -130,7 +142,7 @@ impl Trial<'_> {
                 .map_err(|e| TrialStatus::Failed(format!("expert pool: {e}")))?;
         }
         strategy
-            .on_task_start(&mut self.ctx(ti), task)
+            .on_task_start(&mut self.boundary_ctx(ti, Boundary::Start), task)
             .map_err(|e| hook_err(strategy, "on_task_start", e))
     }
 
@@ -142,9 +154,11 @@ impl Trial<'_> {
         task: &Task,
         strategy: &mut dyn Strategy,
     ) -> Result<(), TrialStatus> {
+        let t_end = std::time::Instant::now();
         strategy
-            .on_task_end(&mut self.ctx(ti), task)
+            .on_task_end(&mut self.boundary_ctx(ti, Boundary::End), task)
             .map_err(|e| hook_err(strategy, "on_task_end", e))?;
+        self.measured.task_end_seconds += t_end.elapsed().as_secs_f64();
         let row = self.evaluate_row(ti, strategy)?;
         tracing::debug!(task = ti, ?row, "evaluated");
         self.measured.accuracy_matrix.push(row);

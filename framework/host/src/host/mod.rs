@@ -144,6 +144,14 @@ fn setting_code(s: Setting) -> i32 {
     }
 }
 
+/// A [`Ctx`] service's failure as the service layer's status.
+fn ctx_service(e: clef_engine::strategy::ServiceError) -> ServiceError {
+    match e {
+        clef_engine::strategy::ServiceError::NotAllowed(m) => ServiceError::not_allowed(m),
+        clef_engine::strategy::ServiceError::Failed(m) => ServiceError::error(m),
+    }
+}
+
 fn backend(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::error(e.to_string())
 }
@@ -169,6 +177,7 @@ impl ServiceModel for CoreModel<'_, '_> {
         match (&self.ctx, &self.batch) {
             (None, _) => Access::NoTraining,
             (Some(_), Some(_)) => Access::BeforeBatch,
+            (Some(c), None) if c.boundary.is_some() => Access::Boundary,
             (Some(_), None) => Access::Training,
         }
     }
@@ -325,6 +334,48 @@ impl ServiceModel for CoreModel<'_, '_> {
         let positions: Vec<usize> = (start..start + rows).collect();
         sc.gather(&sc.tasks[task], false, &positions, x, targets);
         Ok(())
+    }
+
+    // train: gradients of plugin rows, per-sample powers, re-initialisation, training steps
+    fn batch_grad(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        targets: &[usize],
+        masks: Option<&[bool]>,
+        out: &mut [f32],
+    ) -> ServiceResult<f32> {
+        self.ctx_mut()
+            .batch_grad(x, rows, targets, masks, out)
+            .map_err(ctx_service)
+    }
+
+    fn sample_grads(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        cotangent: &[f32],
+        power: u32,
+    ) -> ServiceResult {
+        self.ctx_mut()
+            .sample_grads(x, rows, cotangent, power)
+            .map_err(ctx_service)
+    }
+
+    fn reinit(&mut self) -> ServiceResult {
+        self.ctx_mut().reinit_network().map_err(ctx_service)
+    }
+
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        targets: &[usize],
+        masks: Option<&[bool]>,
+    ) -> ServiceResult<f32> {
+        self.ctx_mut()
+            .train_step(x, rows, targets, masks)
+            .map_err(ctx_service)
     }
 
     // report: numbers for the trial's record

@@ -56,38 +56,12 @@ pub(super) unsafe extern "C" fn svc_batch_append<M: ServiceModel>(
         let xs = unsafe { slice(x, n_in, "x") }?;
         // SAFETY: `rows` targets readable during the call (ABI).
         let ts = unsafe { slice(targets, rows, "targets") }?;
-        let masks: Option<Vec<bool>> = if masks.is_null() {
-            None
-        } else {
-            let n = product(rows, outs, "rows * num_outputs")?;
-            // SAFETY: `rows * num_outputs` bytes readable during the call (ABI).
-            let m = unsafe { slice(masks, n, "masks") }?;
-            Some(m.iter().map(|&b| b != 0).collect())
-        };
+        // SAFETY: null or `rows * num_outputs` bytes readable during the call (ABI).
+        let masks = unsafe { row_masks(masks, rows, outs) }?;
         let batch = m
             .batch()
             .ok_or_else(|| ServiceError::error("no batch in before_batch (a host bug)"))?;
-        let shared = batch.mask.as_deref();
-        let mut tv = Vec::with_capacity(rows);
-        for (r, &t) in ts.iter().enumerate() {
-            let t = index(&format!("target of row {r}"), t, outs)?;
-            let allowed = match (&masks, shared) {
-                (Some(m), _) => m[r * outs + t],
-                (None, Some(s)) => s.get(t).copied().unwrap_or(false),
-                (None, None) => true,
-            };
-            if !allowed {
-                return Err(ServiceError::invalid(format!(
-                    "target {t} of row {r} is not in the row's class mask{}",
-                    if masks.is_none() {
-                        " (the current task's training mask; pass masks for rows of other tasks)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            tv.push(t);
-        }
+        let tv = checked_targets(ts, outs, masks.as_deref(), batch.mask.as_deref())?;
         if rows > 0 {
             m.append_rows(Rows {
                 x: xs.to_vec(),
@@ -99,6 +73,56 @@ pub(super) unsafe extern "C" fn svc_batch_append<M: ServiceModel>(
     };
     // SAFETY: `raw` is null or this hook's ctx (ABI).
     unsafe { service(raw, "batch_append", body) }
+}
+
+/// Row masks a plugin passed (`rows * num_outputs` bytes, non-zero = in the row's softmax),
+/// or `None` for a null pointer.
+///
+/// # Safety
+/// `masks` null or `rows * outs` readable bytes valid during the call.
+pub(super) unsafe fn row_masks(
+    masks: *const u8,
+    rows: usize,
+    outs: usize,
+) -> crate::ServiceResult<Option<Vec<bool>>> {
+    if masks.is_null() {
+        return Ok(None);
+    }
+    let n = product(rows, outs, "rows * num_outputs")?;
+    // SAFETY: `rows * num_outputs` bytes readable during the call (caller).
+    let m = unsafe { slice(masks, n, "masks") }?;
+    Ok(Some(m.iter().map(|&b| b != 0).collect()))
+}
+
+/// The targets of plugin-given rows, each checked to be an output unit inside its row's mask:
+/// `masks` (`rows * outs` flags) if given, else `shared` (`None` = every unit).
+pub(super) fn checked_targets(
+    ts: &[i64],
+    outs: usize,
+    masks: Option<&[bool]>,
+    shared: Option<&[bool]>,
+) -> crate::ServiceResult<Vec<usize>> {
+    let mut tv = Vec::with_capacity(ts.len());
+    for (r, &t) in ts.iter().enumerate() {
+        let t = index(&format!("target of row {r}"), t, outs)?;
+        let allowed = match (masks, shared) {
+            (Some(m), _) => m[r * outs + t],
+            (None, Some(s)) => s.get(t).copied().unwrap_or(false),
+            (None, None) => true,
+        };
+        if !allowed {
+            return Err(ServiceError::invalid(format!(
+                "target {t} of row {r} is not in the row's class mask{}",
+                if masks.is_none() {
+                    " (the current task's training mask; pass masks for rows of other tasks)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        tv.push(t);
+    }
+    Ok(tv)
 }
 
 #[allow(clippy::too_many_arguments)]

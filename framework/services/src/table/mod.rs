@@ -8,7 +8,9 @@
 //! One file per service family, the same families (and file names) as the SDK's `Ctx` in
 //! `clef-sdk/src/ctx/`: `task` (log, RNG, task info), `params` (parameter and gradient views,
 //! optimizer state), `model` (forward, features, vjp, NTK), `data` (the batch, task samples and
-//! masks), `experts` (the expert pool and per-task heads) and `report` (results, extensions).
+//! masks), `experts` (the expert pool and per-task heads), `train` (gradients of plugin-chosen
+//! rows, per-sample gradient powers, re-initialisation and training steps on plugin data) and
+//! `report` (results, extensions).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -22,6 +24,7 @@ mod model;
 mod params;
 mod report;
 mod task;
+mod train;
 
 /// The service table for model `M`, by value (e.g. for a `static` of the host).
 pub const fn table<M: ServiceModel>() -> ClefHost {
@@ -54,6 +57,10 @@ pub const fn table<M: ServiceModel>() -> ClefHost {
         head_forward: experts::svc_head_forward::<M>,
         head_vjp: experts::svc_head_vjp::<M>,
         expert_add_conv: experts::svc_expert_add_conv::<M>,
+        batch_grad: train::svc_batch_grad::<M>,
+        sample_grads: train::svc_sample_grads::<M>,
+        reinit: train::svc_reinit::<M>,
+        train_step: train::svc_train_step::<M>,
     }
 }
 

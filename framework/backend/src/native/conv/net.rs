@@ -252,6 +252,38 @@ impl NativeCnn {
     }
 
     /// A free gradient buffer of `n` values for the logits (the top of a backward pass).
+    /// `vjp` (`update: false`) and `backward_logits` (`update: true`: batch norm's running
+    /// statistics are updated as in a training step): adds `J(x)^T * cotangent` into the
+    /// gradients, in training mode.
+    fn train_vjp(
+        &mut self,
+        x: Inputs<'_>,
+        cotangent: &[f32],
+        update: bool,
+    ) -> Result<(), BackendError> {
+        let classes = self.spec.output();
+        if x.rows.checked_mul(classes) != Some(cotangent.len()) {
+            return Err(BackendError::shape(
+                "cotangent (one per logit)",
+                format!("{} x {classes} values", x.rows),
+                cotangent.len(),
+            ));
+        }
+        self.check_input(&x)?;
+        self.check_params()?;
+        if x.rows == 0 {
+            return Ok(());
+        }
+        self.check_train(x.rows)?;
+        let last = self.graph.ops.len();
+        install(|| -> Result<(), BackendError> {
+            self.forward_to(x.data, x.rows, last, Mode::Train { update })?;
+            self.top_grad(cotangent.len()).copy_from_slice(cotangent);
+            self.backward(x.rows, Mode::Train { update });
+            Ok(())
+        })
+    }
+
     pub(super) fn top_grad(&mut self, n: usize) -> &mut [f32] {
         let last = self.dacts.len() - 1;
         let buf = self.dpool.pop().unwrap_or_default();
@@ -511,6 +543,25 @@ impl Network for NativeCnn {
         Ok((total / rows as f64) as f32)
     }
 
+    fn train_logits(&mut self, x: Inputs<'_>, out: &mut Vec<f32>) -> Result<(), BackendError> {
+        let (rows, classes) = (x.rows, self.spec.output());
+        self.check_input(&x)?;
+        self.check_params()?;
+        out.clear();
+        if rows == 0 {
+            return Ok(());
+        }
+        self.check_train(rows)?;
+        let last = self.graph.ops.len();
+        install(|| self.forward_to(x.data, rows, last, Mode::Train { update: false }))?;
+        out.extend_from_slice(&self.acts[self.slot[last]][..rows * classes]);
+        Ok(())
+    }
+
+    fn backward_logits(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError> {
+        self.train_vjp(x, cotangent, true)
+    }
+
     fn ntk_gram(
         &mut self,
         a: Inputs<'_>,
@@ -522,26 +573,6 @@ impl Network for NativeCnn {
     }
 
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError> {
-        let classes = self.spec.output();
-        if x.rows.checked_mul(classes) != Some(cotangent.len()) {
-            return Err(BackendError::shape(
-                "cotangent (one per logit)",
-                format!("{} x {classes} values", x.rows),
-                cotangent.len(),
-            ));
-        }
-        self.check_input(&x)?;
-        self.check_params()?;
-        if x.rows == 0 {
-            return Ok(());
-        }
-        self.check_train(x.rows)?;
-        let last = self.graph.ops.len();
-        install(|| -> Result<(), BackendError> {
-            self.forward_to(x.data, x.rows, last, Mode::Train { update: false })?;
-            self.top_grad(cotangent.len()).copy_from_slice(cotangent);
-            self.backward(x.rows, Mode::Train { update: false });
-            Ok(())
-        })
+        self.train_vjp(x, cotangent, false)
     }
 }
