@@ -113,6 +113,8 @@ fn main() -> anyhow::Result<()> {
             task: 0,
             step: 0,
             seed: 0,
+            boundary: None,
+            reinits: 0,
         };
         let t = std::time::Instant::now();
         for _ in 0..calls {

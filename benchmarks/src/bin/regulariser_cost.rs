@@ -119,6 +119,8 @@ fn main() -> anyhow::Result<()> {
             task: 0,
             step: 0,
             seed: 0,
+            boundary: None,
+            reinits: 0,
         };
         s.on_model_built(&mut ctx)?;
         let mut rounds = Vec::new();

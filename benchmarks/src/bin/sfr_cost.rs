@@ -119,6 +119,8 @@ fn main() -> anyhow::Result<()> {
                 task: t,
                 step: 0,
                 seed: 0,
+                boundary: None,
+                reinits: 0,
             };
             let mask = sc.train_mask(t);
             for regularise in [false, true] {
@@ -163,6 +165,8 @@ fn main() -> anyhow::Result<()> {
             task: t,
             step: 0,
             seed: 0,
+            boundary: None,
+            reinits: 0,
         };
         let start = Instant::now();
         sfr.on_task_end(&mut ctx, task)

@@ -7,8 +7,8 @@
 mod common;
 
 use clef_backend::{
-    build_network_with, Activation, BackendKind, ConvNetSpec, ConvPool, ImageShape,
-    Init, Inputs, ModelSpec, Norm, ResNetSpec,
+    build_network_with, Activation, BackendKind, ConvNetSpec, ConvPool, ImageShape, Init, Inputs,
+    ModelSpec, Norm, ResNetSpec,
 };
 use common::Rng;
 
@@ -120,14 +120,21 @@ fn cross_entropy_through_the_closure_equals_loss_backward() {
             .unwrap();
         let before: Vec<Vec<f32>> = b.params().values().to_vec();
         b.train_logits(inputs, &mut lb).unwrap();
-        assert_eq!(b.params().values(), &before[..], "train_logits changed a value");
+        assert_eq!(
+            b.params().values(),
+            &before[..],
+            "train_logits changed a value"
+        );
         assert!(b.params().grads().iter().flatten().all(|&g| g == 0.0));
         let mut cot = vec![0.0; lb.len()];
         let loss_b = cross_entropy(&lb, &mut cot, &targets, &mask, classes);
         b.backward_logits(inputs, &cot).unwrap();
         let what = format!("{kind:?} {}", spec.kind_name());
         close(&la, &lb, 1e-6, &format!("{what} logits"));
-        assert!((loss_a - loss_b).abs() < 1e-5, "{what}: {loss_a} vs {loss_b}");
+        assert!(
+            (loss_a - loss_b).abs() < 1e-5,
+            "{what}: {loss_a} vs {loss_b}"
+        );
         for i in 0..a.params().len() {
             let name = &a.params().infos()[i].name;
             close(
@@ -150,8 +157,13 @@ fn cross_entropy_through_the_closure_equals_loss_backward() {
 #[test]
 fn another_loss_gets_its_own_gradient() {
     for (kind, spec) in specs() {
-        if matches!(spec, ModelSpec::ConvNet(ConvNetSpec { norm: Norm::Batch, .. }))
-            || matches!(spec, ModelSpec::ResNet(_))
+        if matches!(
+            spec,
+            ModelSpec::ConvNet(ConvNetSpec {
+                norm: Norm::Batch,
+                ..
+            })
+        ) || matches!(spec, ModelSpec::ResNet(_))
         {
             // With batch norm the vjp reference below would see other statistics only if the
             // closure's forward pass differed; the cross-entropy test covers those backbones.

@@ -371,6 +371,7 @@ mod tests {
                     mean_loss: vec![0.5, 0.4],
                     train_seconds: 1.5,
                     eval_seconds: 0.25,
+                    task_end_seconds: 0.5,
                     samples_seen: 4480,
                     steps: 140,
                     strategy_metrics: vec![metrics, BTreeMap::new()],

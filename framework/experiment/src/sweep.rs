@@ -323,6 +323,7 @@ fn base_record(plan: &Plan<'_>, t: &PlannedTrial, scenario: &Scenario) -> TrialR
         metrics: None,
         train_seconds: 0.0,
         eval_seconds: 0.0,
+        task_end_seconds: 0.0,
         samples_per_second: 0.0,
         steps: 0,
         backend: String::new(),
@@ -368,6 +369,7 @@ fn fill(r: &mut TrialRecord, o: trainer::TrialOutcome, setting: Setting) {
     r.mean_loss = m.mean_loss;
     r.train_seconds = m.train_seconds;
     r.eval_seconds = m.eval_seconds;
+    r.task_end_seconds = m.task_end_seconds;
     r.samples_per_second = samples_per_second;
     r.steps = m.steps;
     r.backend = o.backend;

@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use clef_abi::{
-    ClefCtx, ClefHparamValue, ClefLossInput, ClefTaskInfo, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_NOT_ALLOWED,
-    CLEF_OK, CLEF_PANIC, CLEF_UNSUPPORTED,
+    ClefCtx, ClefHparamValue, ClefLossInput, ClefTaskInfo, CLEF_ERROR, CLEF_INVALID_ARGUMENT,
+    CLEF_NOT_ALLOWED, CLEF_OK, CLEF_PANIC, CLEF_UNSUPPORTED,
 };
 
 use clef_data::scenario::Task;
@@ -658,6 +658,8 @@ mod tests {
             create_typed: None,
             backbones: 0,
             reserved: 0,
+            loss: None,
+            predict: None,
         }
     }
 

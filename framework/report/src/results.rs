@@ -68,7 +68,11 @@ pub struct TrialRecord {
     pub train_seconds: f64,
     /// Seconds evaluating.
     pub eval_seconds: f64,
-    /// Training rows per second.
+    /// Seconds in the strategy's end-of-task work (`on_task_end`), beside `train_seconds`
+    /// (absent in records written before it was measured: 0).
+    #[serde(default)]
+    pub task_end_seconds: f64,
+    /// Training rows per second, over the training loops and the end-of-task work together.
     pub samples_per_second: f64,
     /// Optimizer steps.
     pub steps: u64,
@@ -478,6 +482,7 @@ impl TrialRecord {
             metrics: Some(crate::metrics::compute(&[vec![acc]], None, None, None)),
             train_seconds: 1.0,
             eval_seconds: 0.1,
+            task_end_seconds: 0.0,
             samples_per_second: 100.0,
             steps: 10,
             backend: "dfdx".into(),

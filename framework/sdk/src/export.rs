@@ -14,10 +14,10 @@ use std::ptr;
 use std::sync::{Once, OnceLock};
 
 use clef_abi::{
-    ClefCtx, ClefHost, ClefHparam, ClefPluginDescriptor, ClefTaskInfo, ClefWriteFn, CLEF_ABI_MAJOR,
-    CLEF_ABI_MINOR, CLEF_ERROR, CLEF_HOST_SIZE_V1_0, CLEF_HPARAM_BOOL, CLEF_HPARAM_CHOICE,
-    CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE, CLEF_HPARAM_NEEDS_PAST_TASKS,
-    CLEF_LOG_ERROR, CLEF_OK, CLEF_PANIC,
+    ClefCtx, ClefHost, ClefHparam, ClefLossInput, ClefPluginDescriptor, ClefTaskInfo, ClefWriteFn,
+    CLEF_ABI_MAJOR, CLEF_ABI_MINOR, CLEF_ERROR, CLEF_HOST_SIZE_V1_0, CLEF_HPARAM_BOOL,
+    CLEF_HPARAM_CHOICE, CLEF_HPARAM_FLOAT, CLEF_HPARAM_INT, CLEF_HPARAM_LOG_SCALE,
+    CLEF_HPARAM_NEEDS_PAST_TASKS, CLEF_LOG_ERROR, CLEF_OK, CLEF_PANIC,
 };
 
 use crate::checkpoint::StateMode;
@@ -25,6 +25,7 @@ use crate::ctx::{Ctx, TaskInfo};
 use crate::error::{Error, Result};
 use crate::hparam::{validate_schema, HParamKind};
 use crate::logging::{self, CallGuard, Current};
+use crate::loss::LossBatch;
 use crate::values::{HParams, Values};
 use crate::Strategy;
 
@@ -180,6 +181,16 @@ fn build<S: Strategy>(crate_version: &'static str) -> Exported {
                 0
             },
         reserved: 0,
+        loss: if S::CUSTOM_LOSS {
+            Some(loss::<S>)
+        } else {
+            None
+        },
+        predict: if S::PREDICTS {
+            Some(predict::<S>)
+        } else {
+            None
+        },
     };
     Exported { desc }
 }
@@ -583,6 +594,85 @@ pub unsafe extern "C" fn before_eval<S: Strategy>(
 pub unsafe extern "C" fn after_eval<S: Strategy>(inst: *mut c_void, ctx: *mut ClefCtx) -> i32 {
     // SAFETY: forwarded from the caller.
     unsafe { hook::<S>(inst, ctx, |s, c| s.after_eval(c)) }
+}
+
+/// `loss` hook (ABI 1.6): the strategy's loss over the batch.
+///
+/// # Safety
+/// As for every hook; `input` a valid loss input, `cotangent` `rows * num_outputs` writable
+/// floats and `loss_out` a writable float, during the call.
+pub unsafe extern "C" fn loss<S: Strategy>(
+    inst: *mut c_void,
+    ctx: *mut ClefCtx,
+    input: *const ClefLossInput,
+    cotangent: *mut f32,
+    loss_out: *mut f32,
+) -> i32 {
+    let f = move |s: &mut S, c: &mut Ctx<'_>| {
+        if input.is_null() || loss_out.is_null() {
+            return Err(Error::msg("loss: the host passed a null input or loss_out"));
+        }
+        // SAFETY: non-null, valid during the hook (caller).
+        let input = unsafe { &*input };
+        // SAFETY: the input's arrays are valid during the hook (caller).
+        let batch = unsafe { LossBatch::from_raw(input) }?;
+        let n = batch.rows * batch.num_outputs;
+        let cot: &mut [f32] = if n == 0 {
+            &mut []
+        } else if cotangent.is_null() {
+            return Err(Error::msg("loss: the host passed a null cotangent"));
+        } else {
+            // SAFETY: `rows * num_outputs` writable floats, host-owned, valid during the hook.
+            unsafe { std::slice::from_raw_parts_mut(cotangent, n) }
+        };
+        let value = s.loss(c, &batch, cot)?;
+        // SAFETY: non-null and writable (caller).
+        unsafe { loss_out.write(value) };
+        Ok(())
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { hook::<S>(inst, ctx, f) }
+}
+
+/// `predict` hook (ABI 1.6): the strategy's scores for evaluation inputs.
+///
+/// # Safety
+/// As for every hook; `x` `rows * input_dim` readable floats and `out` `out_len` writable
+/// floats during the call.
+pub unsafe extern "C" fn predict<S: Strategy>(
+    inst: *mut c_void,
+    ctx: *mut ClefCtx,
+    task: i64,
+    x: *const f32,
+    rows: i64,
+    out: *mut f32,
+    out_len: i64,
+) -> i32 {
+    let f = move |s: &mut S, c: &mut Ctx<'_>| {
+        let info = c.task_info()?;
+        let (Ok(rows), Ok(len)) = (usize::try_from(rows), usize::try_from(out_len)) else {
+            return Err(Error::msg("predict: negative rows or out_len"));
+        };
+        if len != rows * info.num_outputs {
+            return Err(Error::msg(format!(
+                "predict: out_len {len} is not rows ({rows}) * num_outputs ({})",
+                info.num_outputs
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        if x.is_null() || out.is_null() {
+            return Err(Error::msg("predict: the host passed a null buffer"));
+        }
+        // SAFETY: `rows * input_dim` readable inputs during the hook (caller).
+        let xs = unsafe { std::slice::from_raw_parts(x, rows * info.input_dim) };
+        // SAFETY: `out_len` writable floats during the hook (caller).
+        let dst = unsafe { std::slice::from_raw_parts_mut(out, len) };
+        s.predict(c, usize::try_from(task).ok(), xs, rows, dst)
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { hook::<S>(inst, ctx, f) }
 }
 
 /// `save_state` hook: passes the strategy's state, in the SDK's envelope

@@ -123,6 +123,7 @@ mod hparam;
 #[cfg(any(test, feature = "testing"))]
 pub mod kit;
 mod logging;
+pub mod loss;
 pub mod rng;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
@@ -139,14 +140,15 @@ pub use checkpoint::{CustomState, NoState, NotCheckpointed, SerdeState};
 pub use ctx::{Activation, BatchView, Ctx, LogLevel, ParamInfo, Role, Setting, Split, TaskInfo};
 pub use error::{Context, Error, HostStatus, Result};
 pub use hparam::{markdown_table, validate_schema, HParam, HParamKind};
+pub use loss::LossBatch;
 pub use values::{HParamChoice, HParams, NoConfig, Value, Values};
 
 /// What a plugin's `lib.rs` usually needs: `use clef_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::tracing::{debug, info, warn};
     pub use crate::{
-        bail, ensure, Context, Ctx, CustomState, HParamChoice, HParams, NoConfig, NoState,
-        NotCheckpointed, Result, SerdeState, Setting, Strategy, TaskInfo,
+        bail, ensure, Context, Ctx, CustomState, HParamChoice, HParams, LossBatch, NoConfig,
+        NoState, NotCheckpointed, Result, SerdeState, Setting, Strategy, TaskInfo,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -183,6 +185,14 @@ pub trait Strategy: Sized + Send + 'static {
     /// false, makes the host refuse a config pairing the strategy with such a backbone before
     /// anything runs (ABI 1.4 `CLEF_BACKBONE_CONV`).
     const CONV_BACKBONES: bool = false;
+    /// True if the strategy replaces the training loss with [`Strategy::loss`] (ABI 1.6
+    /// `loss` hook). The default, false, exports no `loss` hook: the host trains on the masked
+    /// softmax cross-entropy.
+    const CUSTOM_LOSS: bool = false;
+    /// True if the strategy scores evaluation inputs itself with [`Strategy::predict`] (ABI
+    /// 1.6 `predict` hook, e.g. a nearest-mean-of-exemplars classifier). The default, false,
+    /// evaluates the network's logits.
+    const PREDICTS: bool = false;
 
     /// The hyperparameters: a struct deriving [`HParams`] (its schema is the plugin's), or
     /// [`NoConfig`] when there are none.
@@ -219,6 +229,41 @@ pub trait Strategy: Sized + Send + 'static {
     /// batch; add terms, mask them, or call [`Ctx::vjp`].
     fn after_backward(&mut self, _ctx: &mut Ctx<'_>, _loss: f32) -> Result<()> {
         Ok(())
+    }
+
+    /// With [`CUSTOM_LOSS`](Strategy::CUSTOM_LOSS): the training loss of the whole batch (the
+    /// current task's rows and the rows appended in `before_batch`) from its training-mode
+    /// logits. Write `d loss / d logits` into `cotangent` (`rows * num_outputs`, zeroed) and
+    /// return the loss; the host back-propagates it (then `after_backward` runs as usual).
+    /// [`LossBatch::default_loss`] is the loss it replaces; [`crate::loss`] has the pieces.
+    fn loss(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _batch: &LossBatch<'_>,
+        _cotangent: &mut [f32],
+    ) -> Result<f32> {
+        bail!(
+            "`{}` sets CUSTOM_LOSS but does not implement loss",
+            Self::NAME
+        )
+    }
+
+    /// With [`PREDICTS`](Strategy::PREDICTS): one score per output unit for `rows` evaluation
+    /// inputs `x` into `out` (`rows * num_outputs`); the host predicts the highest-scoring unit
+    /// of the evaluation mask. `task` as in [`before_eval`](Strategy::before_eval). Called
+    /// between `before_eval` and `after_eval` for the accuracy matrix.
+    fn predict(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _task: Option<usize>,
+        _x: &[f32],
+        _rows: usize,
+        _out: &mut [f32],
+    ) -> Result<()> {
+        bail!(
+            "`{}` sets PREDICTS but does not implement predict",
+            Self::NAME
+        )
     }
 
     /// After the optimizer step: masks, projections, pruning and regrowth.

@@ -415,7 +415,9 @@ pub trait ServiceModel {
 
     /// Re-initialises the network and resets the optimizer (asked only at a task boundary).
     fn reinit(&mut self) -> ServiceResult {
-        Err(ServiceError::unsupported("this host cannot re-initialise the network"))
+        Err(ServiceError::unsupported(
+            "this host cannot re-initialise the network",
+        ))
     }
 
     /// One optimizer step on the mean masked cross-entropy of labelled rows (checked as for

@@ -115,7 +115,12 @@ pub fn stored_ids(dir: &Path) -> BTreeSet<String> {
 }
 
 /// The fields of a record that measure time (they differ between identical runs).
-pub const TIMINGS: [&str; 3] = ["train_seconds", "eval_seconds", "samples_per_second"];
+pub const TIMINGS: [&str; 4] = [
+    "train_seconds",
+    "eval_seconds",
+    "task_end_seconds",
+    "samples_per_second",
+];
 
 /// A record without its [`TIMINGS`].
 pub fn without_timings(mut r: Value) -> Value {

@@ -20,9 +20,9 @@ mod provider;
 mod services;
 
 pub use builtin::{builtin, builtin_names, Finetune, Joint};
-pub use services::ServiceError;
 pub use hparams::{HParamKind, HParamSpec, HValue};
 pub use provider::{BuiltinStrategies, StrategyProvider, StrategySchema};
+pub use services::ServiceError;
 
 use rand_chacha::ChaCha8Rng;
 

@@ -79,6 +79,8 @@ fn with_ctx<R>(w: &mut World, task: usize, f: impl FnOnce(&mut Ctx<'_>) -> R) ->
         task,
         step: 0,
         seed: 42,
+        boundary: None,
+        reinits: 0,
     };
     f(&mut ctx)
 }

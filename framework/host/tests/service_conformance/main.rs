@@ -200,6 +200,8 @@ impl Side for Real {
             task: self.task,
             step: 0,
             seed: 42,
+            boundary: None,
+            reinits: 0,
         };
         let mut h = match hook {
             Hook::NoTraining => HostCtx::new("conformance", None, None),

@@ -104,21 +104,7 @@ impl Ctx<'_> {
     ) -> Result<()> {
         let rows = targets.len();
         let dims = self.check_rows("batch_append", "x", x.len(), rows)?;
-        let targets: Vec<i64> = targets.iter().map(|&t| to_i64(t)).collect();
-        let masks: Option<Vec<u8>> = match masks {
-            None => None,
-            Some(m) => {
-                if m.len() != rows * dims.num_outputs {
-                    return Err(Error::msg(format!(
-                        "`batch_append`: masks has {} flags, expected rows ({rows}) * \
-                         num_outputs ({})",
-                        m.len(),
-                        dims.num_outputs
-                    )));
-                }
-                Some(m.iter().map(|&b| u8::from(b)).collect())
-            }
-        };
+        let (targets, masks) = labels("batch_append", targets, masks, dims.num_outputs)?;
         let masks_ptr = masks.as_ref().map_or(ptr::null(), |m| m.as_ptr());
         // SAFETY: valid table and context (Ctx::new); the buffers are live with the lengths the
         // service documents (checked above); `masks_ptr` is null or `rows * num_outputs` bytes.
@@ -211,4 +197,30 @@ impl Ctx<'_> {
             .filter_map(|(u, &m)| m.then_some(u))
             .collect())
     }
+}
+
+/// Targets as the ABI's `i64`s and row masks (`rows * num_outputs` flags, checked) as bytes:
+/// the labelled rows `batch_append`, `batch_grad` and `train_step` take.
+pub(super) fn labels(
+    service: &str,
+    targets: &[usize],
+    masks: Option<&[bool]>,
+    num_outputs: usize,
+) -> Result<(Vec<i64>, Option<Vec<u8>>)> {
+    let rows = targets.len();
+    let t = targets.iter().map(|&t| to_i64(t)).collect();
+    let m = match masks {
+        None => None,
+        Some(m) => {
+            if m.len() != rows * num_outputs {
+                return Err(Error::msg(format!(
+                    "`{service}`: masks has {} flags, expected rows ({rows}) * num_outputs \
+                     ({num_outputs})",
+                    m.len()
+                )));
+            }
+            Some(m.iter().map(|&b| u8::from(b)).collect())
+        }
+    };
+    Ok((t, m))
 }

@@ -3,8 +3,9 @@
 //! One file per service family, the same families (and file names) as the service layer's
 //! `clef-services/src/table/`: `task` (log, RNG, task info), `params` (parameter and
 //! gradient views, optimizer state), `model` (forward, features, vjp, NTK), `data` (the
-//! batch, task samples and masks), `experts` (the expert pool and per-task heads) and
-//! `report` (results, extensions).
+//! batch, task samples and masks), `experts` (the expert pool and per-task heads), `train`
+//! (gradients of chosen rows, per-sample gradient powers, re-initialisation and training steps)
+//! and `report` (results, extensions).
 
 use std::marker::PhantomData;
 
@@ -18,6 +19,7 @@ mod model;
 mod params;
 mod report;
 mod task;
+mod train;
 
 pub use data::{BatchView, Split};
 pub use experts::Activation;

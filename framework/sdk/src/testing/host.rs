@@ -113,6 +113,7 @@ impl MockHost {
             optimizer: MockOptimizer::SGD,
             steps: 0,
             pool_used: false,
+            reinits: 0,
             rng: 42,
         };
         Self {

@@ -9,6 +9,7 @@ use clef_services::{
 };
 
 use super::state::{AppendedRows, MockState};
+use super::step::{linear_cross_entropy, linear_logits, linear_vjp, optimizer_step};
 
 /// The mock's [`ServiceModel`]: the state, and nothing but the model's arithmetic.
 pub(super) struct MockModel {
@@ -151,16 +152,9 @@ impl ServiceModel for MockModel {
     }
 
     fn forward(&mut self, x: &[f32], rows: usize, out: &mut Vec<f32>) -> ServiceResult {
-        let s = &self.state;
-        let (d, k) = (s.input_dim, s.num_outputs);
-        let (w, b) = linear(s).ok_or_else(not_linear)?;
-        out.clear();
-        for r in 0..rows {
-            for o in 0..k {
-                let dot: f32 = (0..d).map(|i| w[o * d + i] * x[r * d + i]).sum();
-                out.push(dot + b[o]);
-            }
-        }
+        linear(&self.state).ok_or_else(not_linear)?;
+        *out = linear_logits(&self.state, x, rows)
+            .map_err(|e| ServiceError::new(e.status, e.message))?;
         Ok(())
     }
 
@@ -171,18 +165,8 @@ impl ServiceModel for MockModel {
     }
 
     fn vjp(&mut self, x: &[f32], rows: usize, cotangent: &[f32]) -> ServiceResult {
-        let s = &mut self.state;
-        let (d, k) = (s.input_dim, s.num_outputs);
-        linear(s).ok_or_else(not_linear)?;
-        for r in 0..rows {
-            for o in 0..k {
-                let co = cotangent[r * k + o];
-                for i in 0..d {
-                    s.params[0].grads[o * d + i] += co * x[r * d + i];
-                }
-                s.params[1].grads[o] += co;
-            }
-        }
+        linear(&self.state).ok_or_else(not_linear)?;
+        linear_vjp(&mut self.state, x, rows, cotangent);
         Ok(())
     }
 
@@ -257,6 +241,102 @@ impl ServiceModel for MockModel {
         x.extend_from_slice(xs);
         targets.extend_from_slice(ys);
         Ok(())
+    }
+
+    fn batch_grad(
+        &mut self,
+        x: &[f32],
+        _rows: usize,
+        targets: &[usize],
+        masks: Option<&[bool]>,
+        out: &mut [f32],
+    ) -> ServiceResult<f32> {
+        let s = &self.state;
+        let (loss, gw, gb) = linear_cross_entropy(s, x, targets, masks)
+            .map_err(|e| ServiceError::new(e.status, e.message))?;
+        let mut off = 0;
+        for (i, p) in s.params.iter().enumerate() {
+            let n = p.values.len();
+            let src: &[f32] = match i {
+                0 => &gw,
+                1 => &gb,
+                _ => &[],
+            };
+            out[off..off + n].fill(0.0);
+            out[off..off + src.len()].copy_from_slice(src);
+            off += n;
+        }
+        Ok(loss)
+    }
+
+    fn sample_grads(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        cotangent: &[f32],
+        power: u32,
+    ) -> ServiceResult {
+        let s = &mut self.state;
+        let (d, k) = (s.input_dim, s.num_outputs);
+        linear(s).ok_or_else(not_linear)?;
+        let pow = |v: f32| if power == 1 { v.abs() } else { v * v };
+        // The linear model's per-sample gradient: d/dW[o, i] = c_o x_i, d/db[o] = c_o.
+        for r in 0..rows {
+            for o in 0..k {
+                let co = cotangent[r * k + o];
+                for i in 0..d {
+                    s.params[0].grads[o * d + i] += pow(co * x[r * d + i]);
+                }
+                s.params[1].grads[o] += pow(co);
+            }
+        }
+        Ok(())
+    }
+
+    fn reinit(&mut self) -> ServiceResult {
+        let s = &mut self.state;
+        linear(s).ok_or_else(not_linear)?;
+        s.reinits += 1;
+        let mut z = s.seed ^ s.reinits.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for p in s.params.iter_mut().take(2) {
+            for v in &mut p.values {
+                z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let u = ((z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 40) as f32;
+                *v = (u / (1u64 << 24) as f32 - 0.5) * 0.2;
+            }
+            for b in [&mut p.momentum, &mut p.exp_avg, &mut p.exp_avg_sq]
+                .into_iter()
+                .flatten()
+            {
+                b.fill(0.0);
+            }
+        }
+        s.steps = 0;
+        Ok(())
+    }
+
+    fn train_step(
+        &mut self,
+        x: &[f32],
+        _rows: usize,
+        targets: &[usize],
+        masks: Option<&[bool]>,
+    ) -> ServiceResult<f32> {
+        let s = &mut self.state;
+        let (loss, gw, gb) = linear_cross_entropy(s, x, targets, masks)
+            .map_err(|e| ServiceError::new(e.status, e.message))?;
+        if !loss.is_finite() {
+            return Err(ServiceError::error(format!(
+                "train_step: the loss is {loss}; no update was made"
+            )));
+        }
+        s.params[0].grads.copy_from_slice(&gw);
+        s.params[1].grads.copy_from_slice(&gb);
+        for p in s.params.iter_mut().skip(2) {
+            p.grads.fill(0.0);
+        }
+        optimizer_step(s);
+        Ok(loss)
     }
 
     fn report(&mut self, key: String, value: f64) {

@@ -4,11 +4,14 @@ use std::ffi::{c_void, CString};
 use std::fmt;
 use std::ptr;
 
-use clef_abi::{ClefCtx, ClefPluginDescriptor, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_OK};
+use clef_abi::{
+    ClefCtx, ClefLossInput, ClefPluginDescriptor, CLEF_ERROR, CLEF_INVALID_ARGUMENT, CLEF_OK,
+};
 
 use super::descriptor::{descriptor_of, string};
 use super::host::{task_info_of, MockHost, HOST_TABLE};
 use super::state::Phase;
+use super::step::{batch_rows, linear_logits, linear_vjp};
 use crate::Strategy;
 
 /// A non-zero status from a plugin function, with its `last_error` message.
@@ -176,14 +179,93 @@ impl MockPlugin {
     /// `before_batch` appended) → `after_backward(loss)` → one optimizer step
     /// ([`MockHost::step`]) → `after_step`. Returns the loss. Use it to test logic that runs
     /// after the optimizer (masks re-applied after the step, projections, pruning).
+    ///
+    /// A plugin with a `loss` hook (ABI 1.6) gets the batch's logits instead and its cotangent
+    /// is back-propagated ([`MockPlugin::loss`]).
     pub fn train_step(&mut self, host: &mut MockHost) -> Result<f32, HookError> {
         let first = host.state().appended.len();
         self.before_batch(host)?;
-        let loss = host.loss_backward(first)?;
+        let loss = if self.desc.loss.is_some() {
+            self.loss(host, first)?
+        } else {
+            host.loss_backward(first)?
+        };
         self.after_backward(host, loss)?;
         host.step();
         self.after_step(host)?;
         Ok(loss)
+    }
+
+    /// The `loss` hook (ABI 1.6) on the mock's batch and the rows appended since
+    /// `appended[first_appended..]`, as the trainer runs it: gradients zeroed, the linear
+    /// model's logits and every row's mask handed to the hook, its cotangent back-propagated
+    /// (added into the gradients). Returns the hook's loss.
+    pub fn loss(&mut self, host: &mut MockHost, first_appended: usize) -> Result<f32, HookError> {
+        let Some(f) = self.desc.loss else {
+            return Err(HookError {
+                status: CLEF_ERROR,
+                message: "the plugin has no loss hook".into(),
+            });
+        };
+        let (x, targets, masks) = batch_rows(host.state(), first_appended);
+        let (rows, k) = (targets.len(), host.state().num_outputs);
+        for p in &mut host.state_mut().params {
+            p.grads.fill(0.0);
+        }
+        let logits = linear_logits(host.state(), &x, rows)?;
+        let t: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+        let m: Vec<u8> = match &masks {
+            Some(m) => m.iter().map(|&b| u8::from(b)).collect(),
+            None => vec![1; rows * k],
+        };
+        let input = ClefLossInput {
+            struct_size: std::mem::size_of::<ClefLossInput>() as u32,
+            reserved: 0,
+            rows: rows as i64,
+            num_outputs: k as i64,
+            input_dim: host.state().input_dim as i64,
+            current_rows: host.state().batch_current_rows as i64,
+            x: x.as_ptr(),
+            logits: logits.as_ptr(),
+            targets: t.as_ptr(),
+            masks: m.as_ptr(),
+        };
+        let mut cot = vec![0.0f32; rows * k];
+        let mut loss = f32::NAN;
+        let (cp, lp) = (cot.as_mut_ptr(), &mut loss as *mut f32);
+        // SAFETY: our live instance, the host's context, an input whose arrays outlive the
+        // call, a writable cotangent of `rows * num_outputs` floats and a writable loss.
+        self.run(host, Phase::Loss, |i, c| {
+            Some(unsafe { f(i, c, &input, cp, lp) })
+        })?;
+        linear_vjp(host.state_mut(), &x, rows, &cot);
+        Ok(loss)
+    }
+
+    /// The `predict` hook (ABI 1.6): the plugin's scores for `rows` inputs `x` (`task` as
+    /// `before_eval` gets it), `rows * num_outputs` values.
+    pub fn predict(
+        &mut self,
+        host: &mut MockHost,
+        task: Option<usize>,
+        x: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f32>, HookError> {
+        let Some(f) = self.desc.predict else {
+            return Err(HookError {
+                status: CLEF_ERROR,
+                message: "the plugin has no predict hook".into(),
+            });
+        };
+        let task = task.map_or(-1, |t| t as i64);
+        let mut out = vec![0.0f32; rows * host.state().num_outputs];
+        let (p, len) = (out.as_mut_ptr(), out.len() as i64);
+        // SAFETY: our live instance, the host's context, `rows * input_dim` readable inputs
+        // and `len` writable scores, valid during the call.
+        self.run(host, Phase::Predict, |i, c| {
+            Some(unsafe { f(i, c, task, x.as_ptr(), rows as i64, p, len) })
+        })?;
+        Ok(out)
     }
 
     /// Calls `after_step`.

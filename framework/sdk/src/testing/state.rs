@@ -26,6 +26,10 @@ pub enum Phase {
     AfterStep,
     /// `on_task_end`.
     TaskEnd,
+    /// `loss` (ABI 1.6).
+    Loss,
+    /// `predict` (ABI 1.6).
+    Predict,
     /// `before_eval`.
     BeforeEval,
     /// `after_eval`.
@@ -42,6 +46,7 @@ impl Phase {
         match self {
             Phase::SaveState | Phase::LoadState => Access::NoTraining,
             Phase::BeforeBatch => Access::BeforeBatch,
+            Phase::TaskStart | Phase::TaskEnd => Access::Boundary,
             _ => Access::Training,
         }
     }
@@ -193,6 +198,8 @@ pub struct MockState {
     /// Optimizer steps since the start or the last `expert_select` (Adam's bias correction
     /// and SGD's first momentum step depend on it).
     pub steps: u64,
+    /// Times `reinit` re-initialised the linear model.
+    pub reinits: u64,
     /// True once a plugin used the expert pool (`expert_params(-1)` then counts the pool).
     pub(super) pool_used: bool,
     pub(super) rng: u64,

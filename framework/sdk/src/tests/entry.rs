@@ -15,7 +15,7 @@ fn descriptor_carries_name_version_and_schema() {
     let desc = descriptor_of::<Probe>();
     assert_eq!(desc.abi_major, CLEF_ABI_MAJOR);
     assert_eq!(desc.abi_minor, CLEF_ABI_MINOR);
-    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_4);
+    assert_eq!(desc.struct_size as usize, CLEF_DESCRIPTOR_SIZE_V1_6);
     // The probe keeps the default: MLPs only.
     assert_eq!(desc.backbones, CLEF_BACKBONE_MLP);
     // SAFETY: an SDK-built descriptor.

@@ -25,9 +25,7 @@ fn training_mask<M: ServiceModel>(m: &M) -> Option<Vec<bool>> {
     if f.setting == CLEF_SETTING_DOMAIN_IL {
         return None;
     }
-    let units = training_units(f.setting, f.task, f.num_outputs, |j| {
-        m.task_facts(j).units
-    })?;
+    let units = training_units(f.setting, f.task, f.num_outputs, |j| m.task_facts(j).units)?;
     let mut mask = vec![false; f.num_outputs];
     for u in units {
         mask[u] = true;
@@ -114,13 +112,7 @@ pub(super) unsafe extern "C" fn svc_batch_grad<M: ServiceModel>(
             dst.fill(0.0);
             0.0
         } else {
-            m.batch_grad(
-                rows.x,
-                rows.rows,
-                &rows.targets,
-                rows.masks.as_deref(),
-                dst,
-            )?
+            m.batch_grad(rows.x, rows.rows, &rows.targets, rows.masks.as_deref(), dst)?
         };
         if !loss_out.is_null() {
             // SAFETY: a non-null `loss_out` is a writable f32 (ABI).
@@ -188,7 +180,9 @@ pub(super) unsafe extern "C" fn svc_train_step<M: ServiceModel>(
         // SAFETY: the buffers as the ABI documents `train_step` (plugin memory).
         let rows = unsafe { labelled(m, x, rows, targets, masks) }?;
         if rows.rows == 0 {
-            return Err(ServiceError::invalid("rows is 0: a training step needs rows"));
+            return Err(ServiceError::invalid(
+                "rows is 0: a training step needs rows",
+            ));
         }
         let loss = m.train_step(rows.x, rows.rows, &rows.targets, rows.masks.as_deref())?;
         if !loss_out.is_null() {
