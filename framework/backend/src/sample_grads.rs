@@ -79,11 +79,7 @@ pub fn mlp_sample_grad_powers(
     let net = Weights::new(mlp, params)?;
     let widths = net.widths.clone();
     if x.cols != widths[0] {
-        return Err(BackendError::shape(
-            "x (input columns)",
-            widths[0],
-            x.cols,
-        ));
+        return Err(BackendError::shape("x (input columns)", widths[0], x.cols));
     }
     Inputs::new(x.data, x.rows, x.cols)?;
     let layers = net.layers();
@@ -127,7 +123,10 @@ pub fn mlp_sample_grad_powers(
     }
     let mut out = Vec::with_capacity(2 * layers);
     for (l, (w, b)) in w_sums.into_iter().zip(b_sums).enumerate() {
-        for (name, sums) in [(format!("layers.{l}.weight"), w), (format!("layers.{l}.bias"), b)] {
+        for (name, sums) in [
+            (format!("layers.{l}.weight"), w),
+            (format!("layers.{l}.bias"), b),
+        ] {
             // `Weights::new` found every tensor.
             let idx = params.index_of(&name).ok_or_else(|| {
                 BackendError::Spec(format!("sample_grad_powers: no tensor `{name}`"))
