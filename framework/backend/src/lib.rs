@@ -18,6 +18,7 @@ pub mod ntk;
 pub mod optim;
 pub mod params;
 pub mod pool;
+pub mod sample_grads;
 pub mod spec;
 
 pub use checkpoint::{load_safetensors, save_safetensors};

@@ -113,6 +113,29 @@ pub trait Network: Send {
     ) -> Result<(), BackendError> {
         crate::ntk::ntk_gram(self.spec(), self.params(), a, b, output, out)
     }
+
+    /// Per-sample gradient powers: adds Σ_i |J(x_i)ᵀ c_i|^power into the gradient buffers,
+    /// element-wise over every trainable tensor, where c_i is row i of `cotangent`
+    /// (`x.rows × output` values) and `power` is 1 or 2 (anything else: an error). Evaluation mode
+    /// (batch norm uses, and leaves alone, its running statistics); buffers' gradients stay as
+    /// they were. Like `vjp`, it adds: callers zero the gradients first to read it alone.
+    ///
+    /// The default is the MLP's factorised form of [`crate::sample_grads`] (one backward pass
+    /// for the whole set; an error for other backbones); `NativeCnn` overrides it with one
+    /// evaluation-mode backward pass per row.
+    fn sample_grad_powers(
+        &mut self,
+        x: Inputs<'_>,
+        cotangent: &[f32],
+        power: u32,
+    ) -> Result<(), BackendError> {
+        let (spec, params) = (self.spec(), self.params());
+        let sums = crate::pool::install(|| {
+            crate::sample_grads::mlp_sample_grad_powers(spec, params, x, cotangent, power)
+        })?;
+        crate::sample_grads::add_sums(self.params_mut(), &sums);
+        Ok(())
+    }
 }
 
 /// A validated class mask of a loss call: shared by every row or given per row.

@@ -22,24 +22,24 @@ use crate::{Activation, BackendError, Inputs, MlpSpec, ModelSpec, ParamStore};
 
 /// One input set after the forward pass: each layer's input and each hidden layer's activation
 /// derivative.
-struct Trace {
-    rows: usize,
+pub(crate) struct Trace {
+    pub(crate) rows: usize,
     /// `inputs[l]`: input of layer `l`, `rows × widths[l]` (f64).
-    inputs: Vec<Vec<f64>>,
+    pub(crate) inputs: Vec<Vec<f64>>,
     /// `derivs[l]`: `act'(z_l)` of hidden layer `l`, `rows × widths[l + 1]`.
-    derivs: Vec<Vec<f64>>,
+    pub(crate) derivs: Vec<Vec<f64>>,
 }
 
 /// The network's f64 weights and biases, checked against the spec.
-struct Weights {
-    widths: Vec<usize>,
+pub(crate) struct Weights {
+    pub(crate) widths: Vec<usize>,
     activation: Activation,
     w: Vec<Vec<f64>>,
     b: Vec<Vec<f64>>,
 }
 
 impl Weights {
-    fn new(spec: &MlpSpec, params: &ParamStore) -> Result<Self, BackendError> {
+    pub(crate) fn new(spec: &MlpSpec, params: &ParamStore) -> Result<Self, BackendError> {
         spec.validate()?;
         let widths = spec.widths();
         let layers = widths.len() - 1;
@@ -77,12 +77,12 @@ impl Weights {
         })
     }
 
-    fn layers(&self) -> usize {
+    pub(crate) fn layers(&self) -> usize {
         self.widths.len() - 1
     }
 
     /// Forward pass over the hidden layers, keeping what the kernel needs.
-    fn trace(&self, x: Inputs<'_>) -> Result<Trace, BackendError> {
+    pub(crate) fn trace(&self, x: Inputs<'_>) -> Result<Trace, BackendError> {
         if x.cols != self.widths[0] {
             return Err(BackendError::shape(
                 "ntk inputs (columns)",
@@ -164,6 +164,26 @@ impl Weights {
                 out[0] = std::mem::take(&mut delta);
             }
         }
+        out
+    }
+
+    /// `Δ_l = ∂(Σ_i c_i · f(x_i)) / ∂z_l` for every layer `l` (the output layer's is `top`
+    /// itself, `rows × output`): the back-propagation of a general cotangent, where
+    /// [`Weights::signals`] handles a one-hot one.
+    pub(crate) fn backprop(&self, t: &Trace, top: Vec<f64>) -> Vec<Vec<f64>> {
+        let layers = self.layers();
+        let mut out: Vec<Vec<f64>> = vec![Vec::new(); layers];
+        let mut delta = top;
+        for l in (1..layers).rev() {
+            // Δ_{l-1} = (Δ_l · W_l) ⊙ act'(z_{l-1}), W_l being `[widths[l+1], widths[l]]`.
+            let (fin, fout) = (self.widths[l], self.widths[l + 1]);
+            let mut prev = gemm_ab(&delta, &self.w[l], t.rows, fin, fout);
+            for (p, d) in prev.iter_mut().zip(&t.derivs[l - 1]) {
+                *p *= d;
+            }
+            out[l] = std::mem::replace(&mut delta, prev);
+        }
+        out[0] = delta;
         out
     }
 }
@@ -256,7 +276,7 @@ pub(crate) fn gemm_abt(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Ve
 }
 
 /// `A · B` with `A` `m × k` and `B` `k × n`, both row-major.
-fn gemm_ab(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+pub(crate) fn gemm_ab(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
     matmul(a, b, m, n, k, (n as isize, 1))
 }
 
@@ -314,7 +334,9 @@ fn matmul(a: &[f64], b: &[f64], m: usize, n: usize, k: usize, rs_cs: (isize, isi
             );
         }
     };
-    if m >= 2 && m * n * k >= SPLIT_MIN_MACS && rayon::current_num_threads() >= 2 {
+    // The cut depends on the shapes only (on a one-thread pool `join` runs both halves in
+    // turn), so the bits do not depend on the thread count.
+    if m >= 2 && m * n * k >= SPLIT_MIN_MACS {
         let half = m / 2;
         let (lo, hi) = out.split_at_mut(half * n);
         let (a_lo, a_hi) = a.split_at(half * k);

@@ -12,6 +12,7 @@ mod lanes;
 mod net;
 mod norm;
 mod ntk;
+mod sample_grads;
 mod simple;
 #[cfg(test)]
 mod tests;

@@ -572,6 +572,15 @@ impl Network for NativeCnn {
         self.ntk_gram_into(a, b, output, out)
     }
 
+    fn sample_grad_powers(
+        &mut self,
+        x: Inputs<'_>,
+        cotangent: &[f32],
+        power: u32,
+    ) -> Result<(), BackendError> {
+        self.sample_grad_powers_into(x, cotangent, power)
+    }
+
     fn vjp(&mut self, x: Inputs<'_>, cotangent: &[f32]) -> Result<(), BackendError> {
         self.train_vjp(x, cotangent, false)
     }

@@ -102,20 +102,42 @@ impl NativeCnn {
         trainable: &[usize],
         p: usize,
     ) -> Result<Vec<f64>, BackendError> {
+        let mut jac = Vec::with_capacity(x.rows * p);
+        self.per_row_grads(
+            x,
+            |_, top| {
+                top.fill(0.0);
+                top[output] = 1.0;
+            },
+            |params| {
+                for &k in trainable {
+                    jac.extend(params.grad(k).iter().map(|&g| f64::from(g)));
+                }
+            },
+        )?;
+        Ok(jac)
+    }
+
+    /// Per-sample gradients in evaluation mode: for each row `r` of `x`, zeroes the gradients,
+    /// runs one forward and one backward pass of that row alone with the logits' gradient set
+    /// by `top(r, logits_grad)` (running statistics make the rows independent, so a batch of one
+    /// is exact), then hands the store, holding `J(x_r)ᵀ top_r`, to `visit`. Leaves the
+    /// gradients of the last row in the store: callers save and restore them.
+    pub(super) fn per_row_grads(
+        &mut self,
+        x: Inputs<'_>,
+        mut top: impl FnMut(usize, &mut [f32]),
+        mut visit: impl FnMut(&crate::ParamStore),
+    ) -> Result<(), BackendError> {
         let classes = self.spec().output();
         let last = self.ops();
-        let mut jac = Vec::with_capacity(x.rows * p);
         for r in 0..x.rows {
             self.params_mut().zero_grads();
             self.forward_to(&x.data[r * x.cols..(r + 1) * x.cols], 1, last, Mode::Eval)?;
-            let top = self.top_grad(classes);
-            top.fill(0.0);
-            top[output] = 1.0;
+            top(r, self.top_grad(classes));
             self.backward(1, Mode::Eval);
-            for &k in trainable {
-                jac.extend(self.params().grad(k).iter().map(|&g| f64::from(g)));
-            }
+            visit(self.params());
         }
-        Ok(jac)
+        Ok(())
     }
 }
