@@ -89,7 +89,8 @@ impl Ctx<'_> {
     }
 
     /// Adds `sum_i |J(x_i)^T c_i|^power` into the gradients (`power` 1 or 2; `cotangent`:
-    /// `rows * num_outputs`), one per-sample gradient at a time.
+    /// `rows * num_outputs`) in evaluation mode ([`clef_backend::Network::sample_grad_powers`]:
+    /// one backward pass for an MLP, one per row on a convolutional backbone).
     pub fn sample_grads(
         &mut self,
         x: &[f32],
@@ -97,30 +98,10 @@ impl Ctx<'_> {
         cotangent: &[f32],
         power: u32,
     ) -> Result<(), ServiceError> {
-        let dim = self.scenario.input_dim();
-        let outs = self.net.spec().output();
-        let params = self.net.params_mut();
-        let saved: Vec<Vec<f32>> = params.grads().to_vec();
-        let mut acc: Vec<Vec<f32>> = saved.iter().map(|g| vec![0.0; g.len()]).collect();
-        for r in 0..rows {
-            self.net.params_mut().zero_grads();
-            let xi = Inputs::new(&x[r * dim..(r + 1) * dim], 1, dim).map_err(failed)?;
-            self.net
-                .vjp(xi, &cotangent[r * outs..(r + 1) * outs])
-                .map_err(failed)?;
-            for (a, g) in acc.iter_mut().zip(self.net.params().grads()) {
-                for (a, g) in a.iter_mut().zip(g) {
-                    *a += if power == 1 { g.abs() } else { g * g };
-                }
-            }
-        }
-        let params = self.net.params_mut();
-        for (i, (a, s)) in acc.iter().zip(&saved).enumerate() {
-            for ((g, a), s) in params.grad_mut(i).iter_mut().zip(a).zip(s) {
-                *g = s + a;
-            }
-        }
-        Ok(())
+        let inputs = Inputs::new(x, rows, self.scenario.input_dim()).map_err(failed)?;
+        self.net
+            .sample_grad_powers(inputs, cotangent, power)
+            .map_err(failed)
     }
 
     /// Re-initialises the network (a fresh seeded draw of its initialisation, derived from the
