@@ -123,6 +123,7 @@ mod hparam;
 #[cfg(any(test, feature = "testing"))]
 pub mod kit;
 mod logging;
+pub mod memory;
 pub mod rng;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
