@@ -55,6 +55,13 @@ fn ewc_and_replay_resume_bit_identically_on_a_cnn() {
 }
 
 #[test]
+fn si_resumes_bit_identically_on_a_cnn() {
+    // Ω, θ*, and the next task's path integral started from the restored parameters; BN
+    // buffers skipped.
+    resumes("si", "class-il", "c = 0.1");
+}
+
+#[test]
 fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
     // Spectral keeps power-iteration vectors per layer (conv kernels reshaped, BN scales as
     // diagonals); Wasserstein keeps the sorted initial values per tensor.

@@ -32,6 +32,9 @@
 //!   training batch (`before_batch`), stored samples of past tasks, task masks, a seeded RNG
 //!   ([`rng::SplitMix64`] on top of it), and expert networks. Host refusals become errors
 //!   naming the service.
+//! * **Rehearsal memories.** [`memory`]: a sample store with an optional per-row payload,
+//!   reservoir and class-balanced (GDumb) insertion, and iCaRL's herding, shared by the
+//!   replay-family plugins.
 //! * **Tests.** With the `testing` feature, `testing::MockHost` runs your plugin through its
 //!   C entry points on a small linear model, and `standard_tests!` adds the tests every
 //!   plugin needs (schema, defaults, out-of-range values refused, state round trip,
@@ -124,6 +127,7 @@ mod hparam;
 pub mod kit;
 mod logging;
 pub mod loss;
+pub mod memory;
 pub mod rng;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

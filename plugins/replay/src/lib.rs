@@ -34,16 +34,17 @@
 //! ("Re-evaluating continual learning scenarios", 1100 samples) and van de Ven et al. 2022
 //! ("Three types of incremental learning", 100 per class).
 //!
+//! The memory is the SDK's [`Reservoir`] (`clef_sdk::memory`, shared with the other replay
+//! plugins), without payload.
+//!
 //! Memory cost: `memory_size × input_dim` floats plus two integers per sample. State: the
 //! whole strategy through serde: the hyperparameters, the memory (inputs as raw floats) and
 //! its reservoir counter; the task-mask cache and the copied batch are rebuilt
-//! (`#[serde(skip)]`).
+//! (`#[serde(skip)]`). State version 2: the memory's encoding changed when it moved to the
+//! SDK (version 1 checkpoints are refused with a message naming both versions).
 
-pub mod buffer;
-
+use clef_sdk::memory::{Reservoir, Row};
 use clef_sdk::prelude::*;
-
-use buffer::ReplayBuffer;
 
 /// The `hparams` table.
 #[derive(HParams)]
@@ -62,7 +63,7 @@ pub struct Replay {
     memory_size: usize,
     replay_batch_size: usize,
     /// Created at the first batch (when the input width is known).
-    memory: Option<ReplayBuffer>,
+    memory: Option<Reservoir>,
     /// Task-IL class masks by task id (`task_mask` results; static for a trial, refetched
     /// after a resume).
     #[serde(skip)]
@@ -96,6 +97,8 @@ impl Strategy for Replay {
         "experience replay: append rows drawn from a reservoir-sampled memory to every batch";
     // Works on any parameter tensors (buffers get no gradient the optimizer would use).
     const CONV_BACKBONES: bool = true;
+    // 2: the memory is `clef_sdk::memory::Reservoir` (its store carries a payload width).
+    const STATE_VERSION: u32 = 2;
     type Config = Config;
     type State = SerdeState;
 
@@ -131,11 +134,11 @@ impl Strategy for Replay {
         };
         let memory = self
             .memory
-            .get_or_insert_with(|| ReplayBuffer::new(self.memory_size, cols));
+            .get_or_insert_with(|| Reservoir::new(self.memory_size, cols, 0));
         ensure!(
-            memory.dim() == cols,
+            memory.store().dim() == cols,
             "the replay memory holds samples of {} features, the batch has {cols}",
-            memory.dim()
+            memory.store().dim()
         );
 
         // 1. Replay: rows drawn from the memory as it was before this batch.
@@ -144,37 +147,30 @@ impl Strategy for Replay {
         } else {
             self.replay_batch_size
         };
-        let picks = memory.sample(wanted, |n| ctx.rng_below(n));
+        let picks = memory.store().sample(wanted, |n| ctx.rng_below(n));
         if !picks.is_empty() {
-            let mut x = Vec::with_capacity(picks.len() * cols);
-            let mut targets = Vec::with_capacity(picks.len());
-            for &i in &picks {
-                x.extend_from_slice(memory.x(i));
-                targets.push(memory.target(i));
-            }
+            let rows = memory.store().gather(&picks);
             let masks = match info.setting {
                 Setting::TaskIl => {
                     let mut m = Vec::with_capacity(picks.len() * info.num_outputs);
-                    for &i in &picks {
-                        m.extend_from_slice(cached_mask(&mut self.masks, ctx, memory.task(i))?);
+                    for &task in &rows.tasks {
+                        m.extend_from_slice(cached_mask(&mut self.masks, ctx, task)?);
                     }
                     Some(m)
                 }
                 Setting::ClassIl | Setting::DomainIl => None,
                 Setting::Other(code) => bail!("unsupported evaluation setting (code {code})"),
             };
-            ctx.append_rows(&x, &targets, masks.as_deref())
+            ctx.append_rows(&rows.x, &rows.targets, masks.as_deref())
                 .context("appending the replayed rows")?;
         }
 
         // 2. Reservoir update with the batch's current-task rows.
         for r in 0..current {
-            memory.offer(
-                &self.incoming_x[r * cols..(r + 1) * cols],
-                self.incoming_y[r],
-                info.task,
-                |n| ctx.rng_below(n),
-            )?;
+            let x = &self.incoming_x[r * cols..(r + 1) * cols];
+            memory.offer(Row::new(x, self.incoming_y[r], info.task), |n| {
+                ctx.rng_below(n)
+            })?;
         }
         Ok(())
     }
@@ -185,7 +181,7 @@ impl Strategy for Replay {
                 task = task.task,
                 held = m.len(),
                 seen = m.seen(),
-                per_task = ?m.per_task(),
+                per_task = ?m.store().per_task(),
                 "replay memory"
             );
         }

@@ -3,6 +3,7 @@
 use super::*;
 use clef_sdk::abi::{CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL, CLEF_SETTING_TASK_IL};
 use clef_sdk::kit;
+use clef_sdk::state::Floats;
 use clef_sdk::testing::{AppendedRows, MockHost, MockPlugin};
 
 clef_sdk::standard_tests!(
@@ -40,7 +41,7 @@ fn step(plugin: &mut MockPlugin, host: &mut MockHost) -> Option<AppendedRows> {
     appended.first().cloned()
 }
 
-fn memory_of(plugin: &mut MockPlugin, host: &mut MockHost) -> ReplayBuffer {
+fn memory_of(plugin: &mut MockPlugin, host: &mut MockHost) -> Reservoir {
     kit::saved::<Replay>(plugin, host)
         .memory
         .expect("memory exists")
@@ -61,12 +62,12 @@ fn the_memory_holds_exactly_memory_size_samples_of_the_stream() {
     }
     // Every stored sample is a sample of the stream, intact, with its task.
     let m = memory_of(&mut plugin, &mut host);
-    let mut ids: Vec<usize> = (0..m.len()).map(|i| m.x(i)[0] as usize).collect();
+    let mut ids: Vec<usize> = (0..m.len()).map(|i| m.store().x(i)[0] as usize).collect();
     for i in 0..m.len() {
-        let (id, task) = (m.x(i)[0] as usize, m.task(i));
-        assert_eq!(m.x(i), &[id as f32, task as f32, 0.5]);
+        let (id, task) = (m.store().x(i)[0] as usize, m.store().task(i));
+        assert_eq!(m.store().x(i), &[id as f32, task as f32, 0.5]);
         assert_eq!(task, id / 24);
-        assert_eq!(m.target(i), host.state().tasks[task].units[id % 2]);
+        assert_eq!(m.store().target(i), host.state().tasks[task].units[id % 2]);
     }
     ids.sort_unstable();
     ids.dedup();
@@ -172,11 +173,12 @@ fn replayed_rows_are_stored_rows() {
         set_batch(&mut host, 0, 4 * b, 4);
         let before = kit::saved::<Replay>(&mut plugin, &mut host)
             .memory
-            .unwrap_or_else(|| ReplayBuffer::new(6, DIM));
+            .unwrap_or_else(|| Reservoir::new(6, DIM, 0));
         if let Some(rows) = step(&mut plugin, &mut host) {
             for (x, &t) in rows.x.chunks(DIM).zip(&rows.targets) {
                 assert!(
-                    (0..before.len()).any(|i| before.x(i) == x && before.target(i) == t),
+                    (0..before.len())
+                        .any(|i| before.store().x(i) == x && before.store().target(i) == t),
                     "replayed a row that was not in the memory"
                 );
             }
@@ -226,7 +228,7 @@ fn the_restored_memory_is_used() {
     set_batch(&mut host, 0, 100, 4);
     let rows = step(&mut fresh, &mut host).unwrap();
     for x in rows.x.chunks(DIM) {
-        assert!((0..memory.len()).any(|i| memory.x(i) == x));
+        assert!((0..memory.len()).any(|i| memory.store().x(i) == x));
     }
     assert_eq!(memory_of(&mut fresh, &mut host).seen(), 24);
 }
@@ -244,7 +246,7 @@ fn a_memory_of_another_width_is_an_error() {
         s.batch_current_rows = 2;
     }
     plugin.before_batch(&mut other).unwrap();
-    assert_eq!(memory_of(&mut plugin, &mut other).dim(), DIM + 1);
+    assert_eq!(memory_of(&mut plugin, &mut other).store().dim(), DIM + 1);
     set_batch(&mut host, 0, 0, 4);
     let err = plugin.before_batch(&mut host).unwrap_err();
     assert!(err.message.contains("features"), "{err}");
@@ -259,27 +261,34 @@ fn an_inconsistent_saved_memory_is_refused_on_load() {
         step(&mut plugin, &mut host);
     }
     let saved = plugin.save_state(&mut host).unwrap();
-    let payload = clef_sdk::state::open("replay", 1, &saved).unwrap().to_vec();
-    // The strategy's fields in order: memory_size, replay_batch_size, the memory (unchecked).
-    type Raw = (usize, usize, Option<crate::buffer::Stored>);
+    let payload = clef_sdk::state::open("replay", 2, &saved).unwrap().to_vec();
+    // The strategy's fields in order: memory_size, replay_batch_size, the memory (unchecked):
+    // capacity, seen, and the store (dim, width, inputs, payloads, targets, tasks).
+    type Store = (usize, usize, Floats, Floats, Vec<usize>, Vec<usize>);
+    type Raw = (usize, usize, Option<(usize, u64, Store)>);
     let mut raw: Raw = clef_sdk::state::decode(&payload).unwrap();
     let memory = raw.2.as_mut().expect("a memory after five batches");
     assert_eq!(
-        (raw.0, memory.capacity, memory.dim, memory.seen),
-        (7, 7, 3, 20)
+        (raw.0, memory.0, memory.1, memory.2 .0, memory.2 .1),
+        (7, 7, 20, 3, 0)
     );
-    memory.seen = 3; // 7 samples held after 3 offered
+    memory.1 = 3; // 7 samples held after 3 offered
     let bad = clef_sdk::state::encode(&raw).unwrap();
     let mut fresh = MockPlugin::create::<Replay>(&config(7, 0)).unwrap();
     let err = fresh
-        .load_state(&mut host, &clef_sdk::state::seal("replay", 1, &bad))
+        .load_state(&mut host, &clef_sdk::state::seal("replay", 2, &bad))
         .unwrap_err();
     assert!(
         err.message
-            .contains("replay state: 7 samples held after 3 offered (capacity 7)"),
+            .contains("reservoir memory: 7 samples held after 3 offered (capacity 7)"),
         "{err}"
     );
     fresh
-        .load_state(&mut host, &clef_sdk::state::seal("replay", 1, &payload))
+        .load_state(&mut host, &clef_sdk::state::seal("replay", 2, &payload))
         .unwrap();
+    // A version-1 state (the memory before it moved to the SDK) is refused, naming both.
+    let err = fresh
+        .load_state(&mut host, &clef_sdk::state::seal("replay", 1, &payload))
+        .unwrap_err();
+    assert!(err.message.contains("state version 1"), "{err}");
 }

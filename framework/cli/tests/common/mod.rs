@@ -183,6 +183,7 @@ const PLUGIN_LIBS: &[&str] = &[
     "l2init",
     "sfr",
     "par",
+    "si",
     "fixture-bad-abi",
     "fixture-no-entry",
     "fixture-panicking",
