@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 pub mod kill;
+pub mod plugin_run;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -190,6 +191,7 @@ const PLUGIN_LIBS: &[&str] = &[
     "fixture-erroring",
     "fixture-hparams",
     "fixture-unsaved",
+    "fixture-scorer",
 ];
 
 /// The directory of the workspace's plugin libraries, up to date with their sources.
@@ -269,28 +271,39 @@ fn dep_info_sources(depinfo: &Path, target: &Path) -> Vec<PathBuf> {
 /// binary with the system C compiler (`$CC`, else `cc`) into `<target>/plugin-tests/c`.
 pub fn c_plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let c_dir = scratch_target().join("c");
-        std::fs::create_dir_all(&c_dir).expect("create the C plugin dir");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let lib = c_dir.join(plugin_file("c-minimal"));
-        let out = Command::new(&cc)
-            .args([
-                "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I",
-            ])
-            .arg(repo_root().join("framework/abi/include"))
-            .arg("-o")
-            .arg(&lib)
-            .arg(repo_root().join("plugins/fixtures/c-minimal/minimal.c"))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-        assert!(
-            out.status.success(),
-            "compiling the C plugin failed:\n{}",
-            text(&out.stderr)
-        );
-        c_dir
-    })
+    DIR.get_or_init(|| compile_c_plugin("c", "c-minimal", "plugins/fixtures/c-minimal/minimal.c"))
+}
+
+/// The directory holding the ABI 1.2 C plugin (`plugins/fixtures/c-abi12`), compiled once per
+/// test binary into `<target>/plugin-tests/c-abi12`.
+pub fn c_abi12_plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| compile_c_plugin("c-abi12", "c-abi12", "plugins/fixtures/c-abi12/abi12.c"))
+}
+
+/// Compiles the C plugin `name` from `source` (relative to the repository) with `$CC` (else
+/// `cc`), warnings as errors, into `<target>/plugin-tests/<dir>`; returns that directory.
+fn compile_c_plugin(dir: &str, name: &str, source: &str) -> PathBuf {
+    let c_dir = scratch_target().join(dir);
+    std::fs::create_dir_all(&c_dir).expect("create the C plugin dir");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let lib = c_dir.join(plugin_file(name));
+    let out = Command::new(&cc)
+        .args([
+            "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I",
+        ])
+        .arg(repo_root().join("framework/abi/include"))
+        .arg("-o")
+        .arg(&lib)
+        .arg(repo_root().join(source))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(
+        out.status.success(),
+        "compiling the C plugin {source} failed:\n{}",
+        text(&out.stderr)
+    );
+    c_dir
 }
 
 /// A target directory of the tests' own, `<target>/plugin-tests`, for builds that must not
