@@ -75,6 +75,7 @@ fn quickstart_runs_every_shipped_strategy_and_writes_complete_records() {
             "accuracy_matrix",
             "metrics",
             "train_seconds",
+            "task_end_seconds",
             "samples_per_second",
         ] {
             assert!(!r[key].is_null(), "missing {key} in {r}");

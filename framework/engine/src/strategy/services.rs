@@ -110,7 +110,7 @@ impl Ctx<'_> {
     pub fn reinit_network(&mut self) -> Result<(), ServiceError> {
         if self.experts.enabled() {
             return Err(ServiceError::NotAllowed(
-                "reinit: not while the expert pool is in use".into(),
+                "not while the expert pool is in use".into(),
             ));
         }
         let init_seed = derive_seed(self.seed, "init");

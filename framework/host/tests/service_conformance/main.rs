@@ -32,7 +32,7 @@ use clef_backend::{
 use clef_data::scenario::Scenario;
 use clef_data::spec::{ScenarioConfig, Setting};
 use clef_engine::experts::Experts;
-use clef_engine::strategy::{Batch, Ctx};
+use clef_engine::strategy::{Batch, Boundary, Ctx};
 use clef_host::{host_table, Appended, HostCtx};
 use clef_sdk::testing::{MockHost, MockOptimizer, MockTask, Phase};
 
@@ -50,6 +50,8 @@ enum Hook {
     Training,
     /// `before_batch`.
     BeforeBatch,
+    /// `on_task_end` (a task boundary: `reinit` and `train_step` allowed).
+    Boundary,
 }
 
 /// What one call returned: the status, the numbers it produced (compared with a tolerance)
@@ -200,12 +202,12 @@ impl Side for Real {
             task: self.task,
             step: 0,
             seed: 42,
-            boundary: None,
+            boundary: (hook == Hook::Boundary).then_some(Boundary::End),
             reinits: 0,
         };
         let mut h = match hook {
             Hook::NoTraining => HostCtx::new("conformance", None, None),
-            Hook::Training => HostCtx::new("conformance", Some(&mut ctx), None),
+            Hook::Training | Hook::Boundary => HostCtx::new("conformance", Some(&mut ctx), None),
             Hook::BeforeBatch => HostCtx::new("conformance", Some(&mut ctx), Some(&mut self.batch)),
         };
         let (status, data) = f(host_table(), h.as_raw());
@@ -234,6 +236,7 @@ impl Side for MockHost {
             Hook::NoTraining => Phase::LoadState,
             Hook::Training => Phase::AfterBackward,
             Hook::BeforeBatch => Phase::BeforeBatch,
+            Hook::Boundary => Phase::TaskEnd,
         };
         let (table, ctx) = self.raw();
         // SAFETY: the mock's static table.
@@ -281,7 +284,12 @@ fn differences() -> Vec<String> {
     let mut diffs = Vec::new();
     for setting in settings() {
         for task in 0..2 {
-            for hook in [Hook::Training, Hook::BeforeBatch, Hook::NoTraining] {
+            for hook in [
+                Hook::Training,
+                Hook::BeforeBatch,
+                Hook::NoTraining,
+                Hook::Boundary,
+            ] {
                 let mut real = Real::new(setting, task);
                 let mut mock = real.mock();
                 let env = Env {
@@ -336,7 +344,12 @@ fn the_catalogue_covers_successes_and_each_refusal() {
     };
     let mut codes = std::collections::BTreeSet::new();
     let mut numbers = 0;
-    for hook in [Hook::Training, Hook::BeforeBatch, Hook::NoTraining] {
+    for hook in [
+        Hook::Training,
+        Hook::BeforeBatch,
+        Hook::NoTraining,
+        Hook::Boundary,
+    ] {
         for (_, call) in catalogue() {
             let o = real.call(hook, &mut |h, c| call(h, c, env));
             codes.insert(o.status);

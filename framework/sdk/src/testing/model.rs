@@ -295,6 +295,11 @@ impl ServiceModel for MockModel {
 
     fn reinit(&mut self) -> ServiceResult {
         let s = &mut self.state;
+        if s.pool_used {
+            return Err(ServiceError::not_allowed(
+                "not while the expert pool is in use",
+            ));
+        }
         linear(s).ok_or_else(not_linear)?;
         s.reinits += 1;
         let mut z = s.seed ^ s.reinits.wrapping_mul(0x9E37_79B9_7F4A_7C15);
