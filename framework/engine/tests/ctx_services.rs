@@ -185,11 +185,12 @@ fn reinit_is_fresh_seeded_and_resets_the_optimizer() {
         p.ctx(Some(Boundary::End))
             .train_step(&x, 4, &t, None)
             .unwrap();
-        let mut ctx = p.ctx(Some(Boundary::End));
-        for _ in 0..calls {
-            ctx.reinit_network().unwrap();
+        {
+            let mut ctx = p.ctx(Some(Boundary::End));
+            for _ in 0..calls {
+                ctx.reinit_network().unwrap();
+            }
         }
-        drop(ctx);
         let momentum_zero = (0..p.net.params().len()).all(|i| {
             p.opt
                 .state("momentum", i)

@@ -58,7 +58,7 @@ impl<'a> LossBatch<'a> {
         if current_rows > rows {
             return bad(&format!("{current_rows} current rows of {rows}"));
         }
-        let input_dim = if rows == 0 { 0 } else { x.len() / rows };
+        let input_dim = x.len().checked_div(rows).unwrap_or(0);
         if input_dim * rows != x.len() {
             return bad(&format!("{} inputs for {rows} rows", x.len()));
         }

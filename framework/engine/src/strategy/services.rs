@@ -78,11 +78,11 @@ impl Ctx<'_> {
         let result = self.net.loss_backward(inputs, targets, masks, &mut logits);
         let params = self.net.params_mut();
         let mut off = 0;
-        for i in 0..params.len() {
+        for (i, saved) in grads.iter().enumerate() {
             let g = params.grad_mut(i);
             out[off..off + g.len()].copy_from_slice(g);
             off += g.len();
-            g.copy_from_slice(&grads[i]);
+            g.copy_from_slice(saved);
         }
         restore_buffers(params, buffers);
         result.map_err(failed)
