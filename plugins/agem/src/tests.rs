@@ -58,7 +58,7 @@ fn untracked_tensors_are_neither_in_the_dot_product_nor_changed() {
     let d = project(&mut [&mut a, &mut buf], &[-1.0, 100.0], &[true, false]).unwrap();
     assert_eq!(d, Some(-1.0));
     assert_eq!((a, buf), (vec![0.0], vec![1.0]));
-    assert!(project(&mut [&mut vec![1.0f32]], &[1.0, 2.0], &[true]).is_err());
+    assert!(project(&mut [&mut [1.0f32]], &[1.0, 2.0], &[true]).is_err());
 }
 
 /// The mean masked cross-entropy gradient of the linear mock over rows `(x, y, task)` with each
