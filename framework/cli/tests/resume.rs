@@ -62,6 +62,14 @@ fn si_resumes_bit_identically_on_a_cnn() {
 }
 
 #[test]
+fn mas_and_agem_resume_bit_identically_on_a_cnn() {
+    // MAS: Ω and θ* (per-sample importances through `sample_grads` on the conv net, BN
+    // buffers skipped). A-GEM: the per-task episodic memory, projections from task 1 on.
+    resumes("mas", "class-il", "lambda = 1.0, importance_samples = 200");
+    resumes("agem", "task-il", "memory_size = 100");
+}
+
+#[test]
 fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
     // Spectral keeps power-iteration vectors per layer (conv kernels reshaped, BN scales as
     // diagonals); Wasserstein keeps the sorted initial values per tensor.

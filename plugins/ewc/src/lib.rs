@@ -22,10 +22,15 @@
 //!    `empirical` → `w = 1` for the true label only (the "empirical Fisher");
 //!    `expected` → `w = 1` for one label sampled from `p` with the plugin RNG (a one-sample
 //!    Monte-Carlo estimate of the true Fisher); `exact` → `w = p(y|x)` for every unit of the
-//!    mask (the true Fisher, exactly: one `vjp` per unit, the `fisher_labels = 'all'` default of
-//!    van de Ven et al.'s code). Each per-sample gradient is one `vjp` on one row; the
-//!    gradient buffers are zeroed before the first and after each `vjp` (they hold nothing of
-//!    value in `on_task_end`), so they are zero again when the hook returns;
+//!    mask (the true Fisher, exactly: the `fisher_labels = 'all'` default of van de Ven et
+//!    al.'s code). The squared per-sample gradients come from the host's `sample_grads`
+//!    service (ABI 1.6, power 2), one call per chunk of 256 samples: each sample is one row
+//!    with cotangent `√w · (p − onehot(y))` per weighted label `y` (so `exact` repeats a
+//!    sample once per unit of the mask), and `Σ_rows (J(x)ᵀ c)²` is the chunk's sum. On the
+//!    MLP that is one factorised backward pass per chunk instead of one `vjp` per sample and
+//!    label (the plugin before ABI 1.6); the result differs only by summation order. The
+//!    gradient buffers are zeroed before the first call and drained into an f64 accumulator
+//!    after each, so they are zero again when the hook returns;
 //! 4. online accumulation and anchor: `F ← γ·F + F_t` (`F = F_0` after the first task) and
 //!    `θ* ← θ` (the parameters at the end of the task).
 //!
@@ -166,8 +171,8 @@ pub struct Ewc {
     state: Option<Consolidated>,
 }
 
-/// Rows fetched and forwarded at once while estimating the Fisher.
-const CHUNK: usize = 64;
+/// Rows fetched, forwarded and sent to `sample_grads` at once while estimating the Fisher.
+const CHUNK: usize = 256;
 
 /// Sets every gradient buffer to zero.
 fn zero_grads(ctx: &mut Ctx<'_>, tensors: usize) -> Result<()> {
@@ -177,25 +182,8 @@ fn zero_grads(ctx: &mut Ctx<'_>, tensors: usize) -> Result<()> {
     Ok(())
 }
 
-/// One per-sample term: `acc += weight · (J(x)ᵀ (p − onehot(label)))²`, via one `vjp`. The
-/// gradient buffers must be zero on entry and are zero again on return.
-#[allow(clippy::too_many_arguments)]
-fn accumulate(
-    ctx: &mut Ctx<'_>,
-    x: &[f32],
-    units: &[usize],
-    probs: &[f64],
-    label: usize,
-    weight: f64,
-    cot: &mut [f32],
-    acc: &mut [Vec<f64>],
-) -> Result<()> {
-    cot.fill(0.0);
-    for (j, (&u, &p)) in units.iter().zip(probs).enumerate() {
-        let onehot = if j == label { 1.0 } else { 0.0 };
-        cot[u] = (p - onehot) as f32;
-    }
-    ctx.vjp(x, 1, cot)?;
+/// Adds the gradient buffers (in f64) into `acc` and zeroes them.
+fn drain_grads(ctx: &mut Ctx<'_>, acc: &mut [Vec<f64>]) -> Result<()> {
     for (i, a) in acc.iter_mut().enumerate() {
         let g = ctx.grads(i)?;
         ensure!(
@@ -203,12 +191,36 @@ fn accumulate(
             "parameter {i} changed size during the Fisher estimate"
         );
         for (a, g) in a.iter_mut().zip(g.iter_mut()) {
-            let v = f64::from(*g);
-            *a += weight * v * v;
+            *a += f64::from(*g);
             *g = 0.0;
         }
     }
     Ok(())
+}
+
+/// The `sample_grads` rows of one sample: for each weighted label `(j, w)` (index into
+/// `units`), the input `x` once more in `xs` and the cotangent `√w · (p − onehot(j))` (zero
+/// outside the mask) in `cot`, so `Σ_rows (J(x)ᵀ c)²` is `Σ_j w_j (∇ log p(j | x))²`.
+fn push_rows(
+    x: &[f32],
+    units: &[usize],
+    probs: &[f64],
+    labels: &[(usize, f64)],
+    k: usize,
+    xs: &mut Vec<f32>,
+    cot: &mut Vec<f32>,
+) {
+    for &(label, w) in labels {
+        xs.extend_from_slice(x);
+        let start = cot.len();
+        cot.resize(start + k, 0.0);
+        let row = &mut cot[start..];
+        let sw = w.sqrt();
+        for (j, (&u, &p)) in units.iter().zip(probs).enumerate() {
+            let onehot = if j == label { 1.0 } else { 0.0 };
+            row[u] = (sw * (p - onehot)) as f32;
+        }
+    }
 }
 
 impl Ewc {
@@ -238,10 +250,12 @@ impl Ewc {
         }
 
         zero_grads(ctx, sizes.len())?;
-        let mut cot = vec![0.0f32; k];
         let mut probs = vec![0.0f64; units.len()];
+        let mut labels: Vec<(usize, f64)> = Vec::with_capacity(units.len());
         let mut xs: Vec<f32> = Vec::with_capacity(CHUNK * d);
         let mut ys: Vec<usize> = Vec::with_capacity(CHUNK);
+        let mut rep_x: Vec<f32> = Vec::new();
+        let mut cot: Vec<f32> = Vec::new();
         for chunk in picks.chunks(CHUNK) {
             // Gather the chunk's rows, one `task_samples` call per run of consecutive indices.
             xs.clear();
@@ -259,9 +273,11 @@ impl Ewc {
                 start = end;
             }
             let logits = ctx.forward(&xs, chunk.len())?;
+            rep_x.clear();
+            cot.clear();
             for r in 0..chunk.len() {
-                let x = &xs[r * d..(r + 1) * d];
                 masked_softmax(&logits[r * k..(r + 1) * k], &units, &mut probs);
+                labels.clear();
                 match self.kind {
                     FisherKind::Empirical => {
                         let label = units.iter().position(|&u| u == ys[r]).with_context(|| {
@@ -271,24 +287,26 @@ impl Ewc {
                                 ys[r], chunk[r], task.task
                             )
                         })?;
-                        accumulate(ctx, x, &units, &probs, label, 1.0, &mut cot, &mut acc)?;
+                        labels.push((label, 1.0));
                     }
                     FisherKind::Expected => {
-                        let label = sample_categorical(&probs, ctx.rng_f64());
-                        accumulate(ctx, x, &units, &probs, label, 1.0, &mut cot, &mut acc)?;
+                        labels.push((sample_categorical(&probs, ctx.rng_f64()), 1.0));
                     }
-                    FisherKind::Exact => {
-                        for label in 0..units.len() {
-                            let w = probs[label];
-                            if w > 0.0 {
-                                accumulate(ctx, x, &units, &probs, label, w, &mut cot, &mut acc)?;
-                            }
-                        }
-                    }
+                    FisherKind::Exact => labels.extend(
+                        probs
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, &p)| p > 0.0)
+                            .map(|(j, &p)| (j, p)),
+                    ),
                 }
+                let x = &xs[r * d..(r + 1) * d];
+                push_rows(x, &units, &probs, &labels, k, &mut rep_x, &mut cot);
             }
+            // One call for the chunk: Σ_rows (J(x)ᵀ c)², then into the f64 accumulator.
+            ctx.sample_grads(&rep_x, cot.len() / k, &cot, 2)?;
+            drain_grads(ctx, &mut acc)?;
         }
-        zero_grads(ctx, sizes.len())?;
         let scale = 1.0 / picks.len() as f64;
         for a in &mut acc {
             a.iter_mut().for_each(|v| *v *= scale);

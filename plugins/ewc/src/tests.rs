@@ -403,3 +403,94 @@ fn a_target_outside_the_training_mask_is_an_error() {
         "{err}"
     );
 }
+
+/// `J(x)ᵀ c` of one row on the mock, through the host's `vjp` service (the per-row
+/// computation the Fisher used before `sample_grads`): the gradients are zeroed, the service
+/// adds into them, the result is read and the gradients zeroed again.
+fn mock_vjp(host: &mut MockHost, x: &[f32], cot: &[f32]) -> Vec<Vec<f32>> {
+    host.zero_grads();
+    let (table, ctx) = host.raw();
+    // SAFETY: `table` is the mock's static service table and `ctx` its live context; `x` holds
+    // one row of `input_dim` values and `cot` `num_outputs` values, as the lengths passed say.
+    let status = unsafe { ((*table).vjp)(ctx, x.as_ptr(), 1, cot.as_ptr(), cot.len() as i64) };
+    assert_eq!(status, clef_sdk::abi::CLEF_OK, "mock vjp refused");
+    let g = host.grads();
+    host.zero_grads();
+    g
+}
+
+/// The Fisher of `task` over all its training samples with one `vjp` per sample and label,
+/// accumulated in f64 (the plugin's computation before it moved to `sample_grads`).
+fn per_row_vjp_fisher(
+    host: &mut MockHost,
+    task: usize,
+    units: &[usize],
+    exact: bool,
+) -> Vec<Vec<f64>> {
+    let (d, k) = (host.state().input_dim, host.state().num_outputs);
+    let (xs, ys) = {
+        let t = &host.state().tasks[task];
+        (t.train_x.clone(), t.train_y.clone())
+    };
+    let n = ys.len();
+    let mut acc: Vec<Vec<f64>> = host.values().iter().map(|v| vec![0.0; v.len()]).collect();
+    for r in 0..n {
+        let x = &xs[r * d..(r + 1) * d];
+        // The linear mock's logits, then the masked softmax.
+        let s = host.state();
+        let z: Vec<f32> = (0..k)
+            .map(|o| {
+                (0..d)
+                    .map(|i| s.params[0].values[o * d + i] * x[i])
+                    .sum::<f32>()
+                    + s.params[1].values[o]
+            })
+            .collect();
+        let mut p = vec![0.0f64; units.len()];
+        masked_softmax(&z, units, &mut p);
+        let labels: Vec<(usize, f64)> = if exact {
+            p.iter().copied().enumerate().collect()
+        } else {
+            vec![(units.iter().position(|&u| u == ys[r]).unwrap(), 1.0)]
+        };
+        for (label, w) in labels {
+            let mut cot = vec![0.0f32; k];
+            for (j, &u) in units.iter().enumerate() {
+                cot[u] = (p[j] - if j == label { 1.0 } else { 0.0 }) as f32;
+            }
+            for (a, g) in acc.iter_mut().zip(mock_vjp(host, x, &cot)) {
+                for (a, g) in a.iter_mut().zip(g) {
+                    *a += w * f64::from(g) * f64::from(g);
+                }
+            }
+        }
+    }
+    acc.iter_mut()
+        .for_each(|a| a.iter_mut().for_each(|v| *v /= n as f64));
+    acc
+}
+
+#[test]
+fn the_sample_grads_fisher_equals_the_per_row_vjp_fisher() {
+    for (setting, task, units, fisher) in [
+        (CLEF_SETTING_TASK_IL, 1, vec![2, 3], "empirical"),
+        (CLEF_SETTING_CLASS_IL, 1, vec![0, 1, 2, 3], "empirical"),
+        (CLEF_SETTING_TASK_IL, 0, vec![0, 1], "exact"),
+        (CLEF_SETTING_CLASS_IL, 1, vec![0, 1, 2, 3], "exact"),
+    ] {
+        let mut host = MockHost::new(3, 4, 2);
+        sharpen(&mut host);
+        host.state_mut().setting = setting;
+        host.state_mut().task = task;
+        let want = per_row_vjp_fisher(&mut host, task, &units, fisher == "exact");
+        let mut plugin = MockPlugin::create::<Ewc>(&config(1.0, 1.0, 0, fisher)).unwrap();
+        task_end(&mut plugin, &mut host).unwrap();
+        let st = state_of(&mut plugin, &mut host).unwrap();
+        assert_close(&st.fisher, &want, 1e-5, fisher);
+        assert!(
+            want.iter().flatten().filter(|&&v| v > 1e-4).count() >= units.len() * 3,
+            "the reference is not vacuous"
+        );
+        assert!(all_zero(&host.grads()), "gradients left non-zero");
+    }
+}

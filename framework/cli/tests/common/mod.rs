@@ -185,6 +185,8 @@ const PLUGIN_LIBS: &[&str] = &[
     "sfr",
     "par",
     "si",
+    "mas",
+    "agem",
     "fixture-bad-abi",
     "fixture-no-entry",
     "fixture-panicking",
