@@ -83,6 +83,24 @@ impl SplitMix64 {
     }
 }
 
+/// `k` distinct indices drawn uniformly from `0..n` (every `k`-subset equally likely), sorted:
+/// a partial Fisher–Yates shuffle; `below(m)` must return a uniform integer in `0..m` (e.g.
+/// `|m| ctx.rng_below(m)`). All of `0..n` when `k >= n`. The sample subsets of EWC's Fisher,
+/// MAS's importance and A-GEM's memory.
+pub fn choose_subset(n: usize, k: usize, mut below: impl FnMut(usize) -> usize) -> Vec<usize> {
+    if k >= n {
+        return (0..n).collect();
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..k {
+        let j = i + below(n - i);
+        idx.swap(i, j);
+    }
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +139,30 @@ mod tests {
         assert_ne!(v, (0..10).collect::<Vec<_>>());
         v.sort_unstable();
         assert_eq!(v, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn subsets_are_distinct_sorted_in_range_and_uniform() {
+        let mut rng = SplitMix64::new(3);
+        assert_eq!(choose_subset(5, 9, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
+        assert_eq!(choose_subset(5, 5, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
+        assert!(choose_subset(5, 0, |m| rng.below(m)).is_empty());
+        let (n, k, runs) = (20, 5, 20_000);
+        let mut hits = vec![0usize; n];
+        for _ in 0..runs {
+            let s = choose_subset(n, k, |m| rng.below(m));
+            assert_eq!(s.len(), k);
+            assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
+            assert!(s.iter().all(|&i| i < n));
+            for i in s {
+                hits[i] += 1;
+            }
+        }
+        // Each index is included with probability k/n.
+        let p = k as f64 / n as f64;
+        let sd = (runs as f64 * p * (1.0 - p)).sqrt();
+        for h in hits {
+            assert!((h as f64 - runs as f64 * p).abs() < 5.0 * sd, "{h}");
+        }
     }
 }

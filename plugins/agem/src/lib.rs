@@ -41,6 +41,7 @@
 
 use clef_sdk::memory::{Row, SampleStore};
 use clef_sdk::prelude::*;
+use clef_sdk::rng::choose_subset;
 use clef_sdk::{Role, Split};
 
 /// The `hparams` table.
@@ -131,22 +132,6 @@ fn cached_mask<'m>(
         *slot = Some(ctx.task_mask(task)?);
     }
     Ok(slot.as_deref().unwrap_or_default())
-}
-
-/// `k` distinct indices drawn uniformly from `0..n`, sorted (partial Fisher–Yates;
-/// `below(m)` uniform in `0..m`). All of `0..n` when `k >= n`.
-fn choose_subset(n: usize, k: usize, mut below: impl FnMut(usize) -> usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in 0..k {
-        let j = i + below(n - i);
-        idx.swap(i, j);
-    }
-    idx.truncate(k);
-    idx.sort_unstable();
-    idx
 }
 
 impl Agem {

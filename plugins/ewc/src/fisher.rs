@@ -1,4 +1,4 @@
-//! The plain math of the Fisher estimate: masked softmax, label sampling, sample subsets.
+//! The plain math of the Fisher estimate: masked softmax and label sampling.
 
 /// `out[j] = softmax(logits[units])[j]`, computed in f64 (max-shifted, so large logits do
 /// not overflow). `out.len()` must equal `units.len()`.
@@ -34,23 +34,6 @@ pub fn sample_categorical(probs: &[f64], u: f64) -> usize {
         }
     }
     last_positive
-}
-
-/// `k` distinct indices drawn uniformly from `0..n` (every `k`-subset equally likely), sorted.
-/// `below(m)` must return a uniform integer in `0..m`. Returns all of `0..n` when `k >= n`.
-pub fn choose_subset(n: usize, k: usize, mut below: impl FnMut(usize) -> usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    // Partial Fisher–Yates shuffle: the first k positions are a uniform k-subset.
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in 0..k {
-        let j = i + below(n - i);
-        idx.swap(i, j);
-    }
-    idx.truncate(k);
-    idx.sort_unstable();
-    idx
 }
 
 #[cfg(test)]
@@ -97,31 +80,6 @@ mod tests {
                 (*c as f64 - n as f64 * p).abs() <= 5.0 * sd + 1e-9,
                 "{counts:?}"
             );
-        }
-    }
-
-    #[test]
-    fn subsets_are_distinct_sorted_in_range_and_uniform() {
-        let mut rng = SplitMix64::new(3);
-        assert_eq!(choose_subset(5, 9, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
-        assert_eq!(choose_subset(5, 5, |m| rng.below(m)), vec![0, 1, 2, 3, 4]);
-        assert!(choose_subset(5, 0, |m| rng.below(m)).is_empty());
-        let (n, k, runs) = (20, 5, 20_000);
-        let mut hits = vec![0usize; n];
-        for _ in 0..runs {
-            let s = choose_subset(n, k, |m| rng.below(m));
-            assert_eq!(s.len(), k);
-            assert!(s.windows(2).all(|w| w[0] < w[1]), "{s:?}");
-            assert!(s.iter().all(|&i| i < n));
-            for i in s {
-                hits[i] += 1;
-            }
-        }
-        // Each index is included with probability k/n.
-        let p = k as f64 / n as f64;
-        let sd = (runs as f64 * p * (1.0 - p)).sqrt();
-        for h in hits {
-            assert!((h as f64 - runs as f64 * p).abs() < 5.0 * sd, "{h}");
         }
     }
 }

@@ -72,7 +72,8 @@ pub mod fisher;
 use clef_sdk::prelude::*;
 use clef_sdk::Split;
 
-use fisher::{choose_subset, masked_softmax, sample_categorical};
+use clef_sdk::rng::choose_subset;
+use fisher::{masked_softmax, sample_categorical};
 
 /// How the labels of the Fisher's log-likelihood gradients are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, HParamChoice, Serialize, Deserialize)]

@@ -45,6 +45,7 @@
 //! folded in).
 
 use clef_sdk::prelude::*;
+use clef_sdk::rng::choose_subset;
 use clef_sdk::{Role, Split};
 
 /// How the per-sample gradient magnitudes are computed.
@@ -92,22 +93,6 @@ pub struct Mas {
 
 /// Samples fetched, forwarded and sent to `sample_grads` at once.
 const CHUNK: usize = 256;
-
-/// `k` distinct indices drawn uniformly from `0..n`, sorted (partial Fisher–Yates;
-/// `below(m)` uniform in `0..m`). All of `0..n` when `k >= n`.
-pub fn choose_subset(n: usize, k: usize, mut below: impl FnMut(usize) -> usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in 0..k {
-        let j = i + below(n - i);
-        idx.swap(i, j);
-    }
-    idx.truncate(k);
-    idx.sort_unstable();
-    idx
-}
 
 /// Adds `|g|` of every tracked tensor's gradient into `acc` (f64) and zeroes every gradient.
 fn drain_abs(ctx: &mut Ctx<'_>, tracked: &[bool], acc: &mut [Vec<f64>]) -> Result<()> {
