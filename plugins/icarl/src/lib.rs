@@ -253,7 +253,10 @@ impl Strategy for Icarl {
             self.step.old_probs.extend(logits.into_iter().map(sigmoid));
         }
         if let Some(r) = rows {
-            ctx.append_rows(&r.x, &r.targets, None)
+            // Every row's mask is the units seen so far, which the loss runs over (task-IL's
+            // default mask, the current task's head, would not hold an old exemplar's label).
+            let masks = self.step.seen.repeat(r.targets.len());
+            ctx.append_rows(&r.x, &r.targets, Some(&masks))
                 .context("appending the exemplars")?;
         }
         self.step.rows = total;

@@ -214,8 +214,8 @@ fn the_loss_distils_the_old_networks_sigmoids_on_old_units_and_learns_the_new_on
 
 #[test]
 fn the_loss_hook_matches_an_f64_reference_and_finite_differences() {
-    // Class-IL, task 1 of the herding host: the batch is two rows of task 1 plus the
-    // exemplars the union share appends; the old network is the parameters at task 1's start.
+    // Class-IL, task 1 of the herding host: the batch is two rows of task 1 plus two
+    // exemplars; the old network is the parameters at task 1's start, then perturbed.
     let mut host = herding_host();
     let mut p = plugin("memory_size = 4\nreplay_batch = 2");
     boundary(&mut p, &mut host, 0);
@@ -274,9 +274,9 @@ fn the_loss_hook_matches_an_f64_reference_and_finite_differences() {
 
 #[test]
 fn the_union_share_visits_every_exemplar_once_per_epoch() {
-    // 4 exemplars, 6 training samples in task 1... the mock's task 1 of the herding host has
-    // 4 samples: batches of 2 current rows get 2 · 4 / 4 = 2 exemplars each, and two batches
-    // (one epoch) visit each exemplar once.
+    // 4 exemplars and 4 training samples in task 1 of the herding host: batches of 2 current
+    // rows get 2 · 4 / 4 = 2 exemplars each, and two batches (one epoch) visit each exemplar
+    // once.
     let mut host = herding_host();
     let mut p = plugin("memory_size = 4");
     boundary(&mut p, &mut host, 0);
@@ -293,7 +293,7 @@ fn the_union_share_visits_every_exemplar_once_per_epoch() {
         p.train_step(&mut host).unwrap();
         let a = host.state().appended[0].clone();
         assert_eq!(a.targets.len(), 2, "batch {b}");
-        assert_eq!(a.masks, None);
+        assert_eq!(a.masks, Some([true; 4].repeat(2)));
         visited.extend(a.x.chunks(2).zip(&a.targets).map(|(x, &t)| (x.to_vec(), t)));
     }
     for epoch in visited.chunks(4) {
