@@ -352,3 +352,31 @@ fn a_restored_instance_predicts_and_trains_like_the_original() {
     );
     assert_eq!(q.save_state(&mut host).unwrap(), saved);
 }
+
+#[test]
+fn the_union_share_carries_its_remainder_across_batches() {
+    // 4 exemplars, 6 training samples in task 1, batches of 2: 2 · 4 / 6 = 1⅓ exemplars per
+    // batch, so the counts are ⌊8/6⌋ = 1 (remainder 2), ⌊10/6⌋ = 1 (remainder 4), ⌊12/6⌋ = 2:
+    // 4 exemplars over the epoch's 3 batches, as the union of 6 + 4 samples would give.
+    let mut host = herding_host();
+    let mut p = plugin("memory_size = 4");
+    boundary(&mut p, &mut host, 0);
+    {
+        let s = host.state_mut();
+        s.task = 1;
+        s.tasks[1].train_x.extend([5.0, 5.0, 6.0, 6.0]);
+        s.tasks[1].train_y.extend([2, 3]);
+    }
+    p.on_task_start(&mut host).unwrap();
+    let mut counts = Vec::new();
+    for _ in 0..6 {
+        let s = host.state_mut();
+        s.batch_x = vec![0.0, 2.0, 2.0, -1.0];
+        s.batch_targets = vec![2, 3];
+        s.batch_current_rows = 2;
+        s.appended.clear();
+        p.train_step(&mut host).unwrap();
+        counts.push(host.state().appended.first().map_or(0, |a| a.targets.len()));
+    }
+    assert_eq!(counts, [1, 1, 2, 1, 1, 2]);
+}
