@@ -265,7 +265,12 @@ impl Strategy for Icarl {
         Ok(())
     }
 
-    fn loss(&mut self, _ctx: &mut Ctx<'_>, batch: &LossBatch<'_>, cotangent: &mut [f32]) -> Result<f32> {
+    fn loss(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        batch: &LossBatch<'_>,
+        cotangent: &mut [f32],
+    ) -> Result<f32> {
         let s = &mut self.step;
         ensure!(s.ready, "the loss hook ran without before_batch");
         s.ready = false;

@@ -36,7 +36,7 @@ pub fn ncm_scores(features: &[f32], dim: usize, means: &[Vec<f32>], out: &mut [f
     let k = means.len();
     ensure!(dim > 0, "NCM: features of width 0");
     ensure!(
-        features.len() % dim == 0,
+        features.len().is_multiple_of(dim),
         "NCM: {} feature values are not rows of {dim}",
         features.len()
     );
@@ -124,8 +124,8 @@ impl DistillBce<'_> {
                 y < k && self.seen[y],
                 "iCaRL loss: row {r}'s label {y} is not among the units seen so far"
             );
-            for u in 0..k {
-                q[u] = if self.new[u] {
+            for (u, q) in q.iter_mut().enumerate() {
+                *q = if self.new[u] {
                     f32::from(u8::from(u == y))
                 } else if self.seen[u] {
                     self.old_probs[r * k + u]

@@ -26,7 +26,9 @@ fn herding_host() -> MockHost {
     // (0.8, 0.4): 0.1111, against (0.3, 0.9): 0.1444), then row 1. Class 1: normalised
     // [-1,0], [-1,0], [0,-1]; μ = (−2/3, −1/3): row 3 (0.2222, tie with row 4 goes to the
     // lower row), then row 5 (mean (−0.5, −0.5): 0.0556 against row 4's (−1, 0): 0.2222).
-    s.tasks[0].train_x = vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8, -1.0, 0.0, -2.0, 0.0, 0.0, -1.0];
+    s.tasks[0].train_x = vec![
+        1.0, 0.0, 0.0, 1.0, 0.6, 0.8, -1.0, 0.0, -2.0, 0.0, 0.0, -1.0,
+    ];
     s.tasks[0].train_y = vec![0, 0, 0, 1, 1, 1];
     // Task 1. Class 2: normalised [1,0], [0,1], [0,1]; μ = (1/3, 2/3): row 1 ([0, 2], the
     // first of the two nearest). Class 3: one row.
@@ -102,7 +104,10 @@ fn class_means_and_ncm_scores_match_hand_values() {
     let n = (0.8f64 * 0.8 + 0.4 * 0.4).sqrt();
     let s = kit::saved::<Icarl>(&mut p, &mut host);
     let close = |a: &[f32], b: &[f64]| {
-        a.len() == b.len() && a.iter().zip(b).all(|(&a, &b)| (f64::from(a) - b).abs() < 1e-6)
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(&a, &b)| (f64::from(a) - b).abs() < 1e-6)
     };
     assert!(close(&s.means[0], &[0.8 / n, 0.4 / n]), "{:?}", s.means[0]);
     // Class 1: [-1, 0] and [0, -1]: (−0.5, −0.5) renormalised.
@@ -112,7 +117,9 @@ fn class_means_and_ncm_scores_match_hand_values() {
 
     // x = [3, 4] → φ = [0.6, 0.8]; units 2 and 3 have no exemplar yet.
     p.before_eval(&mut host, None).unwrap();
-    let scores = p.predict(&mut host, None, &[3.0, 4.0, 0.0, -5.0], 2).unwrap();
+    let scores = p
+        .predict(&mut host, None, &[3.0, 4.0, 0.0, -5.0], 2)
+        .unwrap();
     let d = |a: [f64; 2], b: [f64; 2]| -((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
     let want = [
         d([0.6, 0.8], [0.8 / n, 0.4 / n]),
@@ -198,7 +205,10 @@ fn the_loss_distils_the_old_networks_sigmoids_on_old_units_and_learns_the_new_on
     .unwrap();
     assert!((loss - want).abs() < 1e-9, "{loss} against {want}");
     for (g, w) in cot.iter().zip(want_grad) {
-        assert!((f64::from(*g) - w).abs() < 1e-7, "{cot:?} against {want_grad:?}");
+        assert!(
+            (f64::from(*g) - w).abs() < 1e-7,
+            "{cot:?} against {want_grad:?}"
+        );
     }
     // A label outside the seen units is an error, not a silent zero.
     let err = DistillBce {
@@ -233,7 +243,11 @@ fn the_loss_hook_matches_an_f64_reference_and_finite_differences() {
     let theta = kit::theta(&host);
     let before_values = host.values();
     p.before_batch(&mut host).unwrap();
-    assert_eq!(host.values(), before_values, "parameters not restored bit for bit");
+    assert_eq!(
+        host.values(),
+        before_values,
+        "parameters not restored bit for bit"
+    );
     let appended = host.state().appended[0].clone();
     assert_eq!(appended.targets.len(), 2);
     let mut x = vec![0.0f32, 2.0, 2.0, -1.0];
@@ -309,7 +323,7 @@ fn the_union_share_visits_every_exemplar_once_per_epoch() {
     // One current row per batch: 1 · 4 / 4 = 1 exemplar per batch; three rows: 3 per batch.
     for (rows, each) in [(1usize, 1usize), (3, 3)] {
         let s = host.state_mut();
-        s.batch_x = vec![0.0, 2.0].repeat(rows);
+        s.batch_x = [0.0, 2.0].repeat(rows);
         s.batch_targets = vec![2; rows];
         s.batch_current_rows = rows;
         s.appended.clear();
