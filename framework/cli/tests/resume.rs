@@ -70,6 +70,13 @@ fn mas_and_agem_resume_bit_identically_on_a_cnn() {
 }
 
 #[test]
+fn icarl_resumes_bit_identically_on_a_cnn() {
+    // The exemplars and class means; the old network (BN buffers included) is copied again
+    // at the next task's start from the restored parameters; NCM evaluation.
+    resumes("icarl", "class-il", "memory_size = 100");
+}
+
+#[test]
 fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
     // Spectral keeps power-iteration vectors per layer (conv kernels reshaped, BN scales as
     // diagonals); Wasserstein keeps the sorted initial values per tensor.

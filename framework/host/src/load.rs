@@ -389,14 +389,16 @@ fn read_info(path: &Path, desc: &'static ClefPluginDescriptor) -> Result<PluginI
         }
         hparams.push(spec);
     }
-    let hook_table: [(&'static str, bool); 10] = [
+    let hook_table: [(&'static str, bool); 12] = [
         ("on_model_built", desc.on_model_built.is_some()),
         ("on_task_start", desc.on_task_start.is_some()),
         ("before_batch", desc.before_batch.is_some()),
+        ("loss", desc.loss.is_some()),
         ("after_backward", desc.after_backward.is_some()),
         ("after_step", desc.after_step.is_some()),
         ("on_task_end", desc.on_task_end.is_some()),
         ("before_eval", desc.before_eval.is_some()),
+        ("predict", desc.predict.is_some()),
         ("after_eval", desc.after_eval.is_some()),
         ("save_state", desc.save_state.is_some()),
         ("load_state", desc.load_state.is_some()),

@@ -187,6 +187,7 @@ const PLUGIN_LIBS: &[&str] = &[
     "si",
     "mas",
     "agem",
+    "icarl",
     "fixture-bad-abi",
     "fixture-no-entry",
     "fixture-panicking",
