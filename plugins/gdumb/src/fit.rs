@@ -5,6 +5,8 @@ use clef_sdk::memory::ClassBalanced;
 use clef_sdk::prelude::*;
 use clef_sdk::rng::SplitMix64;
 
+use crate::schedule::{factor, Schedule, StepScaler};
+
 /// Rows per `forward` call when measuring the accuracy on the memory.
 const EVAL_CHUNK: usize = 1024;
 
@@ -16,6 +18,10 @@ pub(crate) struct Plan {
     pub batch_size: usize,
     /// The trial's setting (which mask each row trains with).
     pub setting: Setting,
+    /// The learning-rate schedule over the epochs (a factor on the trial's rate).
+    pub schedule: Schedule,
+    /// The schedule's lowest factor.
+    pub min_factor: f64,
 }
 
 /// What fitting did.
@@ -87,7 +93,8 @@ fn gather(
 
 /// Trains the network (re-initialised by the caller) on every row of `memory`: `plan.epochs`
 /// epochs, each a fresh shuffle of the rows drawn from `rng` cut into minibatches of
-/// `plan.batch_size`, one `train_step` per minibatch. Task-IL rows carry their own task's
+/// `plan.batch_size`, one `train_step` per minibatch, its update scaled by the schedule's
+/// factor for the epoch ([`crate::schedule`]). Task-IL rows carry their own task's
 /// mask; class-IL and domain-IL rows use the host's training mask. Then measures the fitted
 /// network's accuracy on the memory.
 pub(crate) fn fit(
@@ -103,16 +110,24 @@ pub(crate) fn fit(
     let n = memory.len();
     let mut order: Vec<usize> = (0..n).collect();
     let (mut steps, mut last_epoch_loss) = (0usize, f64::NAN);
+    let mut scaler = StepScaler::default();
     for epoch in 0..plan.epochs {
         rng.shuffle(&mut order);
+        let s = factor(plan.schedule, epoch, plan.min_factor) as f32;
         let mut sum = 0.0f64;
         for chunk in order.chunks(plan.batch_size) {
             let (x, targets, row_masks) = gather(ctx, memory, chunk, per_row, masks)?;
+            if s != 1.0 {
+                scaler.remember(ctx)?;
+            }
             let loss = ctx
                 .train_step(&x, &targets, row_masks.as_deref())
                 .with_context(|| {
                     format!("GDumb: training on the memory (epoch {epoch}, step {steps})")
                 })?;
+            if s != 1.0 {
+                scaler.scale(ctx, s)?;
+            }
             sum += f64::from(loss) * chunk.len() as f64;
             steps += 1;
         }

@@ -20,13 +20,18 @@
 //!   its own task: task-IL rows train with their own task's head (`task_mask(task)`),
 //!   class-IL rows with the current training mask (every class seen so far), domain-IL rows
 //!   with every output.
-//! * **The stream does not train the network**: the network is frozen between task ends. The
-//!   first `before_batch` after a task end (or after a resume) copies every tensor (batch-norm
-//!   buffers included); every `after_step` writes that copy back, undoing the optimizer's
-//!   step on the stream batch. So the network the trainer runs on the stream is always the
-//!   learner GDumb last fitted (at random initialisation during the first task), and the
-//!   record's online accuracy is that learner's accuracy on the incoming rows, before it has
-//!   been retrained on them.
+//! * **The stream does not train the network** (unless `train_on_stream`): the network is
+//!   frozen between task ends. The first `before_batch` after a task end (or after a resume)
+//!   copies every tensor (batch-norm buffers included); every `after_step` writes that copy
+//!   back, undoing the optimizer's step on the stream batch. So the network the trainer runs
+//!   on the stream is always the learner GDumb last fitted (at random initialisation during
+//!   the first task), and the record's online accuracy is that learner's accuracy on the
+//!   incoming rows before it has been retrained on them (in class-IL 0 on every task after
+//!   the first: its new classes were never trained). The record's `collapsed` flag, which
+//!   watches the stream's training, is then set on every task: by design, not a failure
+//!   (`fit_accuracy` below is the learner's own check). With `train_on_stream = true` the
+//!   steps go through (plain fine-tuning, thrown away by the next `reinit`): the same
+//!   accuracy matrix, but online accuracy and `collapsed` describe that discarded network.
 //!
 //! After fitting, it reports `memory_rows` (rows held), `fit_loss` (mean `train_step` loss of
 //! the last epoch) and `fit_accuracy` (the fitted network's accuracy on the memory, argmax
@@ -47,10 +52,12 @@
 //! is the fitted learner).
 
 mod fit;
+pub mod schedule;
 
 use clef_sdk::memory::{ClassBalanced, Row};
 use clef_sdk::prelude::*;
 use clef_sdk::rng::SplitMix64;
+use schedule::Schedule;
 
 /// The `hparams` table.
 #[derive(HParams)]
@@ -64,6 +71,15 @@ pub struct Config {
     /// rows per optimizer step when retraining on the memory (Prabhu et al. 2020: 16)
     #[hparam(default = 16, range = 1..=1_000_000)]
     pub batch_size: usize,
+    /// learning-rate schedule of the fit, a factor on the trial's rate (Prabhu et al. 2020: warm-up, cosine with warm restarts)
+    #[hparam(default = "cosine-restarts")]
+    pub schedule: Schedule,
+    /// lowest factor of the cosine schedule (Prabhu et al. 2020: 0.0005 / 0.05)
+    #[hparam(default = 0.01, range = 0.0..=1.0)]
+    pub min_lr_factor: f64,
+    /// let the stream's optimizer steps train the network (discarded at the task end); false undoes them
+    #[hparam(default = false)]
+    pub train_on_stream: bool,
 }
 
 /// The GDumb strategy.
@@ -72,6 +88,9 @@ pub struct GDumb {
     memory_size: usize,
     epochs: usize,
     batch_size: usize,
+    schedule: Schedule,
+    min_lr_factor: f64,
+    train_on_stream: bool,
     /// Created at the first batch (when the input width is known).
     memory: Option<ClassBalanced>,
     /// Task-IL class masks by task id (static for a trial, refetched after a resume).
@@ -109,6 +128,9 @@ impl Strategy for GDumb {
             memory_size: config.memory_size,
             epochs: config.epochs,
             batch_size: config.batch_size,
+            schedule: config.schedule,
+            min_lr_factor: config.min_lr_factor,
+            train_on_stream: config.train_on_stream,
             memory: None,
             masks: Vec::new(),
             incoming_x: Vec::new(),
@@ -123,7 +145,7 @@ impl Strategy for GDumb {
     }
 
     fn before_batch(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-        if self.frozen.is_none() {
+        if !self.train_on_stream && self.frozen.is_none() {
             self.frozen = Some(clef_sdk::anchor::capture(ctx)?);
         }
         let task = ctx.task_info()?.task;
@@ -197,6 +219,8 @@ impl Strategy for GDumb {
             epochs: self.epochs,
             batch_size: self.batch_size,
             setting: task.setting,
+            schedule: self.schedule,
+            min_factor: self.min_lr_factor,
         };
         let fitted = fit::fit(ctx, memory, &plan, &mut self.masks, &mut rng)?;
         info!(

@@ -287,9 +287,10 @@ fn sgd_step_reference(
 }
 
 /// The rows of tasks 0 and 1 streamed into a 4-slot memory, then the task-1 end with one
-/// epoch of one step (batch 8 ≥ 4 rows) of plain SGD: the host's parameters after it, and the
-/// re-initialised parameters it started from.
-fn one_step_at_the_task_1_end(setting: i32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+/// epoch of one step (batch 8 ≥ 4 rows) of plain SGD at lr 0.5 (times the schedule's factor
+/// for epoch 0): the host's parameters after it, and the re-initialised parameters it started
+/// from.
+fn one_step_at_the_task_1_end(setting: i32, schedule: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let lr = 0.5;
     let plain = MockOptimizer::Sgd {
         lr,
@@ -299,7 +300,8 @@ fn one_step_at_the_task_1_end(setting: i32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     };
     let mut host = host(setting);
     host.state_mut().optimizer = plain;
-    let mut plugin = MockPlugin::create::<GDumb>(&config(4, 1, 8)).unwrap();
+    let cfg = format!("{}\nschedule = \"{schedule}\"", config(4, 1, 8));
+    let mut plugin = MockPlugin::create::<GDumb>(&cfg).unwrap();
     separable_batch(&mut host, 0, &[0, 1], 0);
     plugin.before_batch(&mut host).unwrap();
     separable_batch(&mut host, 1, &[2, 3], 1);
@@ -328,7 +330,8 @@ fn assert_close(actual: &[f32], expected: &[f64], what: &str) {
 
 #[test]
 fn task_il_rows_train_with_their_own_task_head() {
-    let (after, init) = one_step_at_the_task_1_end(CLEF_SETTING_TASK_IL);
+    // The default schedule's epoch 0 is a warm-up at 0.1 × lr: the step of plain SGD at 0.05.
+    let (after, init) = one_step_at_the_task_1_end(CLEF_SETTING_TASK_IL, "cosine-restarts");
     let x = [
         separable(0, 0),
         separable(1, 1),
@@ -337,12 +340,12 @@ fn task_il_rows_train_with_their_own_task_head() {
     ];
     let heads = [[true, true, false, false], [false, false, true, true]];
     let masks = [heads[0], heads[0], heads[1], heads[1]];
-    let (w, b) = sgd_step_reference(&init[0], &init[1], &x, &[0, 1, 2, 3], &masks, 0.5);
+    let (w, b) = sgd_step_reference(&init[0], &init[1], &x, &[0, 1, 2, 3], &masks, 0.05);
     assert_close(&after[0], &w, "weight");
     assert_close(&after[1], &b, "bias");
     // The shared class-IL mask gives another step: the check tells them apart.
     let all = [[true; OUTPUTS]; 4];
-    let (w_all, _) = sgd_step_reference(&init[0], &init[1], &x, &[0, 1, 2, 3], &all, 0.5);
+    let (w_all, _) = sgd_step_reference(&init[0], &init[1], &x, &[0, 1, 2, 3], &all, 0.05);
     assert!(w.iter().zip(&w_all).any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
@@ -355,7 +358,7 @@ fn class_il_rows_train_over_every_seen_class_and_domain_il_over_every_output() {
         separable(3, 2),
     ];
     for setting in [CLEF_SETTING_CLASS_IL, CLEF_SETTING_DOMAIN_IL] {
-        let (after, init) = one_step_at_the_task_1_end(setting);
+        let (after, init) = one_step_at_the_task_1_end(setting, "constant");
         let all = [[true; OUTPUTS]; 4];
         let (w, b) = sgd_step_reference(&init[0], &init[1], &x, &[0, 1, 2, 3], &all, 0.5);
         assert_close(&after[0], &w, "weight");
@@ -415,4 +418,121 @@ fn argmax_over_a_mask_by_hand() {
     assert_eq!(fit::argmax_masked(&z, &[true; 4]), Some(1)); // tie 1–3: the lowest
     assert_eq!(fit::argmax_masked(&z, &[true, false, true, false]), Some(2));
     assert_eq!(fit::argmax_masked(&z, &[false; 4]), None);
+}
+
+#[test]
+fn train_on_stream_lets_the_steps_through_and_changes_no_learner() {
+    let run = |through: bool| {
+        let mut host = host(CLEF_SETTING_CLASS_IL);
+        let cfg = format!("{}\ntrain_on_stream = {through}", config(6, 3, 4));
+        let mut plugin = MockPlugin::create::<GDumb>(&cfg).unwrap();
+        let initial = host.values();
+        for b in 0..3 {
+            separable_batch(&mut host, 0, &[0, 1, 1, 0], b);
+            plugin.train_step(&mut host).unwrap();
+        }
+        let moved = host.values() != initial;
+        plugin.on_task_end(&mut host).unwrap();
+        (moved, host.values())
+    };
+    let (frozen_moved, frozen) = run(false);
+    let (through_moved, through) = run(true);
+    assert!(!frozen_moved && through_moved);
+    assert_eq!(frozen, through);
+}
+
+#[test]
+fn the_schedule_factors_by_hand_and_against_pytorchs_recurrence() {
+    use schedule::{factor, Schedule::*};
+    let f = 0.01;
+    let by_hand = [
+        (0, 0.1),
+        (1, 1.0),
+        (2, 1.0),
+        (3, 0.505), // f + (1 − f)·(1 + cos(π/2))/2
+        (4, 1.0),
+        (
+            5,
+            0.01 + 0.99 * (1.0 + std::f64::consts::FRAC_1_SQRT_2) / 2.0,
+        ), // cos(π/4)
+        (6, 0.505),
+        (
+            7,
+            0.01 + 0.99 * (1.0 - std::f64::consts::FRAC_1_SQRT_2) / 2.0,
+        ), // cos(3π/4)
+        (8, 1.0),
+    ];
+    for (e, want) in by_hand {
+        assert!(
+            (factor(CosineRestarts, e, f) - want).abs() < 1e-12,
+            "epoch {e}"
+        );
+        assert_eq!(factor(Constant, e, f), 1.0);
+    }
+    // torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0 = 1, T_mult = 2), stepped once
+    // per epoch from epoch 2 as the official loop does (T_cur += 1; on T_cur ≥ T_i: T_cur −=
+    // T_i, T_i *= 2).
+    let (mut t_cur, mut t_i) = (0usize, 1usize);
+    for e in 2..600 {
+        t_cur += 1;
+        if t_cur >= t_i {
+            t_cur -= t_i;
+            t_i *= 2;
+        }
+        let torch =
+            f + (1.0 - f) * (1.0 + (std::f64::consts::PI * t_cur as f64 / t_i as f64).cos()) / 2.0;
+        assert!(
+            (factor(CosineRestarts, e, f) - torch).abs() < 1e-12,
+            "epoch {e}"
+        );
+    }
+}
+
+/// The memory of `one_step_at_the_task_1_end` fitted for one epoch of two steps (batch 2) with
+/// `optimizer`; returns the parameters.
+fn two_steps(optimizer: MockOptimizer, schedule: &str) -> Vec<Vec<f32>> {
+    let mut host = host(CLEF_SETTING_CLASS_IL);
+    if matches!(optimizer, MockOptimizer::Adam { .. }) {
+        host.use_adam();
+    }
+    host.state_mut().optimizer = optimizer;
+    let cfg = format!("{}\nschedule = \"{schedule}\"", config(4, 1, 2));
+    let mut plugin = MockPlugin::create::<GDumb>(&cfg).unwrap();
+    separable_batch(&mut host, 0, &[0, 1], 0);
+    plugin.before_batch(&mut host).unwrap();
+    separable_batch(&mut host, 1, &[2, 3], 1);
+    plugin.before_batch(&mut host).unwrap();
+    plugin.on_task_end(&mut host).unwrap();
+    assert_eq!(host.state().steps, 2);
+    host.values()
+}
+
+#[test]
+fn a_scaled_step_is_the_step_at_the_scaled_rate_with_momentum_and_adam() {
+    // Epoch 0 of the default schedule scales every update by 0.1: the same two steps as the
+    // optimizer at a tenth of the rate, its state carried from the first to the second.
+    let sgd = |lr| MockOptimizer::Sgd {
+        lr,
+        momentum: 0.9,
+        weight_decay: 0.01,
+        nesterov: false,
+    };
+    let adam = |lr| MockOptimizer::Adam {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    for (full, tenth) in [(sgd(0.5), sgd(0.05)), (adam(0.01), adam(0.001))] {
+        let scaled = two_steps(full, "cosine-restarts");
+        let reference = two_steps(tenth, "constant");
+        let unscaled = two_steps(full, "constant");
+        for (a, b) in scaled.iter().zip(&reference) {
+            for (&a, &b) in a.iter().zip(b) {
+                assert!((a - b).abs() < 1e-6, "{full:?}: {a} against {b}");
+            }
+        }
+        assert_ne!(scaled, unscaled);
+    }
 }

@@ -184,6 +184,7 @@ const PLUGIN_LIBS: &[&str] = &[
     "sfr",
     "par",
     "si",
+    "gdumb",
     "fixture-bad-abi",
     "fixture-no-entry",
     "fixture-panicking",
