@@ -70,6 +70,9 @@ fn shared_mask(ctx: &mut Ctx<'_>, setting: Setting) -> Result<Option<Vec<bool>>>
     }
 }
 
+/// Rows copied out of the memory: inputs, targets and (task-IL) per-row masks.
+type Labelled = (Vec<f32>, Vec<usize>, Option<Vec<bool>>);
+
 /// Inputs, targets and (task-IL) per-row masks of the memory rows `rows`.
 fn gather(
     ctx: &mut Ctx<'_>,
@@ -77,7 +80,7 @@ fn gather(
     rows: &[usize],
     per_row_masks: bool,
     masks: &mut Vec<Option<Vec<bool>>>,
-) -> Result<(Vec<f32>, Vec<usize>, Option<Vec<bool>>)> {
+) -> Result<Labelled> {
     let got = memory.store().gather(rows);
     let row_masks = if per_row_masks {
         let mut m = Vec::new();
