@@ -77,6 +77,17 @@ fn icarl_resumes_bit_identically_on_a_cnn() {
 }
 
 #[test]
+fn gdumb_resumes_bit_identically_on_a_cnn() {
+    // The class-balanced memory and the RNG's position: the learner is retrained from a fresh
+    // initialisation at every task end (BN buffers included), the stream steps undone.
+    resumes(
+        "gdumb",
+        "class-il",
+        "memory_size = 100, epochs = 2, batch_size = 16",
+    );
+}
+
+#[test]
 fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
     // Spectral keeps power-iteration vectors per layer (conv kernels reshaped, BN scales as
     // diagonals); Wasserstein keeps the sorted initial values per tensor.

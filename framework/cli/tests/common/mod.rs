@@ -188,6 +188,7 @@ const PLUGIN_LIBS: &[&str] = &[
     "mas",
     "agem",
     "icarl",
+    "gdumb",
     "fixture-bad-abi",
     "fixture-no-entry",
     "fixture-panicking",
