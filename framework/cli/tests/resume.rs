@@ -88,6 +88,19 @@ fn gdumb_resumes_bit_identically_on_a_cnn() {
 }
 
 #[test]
+fn der_derpp_and_er_ace_resume_bit_identically_on_a_cnn() {
+    // The reservoir memories (DER's with the stored logits of every row) and their counters;
+    // the replay draws and reservoir slots come from the host RNG, restored with the trial.
+    resumes("der", "class-il", "memory_size = 60, alpha = 0.5");
+    resumes(
+        "derpp",
+        "task-il",
+        "memory_size = 60, alpha = 0.5, beta = 0.5",
+    );
+    resumes("er-ace", "class-il", "memory_size = 60");
+}
+
+#[test]
 fn spectral_and_wasserstein_resume_bit_identically_on_a_cnn() {
     // Spectral keeps power-iteration vectors per layer (conv kernels reshaped, BN scales as
     // diagonals); Wasserstein keeps the sorted initial values per tensor.

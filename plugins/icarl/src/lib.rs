@@ -11,10 +11,10 @@
 //!   evaluation mode; `clef_sdk::memory::herding`, Algorithm 4), stored in priority order.
 //! * **Training** on the union of the task's data and the exemplars: `before_batch` appends
 //!   exemplar rows to every batch, visiting the exemplars in a shuffled cycle. With
-//!   `replay_batch = 0` (the default) a batch of `B` current rows gets the union's share of
+//!   `replay_batch_size = 0` (the default) a batch of `B` current rows gets the union's share of
 //!   exemplars, `B · M / N` (M exemplars held, N training samples of the task; the fraction is
 //!   carried over so an epoch over the task's data visits every exemplar once, as one epoch
-//!   over the union would); otherwise `replay_batch` rows.
+//!   over the union would); otherwise `replay_batch_size` rows.
 //! * **Loss** (`loss` hook, Algorithm 3): sigmoid binary cross-entropy over every output unit
 //!   seen so far, with one-hot targets on the current task's units and, on the older units,
 //!   the sigmoid outputs of the **old network** (the network at the end of the previous task),
@@ -59,7 +59,7 @@ pub struct Config {
     /// exemplar rows appended per batch; 0 = the union's share, current rows × exemplars /
     /// task samples
     #[hparam(default = 0, range = 0..=1_000_000, needs_past_tasks)]
-    pub replay_batch: usize,
+    pub replay_batch_size: usize,
     /// evaluation by nearest mean of exemplars (iCaRL) or by the network's own head
     #[hparam(default = "ncm")]
     pub classifier: Classifier,
@@ -69,7 +69,7 @@ pub struct Config {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Icarl {
     memory_size: usize,
-    replay_batch: usize,
+    replay_batch_size: usize,
     classifier: Classifier,
     /// The exemplars, each class's in herding priority order (created at the first task end).
     memory: Option<SampleStore>,
@@ -84,7 +84,7 @@ pub struct Icarl {
     /// The exemplars' visiting order in this task, and the next position in it.
     order: Vec<usize>,
     cursor: usize,
-    /// Remainder of `current rows × M` not yet turned into exemplar rows (`replay_batch = 0`).
+    /// Remainder of `current rows × M` not yet turned into exemplar rows (`replay_batch_size = 0`).
     carry: u64,
     /// Scratch of one step, rebuilt every batch.
     #[serde(skip)]
@@ -174,7 +174,7 @@ impl Strategy for Icarl {
     fn new(config: Config) -> Result<Self> {
         Ok(Self {
             memory_size: config.memory_size,
-            replay_batch: config.replay_batch,
+            replay_batch_size: config.replay_batch_size,
             classifier: config.classifier,
             memory: None,
             means: Vec::new(),
@@ -219,8 +219,8 @@ impl Strategy for Icarl {
         let held = self.memory.as_ref().map_or(0, SampleStore::len);
         let count = if held == 0 {
             0
-        } else if self.replay_batch > 0 {
-            self.replay_batch.min(held)
+        } else if self.replay_batch_size > 0 {
+            self.replay_batch_size.min(held)
         } else if info.train_samples == 0 {
             0
         } else {

@@ -11,7 +11,7 @@ use crate::ncm::NO_MEAN_SCORE;
 
 clef_sdk::standard_tests!(
     Icarl,
-    config = "memory_size = 4\nreplay_batch = 0\nclassifier = \"ncm\"",
+    config = "memory_size = 4\nreplay_batch_size = 0\nclassifier = \"ncm\"",
     docs = "../../docs/strategies.md"
 );
 
@@ -227,7 +227,7 @@ fn the_loss_hook_matches_an_f64_reference_and_finite_differences() {
     // Class-IL, task 1 of the herding host: the batch is two rows of task 1 plus two
     // exemplars; the old network is the parameters at task 1's start, then perturbed.
     let mut host = herding_host();
-    let mut p = plugin("memory_size = 4\nreplay_batch = 2");
+    let mut p = plugin("memory_size = 4\nreplay_batch_size = 2");
     boundary(&mut p, &mut host, 0);
     host.state_mut().task = 1;
     p.on_task_start(&mut host).unwrap();
