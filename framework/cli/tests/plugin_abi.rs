@@ -302,3 +302,63 @@ fn metric_acc(r: &Value) -> f64 {
     let last = m.last().unwrap().as_array().unwrap();
     last.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / last.len() as f64
 }
+
+/// `clef plugins` lists the strategy zoo of issue 19 with its schemas, backbones and the 1.6
+/// hooks the methods need (a `loss` for the ones that replace the training loss, `predict` for
+/// iCaRL's nearest-mean classifier).
+#[test]
+fn the_strategy_zoo_is_listed_with_its_schemas_and_hooks() {
+    let out = clef()
+        .arg("plugins")
+        .arg("--plugin-dir")
+        .arg(plugins())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let listing = text(&out.stdout);
+    let block = |name: &str| -> String {
+        let start = listing
+            .find(&format!("\n{name} "))
+            .map(|i| i + 1)
+            .or_else(|| listing.starts_with(&format!("{name} ")).then_some(0))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"));
+        let rest = &listing[start..];
+        // The block ends at the next unindented line.
+        let end = rest
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .find(|&i| rest[i..].starts_with(|c: char| !c.is_whitespace()))
+            .unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    let hooks = |b: &str| -> Vec<String> {
+        let line = b
+            .lines()
+            .find(|l| l.trim_start().starts_with("hooks:"))
+            .unwrap_or_else(|| panic!("no hooks line in\n{b}"));
+        line.trim_start()["hooks:".len()..]
+            .split(',')
+            .map(|h| h.trim().to_string())
+            .collect()
+    };
+    for (name, hparams, loss, predict) in [
+        ("si", &["c", "xi"][..], false, false),
+        ("mas", &["lambda", "importance_samples"][..], false, false),
+        ("agem", &["memory_size", "sample_size"][..], false, false),
+        ("er-ace", &["memory_size", "replay_batch_size"][..], true, false),
+        ("der", &["memory_size", "alpha"][..], true, false),
+        ("derpp", &["memory_size", "alpha", "beta"][..], true, false),
+        ("icarl", &["memory_size", "classifier"][..], true, true),
+        ("gdumb", &["memory_size", "epochs", "batch_size"][..], false, false),
+    ] {
+        let b = block(name);
+        assert!(b.contains("(ABI 1.6)"), "{b}");
+        assert!(b.contains("backbones: mlp, convnet, resnet18"), "{b}");
+        for h in hparams {
+            assert!(b.contains(&format!("\n      {h} ")), "{name}: no {h} in\n{b}");
+        }
+        let hk = hooks(&b);
+        assert_eq!(hk.contains(&"loss".to_string()), loss, "{name}: {hk:?}");
+        assert_eq!(hk.contains(&"predict".to_string()), predict, "{name}: {hk:?}");
+    }
+}
