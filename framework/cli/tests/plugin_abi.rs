@@ -345,20 +345,37 @@ fn the_strategy_zoo_is_listed_with_its_schemas_and_hooks() {
         ("si", &["c", "xi"][..], false, false),
         ("mas", &["lambda", "importance_samples"][..], false, false),
         ("agem", &["memory_size", "sample_size"][..], false, false),
-        ("er-ace", &["memory_size", "replay_batch_size"][..], true, false),
+        (
+            "er-ace",
+            &["memory_size", "replay_batch_size"][..],
+            true,
+            false,
+        ),
         ("der", &["memory_size", "alpha"][..], true, false),
         ("derpp", &["memory_size", "alpha", "beta"][..], true, false),
         ("icarl", &["memory_size", "classifier"][..], true, true),
-        ("gdumb", &["memory_size", "epochs", "batch_size"][..], false, false),
+        (
+            "gdumb",
+            &["memory_size", "epochs", "batch_size"][..],
+            false,
+            false,
+        ),
     ] {
         let b = block(name);
         assert!(b.contains("(ABI 1.6)"), "{b}");
         assert!(b.contains("backbones: mlp, convnet, resnet18"), "{b}");
         for h in hparams {
-            assert!(b.contains(&format!("\n      {h} ")), "{name}: no {h} in\n{b}");
+            assert!(
+                b.contains(&format!("\n      {h} ")),
+                "{name}: no {h} in\n{b}"
+            );
         }
         let hk = hooks(&b);
         assert_eq!(hk.contains(&"loss".to_string()), loss, "{name}: {hk:?}");
-        assert_eq!(hk.contains(&"predict".to_string()), predict, "{name}: {hk:?}");
+        assert_eq!(
+            hk.contains(&"predict".to_string()),
+            predict,
+            "{name}: {hk:?}"
+        );
     }
 }
