@@ -37,6 +37,7 @@ use clef_host::{host_table, Appended, HostCtx};
 use clef_sdk::testing::{MockHost, MockOptimizer, MockTask, Phase};
 
 mod catalogue;
+mod train;
 use catalogue::catalogue;
 
 const DIM: usize = 5;
