@@ -30,8 +30,12 @@
 //! * **Host services.** Each hook gets a [`Ctx`]: parameter, gradient and optimizer-state views
 //!   into host memory, `forward`, `features`, `vjp`, `ntk_gram` on inputs you choose, the
 //!   training batch (`before_batch`), stored samples of past tasks, task masks, a seeded RNG
-//!   ([`rng::SplitMix64`] on top of it), and expert networks. Host refusals become errors
-//!   naming the service.
+//!   ([`rng::SplitMix64`] on top of it), expert networks, and (ABI 1.6) the gradient of rows
+//!   you choose, per-sample gradient powers, and a fresh network trained on your own rows at
+//!   task boundaries. Host refusals become errors naming the service.
+//! * **Your own loss and classifier** (ABI 1.6). `Strategy::CUSTOM_LOSS` with
+//!   [`Strategy::loss`] replaces the training loss ([`loss`]: the batch's logits and the
+//!   per-row pieces); `Strategy::PREDICTS` with [`Strategy::predict`] scores evaluation inputs.
 //! * **Rehearsal memories.** [`memory`]: a sample store with an optional per-row payload,
 //!   reservoir and class-balanced (GDumb) insertion, and iCaRL's herding, shared by the
 //!   replay-family plugins.
