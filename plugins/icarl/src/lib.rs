@@ -208,10 +208,7 @@ impl Strategy for Icarl {
         self.step.ready = false;
         let (current, cols) = {
             let batch = ctx.batch()?;
-            let x = batch
-                .x
-                .get(..batch.current_rows * batch.cols)
-                .context("the batch has fewer inputs than current_rows * cols")?;
+            let (x, _) = batch.current()?;
             self.step.x.clear();
             self.step.x.extend_from_slice(x);
             (batch.current_rows, batch.cols)

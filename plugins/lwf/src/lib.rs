@@ -242,11 +242,7 @@ impl Strategy for Lwf {
             return Ok(());
         }
         let batch = ctx.batch()?;
-        let n = batch.current_rows * batch.cols;
-        let x = batch
-            .x
-            .get(..n)
-            .context("the batch has fewer inputs than current_rows * cols")?;
+        let (x, _) = batch.current()?;
         self.x.clear();
         self.x.extend_from_slice(x);
         self.rows = batch.current_rows;

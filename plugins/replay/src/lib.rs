@@ -117,15 +117,7 @@ impl Strategy for Replay {
         let info = ctx.task_info()?;
         let (current, cols) = {
             let batch = ctx.batch()?;
-            let n = batch.current_rows * batch.cols;
-            let x = batch
-                .x
-                .get(..n)
-                .context("the batch has fewer inputs than current_rows * cols")?;
-            let y = batch
-                .targets
-                .get(..batch.current_rows)
-                .context("the batch has fewer targets than current_rows")?;
+            let (x, y) = batch.current()?;
             self.incoming_x.clear();
             self.incoming_x.extend_from_slice(x);
             self.incoming_y.clear();

@@ -38,6 +38,20 @@ impl BatchView<'_> {
     pub fn row(&self, r: usize) -> &[f32] {
         &self.x[r * self.cols..(r + 1) * self.cols]
     }
+
+    /// The inputs (`current_rows * cols`) and targets of the current task's rows, or an error
+    /// if the host's batch is shorter than it says.
+    pub fn current(&self) -> Result<(&[f32], &[usize])> {
+        let x = self
+            .x
+            .get(..self.current_rows * self.cols)
+            .ok_or_else(|| Error::msg("the batch has fewer inputs than current_rows * cols"))?;
+        let y = self
+            .targets
+            .get(..self.current_rows)
+            .ok_or_else(|| Error::msg("the batch has fewer targets than current_rows"))?;
+        Ok((x, y))
+    }
 }
 
 impl Ctx<'_> {
