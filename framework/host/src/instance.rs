@@ -37,6 +37,9 @@ pub struct PluginStrategy {
     inst: *mut c_void,
     /// Values reported with the `report` service and not yet taken: `(task, key, value)`.
     reports: Vec<(usize, String, f64)>,
+    /// The `loss` hook's targets and row masks, reused across steps (no allocation per step).
+    loss_targets: Vec<i64>,
+    loss_masks: Vec<u8>,
 }
 
 // SAFETY: the ABI allows an instance to be used from any thread as long as its calls never
@@ -237,6 +240,8 @@ impl PluginStrategy {
             plugin,
             inst,
             reports: Vec::new(),
+            loss_targets: Vec::new(),
+            loss_masks: Vec::new(),
         })
     }
 
@@ -418,8 +423,11 @@ impl Strategy for PluginStrategy {
         };
         let c = ctx.scenario.num_outputs;
         let rows = batch.rows();
-        let targets: Vec<i64> = batch.targets.iter().map(|&t| t as i64).collect();
-        let mut masks = Vec::with_capacity(rows * c);
+        let mut targets = std::mem::take(&mut self.loss_targets);
+        targets.clear();
+        targets.extend(batch.targets.iter().map(|&t| t as i64));
+        let mut masks = std::mem::take(&mut self.loss_masks);
+        masks.clear();
         for r in 0..rows {
             match batch.row_mask(r, c) {
                 Some(m) => masks.extend(m.iter().map(|&b| u8::from(b))),
@@ -440,13 +448,15 @@ impl Strategy for PluginStrategy {
         };
         let mut loss = f32::NAN;
         let (cot, loss_out) = (cotangent.as_mut_ptr(), &mut loss as *mut f32);
-        self.run("loss", Some(ctx), None, |inst, raw| {
+        let result = self.run("loss", Some(ctx), None, |inst, raw| {
             // SAFETY: this plugin's hook, with its instance, this call's ctx, an input whose
             // arrays (batch, logits, targets, masks) outlive the call, a cotangent of `rows *
             // num_outputs` writable floats and a writable loss.
             Some(unsafe { f(inst, raw, &input, cot, loss_out) })
-        })?;
-        Ok(loss)
+        });
+        self.loss_targets = targets;
+        self.loss_masks = masks;
+        result.map(|()| loss)
     }
 
     fn predicts(&self) -> bool {
